@@ -1,0 +1,5 @@
+import sys
+
+from bpfree.cli import main
+
+sys.exit(main())

@@ -1,0 +1,65 @@
+"""Backpropagation: the BP-free model's own body plus one Linear(n_L, C) head, trained end to
+end with cross-entropy and AdamW (ALGORITHMS.md, "BP")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bpfree.algorithms.base import Algorithm, Evaluation, Stage, evaluate_scores, mean_loss
+from bpfree.data import Split
+from bpfree.data.batches import Batches
+from bpfree.models import build_body
+from bpfree.registry import ALGORITHMS
+
+
+@dataclass(frozen=True)
+class BPParams:
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 128
+
+
+@ALGORITHMS.register("bp")
+class Backprop(Algorithm):
+    name = "bp"
+    Params = BPParams
+    arch_kinds = ("mlp", "cnn")
+    default_arch = "mlp:1000,1000"
+
+    def __init__(self, arch, info, params: BPParams, device, seed) -> None:
+        super().__init__(arch, info, params, device, seed)
+        body = build_body(arch, info.input_shape)
+        self.net.model = nn.Sequential(body, nn.Flatten(), nn.Linear(body.out_features, info.num_classes))
+        self.net.to(device)
+        self.optimizer = torch.optim.AdamW(
+            self.net.parameters(), lr=params.lr, weight_decay=params.weight_decay
+        )
+
+    def train_epoch(self, stage: Stage, batches: Batches) -> float:
+        self.net.train()
+        losses = []
+        for x, y in batches.epoch(self.params.batch_size):
+            loss = F.cross_entropy(self.net.model(x), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss)
+        return mean_loss(losses)
+
+    @torch.no_grad()
+    def evaluate(self, stage: Stage, split: Split) -> Evaluation:
+        self.net.eval()
+        return evaluate_scores(self.net.model, split)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.model(x)
+
+    def extra_state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_extra_state(self, state) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,48 @@
+"""``bpfree`` command line. Each subcommand lives in ``bpfree/commands/<name>.py`` with
+``register(subparsers)``; a new one is a new module plus one line in ``COMMANDS``.
+
+User errors (:class:`BpfreeError`) print one line naming what is valid and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from bpfree.errors import BpfreeError
+
+COMMANDS = [
+    "bpfree.commands.train",
+    "bpfree.commands.catalogue",
+    "bpfree.commands.download",
+    "bpfree.commands.aggregate",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bpfree", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BpfreeError as err:
+        print(f"bpfree: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bpfree: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

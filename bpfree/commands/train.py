@@ -1,0 +1,57 @@
+"""``bpfree train``: one run, writing DIR/metrics.json and DIR/history.csv."""
+
+from __future__ import annotations
+
+import argparse
+
+from bpfree.config import early_stopping_from_config, read_params_file
+from bpfree.models import parse_arch
+from bpfree.registry import ALGORITHMS, DATASETS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one algorithm on one dataset with one seed")
+    p.add_argument("--algorithm", required=True, help="e.g. bp, ff, mf, cafo-rand (see: bpfree algorithms)")
+    p.add_argument("--dataset", required=True, help="e.g. digits, mnist (see: bpfree datasets)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--arch", help="mlp:W1,W2,... or cnn:C1,C2,... (default: the algorithm's native one)")
+    p.add_argument("--params", help="YAML of hyperparameters (a flat mapping or bpfree tune's output)")
+    p.add_argument("--config", help="workflow config whose early_stopping section is the policy")
+    p.add_argument("--max-epochs", type=int, help="override early_stopping.max_epochs")
+    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
+    p.add_argument("--data-root", default="data", help="where datasets are (default: data)")
+    p.add_argument("--download", action="store_true", help="download the dataset if missing")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from bpfree.run import RunConfig, train
+
+    ALGORITHMS.get(args.algorithm)  # fail on names before anything else
+    DATASETS.get(args.dataset)
+    arch = parse_arch(args.arch) if args.arch else None
+    params = read_params_file(args.params, args.algorithm) if args.params else {}
+    policy = early_stopping_from_config(args.config)
+    if args.max_epochs is not None:
+        policy = dataclasses.replace(policy, max_epochs=args.max_epochs)
+    cfg = RunConfig(
+        algorithm=args.algorithm,
+        dataset=args.dataset,
+        seed=args.seed,
+        arch=arch,
+        params=params,
+        early_stopping=policy,
+        device=args.device,
+        data_root=args.data_root,
+        download=args.download,
+    )
+    result = train(cfg, args.out)
+    print(
+        f"{cfg.algorithm} {result.arch} on {cfg.dataset} seed {cfg.seed}: status {result.fit.status}, "
+        f"test accuracy {result.test_accuracy:.4f}, {result.fit.epochs} epochs, "
+        f"{result.fit.train_time_s:.1f} s -> {args.out}"
+    )
+    return 0

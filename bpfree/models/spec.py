@@ -1,0 +1,43 @@
+"""``KIND:W1,W2,...`` architecture specs, parsed once and passed around as :class:`ArchSpec`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from bpfree.errors import BpfreeError
+from bpfree.registry import ARCHITECTURES
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    kind: str  # a registered architecture: "mlp" or "cnn"
+    widths: tuple[int, ...]  # hidden widths (mlp) or channels per block (cnn)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{','.join(map(str, self.widths))}"
+
+
+def parse_arch(text: str) -> ArchSpec:
+    kind, sep, rest = text.strip().partition(":")
+    if kind not in ARCHITECTURES:
+        raise BpfreeError(
+            f"malformed architecture {text!r}: unknown kind {kind!r}; valid kinds: "
+            f"{', '.join(ARCHITECTURES.names())} (e.g. mlp:1000,1000 or cnn:32,128,512)"
+        )
+    try:
+        widths = tuple(int(w) for w in rest.split(",")) if sep else ()
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise BpfreeError(
+            f"malformed architecture {text!r}: expected {kind}:W1,W2,... with positive integer "
+            f"widths (e.g. mlp:1000,1000 or cnn:32,128,512)"
+        )
+    return ArchSpec(kind, widths)
+
+
+def build_body(spec: ArchSpec, input_shape: tuple[int, int, int]) -> nn.Module:
+    """The hidden layers of ``spec`` (no output head); the module exposes ``out_features``."""
+    return ARCHITECTURES.get(spec.kind)(spec.widths, input_shape)
