@@ -1,0 +1,87 @@
+"""``bpfree tune``: an Optuna study of one algorithm on one dataset and architecture, kept in a
+journal file (resumable, shareable by parallel workers), its best params written as YAML."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune", help="tune an algorithm's hyperparameters with Optuna (TPE, median pruner)")
+    p.add_argument("--algorithm", required=True, help="e.g. bp, ff, mf, cafo-rand (see: bpfree algorithms)")
+    p.add_argument("--dataset", required=True, help="e.g. digits, mnist (see: bpfree datasets)")
+    p.add_argument("--arch", help="mlp:W1,W2,... or cnn:C1,C2,... (default: the algorithm's native one)")
+    p.add_argument("--n-trials", type=int,
+                   help="COMPLETE trials the study must hold, counted across restarts and workers "
+                        "(default: tuning.n_trials of --config)")
+    p.add_argument("--storage", required=True,
+                   help="the study's journal file; run again to resume, or in parallel to share it")
+    p.add_argument("--out", required=True, help="where to write best_params.yaml (for bpfree train --params)")
+    p.add_argument("--config", help="workflow config: its tuning and early_stopping sections")
+    p.add_argument("--seed", type=int, help="sampler and training seed (default: tuning.seed, 42)")
+    p.add_argument("--study-name", help="default: ALGORITHM-DATASET-ARCH")
+    p.add_argument("--timeout", type=float, help="seconds after which this worker starts no new trial")
+    p.add_argument("--max-epochs", type=int, help="epoch budget of one trial (default: tuning.max_epochs)")
+    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
+    p.add_argument("--data-root", default="data", help="where datasets are (default: data)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    import optuna
+
+    from bpfree.config import early_stopping_from_mapping, read_yaml
+    from bpfree.errors import BpfreeError
+    from bpfree.models import parse_arch
+    from bpfree.registry import ALGORITHMS, DATASETS
+    from bpfree.tuning import TuneJob, tune, tuning_settings_from_mapping, write_best_params
+
+    ALGORITHMS.get(args.algorithm)  # fail on names before anything else
+    DATASETS.get(args.dataset)
+    arch = parse_arch(args.arch) if args.arch else None
+    config = (read_yaml(args.config) or {}) if args.config else {}
+    if not isinstance(config, dict):
+        raise BpfreeError(f"{args.config} must hold a mapping")
+    settings = tuning_settings_from_mapping(config.get("tuning"))
+    overrides = {"seed": args.seed, "timeout": args.timeout, "max_epochs": args.max_epochs}
+    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    n_trials = args.n_trials if args.n_trials is not None else settings.n_trials
+    if n_trials < 1:
+        raise BpfreeError("give --n-trials N (N >= 1) or tuning.n_trials in --config")
+    job = TuneJob(
+        algorithm=args.algorithm,
+        dataset=args.dataset,
+        n_trials=n_trials,
+        storage=Path(args.storage),
+        settings=settings,
+        early_stopping=early_stopping_from_mapping(config.get("early_stopping")),
+        arch=arch,
+        study_name=args.study_name,
+        device=args.device,
+        data_root=args.data_root,
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # bpfree prints one line per trial
+    # SLURM ends a job with SIGTERM: let the running trial be recorded FAIL ("interrupted")
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = tune(job)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    write_best_params(args.out, result)
+    c = result.counts
+    short = f" (short of {n_trials}: timeout)" if c.complete < n_trials else ""
+    print(
+        f"{args.algorithm} {result.arch} on {args.dataset}: study {result.study_name!r} has "
+        f"{c.complete} complete{short}, {c.pruned} pruned, {c.failed} failed trials; best "
+        f"val accuracy {result.best.value:.4f} (trial {result.best.number}); {result.trials_run} "
+        f"trials here in {result.elapsed_s:.1f} s -> {args.out}"
+    )
+    return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -1,0 +1,625 @@
+"""Hyperparameter tuning with Optuna, as the paper did: TPE (seed 42) maximising validation
+accuracy, a median pruner on the per-epoch validation accuracy, the paper's search spaces.
+
+One study per algorithm x dataset x architecture lives in a journal file
+(``JournalStorage`` + ``JournalFileBackend``): every ask, report and tell is appended under a
+file lock, so a killed job resumes where it stopped and several workers (SLURM jobs) can share
+one study. The study's size is counted in COMPLETE trials: pruned and failed ones do not count,
+across restarts and workers alike.
+
+    space = search_space("bp", overrides)             # the paper's, overridden by the config
+    result = tune(TuneJob(...))                       # ask -> fit -> tell until N complete
+    write_best_params("best_params.yaml", result)     # what ``bpfree train --params`` reads
+
+A trial never kills the study: divergence (NaN loss) is recorded PRUNED, an exception (out of
+memory included) FAIL, each with its reason in the trial's ``reason`` user attribute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import socket
+import sys
+import time
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import optuna
+import torch
+import yaml
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, TrialState
+from tqdm.auto import tqdm
+
+from bpfree import __version__
+from bpfree.algorithms import build_algorithm, params_from_mapping
+from bpfree.data import load_splits
+from bpfree.errors import BpfreeError
+from bpfree.io import write_yaml_atomic
+from bpfree.models import ArchSpec, parse_arch
+from bpfree.registry import ALGORITHMS, DATASETS
+from bpfree.training import EarlyStopping, fit, resolve_device, seed_everything
+
+OBJECTIVE = "val_accuracy"  # the final model's accuracy on the validation split, maximised
+MAX_CONSECUTIVE_FAILURES = 5  # a study whose every trial raises has a bug, not bad luck
+WAIT_POLL_S = 2.0  # how often a worker looks again while others finish the last trials
+
+
+# -- search spaces --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SearchSpace:
+    """What Optuna samples (``distributions``) and what every trial fixes (``fixed``), by the
+    names of the algorithm's Params fields; everything else keeps the Params default."""
+
+    algorithm: str
+    distributions: dict[str, BaseDistribution]
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    def params(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self.fixed, **sampled}
+
+    def describe(self) -> dict[str, Any]:
+        """The space in the YAML entry format it was written in."""
+        entries: dict[str, Any] = dict(self.fixed)
+        for name, dist in self.distributions.items():
+            if isinstance(dist, CategoricalDistribution):
+                entries[name] = {"type": "categorical", "choices": list(dist.choices)}
+                continue
+            kind = "int" if isinstance(dist, IntDistribution) else "float"
+            entries[name] = {"type": kind, "low": dist.low, "high": dist.high, "log": dist.log}
+            if dist.step not in (None, 1) or (kind == "float" and dist.step is not None):
+                entries[name]["step"] = dist.step
+        return entries
+
+
+def default_search_spaces() -> dict[str, dict[str, Any]]:
+    """The paper's spaces, shipped as ``bpfree/search_spaces.yaml``."""
+    text = resources.files("bpfree").joinpath("search_spaces.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def search_space(algorithm: str, overrides: Mapping[str, Any] | None = None) -> SearchSpace:
+    """The paper's space for ``algorithm`` with the config's ``tuning.search_spaces``
+    overrides applied parameter by parameter; every name is checked against the Params."""
+    defaults = default_search_spaces()
+    overrides = dict(overrides or {})
+    known = set(defaults) | set(ALGORITHMS.names())
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise BpfreeError(
+            f"tuning.search_spaces names unknown algorithm(s) {', '.join(map(repr, unknown))}; "
+            f"valid: {', '.join(sorted(known))}"
+        )
+    klass = ALGORITHMS.get(algorithm)
+    own = overrides.get(algorithm) or {}
+    if not isinstance(own, Mapping):
+        raise BpfreeError(f"tuning.search_spaces.{algorithm} must map parameter names to entries")
+    entries = {**(defaults.get(algorithm) or {}), **own}
+    if not entries:
+        raise BpfreeError(
+            f"no search space for algorithm {algorithm!r}; give one under "
+            f"tuning.search_spaces.{algorithm} in the config"
+        )
+    fields = [f.name for f in dataclasses.fields(klass.Params)]
+    distributions, fixed = {}, {}
+    for name, entry in entries.items():
+        where = f"search space of {algorithm}"
+        if name not in fields:
+            raise BpfreeError(f"{where}: unknown parameter {name!r}; valid: {', '.join(fields)}")
+        if isinstance(entry, Mapping):
+            distributions[name] = _distribution(f"{where}, {name}", entry)
+        else:
+            fixed[name] = entry
+    space = SearchSpace(algorithm, distributions, fixed)
+    _check_values(space)
+    return space
+
+
+_ENTRY_KEYS = {
+    "float": {"type", "low", "high", "log", "step"},
+    "int": {"type", "low", "high", "log", "step"},
+    "categorical": {"type", "choices"},
+}
+
+
+def _distribution(where: str, entry: Mapping[str, Any]) -> BaseDistribution:
+    kind = entry.get("type")
+    if kind not in _ENTRY_KEYS:
+        raise BpfreeError(f"{where}: type must be one of float, int, categorical, got {kind!r}")
+    unknown = sorted(set(entry) - _ENTRY_KEYS[kind])
+    if unknown:
+        raise BpfreeError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid for {kind}: "
+            f"{', '.join(sorted(_ENTRY_KEYS[kind]))}"
+        )
+    try:
+        if kind == "categorical":
+            choices = entry.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise BpfreeError(f"{where}: choices must be a non-empty list")
+            return CategoricalDistribution(choices)
+        if "low" not in entry or "high" not in entry:
+            raise BpfreeError(f"{where}: a {kind} entry needs low and high")
+        number = float if kind == "float" else _strict_int
+        low, high = number(entry["low"]), number(entry["high"])
+        log = entry.get("log", False)
+        if not isinstance(log, bool):
+            raise BpfreeError(f"{where}: log must be true or false, got {log!r}")
+        if kind == "float":
+            step = entry.get("step")
+            step = None if step is None else float(step)
+            return FloatDistribution(low, high, log=log, step=step)
+        return IntDistribution(low, high, log=log, step=_strict_int(entry.get("step", 1)))
+    except (TypeError, ValueError) as err:  # Optuna's own checks: low <= high, log needs low > 0
+        raise BpfreeError(f"{where}: {err}") from None
+
+
+def _strict_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _check_values(space: SearchSpace) -> None:
+    """Every value the space can produce must be a valid Params value: try the bounds and
+    every choice, so a float range for an int parameter fails now, not in trial 37."""
+    for name, dist in space.distributions.items():
+        if isinstance(dist, CategoricalDistribution):
+            candidates = list(dist.choices)
+        else:
+            candidates = [dist.low, dist.high]
+        for value in candidates:
+            try:
+                params_from_mapping(space.algorithm, space.params({name: value}))
+            except BpfreeError as err:
+                raise BpfreeError(f"search space of {space.algorithm}: {err}") from None
+    try:
+        params_from_mapping(space.algorithm, space.fixed)
+    except BpfreeError as err:
+        raise BpfreeError(f"search space of {space.algorithm}: {err}") from None
+
+
+# -- the config's tuning section --------------------------------------------------------------
+@dataclass(frozen=True)
+class TuningSettings:
+    """``tuning:`` in the workflow config (workflow/schemas/config.schema.yaml)."""
+
+    n_trials: int = 0  # COMPLETE trials per study; 0: the workflow does not tune
+    max_epochs: int | None = None  # one trial's epoch budget; None: early_stopping.max_epochs
+    timeout: float | None = None  # seconds after which a worker starts no new trial
+    seed: int = 42  # the TPE sampler's seed and every trial's training seed (split, init)
+    multivariate: bool = True  # multivariate TPE (Optuna 5's default, set explicitly)
+    startup_trials: int = 10  # random trials before TPE models the space (Optuna's default)
+    pruner: Literal["median", "none"] = "median"
+    pruner_startup_trials: int = 5  # trials that finish before the median pruner prunes
+    pruner_warmup_epochs: int = 0  # epochs of each trial never pruned
+    stale_after: float = 1800.0  # seconds without a heartbeat before a RUNNING trial is failed
+    search_spaces: dict[str, Any] = field(default_factory=dict)
+
+
+def tuning_settings_from_mapping(mapping: Mapping[str, Any] | None) -> TuningSettings:
+    mapping = mapping or {}
+    if not isinstance(mapping, Mapping):
+        raise BpfreeError("tuning must be a mapping (see config/README.md)")
+    hints = typing.get_type_hints(TuningSettings)
+    unknown = sorted(set(mapping) - set(hints))
+    if unknown:
+        raise BpfreeError(
+            f"unknown tuning key(s) {', '.join(unknown)}; valid: {', '.join(hints)}"
+        )
+    for key, value in mapping.items():
+        if not _fits(value, hints[key]):
+            raise BpfreeError(f"tuning.{key} has the wrong type: {value!r}")
+    settings = TuningSettings(**mapping)
+    checks = {
+        "n_trials": settings.n_trials >= 0,
+        "max_epochs": settings.max_epochs is None or settings.max_epochs >= 1,
+        "timeout": settings.timeout is None or settings.timeout > 0,
+        "startup_trials": settings.startup_trials >= 0,
+        "pruner_startup_trials": settings.pruner_startup_trials >= 0,
+        "pruner_warmup_epochs": settings.pruner_warmup_epochs >= 0,
+        "stale_after": settings.stale_after > 0,
+    }
+    bad = [key for key, ok in checks.items() if not ok]
+    if bad:
+        raise BpfreeError(f"tuning.{bad[0]} is out of range: {getattr(settings, bad[0])!r}")
+    return settings
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    allowed = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
+    allowed = tuple(typing.get_origin(a) or a for a in allowed)  # dict[str, Any] -> dict
+    if value is None:
+        return type(None) in allowed
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int) and float in allowed:
+        return True
+    return isinstance(value, allowed)
+
+
+# -- one tuning job ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TuneJob:
+    algorithm: str
+    dataset: str
+    n_trials: int  # COMPLETE trials the study must hold when the job ends
+    storage: Path  # the journal file
+    settings: TuningSettings = field(default_factory=TuningSettings)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    arch: ArchSpec | None = None  # None: the algorithm's default
+    study_name: str | None = None  # None: "{algorithm}-{dataset}-{arch}"
+    device: str = "auto"
+    data_root: str = "data"
+
+
+@dataclass(frozen=True)
+class StudyCounts:
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> "StudyCounts":
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        return cls(
+            states.count(TrialState.COMPLETE),
+            states.count(TrialState.PRUNED),
+            states.count(TrialState.FAIL),
+            states.count(TrialState.RUNNING),
+        )
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    job: TuneJob
+    arch: ArchSpec
+    study_name: str
+    space: SearchSpace
+    best: FrozenTrial
+    best_params: dict[str, Any]  # the full Params of the best trial, fixed values included
+    counts: StudyCounts
+    trials_run: int  # by this worker
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    state: TrialState
+    value: float | None
+    reason: str  # "" when complete
+    epochs: int
+    train_time_s: float
+
+
+def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
+    """Run trials until the study holds ``job.n_trials`` COMPLETE ones (or the timeout).
+    Safe to run again after a kill, and in several processes at once on one journal."""
+    if job.n_trials < 1:
+        raise BpfreeError(f"--n-trials must be >= 1, got {job.n_trials}")
+    klass = ALGORITHMS.get(job.algorithm)
+    DATASETS.get(job.dataset)
+    arch = job.arch or parse_arch(klass.default_arch)
+    if arch.kind not in klass.arch_kinds:
+        raise BpfreeError(
+            f"algorithm {job.algorithm!r} runs on {' or '.join(klass.arch_kinds)} "
+            f"architectures, not {arch}"
+        )
+    space = search_space(job.algorithm, job.settings.search_spaces)
+    device = resolve_device(job.device)
+    policy = job.early_stopping
+    if job.settings.max_epochs is not None:
+        policy = dataclasses.replace(policy, max_epochs=job.settings.max_epochs)
+    study_name = job.study_name or f"{job.algorithm}-{job.dataset}-{arch}"
+    study = open_study(job.storage, study_name, job.settings)
+    _check_identity(study, job, arch, space, policy)
+
+    start = time.perf_counter()
+    # read before any trial is asked for, so a missing dataset leaves no trial RUNNING
+    data = load_splits(job.dataset, root=job.data_root, seed=job.settings.seed, device=device)
+    trials_run = consecutive_failures = 0
+    disable = None if progress is None else not progress  # None: a bar only on a terminal
+    with tqdm(total=job.n_trials, desc=f"tune {job.algorithm}", unit="trial", disable=disable) as bar:
+        while job.settings.timeout is None or time.perf_counter() - start < job.settings.timeout:
+            trial, counts = _next_trial(study, job, space)
+            bar.n = counts.complete
+            bar.refresh()
+            if trial is None:
+                if counts.complete >= job.n_trials:
+                    break
+                time.sleep(WAIT_POLL_S)  # the last trials run elsewhere; one may yet be pruned
+                continue
+            outcome = _run_trial(trial, space, job, arch, policy, data, device)
+            _finish(study, trial, outcome)
+            trials_run += 1
+            _log_trial(bar, trial, outcome)
+            consecutive_failures = consecutive_failures + 1 if outcome.state == TrialState.FAIL else 0
+            if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                raise BpfreeError(
+                    f"{consecutive_failures} trials in a row failed (last: {outcome.reason}); "
+                    f"stopping study {study_name!r} in {job.storage}"
+                )
+
+    counts = StudyCounts.of(study)
+    if counts.complete == 0:
+        raise BpfreeError(
+            f"study {study_name!r} has no complete trial ({counts.pruned} pruned, "
+            f"{counts.failed} failed); see each trial's 'reason' in {job.storage}"
+        )
+    best = study.best_trial
+    best_params = dataclasses.asdict(params_from_mapping(job.algorithm, space.params(best.params)))
+    elapsed = time.perf_counter() - start
+    return TuneResult(job, arch, study_name, space, best, best_params, counts, trials_run, elapsed)
+
+
+# -- the study in its journal -------------------------------------------------------------------
+def open_study(storage: str | Path, study_name: str, settings: TuningSettings) -> optuna.Study:
+    """Create the study, or load it when the journal already holds it (resume, or join)."""
+    path = Path(storage)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+    except OSError as err:
+        raise BpfreeError(f"cannot open the journal {path}: {err.strerror}") from None
+    return optuna.create_study(
+        storage=optuna.storages.JournalStorage(backend),
+        study_name=study_name,
+        direction="maximize",
+        sampler=make_sampler(settings, 0),
+        pruner=make_pruner(settings),
+        load_if_exists=True,
+    )
+
+
+def make_sampler(settings: TuningSettings, trials_so_far: int) -> optuna.samplers.TPESampler:
+    """TPE for the study's next trial, seeded with the ``trials_so_far``-th number of a stream
+    seeded by the study's seed: a resumed study draws what an uninterrupted one would have,
+    instead of replaying its first random draws."""
+    seed = int(np.random.default_rng(settings.seed).integers(2**32, size=trials_so_far + 1)[-1])
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        multivariate=settings.multivariate,
+        n_startup_trials=settings.startup_trials,
+        constant_liar=True,  # workers in parallel do not all sample the same point
+    )
+
+
+def make_pruner(settings: TuningSettings) -> optuna.pruners.BasePruner:
+    if settings.pruner == "none":
+        return optuna.pruners.NopPruner()
+    # steps are epochs counted from 1; Optuna's warmup protects steps < n_warmup_steps
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=settings.pruner_startup_trials,
+        n_warmup_steps=settings.pruner_warmup_epochs + 1,
+    )
+
+
+def _check_identity(
+    study: optuna.Study, job: TuneJob, arch: ArchSpec, space: SearchSpace, policy: EarlyStopping
+) -> None:
+    """A study resumed or joined with other settings would mix incomparable trials."""
+    identity = {
+        "algorithm": job.algorithm,
+        "dataset": job.dataset,
+        "arch": str(arch),
+        "seed": job.settings.seed,
+        "early_stopping": dataclasses.asdict(policy),
+        "search_space": space.describe(),
+    }
+    # YAML round trip: what was stored (JSON in the journal) compares equal to what is asked
+    identity = yaml.safe_load(yaml.safe_dump(identity))
+    stored = study.user_attrs.get("bpfree")
+    if stored is None:
+        study.set_user_attr("bpfree", identity)
+        study.set_user_attr("objective", OBJECTIVE)
+        return
+    for key, value in identity.items():
+        if stored.get(key) != value:
+            raise BpfreeError(
+                f"study {study.study_name!r} in {job.storage} was started with {key} "
+                f"{stored.get(key)!r}, not {value!r}; use another --study-name or --storage"
+            )
+
+
+def _next_trial(
+    study: optuna.Study, job: TuneJob, space: SearchSpace
+) -> tuple[optuna.Trial | None, StudyCounts]:
+    """Under a lock shared by all workers: fail stale trials, count, and ask for a new trial
+    only while complete + running trials are fewer than N, so N is met exactly, not overshot."""
+    lock = optuna.storages.journal.JournalFileSymlinkLock(f"{job.storage}.ask")
+    lock.acquire()  # blocks; a lock left by a killed worker is broken after 30 s
+    try:
+        fail_stale_trials(study, job.settings.stale_after)
+        counts = StudyCounts.of(study)
+        if counts.complete + counts.running >= job.n_trials:
+            return None, counts
+        study.sampler = make_sampler(job.settings, len(study.get_trials(deepcopy=False)))
+        trial = study.ask(space.distributions)
+        trial.set_user_attr("worker", _worker())
+        trial.set_user_attr("heartbeat", time.time())
+        return trial, counts
+    finally:
+        lock.release()
+
+
+def _worker() -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job": os.environ.get("SLURM_JOB_ID"),
+    }
+
+
+def fail_stale_trials(study: optuna.Study, stale_after: float) -> list[int]:
+    """Mark FAIL the RUNNING trials whose worker is gone: on this host, a dead process; on any
+    host, no heartbeat (one per epoch) for ``stale_after`` seconds. The journal backend has no
+    heartbeat of its own (only RDBStorage has), hence this. Returns the trial numbers."""
+    host, now, failed = socket.gethostname(), time.time(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker") or {}
+        beat = trial.user_attrs.get("heartbeat")
+        if beat is None:
+            beat = trial.datetime_start.timestamp() if trial.datetime_start else now
+        if worker.get("host") == host and not _alive(worker.get("pid")):
+            reason = f"stale: its worker (pid {worker.get('pid')} on {host}) is gone"
+        elif now - beat > stale_after:
+            silent = f"{now - beat:.0f} s"
+            reason = f"stale: no heartbeat for {silent} from {worker or 'an unknown worker'}"
+        else:
+            continue
+        # Study.tell only finishes a trial this process asked for; the storage can finish any
+        storage = study._storage
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # finished meanwhile by its own worker or by another one
+        failed.append(trial.number)
+        print(f"trial {trial.number}: failed, {reason}", file=sys.stderr)
+    return failed
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return True  # unknown: leave it to the heartbeat
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- one trial ------------------------------------------------------------------------------
+def _run_trial(trial, space, job, arch, policy, data, device) -> TrialOutcome:
+    """Train one configuration; report validation accuracy per epoch (global epoch number as
+    the step) so the pruner can stop it. Nothing raised here escapes but KeyboardInterrupt."""
+    epochs, started = 0, time.perf_counter()
+
+    def on_epoch_end(record) -> None:
+        nonlocal epochs
+        epochs = record.epoch
+        if math.isfinite(record.val_accuracy):
+            trial.report(record.val_accuracy, record.epoch)
+        _set_attr(trial, "heartbeat", time.time())
+        if trial.should_prune():
+            raise optuna.TrialPruned(
+                f"pruned at epoch {record.epoch}: val accuracy {record.val_accuracy:.4f} "
+                "below the median"
+            )
+
+    def ended(state: TrialState, reason: str) -> TrialOutcome:
+        return TrialOutcome(state, None, reason, epochs, time.perf_counter() - started)
+
+    algo = None
+    try:
+        seed = job.settings.seed
+        seed_everything(seed)
+        params = space.params(trial.params)
+        algo = build_algorithm(job.algorithm, arch, data.info, params, device=device, seed=seed)
+        result = fit(algo, data, policy, seed=seed, on_epoch_end=on_epoch_end)
+        if result.status != "ok":
+            return ended(TrialState.PRUNED, f"{result.status}: non-finite loss at epoch {result.epochs}")
+        value = algo.accuracy(data.val)
+        if not math.isfinite(value):
+            return ended(TrialState.PRUNED, f"non-finite {OBJECTIVE}")
+        return TrialOutcome(TrialState.COMPLETE, value, "", result.epochs, result.train_time_s)
+    except optuna.TrialPruned as pruned:
+        return ended(TrialState.PRUNED, str(pruned))
+    except torch.OutOfMemoryError as err:
+        return ended(TrialState.FAIL, f"out of memory: {_first_line(err)}")
+    except KeyboardInterrupt:
+        _finish(trial.study, trial, ended(TrialState.FAIL, "interrupted"))
+        raise
+    except Exception as err:  # noqa: BLE001  (any failure of one configuration is that trial's)
+        return ended(TrialState.FAIL, f"{type(err).__name__}: {_first_line(err)}")
+    finally:
+        del algo
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the next trial's model may be larger
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [""])[0]
+
+
+def _finish(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+    _set_attr(trial, "epochs", outcome.epochs)
+    _set_attr(trial, "train_time_s", round(outcome.train_time_s, 3))
+    if outcome.reason:
+        _set_attr(trial, "reason", outcome.reason)
+    values = outcome.value if outcome.state == TrialState.COMPLETE else None
+    study.tell(trial, values, state=outcome.state, skip_if_finished=True)
+
+
+def _set_attr(trial: optuna.Trial, key: str, value: Any) -> None:
+    try:
+        trial.set_user_attr(key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # another worker declared this trial stale; its record stands
+
+
+def _log_trial(bar, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+    params = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()
+    )
+    if outcome.state == TrialState.COMPLETE:
+        what = f"{OBJECTIVE} {outcome.value:.4f}"
+    else:
+        what = f"{outcome.state.name.lower()} ({outcome.reason})"
+    bar.write(
+        f"trial {trial.number}: {what}; {params}; {outcome.epochs} epochs, {outcome.train_time_s:.1f} s",
+        file=sys.stderr,
+    )
+
+
+# -- the result on disk ---------------------------------------------------------------------
+def best_params_document(result: TuneResult) -> dict[str, Any]:
+    """What ``bpfree train --params`` reads (``algorithm`` and ``params``) and what a reader
+    needs to trust it: the value, the trial, the study's size and how it was searched."""
+    settings = result.job.settings
+    return {
+        "algorithm": result.job.algorithm,
+        "dataset": result.job.dataset,
+        "arch": str(result.arch),
+        "params": result.best_params,
+        "best_value": result.best.value,
+        "objective": OBJECTIVE,
+        "best_trial": result.best.number,
+        "trials": dataclasses.asdict(result.counts),
+        "n_trials": result.job.n_trials,
+        "study": result.study_name,
+        "storage": str(result.job.storage),
+        "seed": settings.seed,
+        "sampler": {"name": "TPESampler", "multivariate": settings.multivariate,
+                    "startup_trials": settings.startup_trials, "constant_liar": True},
+        "pruner": {"name": settings.pruner, "startup_trials": settings.pruner_startup_trials,
+                   "warmup_epochs": settings.pruner_warmup_epochs},
+        "max_epochs": settings.max_epochs or result.job.early_stopping.max_epochs,
+        "search_space": result.space.describe(),
+        "bpfree_version": __version__,
+        "optuna_version": optuna.__version__,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_best_params(path: str | Path, result: TuneResult) -> None:
+    write_yaml_atomic(path, best_params_document(result))

@@ -1,0 +1,206 @@
+"""bpfree tune: seeded and resumable studies in a journal file, failures that never stop a
+study, the search spaces checked by name, and the best params round-tripping into a run.
+
+Everything trains bp on digits with a 32-unit MLP for two epochs, so a trial takes a blink."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import optuna
+import pytest
+import torch
+import yaml
+from optuna.trial import TrialState
+
+from bpfree.algorithms.bp import Backprop
+from bpfree.cli import main
+from bpfree.errors import BpfreeError
+from bpfree.models import parse_arch
+from bpfree.tuning import TuneJob, TuningSettings, open_study, search_space, tune
+
+
+def make_job(tmp_path, n_trials: int, journal: str = "study.journal", **settings) -> TuneJob:
+    settings = {"max_epochs": 2, "pruner": "none", **settings}
+    return TuneJob(
+        algorithm="bp",
+        dataset="digits",
+        n_trials=n_trials,
+        storage=tmp_path / journal,
+        settings=TuningSettings(**settings),
+        arch=parse_arch("mlp:32"),
+        device="cpu",
+    )
+
+
+def stored_trials(path) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    return optuna.load_study(study_name=None, storage=storage).trials
+
+
+def states(trials) -> dict[str, int]:
+    return {s.name: sum(t.state == s for t in trials) for s in TrialState if any(t.state == s for t in trials)}
+
+
+def test_seeded_study_resumes_to_exactly_n_complete_trials_with_the_same_params(tmp_path):
+    straight = tune(make_job(tmp_path, 4, "straight.journal"), progress=False)
+    tune(make_job(tmp_path, 2, "resumed.journal"), progress=False)
+    assert states(stored_trials(tmp_path / "resumed.journal")) == {"COMPLETE": 2}
+    resumed = tune(make_job(tmp_path, 4, "resumed.journal"), progress=False)
+    other_seed = tune(make_job(tmp_path, 2, "other.journal", seed=7), progress=False)
+
+    assert resumed.trials_run == 2 and resumed.counts.complete == 4 == straight.counts.complete
+    straight_params = [t.params for t in stored_trials(tmp_path / "straight.journal")]
+    resumed_params = [t.params for t in stored_trials(tmp_path / "resumed.journal")]
+    # the restart drew what the uninterrupted study drew, not a replay of its first draws
+    assert resumed_params == straight_params
+    assert len({p["lr"] for p in straight_params}) == 4
+    assert [t.params for t in stored_trials(tmp_path / "other.journal")] != straight_params[:2]
+
+    # a study already met does nothing more; one resumed with other settings is refused
+    again = tune(make_job(tmp_path, 4, "resumed.journal"), progress=False)
+    assert again.trials_run == 0 and again.best.number == resumed.best.number
+    with pytest.raises(BpfreeError, match="was started with early_stopping"):
+        tune(make_job(tmp_path, 5, "resumed.journal", max_epochs=3), progress=False)
+
+
+def test_raising_and_diverging_trials_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
+    # trial 0 trains; 1 raises; 2 runs out of memory; 3 diverges (NaN loss); 4 trains
+    plan = iter(["ok", "raise", "oom", "nan", "ok"])
+    original_begin, original_epoch = Backprop.begin_stage, Backprop.train_epoch
+
+    def begin_stage(self, stage, max_epochs):
+        self.behaviour = next(plan)
+        if self.behaviour == "raise":
+            raise RuntimeError("boom in trial setup")
+        if self.behaviour == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4 GiB")
+        original_begin(self, stage, max_epochs)
+
+    def train_epoch(self, stage, batches):
+        loss = original_epoch(self, stage, batches)
+        return math.nan if self.behaviour == "nan" else loss
+
+    monkeypatch.setattr(Backprop, "begin_stage", begin_stage)
+    monkeypatch.setattr(Backprop, "train_epoch", train_epoch)
+    result = tune(make_job(tmp_path, 2), progress=False)
+
+    trials = stored_trials(tmp_path / "study.journal")
+    assert [t.state for t in trials] == [
+        TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL, TrialState.PRUNED, TrialState.COMPLETE
+    ]
+    assert trials[1].user_attrs["reason"] == "RuntimeError: boom in trial setup"
+    assert trials[2].user_attrs["reason"].startswith("out of memory: CUDA out of memory")
+    assert trials[3].user_attrs["reason"].startswith("diverged")
+    assert (result.counts.complete, result.counts.failed, result.counts.pruned) == (2, 2, 1)
+    assert result.best.number in (0, 4)
+
+
+@pytest.mark.parametrize("warmup_epochs", [0, 1])
+def test_median_pruner_stops_a_trial_below_the_median(tmp_path, warmup_epochs):
+    job = make_job(tmp_path, 2, pruner="median", pruner_startup_trials=1, pruner_warmup_epochs=warmup_epochs,
+                   search_spaces={"bp": {"lr": {"type": "float", "low": 1e-7, "high": 1e-1, "log": True}}})
+    study = open_study(job.storage, "bp-digits-mlp:32", job.settings)
+    for lr in (1e-2, 1e-7, 1e-2):  # good, hopeless, good again
+        study.enqueue_trial({"lr": lr})
+    result = tune(job, progress=False)
+
+    trials = stored_trials(job.storage)
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
+    assert trials[1].user_attrs["reason"].startswith(f"pruned at epoch {warmup_epochs + 1}")
+    assert list(trials[0].intermediate_values) == [1, 2]  # the global epoch is the step
+    assert result.counts.pruned == 1
+
+
+def test_a_dead_workers_running_trial_is_failed_and_replaced(tmp_path):
+    job = make_job(tmp_path, 1)
+    study = open_study(job.storage, "bp-digits-mlp:32", job.settings)
+    orphan = study.ask(search_space("bp").distributions)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    orphan.set_user_attr("worker", {"host": socket.gethostname(), "pid": int(finished.stdout)})
+    tune(job, progress=False)
+
+    trials = stored_trials(job.storage)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[0].user_attrs["reason"].startswith("stale: its worker")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"bp": {"lrr": {"type": "float", "low": 1e-5, "high": 1e-2}}},
+         "search space of bp: unknown parameter 'lrr'; valid: lr, weight_decay, batch_size"),
+        ({"bp": {"lr": {"type": "float", "low": 1e-5, "hihg": 1e-2}}}, "unknown key(s) hihg"),
+        ({"bp": {"lr": {"type": "flaot", "low": 1e-5, "high": 1e-2}}}, "type must be one of float"),
+        ({"bp": {"batch_size": {"type": "float", "low": 32, "high": 256}}}, "'batch_size' of algorithm 'bp' must be int"),
+        ({"bp": {"lr": {"type": "float", "low": 0.0, "high": 1e-2, "log": True}}}, "search space of bp, lr"),
+        ({"bpp": {"lr": {"type": "float", "low": 1e-5, "high": 1e-2}}}, "unknown algorithm(s) 'bpp'"),
+    ],
+)
+def test_a_misspelt_search_space_fails_clearly(overrides, message):
+    with pytest.raises(BpfreeError) as err:
+        search_space("bp", overrides)
+    assert message in str(err.value)
+
+
+def test_every_shipped_space_names_real_parameters():
+    from bpfree.registry import ALGORITHMS
+    from bpfree.tuning import default_search_spaces
+
+    shipped = default_search_spaces()
+    assert {"bp", "ff", "mf", "cafo-rand", "cafo-dfa"} <= set(shipped)
+    for algorithm in set(shipped) & set(ALGORITHMS.names()):
+        assert set(search_space(algorithm).distributions) == set(shipped[algorithm])
+
+
+def test_cli_rejects_a_misspelt_space_in_one_line(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"tuning": {"search_spaces": {"bp": {"lrr": {"type": "float", "low": 1, "high": 2}}}}}))
+    code = main(["tune", "--algorithm", "bp", "--dataset", "digits", "--n-trials", "1", "--config", str(config),
+                 "--storage", str(tmp_path / "s.journal"), "--out", str(tmp_path / "best.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "unknown parameter 'lrr'" in err
+    assert not (tmp_path / "best.yaml").exists()
+
+
+def test_best_params_round_trip_into_bpfree_train(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"tuning": {"max_epochs": 2, "pruner": "none"}}))
+    best = tmp_path / "best_params.yaml"
+    code = main(["tune", "--algorithm", "bp", "--dataset", "digits", "--arch", "mlp:32", "--n-trials", "2",
+                 "--storage", str(tmp_path / "study.journal"), "--out", str(best), "--config", str(config),
+                 "--device", "cpu"])
+    assert code == 0
+    assert "2 complete, 0 pruned, 0 failed trials" in capsys.readouterr().out
+    doc = yaml.safe_load(best.read_text())
+    assert (doc["algorithm"], doc["dataset"], doc["arch"]) == ("bp", "digits", "mlp:32")
+    assert doc["trials"] == {"complete": 2, "pruned": 0, "failed": 0, "running": 0}
+    assert set(doc["params"]) == {"lr", "weight_decay", "batch_size"}  # the full Params
+    assert doc["params"]["lr"] != 1e-3 and 0 < doc["best_value"] <= 1 and doc["best_trial"] in (0, 1)
+
+    out = tmp_path / "run"
+    code = main(["train", "--algorithm", "bp", "--dataset", "digits", "--arch", "mlp:32", "--seed", "1",
+                 "--params", str(best), "--max-epochs", "2", "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    assert json.loads((out / "metrics.json").read_text())["params"] == doc["params"]
+
+
+def test_parallel_workers_share_one_study_without_overshooting(tmp_path):
+    args = ["tune", "--algorithm", "bp", "--dataset", "digits", "--arch", "mlp:16", "--n-trials", "4",
+            "--max-epochs", "1", "--storage", str(tmp_path / "study.journal"), "--device", "cpu"]
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "bpfree", *args, "--out", str(tmp_path / f"best{i}.yaml")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr
+    trials = stored_trials(tmp_path / "study.journal")
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+    assert not any(t.state == TrialState.RUNNING for t in trials)
