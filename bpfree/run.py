@@ -16,10 +16,19 @@ from typing import Any
 import torch
 
 from bpfree import __version__
-from bpfree.algorithms import build_algorithm
-from bpfree.data import load_splits
+from bpfree.algorithms import Algorithm, build_algorithm
+from bpfree.data import DataSplits, load_splits
 from bpfree.errors import BpfreeError
 from bpfree.io import write_csv_atomic, write_json_atomic
+from bpfree.measure import (
+    CarbonResult,
+    CarbonTracker,
+    EnergyResult,
+    MeasurementSettings,
+    Meter,
+    WindowResult,
+    hardware_metadata,
+)
 from bpfree.models import ArchSpec
 from bpfree.registry import DATASETS
 from bpfree.training import EarlyStopping, FitResult, fit, resolve_device, seed_everything
@@ -38,6 +47,81 @@ class RunConfig:
     device: str = "auto"
     data_root: str = "data"
     download: bool = False
+    measurement: MeasurementSettings = field(default_factory=MeasurementSettings)
+
+
+@dataclass
+class RunMeasurement:
+    """What the meter saw besides the fit window (which is in ``FitResult.measurement``)."""
+
+    settings: MeasurementSettings
+    primary_domain: str  # "gpu" or "cpu": the device the run computed on
+    primary_peak: str  # the memory kind reported as peak_memory_mb
+    idle: WindowResult | None
+    test: WindowResult | None
+    carbon: CarbonResult
+    sources: dict[str, Any]  # Meter.describe()
+    hardware: dict[str, Any]
+
+    def metrics(self, fit: WindowResult | None) -> dict[str, Any]:
+        """The flat figures of metrics.json (aggregation keeps only flat values)."""
+        empty = EnergyResult()
+        device = fit.of(self.primary_domain) if fit else empty
+        gpu = fit.of("gpu") if fit else empty
+        cpu = fit.of("cpu") if fit else empty
+        test = self.test.of(self.primary_domain) if self.test else empty
+        peaks = _peaks_over([w for w in (fit, self.test) if w is not None])
+        rss_kind = next((k for k in peaks if k.startswith("process-rss")), None)
+        problems = [p for w in (self.idle, fit, self.test) if w is not None for p in w.problems]
+        return {
+            # the computing device's energy over training (validation included)
+            "energy_j": device.joules,
+            "energy_source": device.source,
+            "energy_device": self.primary_domain,
+            "idle_power_w": device.idle_power_w,
+            "net_energy_j": device.net_joules,
+            # the GPU board by each source, side by side (None without a GPU)
+            "gpu_energy_counter_j": gpu.by_source.get("nvml-counter"),
+            "gpu_energy_polled_j": gpu.by_source.get("nvml-polling"),
+            "cpu_energy_j": cpu.joules,
+            "cpu_energy_source": cpu.source,
+            "cpu_idle_power_w": cpu.idle_power_w,
+            "cpu_net_energy_j": cpu.net_joules,
+            "test_energy_j": test.joules,
+            "test_energy_source": test.source,
+            "test_net_energy_j": test.net_joules,
+            "test_time_s": self.test.time_s if self.test else None,
+            "co2_kg": self.carbon.co2_kg,
+            "codecarbon_energy_j": self.carbon.energy_j,  # its whole-machine estimate, training only
+            "codecarbon_error": self.carbon.error,
+            "peak_memory_mb": peaks.get(self.primary_peak),
+            "peak_memory_kind": self.primary_peak,
+            "peak_allocated_mb": peaks.get("torch-allocated"),
+            "peak_reserved_mb": peaks.get("torch-reserved"),
+            "peak_device_used_mb": peaks.get("nvml-device-used"),
+            "peak_rss_mb": peaks.get(rss_kind) if rss_kind else None,
+            "peak_rss_kind": rss_kind,
+            "measurement_problems": problems,
+            "measurement": {
+                **dataclasses.asdict(self.settings),
+                **self.sources,
+                "codecarbon_csv": self.carbon.csv and Path(self.carbon.csv).name,
+                "codecarbon_start_s": self.carbon.start_s,
+                "codecarbon_stop_s": self.carbon.stop_s,
+                "energy_j_window": "fit: every epoch's training and validation",
+                "peak_window": "fit and test",
+            },
+            "hardware": self.hardware,
+        }
+
+
+def _peaks_over(windows: list[WindowResult]) -> dict[str, float | None]:
+    peaks: dict[str, float | None] = {}
+    for window in windows:
+        for kind, mb in window.peaks_mb.items():
+            seen = peaks.get(kind)
+            peaks[kind] = mb if seen is None else (seen if mb is None else max(seen, mb))
+    return peaks
 
 
 @dataclass
@@ -49,9 +133,10 @@ class RunResult:
     arch: ArchSpec
     params: dict[str, Any]
     device: str
+    measurement: RunMeasurement | None = None
 
     def metrics(self) -> dict[str, Any]:
-        return {
+        metrics = {
             "algorithm": self.config.algorithm,
             "arch": str(self.arch),
             "dataset": self.config.dataset,
@@ -71,6 +156,9 @@ class RunResult:
             "host": platform.node(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if self.measurement is not None:
+            metrics.update(self.measurement.metrics(self.fit.measurement))
+        return metrics
 
 
 def check_output_dir(out: str | Path) -> Path:
@@ -93,15 +181,67 @@ def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
     info = DATASETS.get(cfg.dataset).info
     algo = build_algorithm(cfg.algorithm, cfg.arch, info, cfg.params, device=device, seed=cfg.seed)
     data = load_splits(cfg.dataset, root=cfg.data_root, seed=cfg.seed, device=device, download=cfg.download)
-    result = fit(algo, data, cfg.early_stopping, seed=cfg.seed)
-    test_acc = algo.accuracy(data.test) if result.status == "ok" else float("nan")
+    result, test_acc, measurement = measured_fit(
+        algo, data, cfg.early_stopping, seed=cfg.seed, settings=cfg.measurement, out=out
+    )
     val_acc = algo.accuracy(data.val) if result.status == "ok" else float("nan")
     run = RunResult(
-        cfg, result, test_acc, val_acc, algo.arch, dataclasses.asdict(algo.params), str(device)
+        cfg, result, test_acc, val_acc, algo.arch, dataclasses.asdict(algo.params), str(device), measurement
     )
     if out is not None:
         write_outputs(run, out)
     return run
+
+
+def measured_fit(
+    algo: Algorithm,
+    data: DataSplits,
+    policy: EarlyStopping,
+    *,
+    seed: int,
+    settings: MeasurementSettings,
+    out: Path | None = None,
+) -> tuple[FitResult, float, RunMeasurement]:
+    """Idle baseline, then ``fit`` (CodeCarbon around it), then test accuracy in its own
+    window: (fit result, test accuracy, what was measured). CodeCarbon's CSV goes to ``out``."""
+    with Meter.for_device(algo.device, settings) as meter:
+        # idle with the data and model resident: net energy is what the training added
+        idle = meter.measure_idle(settings.idle_seconds)
+        carbon = _carbon_tracker(settings, out)
+        try:
+            result = fit(algo, data, policy, seed=seed, meter=meter)
+        finally:
+            carbon_result = carbon.stop()
+        test_window = None
+        test_acc = float("nan")
+        if result.status == "ok":
+            meter.begin_window("test")
+            test_acc = algo.accuracy(data.test)
+            test_window = meter.end_window("test")
+        measurement = RunMeasurement(
+            settings, meter.primary_domain, meter.primary_peak, idle, test_window, carbon_result,
+            meter.describe(), hardware_metadata(algo.device),
+        )
+    return result, test_acc, measurement
+
+
+class _NoCarbon:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def stop(self) -> CarbonResult:
+        return CarbonResult(error=self.reason)
+
+
+def _carbon_tracker(settings: MeasurementSettings, out: Path | None) -> CarbonTracker | _NoCarbon:
+    """Started here, outside every window: its start costs about a second."""
+    if not settings.codecarbon:
+        return _NoCarbon("off (measurement.codecarbon: false)")
+    if out is None:
+        return _NoCarbon("off (no run directory for its CSV)")
+    tracker = CarbonTracker(out, settings.country_iso_code)
+    tracker.start()
+    return tracker
 
 
 def write_outputs(run: RunResult, out: Path) -> None:

@@ -10,7 +10,7 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ import torch
 from bpfree.algorithms.base import Algorithm, Stage
 from bpfree.data import Batches, DataSplits
 from bpfree.errors import BpfreeError
+
+if TYPE_CHECKING:
+    from bpfree.measure import Meter, WindowResult
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class FitResult:
     status: Literal["ok", "diverged"]
     history: list[EpochRecord]
     train_time_s: float
+    measurement: WindowResult | None = None  # the meter's "fit" window, when there is a meter
 
     @property
     def epochs(self) -> int:
@@ -123,30 +127,55 @@ def fit(
     *,
     seed: int,
     on_epoch_end=None,
+    meter: Meter | None = None,
 ) -> FitResult:
-    """Train ``algo`` stage by stage. ``on_epoch_end(record)`` may add to ``record.extra``."""
+    """Train ``algo`` stage by stage. ``on_epoch_end(record)`` may add to ``record.extra``.
+
+    ``meter`` (bpfree.measure.Meter) measures the whole fit, validation included as in the
+    paper, in a window named "fit", and each epoch in "epoch N"; an epoch's energy goes into
+    its record's ``extra`` before ``on_epoch_end`` sees it."""
     batches = Batches(data.train, seed=seed, augment=data.info.augment)
     history: list[EpochRecord] = []
+    if meter is not None:
+        meter.begin_window("fit")
     start = time.perf_counter()
-    for stage in algo.stages():
-        if not _fit_stage(algo, stage, batches, data, policy, history, on_epoch_end):
-            return FitResult("diverged", history, time.perf_counter() - start)
-    return FitResult("ok", history, time.perf_counter() - start)
+    status: Literal["ok", "diverged"] = "ok"
+    try:
+        for stage in algo.stages():
+            if not _fit_stage(algo, stage, batches, data, policy, history, on_epoch_end, meter):
+                status = "diverged"
+                break
+    except BaseException:  # e.g. a pruned trial: leave the meter reusable
+        if meter is not None:
+            meter.discard_window("fit")
+            meter.discard_window(f"epoch {len(history) + 1}")
+        raise
+    train_time_s = time.perf_counter() - start
+    measurement = meter.end_window("fit") if meter is not None else None
+    return FitResult(status, history, train_time_s, measurement)
 
 
-def _fit_stage(algo, stage: Stage, batches, data, policy, history, on_epoch_end) -> bool:
+def _epoch_energy(meter: Meter, window: WindowResult) -> dict[str, Any]:
+    energy = window.of(meter.primary_domain)
+    return {"energy_j": energy.joules, "energy_source": energy.source, "net_energy_j": energy.net_joules}
+
+
+def _fit_stage(algo, stage: Stage, batches, data, policy, history, on_epoch_end, meter) -> bool:
     max_epochs = stage.max_epochs or policy.max_epochs
     stopper = EarlyStopper(policy)
     best_state = None
     algo.begin_stage(stage, max_epochs)
     with _progress(max_epochs, f"{algo.name} {stage.name}") as bar:
         for _ in range(max_epochs):
+            epoch = len(history) + 1
+            if meter is not None:
+                meter.begin_window(f"epoch {epoch}")
             t0 = time.perf_counter()
             train_loss = algo.train_epoch(stage, batches)
             val = algo.evaluate(stage, data.val)
-            record = EpochRecord(
-                len(history) + 1, stage.name, train_loss, val.loss, val.accuracy, time.perf_counter() - t0
-            )
+            record = EpochRecord(epoch, stage.name, train_loss, val.loss, val.accuracy, time.perf_counter() - t0)
+            if meter is not None:
+                record.extra.update(_epoch_energy(meter, meter.end_window(f"epoch {epoch}")))
             if on_epoch_end is not None:
                 on_epoch_end(record)
             history.append(record)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bpfree.config import early_stopping_from_config, read_params_file
+from bpfree.config import early_stopping_from_config, measurement_from_config, read_params_file
 from bpfree.models import parse_arch
 from bpfree.registry import ALGORITHMS, DATASETS
 
@@ -16,8 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--arch", help="mlp:W1,W2,... or cnn:C1,C2,... (default: the algorithm's native one)")
     p.add_argument("--params", help="YAML of hyperparameters (a flat mapping or bpfree tune's output)")
-    p.add_argument("--config", help="workflow config whose early_stopping section is the policy")
+    p.add_argument("--config", help="workflow config: its early_stopping and measurement sections")
     p.add_argument("--max-epochs", type=int, help="override early_stopping.max_epochs")
+    p.add_argument("--measure-idle-s", type=float, help="override measurement.idle_seconds (idle baseline)")
+    p.add_argument("--measure-poll-s", type=float, help="override measurement.poll_interval_s")
+    p.add_argument("--measure-country", help="override measurement.country_iso_code (e.g. USA, FRA)")
+    p.add_argument("--measure-codecarbon", choices=["on", "off"], help="override measurement.codecarbon")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
     p.add_argument("--data-root", default="data", help="where datasets are (default: data)")
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
@@ -37,6 +41,15 @@ def run(args: argparse.Namespace) -> int:
     policy = early_stopping_from_config(args.config)
     if args.max_epochs is not None:
         policy = dataclasses.replace(policy, max_epochs=args.max_epochs)
+    overrides = {
+        "idle_seconds": args.measure_idle_s,
+        "poll_interval_s": args.measure_poll_s,
+        "country_iso_code": args.measure_country,
+        "codecarbon": None if args.measure_codecarbon is None else args.measure_codecarbon == "on",
+    }
+    measurement = dataclasses.replace(
+        measurement_from_config(args.config), **{k: v for k, v in overrides.items() if v is not None}
+    )
     cfg = RunConfig(
         algorithm=args.algorithm,
         dataset=args.dataset,
@@ -47,11 +60,20 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         data_root=args.data_root,
         download=args.download,
+        measurement=measurement,
     )
     result = train(cfg, args.out)
     print(
         f"{cfg.algorithm} {result.arch} on {cfg.dataset} seed {cfg.seed}: status {result.fit.status}, "
         f"test accuracy {result.test_accuracy:.4f}, {result.fit.epochs} epochs, "
-        f"{result.fit.train_time_s:.1f} s -> {args.out}"
+        f"{result.fit.train_time_s:.1f} s{_energy_note(result)} -> {args.out}"
     )
     return 0
+
+
+def _energy_note(result) -> str:
+    fit = result.fit.measurement
+    if fit is None or result.measurement is None:
+        return ""
+    energy = fit.of(result.measurement.primary_domain)
+    return f", {energy.joules:.1f} J ({energy.source})" if energy.joules is not None else ""

@@ -1,0 +1,18 @@
+"""Measurement: energy, time, peak memory and CO2 in named windows, independent of what is
+measured. ``Meter`` (windows over energy counters and memory gauges), ``CarbonTracker``
+(CodeCarbon, once per run), ``hardware_metadata``. See meter.py for the sources used."""
+
+from bpfree.measure.carbon import CarbonResult, CarbonTracker
+from bpfree.measure.hardware import hardware_metadata
+from bpfree.measure.meter import Domain, EnergyResult, MeasurementSettings, Meter, WindowResult
+
+__all__ = [
+    "CarbonResult",
+    "CarbonTracker",
+    "Domain",
+    "EnergyResult",
+    "MeasurementSettings",
+    "Meter",
+    "WindowResult",
+    "hardware_metadata",
+]

@@ -1,0 +1,338 @@
+"""Named measurement windows over energy counters and peak-memory gauges (after Zeus):
+
+    meter = Meter.for_device(device, settings)
+    with meter:
+        meter.measure_idle()              # idle baseline: power with nothing running
+        meter.begin_window("train")
+        ...                               # windows may nest and overlap
+        result = meter.end_window("train")   # -> WindowResult
+
+The meter knows nothing of what it measures. Each domain ("gpu", "cpu") has counters in
+order of preference; every counter is read at both ends of a window, the first one with a
+trustworthy difference gives the window's energy, and all of them are kept (``by_source``)
+for cross-checking. Nothing here raises on a failing driver: the window records the problem
+and falls back to the next counter, or to None."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bpfree.errors import BpfreeError
+from bpfree.measure.energy import (
+    CpuTimeEstimate,
+    EnergyCounter,
+    MeterError,
+    NvmlEnergyCounter,
+    PolledPower,
+    RaplCounter,
+    nvml_power_w,
+)
+from bpfree.measure.memory import PeakGauge, ProcessRssPeak, SampledPeak, TorchAllocatorPeak
+from bpfree.measure.nvml import NvmlGpu, open_gpu
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MeasurementSettings:
+    """The ``measurement:`` section of the workflow config."""
+
+    idle_seconds: float = 5.0  # idle baseline before training; 0 skips it (no net energy)
+    poll_interval_s: float = 0.1  # power polling and device-memory sampling
+    country_iso_code: str = "USA"  # CodeCarbon's carbon intensity (ISO 3166-1 alpha-3)
+    codecarbon: bool = True
+    cpu_tdp_w: float | None = None  # for the CPU estimate where there is no RAPL; None: 4 W/thread
+
+    def __post_init__(self) -> None:
+        if not (self.idle_seconds >= 0 and math.isfinite(self.idle_seconds)):
+            raise BpfreeError(f"measurement.idle_seconds must be >= 0, got {self.idle_seconds}")
+        if not (self.poll_interval_s > 0 and math.isfinite(self.poll_interval_s)):
+            raise BpfreeError(f"measurement.poll_interval_s must be > 0, got {self.poll_interval_s}")
+        code = self.country_iso_code
+        if not (isinstance(code, str) and len(code) == 3 and code.isalpha() and code.isupper()):
+            raise BpfreeError(f"measurement.country_iso_code must be 3 capital letters (e.g. USA, FRA), got {code!r}")
+        if self.cpu_tdp_w is not None and not self.cpu_tdp_w > 0:
+            raise BpfreeError(f"measurement.cpu_tdp_w must be > 0 or null, got {self.cpu_tdp_w}")
+
+
+@dataclass
+class Domain:
+    name: str  # "gpu" or "cpu"
+    counters: list[EnergyCounter]  # best first
+    note: str | None = None  # why a better counter is missing
+
+
+@dataclass(frozen=True)
+class EnergyResult:
+    joules: float | None = None
+    source: str | None = None  # the counter that gave ``joules``
+    idle_power_w: float | None = None  # of that same counter, from the idle baseline
+    net_joules: float | None = None  # joules - idle_power_w x time
+    by_source: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    name: str
+    time_s: float
+    energy: dict[str, EnergyResult]  # by domain
+    peaks_mb: dict[str, float | None]  # by gauge kind
+    problems: tuple[str, ...] = ()
+
+    def of(self, domain: str) -> EnergyResult:
+        return self.energy.get(domain, EnergyResult())
+
+
+@dataclass
+class _OpenWindow:
+    start: float
+    readings: dict[tuple[str, str], float | None]
+    failures: dict[tuple[str, str], int]
+    peaks: dict[str, float | None]
+    problems: list[str]
+
+
+class _Sampler(threading.Thread):
+    """Calls ``tick`` on every sampled counter and gauge each interval, until stopped."""
+
+    def __init__(self, interval_s: float, tickers: list[Callable[[], None]]) -> None:
+        super().__init__(name="bpfree-meter-sampler", daemon=True)
+        self.interval_s = interval_s
+        self.tickers = tickers
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval_s):
+            for tick in self.tickers:
+                tick()
+
+
+class Meter:
+    def __init__(
+        self,
+        domains: list[Domain],
+        gauges: list[PeakGauge],
+        *,
+        poll_interval_s: float = 0.1,
+        sync: Callable[[], None] | None = None,
+        primary_domain: str = "cpu",
+        primary_peak: str | None = None,
+        on_close: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.domains = domains
+        self.gauges = gauges
+        self.poll_interval_s = poll_interval_s
+        self.sync = sync or (lambda: None)
+        self.primary_domain = primary_domain  # the device the work runs on
+        self.primary_peak = primary_peak or (gauges[0].kind if gauges else None)
+        self.on_close = on_close
+        self.clock, self.sleep = clock, sleep  # injectable: tests drive a fake power curve
+        self.idle: WindowResult | None = None
+        self._idle_power: dict[tuple[str, str], float] = {}
+        self._open: dict[str, _OpenWindow] = {}
+        self._sampler: _Sampler | None = None
+
+    # -- building ----------------------------------------------------------------------
+    @classmethod
+    def for_device(cls, device: torch.device | str, settings: MeasurementSettings | None = None) -> Meter:
+        """GPU board energy (NVML counter, polling alongside) and allocator/device peaks when
+        ``device`` is cuda; CPU package energy (RAPL, else an estimate) and RSS peak always."""
+        device = torch.device(device)
+        settings = settings or MeasurementSettings()
+        domains: list[Domain] = []
+        gauges: list[PeakGauge] = []
+        gpu: NvmlGpu | None = None
+        if device.type == "cuda":
+            gauges += [TorchAllocatorPeak(device), TorchAllocatorPeak(device, reserved=True)]
+            gpu, why = open_gpu(device)
+            if gpu is None:
+                domains.append(Domain("gpu", [], note=why))
+            else:
+                domains.append(gpu_domain(gpu))
+                gauges.append(SampledPeak("nvml-device-used", _device_used(gpu)))
+        rapl, why = RaplCounter.discover()
+        estimate = CpuTimeEstimate(settings.cpu_tdp_w)
+        domains.append(Domain("cpu", [rapl, estimate] if rapl else [estimate], note=why))
+        rss = ProcessRssPeak()
+        gauges.append(rss)
+        return cls(
+            domains,
+            gauges,
+            poll_interval_s=settings.poll_interval_s,
+            sync=(lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None,
+            primary_domain="gpu" if device.type == "cuda" else "cpu",
+            primary_peak="torch-allocated" if device.type == "cuda" else rss.kind,
+            on_close=gpu.close if gpu is not None else None,
+        )
+
+    # -- lifetime ----------------------------------------------------------------------
+    def start(self) -> Meter:
+        tickers = [c.tick for d in self.domains for c in d.counters] + [g.tick for g in self.gauges]
+        needs_thread = any(
+            isinstance(c, (PolledPower, RaplCounter)) for d in self.domains for c in d.counters
+        ) or any(isinstance(g, SampledPeak) for g in self.gauges)
+        if needs_thread and self._sampler is None:
+            self._sampler = _Sampler(self.poll_interval_s, tickers)
+            self._sampler.start()
+        return self
+
+    def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.stopped.set()
+            self._sampler.join()
+            self._sampler = None
+        if self.on_close is not None:
+            self.on_close()
+            self.on_close = None
+
+    def __enter__(self) -> Meter:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- windows -----------------------------------------------------------------------
+    def measure_idle(self, seconds: float) -> WindowResult | None:
+        """Power with nothing running (data and model already resident), per counter; later
+        windows subtract it x their duration as ``net_joules``. 0 seconds: no baseline.
+        Skipped where every counter is an estimate of this process's own work (no idle part
+        to measure: its idle power is 0 by construction)."""
+        if seconds <= 0 or not any(c.includes_idle for d in self.domains for c in d.counters):
+            return None
+        self.begin_window("idle")
+        self.sleep(seconds)
+        self.idle = self.end_window("idle")
+        self._idle_power = {
+            (domain, source): joules / self.idle.time_s
+            for domain, energy in self.idle.energy.items()
+            for source, joules in energy.by_source.items()
+            if joules is not None
+        }
+        return self.idle
+
+    def begin_window(self, name: str) -> None:
+        if name in self._open:
+            raise ValueError(f"measurement window {name!r} is already open")
+        self.sync()
+        self._fold_peaks()
+        for gauge in self.gauges:
+            gauge.reset()
+        problems: list[str] = []
+        readings = self._read_counters(problems)
+        self._open[name] = _OpenWindow(
+            start=self.clock(),
+            readings=readings,
+            failures=self._failures(),
+            peaks={g.kind: None for g in self.gauges},
+            problems=problems,
+        )
+
+    def end_window(self, name: str) -> WindowResult:
+        if name not in self._open:
+            raise ValueError(f"measurement window {name!r} was never opened")
+        self.sync()
+        end = self.clock()
+        window = self._open[name]
+        readings = self._read_counters(window.problems)
+        self._fold_peaks()
+        del self._open[name]
+        time_s = end - window.start
+        for key, count in self._failures().items():
+            if count > window.failures.get(key, 0):
+                window.problems.append(f"{key[0]} {key[1]}: {count - window.failures.get(key, 0)} failed samples")
+        energy = {
+            domain.name: self._energy(domain, window, readings, time_s) for domain in self.domains
+        }
+        peaks = {kind: (v / MB if v is not None else None) for kind, v in window.peaks.items()}
+        return WindowResult(name, time_s, energy, peaks, tuple(window.problems))
+
+    def discard_window(self, name: str) -> None:
+        """Forget an open window (the work inside it failed); no-op when it is not open."""
+        self._open.pop(name, None)
+
+    # -- inside ------------------------------------------------------------------------
+    def _read_counters(self, problems: list[str]) -> dict[tuple[str, str], float | None]:
+        readings: dict[tuple[str, str], float | None] = {}
+        for domain in self.domains:
+            for counter in domain.counters:
+                try:
+                    readings[domain.name, counter.source] = counter.read_j()
+                except MeterError as err:
+                    readings[domain.name, counter.source] = None
+                    problems.append(f"{domain.name} {counter.source}: {err}")
+        return readings
+
+    def _failures(self) -> dict[tuple[str, str], int]:
+        return {(d.name, c.source): c.sample_failures()[0] for d in self.domains for c in d.counters}
+
+    def _energy(self, domain: Domain, window: _OpenWindow, end: dict, time_s: float) -> EnergyResult:
+        by_source: dict[str, float | None] = {}
+        for counter in domain.counters:
+            key = (domain.name, counter.source)
+            first, last = window.readings.get(key), end.get(key)
+            delta = None if first is None or last is None else last - first
+            if delta is not None and delta < 0:
+                window.problems.append(
+                    f"{domain.name} {counter.source}: counter went back by {-delta:.3f} J (wrap or reset); not used"
+                )
+                delta = None
+            by_source[counter.source] = delta
+        source = next((s for s, j in by_source.items() if j is not None), None)
+        if source is None:
+            return EnergyResult(by_source=by_source)
+        joules = by_source[source]
+        counter = next(c for c in domain.counters if c.source == source)
+        idle_w = self._idle_power.get((domain.name, source), None if counter.includes_idle else 0.0)
+        net = joules - idle_w * time_s if idle_w is not None else None
+        return EnergyResult(joules, source, idle_w, net, by_source)
+
+    def _fold_peaks(self) -> None:
+        """Fold every gauge's peak since its last reset into every open window. Each begin
+        resets the gauges, so a window's peak is the max over the pieces it spans."""
+        if not self._open:
+            return
+        for gauge in self.gauges:
+            value = gauge.peak_bytes()
+            if value is None:
+                continue
+            for window in self._open.values():
+                seen = window.peaks.get(gauge.kind)
+                window.peaks[gauge.kind] = value if seen is None else max(seen, value)
+
+    # -- what was used -----------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """Which counters and gauges this meter uses, and why better ones are missing."""
+        return {
+            "energy_counters": {
+                d.name: {c.source: c.description for c in d.counters} for d in self.domains
+            },
+            "energy_notes": {d.name: d.note for d in self.domains if d.note},
+            "peak_memory_kinds": [g.kind for g in self.gauges],
+            "poll_interval_s": self.poll_interval_s,
+            "idle_measured_s": self.idle.time_s if self.idle is not None else 0.0,
+            "idle_note": None if self.idle is not None or any(
+                c.includes_idle for d in self.domains for c in d.counters
+            ) else "no idle baseline: every counter estimates this process's own work (idle part 0)",
+        }
+
+
+def gpu_domain(gpu: NvmlGpu, clock: Callable[[], float] = time.perf_counter) -> Domain:
+    """The NVML counter where the board has one, with polling always alongside: it is the
+    fallback, and the two side by side are a check on each other."""
+    polled = PolledPower(nvml_power_w(gpu.nvml, gpu.handle), clock=clock)
+    if gpu.energy_counter_error is None:
+        return Domain("gpu", [NvmlEnergyCounter(gpu.nvml, gpu.handle), polled])
+    return Domain("gpu", [polled], note=gpu.energy_counter_error)
+
+
+def _device_used(gpu: NvmlGpu) -> Callable[[], float]:
+    return lambda: float(gpu.nvml.nvmlDeviceGetMemoryInfo(gpu.handle).used)

@@ -1,0 +1,504 @@
+"""Measurement: energy counters and their fallbacks against a stand-in NVML that serves a
+known power curve and its exact energy counter, RAPL wrap, peak folding over nested windows,
+CodeCarbon offline (no network, failures recorded), and a real CPU run's metrics."""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bpfree.config import measurement_from_config
+from bpfree.errors import BpfreeError
+from bpfree.measure import CarbonTracker, MeasurementSettings, Meter
+from bpfree.measure.energy import CpuTimeEstimate, PolledPower, RaplCounter
+from bpfree.measure.memory import PeakGauge
+from bpfree.measure.meter import Domain, gpu_domain
+from bpfree.measure.nvml import open_gpu
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- a stand-in for pynvml -------------------------------------------------------------------
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+
+
+class FakeNvml(types.ModuleType):
+    """pynvml's calls that the meter uses, serving power ``power_w(t)`` in mW and the exact
+    energy ``energy_j(t)`` as a counter in mJ (offset, as a real counter counts from driver
+    load). ``fail`` names calls that raise; ``counter_shift_mj`` moves the counter (reset)."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, clock, power_w, energy_j, *, counter_supported: bool = True) -> None:
+        super().__init__("pynvml")
+        self.clock, self.power_w, self.energy_j = clock, power_w, energy_j
+        self.counter_supported = counter_supported
+        self.fail: set[str] = set()
+        self.counter_shift_mj = 0
+        self.shutdowns = 0
+
+    def _check(self, call: str) -> None:
+        if call in self.fail:
+            raise self.NVMLError(f"{call}: GPU is lost")
+
+    def nvmlInit(self):
+        self._check("nvmlInit")
+
+    def nvmlShutdown(self):
+        self.shutdowns += 1
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return ("handle", index)
+
+    def nvmlDeviceGetName(self, handle):
+        return b"Fake H100"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        self._check("nvmlDeviceGetTotalEnergyConsumption")
+        if not self.counter_supported:
+            raise self.NVMLError("Not Supported")
+        return 987_654_321 + self.counter_shift_mj + round(1000 * self.energy_j(self.clock()))
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        self._check("nvmlDeviceGetPowerUsage")
+        return round(1000 * self.power_w(self.clock()))
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return types.SimpleNamespace(used=2 * 1024**3, total=80 * 1024**3)
+
+
+def board_power(t: float) -> float:  # W: a board warming up (ramp) and breathing (1.5 s period)
+    return 150 + 50 * t + 40 * math.sin(2 * math.pi * t / 1.5)
+
+
+def board_energy(t: float) -> float:  # J: the exact integral of board_power from 0
+    return 150 * t + 25 * t * t + 40 * 1.5 / (2 * math.pi) * (1 - math.cos(2 * math.pi * t / 1.5))
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Build a meter over a FakeNvml put where ``import pynvml`` finds it; returns
+    (meter, fake nvml, clock). The sampler thread is not started: ``run`` ticks by hand."""
+
+    def build(power_w=board_power, energy_j=board_energy, **kwargs):
+        clock = FakeClock()
+        nvml = FakeNvml(clock, power_w, energy_j, **kwargs)
+        monkeypatch.setitem(sys.modules, "pynvml", nvml)
+        gpu, why = open_gpu(index=0)
+        assert gpu is not None, why
+        domain = gpu_domain(gpu, clock=clock)
+        meter = Meter([domain], [], clock=clock, sleep=lambda s: run(meter, clock, s),
+                      primary_domain="gpu", on_close=gpu.close)
+        return meter, nvml, clock
+
+    return build
+
+
+def run(meter: Meter, clock: FakeClock, seconds: float, poll_s: float = 0.2) -> None:
+    """Let ``seconds`` pass, the sampler polling every ``poll_s`` (the paper's 0.2 s)."""
+    for _ in range(round(seconds / poll_s)):
+        clock.advance(poll_s)
+        for domain in meter.domains:
+            for counter in domain.counters:
+                counter.tick()
+
+
+def window(meter: Meter, clock: FakeClock, seconds: float, name: str = "w"):
+    meter.begin_window(name)
+    run(meter, clock, seconds)
+    return meter.end_window(name)
+
+
+# -- GPU energy ------------------------------------------------------------------------------
+def test_counter_delta_is_converted_from_millijoules(fake_gpu):
+    meter, _, clock = fake_gpu(power_w=lambda t: 250.0, energy_j=lambda t: 250.0 * t)
+    clock.advance(3.0)
+    result = window(meter, clock, 4.0)
+    energy = result.of("gpu")
+    assert energy.source == "nvml-counter"
+    assert energy.joules == pytest.approx(1000.0, abs=1e-3)  # 250 W x 4 s, not 1e6 (mJ) or 1 (kJ)
+    assert result.time_s == pytest.approx(4.0)
+    assert result.problems == ()
+
+
+@pytest.mark.parametrize("counter_supported", [True, False])
+def test_polling_integrates_a_known_curve_within_one_percent(fake_gpu, counter_supported):
+    meter, _, clock = fake_gpu(counter_supported=counter_supported)
+    clock.advance(0.1)  # start between two polls
+    energy = window(meter, clock, 4.0).of("gpu")
+    exact = board_energy(4.1) - board_energy(0.1)  # a rectangle rule would be 2% off here
+    assert energy.by_source["nvml-polling"] == pytest.approx(exact, rel=0.01)
+    assert energy.source == ("nvml-counter" if counter_supported else "nvml-polling")
+    assert energy.joules == pytest.approx(exact, rel=0.01)
+    if not counter_supported:
+        assert "Not Supported" in meter.domains[0].note
+
+
+def test_the_sampler_thread_polls_between_reads():
+    # real time, on a linear ramp, which the trapezoid rule integrates exactly at any spacing
+    import time
+
+    t0 = time.perf_counter()
+    calls = []
+
+    def ramp() -> float:
+        calls.append(1)
+        return 100 + 50 * (time.perf_counter() - t0)
+
+    meter = Meter([Domain("gpu", [PolledPower(ramp)])], [], poll_interval_s=0.005, primary_domain="gpu")
+    with meter:
+        a = time.perf_counter()
+        meter.begin_window("w")
+        time.sleep(0.3)
+        result = meter.end_window("w")
+        b = time.perf_counter()
+        assert meter._sampler.is_alive()
+    assert meter._sampler is None  # stopped and joined on close
+    assert len(calls) > 5  # the thread sampled between the two reads
+    exact = 100 * (b - a) + 25 * ((b - t0) ** 2 - (a - t0) ** 2)
+    assert result.of("gpu").joules == pytest.approx(exact, rel=0.01)
+
+
+def test_idle_baseline_is_subtracted(fake_gpu):
+    idle_w, busy_w = 60.0, 260.0
+    meter, _, clock = fake_gpu(
+        power_w=lambda t: idle_w if t < 5 else busy_w,
+        energy_j=lambda t: idle_w * min(t, 5) + busy_w * max(t - 5, 0),
+    )
+    idle = meter.measure_idle(5.0)
+    assert idle.of("gpu").joules == pytest.approx(300.0, abs=1e-3)
+    energy = window(meter, clock, 10.0).of("gpu")
+    assert energy.idle_power_w == pytest.approx(idle_w, rel=1e-6)
+    assert energy.joules == pytest.approx(2600.0, abs=1e-3)
+    assert energy.net_joules == pytest.approx(2600.0 - 600.0, abs=1e-2)
+
+
+def test_without_baseline_there_is_no_net_energy(fake_gpu):
+    meter, _, clock = fake_gpu()
+    assert meter.measure_idle(0.0) is None
+    energy = window(meter, clock, 2.0).of("gpu")
+    assert energy.idle_power_w is None and energy.net_joules is None
+
+
+def test_counter_going_back_falls_back_to_polling_and_is_recorded(fake_gpu):
+    meter, nvml, clock = fake_gpu()
+    meter.begin_window("w")
+    run(meter, clock, 4.0)
+    nvml.counter_shift_mj = -10**9  # the counter wrapped or the driver reloaded
+    result = meter.end_window("w")
+    energy = result.of("gpu")
+    assert energy.by_source["nvml-counter"] is None
+    assert energy.source == "nvml-polling"
+    assert energy.joules == pytest.approx(board_energy(4.0), rel=0.01)
+    assert any("counter went back" in p for p in result.problems)
+
+
+def test_a_failing_counter_call_falls_back_to_polling_and_is_recorded(fake_gpu):
+    meter, nvml, clock = fake_gpu()
+    meter.begin_window("w")
+    run(meter, clock, 4.0)
+    nvml.fail.add("nvmlDeviceGetTotalEnergyConsumption")
+    result = meter.end_window("w")
+    assert result.of("gpu").source == "nvml-polling"
+    assert any("nvmlDeviceGetTotalEnergyConsumption failed" in p for p in result.problems)
+
+
+def test_when_every_nvml_call_fails_the_window_has_no_energy_and_says_why(fake_gpu):
+    meter, nvml, clock = fake_gpu()
+    meter.begin_window("w")
+    nvml.fail.update({"nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetPowerUsage"})
+    run(meter, clock, 1.0)
+    result = meter.end_window("w")
+    energy = result.of("gpu")
+    assert energy.joules is None and energy.source is None and energy.net_joules is None
+    assert any("failed samples" in p for p in result.problems)
+    assert any("power sample failed" in p for p in result.problems)
+    meter.close()
+    assert nvml.shutdowns == 1
+
+
+def test_no_nvml_is_a_reason_not_an_error(monkeypatch):
+    nvml = FakeNvml(FakeClock(), board_power, board_energy)
+    nvml.fail.add("nvmlInit")
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    gpu, why = open_gpu(index=0)
+    assert gpu is None and "NVML unavailable" in why
+
+
+def test_a_failing_nvml_does_not_fail_the_run(fake_gpu, monkeypatch, tmp_path):
+    import time
+
+    from bpfree import run as run_module
+    from bpfree.models import parse_arch
+    from bpfree.training import EarlyStopping
+
+    _, nvml, _ = fake_gpu(power_w=lambda t: 100.0, energy_j=lambda t: 100.0 * t)
+    real_time = gpu_domain(open_gpu(index=0)[0], clock=time.perf_counter)  # a real run takes real time
+    meter = Meter([real_time], [], poll_interval_s=0.01, primary_domain="gpu")
+    nvml.fail.add("nvmlDeviceGetTotalEnergyConsumption")  # broken from the first epoch
+    monkeypatch.setattr(run_module.Meter, "for_device", lambda device, settings: meter)
+    cfg = run_module.RunConfig(
+        "bp", "digits", 0, parse_arch("mlp:16"), early_stopping=EarlyStopping(max_epochs=2),
+        device="cpu", measurement=MeasurementSettings(idle_seconds=0, codecarbon=False),
+    )
+    result = run_module.train(cfg, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert result.fit.status == "ok" and metrics["status"] == "ok"
+    assert metrics["energy_source"] == "nvml-polling" and metrics["energy_j"] > 0
+    assert any("nvmlDeviceGetTotalEnergyConsumption failed" in p for p in metrics["measurement_problems"])
+    with open(tmp_path / "history.csv", newline="") as fh:
+        assert {row["energy_source"] for row in csv.DictReader(fh)} == {"nvml-polling"}
+
+
+# -- CPU energy ------------------------------------------------------------------------------
+def rapl_zone(root: Path, name: str, zone: str, uj: int, span: int) -> Path:
+    path = root / name
+    path.mkdir(parents=True)
+    (path / "name").write_text(zone + "\n")
+    (path / "energy_uj").write_text(f"{uj}\n")
+    (path / "max_energy_range_uj").write_text(f"{span}\n")
+    return path
+
+
+def test_rapl_sums_packages_and_survives_a_wrap(tmp_path):
+    p0 = rapl_zone(tmp_path, "intel-rapl:0", "package-0", 900_000, 1_000_000)
+    p1 = rapl_zone(tmp_path, "intel-rapl:1", "package-1", 0, 1_000_000)
+    core = rapl_zone(tmp_path, "intel-rapl:0:0", "core", 0, 1_000_000)  # inside package-0
+    rapl, why = RaplCounter.discover(tmp_path)
+    assert why is None and rapl.zones == [p0, p1]
+    meter = Meter([Domain("cpu", [rapl])], [])
+    meter.begin_window("w")
+    (p0 / "energy_uj").write_text("100000\n")  # wrapped: 0.1 J to the top, 0.1 J after
+    (p1 / "energy_uj").write_text("500000\n")
+    (core / "energy_uj").write_text("999999\n")  # not counted twice
+    energy = meter.end_window("w").of("cpu")
+    assert energy.source == "rapl"
+    assert energy.joules == pytest.approx(0.2 + 0.5)
+
+
+def test_unreadable_rapl_is_a_reason(tmp_path):
+    assert RaplCounter.discover(tmp_path / "nothing") == (None, f"no RAPL package zones under {tmp_path / 'nothing'}")
+
+
+def test_cpu_estimate_is_labelled_and_has_no_idle_part():
+    estimate = CpuTimeEstimate(tdp_w=16.0, logical_cpus=2)
+    assert estimate.watts_per_cpu == 8.0 and "estimate" in estimate.description
+    meter = Meter([Domain("cpu", [estimate])], [])
+    assert meter.measure_idle(5.0) is None  # nothing to measure, so no time spent on it
+    meter.begin_window("w")
+    sum(i * i for i in range(200_000))
+    energy = meter.end_window("w").of("cpu")
+    assert energy.source == "estimate" and energy.joules > 0
+    assert energy.idle_power_w == 0.0 and energy.net_joules == energy.joules
+
+
+# -- peak memory -----------------------------------------------------------------------------
+class ScriptedGauge(PeakGauge):
+    kind = "scripted"
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.peak = 0.0
+
+    def set(self, value: float) -> None:
+        self.now = value
+        self.peak = max(self.peak, value)
+
+    def peak_bytes(self) -> float:
+        return self.peak
+
+    def reset(self) -> None:
+        self.peak = self.now
+
+
+def test_nested_windows_keep_their_own_peaks():
+    gauge = ScriptedGauge()
+    meter = Meter([], [gauge])
+    mb = 1024 * 1024
+    meter.begin_window("run")
+    meter.begin_window("fit")
+    gauge.set(500 * mb)
+    gauge.set(10 * mb)
+    meter.begin_window("epoch 1")  # resets the gauge: epoch 1 must not see the 500
+    gauge.set(100 * mb)
+    first = meter.end_window("epoch 1")
+    meter.begin_window("epoch 2")
+    gauge.set(700 * mb)
+    gauge.set(5 * mb)
+    second = meter.end_window("epoch 2")
+    fit = meter.end_window("fit")
+    run_ = meter.end_window("run")
+    assert first.peaks_mb == {"scripted": 100.0}
+    assert second.peaks_mb == {"scripted": 700.0}
+    assert fit.peaks_mb == run_.peaks_mb == {"scripted": 700.0}
+    # and the 500 before the epochs reached both outer windows, not only the innermost open one
+    meter.begin_window("run")
+    meter.begin_window("fit")
+    gauge.set(500 * mb)
+    gauge.set(10 * mb)
+    meter.begin_window("epoch")
+    meter.end_window("epoch")
+    meter.end_window("fit")
+    assert meter.end_window("run").peaks_mb == {"scripted": 500.0}
+
+
+# -- CodeCarbon ------------------------------------------------------------------------------
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every attempt to reach a non-loopback address (or resolve a name) is refused and
+    recorded."""
+    attempts: list = []
+    connect, connect_ex, sendto = socket.socket.connect, socket.socket.connect_ex, socket.socket.sendto
+
+    def loopback(address) -> bool:
+        if isinstance(address, tuple):
+            try:
+                return ipaddress.ip_address(address[0]).is_loopback
+            except ValueError:
+                return address[0] == "localhost"
+        return True  # unix sockets
+
+    def guard(original):
+        def call(sock, *args):
+            address = args[-1]
+            if not loopback(address):
+                attempts.append(address)
+                raise OSError(f"network access attempted: {address}")
+            return original(sock, *args)
+
+        return call
+
+    def resolve(host, *args, **kwargs):
+        attempts.append(("getaddrinfo", host))
+        raise socket.gaierror(f"name resolution attempted: {host}")
+
+    monkeypatch.setattr(socket.socket, "connect", guard(connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guard(connect_ex))
+    monkeypatch.setattr(socket.socket, "sendto", guard(sendto))
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    return attempts
+
+
+def test_a_cpu_run_records_an_estimate_and_codecarbon_offline(tmp_path, no_network):
+    from bpfree.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"measurement": {"idle_seconds": 1.0, "country_iso_code": "FRA"}}))
+    out = tmp_path / "run"
+    code = main(["train", "--algorithm", "bp", "--dataset", "digits", "--seed", "1", "--arch", "mlp:32",
+                 "--max-epochs", "2", "--device", "cpu", "--config", str(config), "--out", str(out)])
+    assert code == 0
+    assert no_network == []
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["energy_source"] == "estimate" and metrics["energy_device"] == "cpu"
+    assert metrics["cpu_energy_source"] == "estimate" and metrics["cpu_energy_j"] > 0
+    assert "estimate" in metrics["measurement"]["energy_counters"]["cpu"]["estimate"]
+    assert metrics["codecarbon_error"] is None and metrics["co2_kg"] > 0
+    assert metrics["measurement"]["country_iso_code"] == "FRA"
+    with open(out / "emissions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 1 and rows[0]["country_iso_code"] == "FRA"
+    assert metrics["peak_memory_kind"].startswith("process-rss") and metrics["peak_memory_mb"] > 0
+    assert metrics["peak_allocated_mb"] is None  # no CUDA allocator on a CPU run
+    assert metrics["test_energy_source"] == "estimate" and metrics["test_time_s"] > 0
+    for key in ("host", "cpu_model", "torch", "gpu_model", "gpu_driver", "cuda"):
+        assert key in metrics["hardware"]
+    with open(out / "history.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["energy_source"] for r in rows} == {"estimate"} and all(float(r["energy_j"]) >= 0 for r in rows)
+
+
+def test_codecarbon_failing_is_recorded_not_raised(tmp_path, monkeypatch):
+    import codecarbon
+
+    class Broken:
+        def __init__(self, **kwargs):
+            raise RuntimeError("no carbon data for this country")
+
+    monkeypatch.setattr(codecarbon, "OfflineEmissionsTracker", Broken)
+    tracker = CarbonTracker(tmp_path, "FRA")
+    tracker.start()
+    result = tracker.stop()
+    assert result.co2_kg is None and "no carbon data" in result.error
+
+
+def test_codecarbon_is_stopped_exactly_once(tmp_path, monkeypatch):
+    import codecarbon
+
+    stops = []
+
+    class Counting:
+        final_emissions_data = types.SimpleNamespace(energy_consumed=1e-6)
+
+        def __init__(self, **kwargs):
+            assert kwargs["country_iso_code"] == "FRA" and kwargs["output_dir"] == str(tmp_path)
+
+        def start(self):
+            pass
+
+        def stop(self):
+            stops.append(1)
+            return 2e-7
+
+    monkeypatch.setattr(codecarbon, "OfflineEmissionsTracker", Counting)
+    tracker = CarbonTracker(tmp_path, "FRA")
+    tracker.start()
+    first, second = tracker.stop(), tracker.stop()
+    assert stops == [1] and first is second
+    assert first.co2_kg == 2e-7 and first.energy_j == pytest.approx(3.6)  # 1e-6 kWh
+
+
+# -- settings --------------------------------------------------------------------------------
+def test_measurement_section_is_read_and_checked(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("measurement: {idle_seconds: 2, codecarbon: false, country_iso_code: DEU}\n")
+    assert measurement_from_config(path) == MeasurementSettings(
+        idle_seconds=2, codecarbon=False, country_iso_code="DEU"
+    )
+    for bad, message in [
+        ("{idle_s: 2}", "unknown measurement key(s) idle_s; valid: idle_seconds"),
+        ("{codecarbon: 1}", "measurement.codecarbon has the wrong type"),
+        ("{idle_seconds: -1}", "measurement.idle_seconds must be >= 0"),
+        ("{country_iso_code: france}", "3 capital letters"),
+    ]:
+        path.write_text(f"measurement: {bad}\n")
+        with pytest.raises(BpfreeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            measurement_from_config(path)
+
+
+def test_schema_defaults_are_the_settings_defaults():
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    properties = schema["properties"]["measurement"]["properties"]
+    defaults = {key: spec["default"] for key, spec in properties.items()}
+    assert defaults == vars(MeasurementSettings())
+    assert measurement_from_config(ROOT / "config/config.yaml").codecarbon is True
+
+
+# -- the GPU check script --------------------------------------------------------------------
+def test_gpu_check_says_so_on_a_machine_without_a_gpu():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/gpu_check.py")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no CUDA GPU" in proc.stdout and "Traceback" not in proc.stderr
