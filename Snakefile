@@ -1,23 +1,50 @@
-# bpfree: the study's grid (algorithms x datasets x seeds, each BP-free method next to its
-# BP twin) -> train -> aggregate. This file only loads and validates the config and
-# includes one .smk per stage.
+# bpfree: the study's grid (each BP-free method next to its BP twin, per dataset and seed)
+# -> download -> tune -> train -> aggregate -> figures, and `snakemake --report`. This file
+# only loads and checks the config and includes one .smk per stage.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)
+
 from snakemake.utils import min_version, validate
+
+from bpfree.errors import BpfreeError
+from bpfree.workflow import check_config, job_config_file
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# `--configfile X` replaces the default rather than being merged into it, so that the one
+# file the jobs read is the whole configuration.
+if not workflow.configfiles:
+
+    configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+try:  # one clear line, before any job is planned
+    check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+    CONFIGFILE = job_config_file(workflow.configfiles, workflow.config_settings.config)
+except BpfreeError as err:
+    sys.exit(f"bpfree: config error: {err}")
+validate(config, "workflow/schemas/config.schema.yaml")  # fills in the defaults
+
+
+container: config["container"]
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/tune.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
-    input:
-        "results/tables/summary.csv",
     default_target: True
+    input:
+        all_tables(),
+        all_figures(),

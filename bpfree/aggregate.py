@@ -1,29 +1,80 @@
-"""Collect every run's metrics.json into tables with polars."""
+"""Every run's metrics.json (and history.csv) into the study's tables, with polars.
+
+- ``summary``: one row per run.
+- ``methods``: one row per (algorithm, arch, dataset): runs counted by status, and for each
+  metric the mean, sd and 95% t-interval over the seeds whose run finished ("ok"). A metric
+  measured in more than one way within a group (e.g. energy from the NVML counter in one
+  run and an estimate in another) is not summarised: its sources are listed and noted.
+- ``deltas``: each BP-free method against its BP twin (bp on the same arch and dataset),
+  over seed-matched pairs: relative change of the means in percent, as the paper states
+  them ("40.8% less energy" is -40.8), and a paired t-test (NaN, noted, below 2 pairs).
+- ``paper``: ours next to the numbers of arXiv 2509.19063 (``paper_results.csv``).
+
+Diverged runs are never dropped silently: they are counted and noted in every table."""
 
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import polars as pl
 
 from bpfree.errors import BpfreeError
+from bpfree.workflow import BASELINE
 
+KEYS = ["algorithm", "arch", "dataset"]
 SUMMARY_COLUMNS = [
     "algorithm", "arch", "dataset", "seed", "status", "test_accuracy", "best_val_accuracy",
-    "epochs", "train_time_s", "time_per_epoch_s", "device",
+    "min_val_loss", "epochs", "train_time_s", "time_per_epoch_s", "energy_j", "energy_source",
+    "co2_kg", "peak_memory_mb", "peak_memory_kind", "device",
 ]
+CONFIDENCE = 0.95
 
 
+@dataclass(frozen=True)
+class Metric:
+    column: str  # as in metrics.json
+    label: str
+    unit: str
+    source: str | None = None  # the column that says how it was measured
+    percent: bool = False  # a fraction shown in percent (accuracy); deltas in points
+
+
+METRICS = [
+    Metric("test_accuracy", "test accuracy", "%", percent=True),
+    Metric("train_time_s", "training time", "s"),
+    Metric("time_per_epoch_s", "time per epoch", "s"),
+    Metric("epochs", "epochs", ""),
+    Metric("min_val_loss", "min. validation loss", ""),
+    Metric("energy_j", "energy", "J", source="energy_source"),
+    Metric("net_energy_j", "energy above idle", "J", source="energy_source"),
+    Metric("cpu_energy_j", "CPU energy", "J", source="cpu_energy_source"),
+    Metric("co2_kg", "CO2", "kg"),
+    Metric("peak_memory_mb", "peak memory", "MB", source="peak_memory_kind"),
+]
+METRIC = {m.column: m for m in METRICS}
+
+
+# -- runs ---------------------------------------------------------------------------------
 def read_metrics(paths: Iterable[str | Path]) -> pl.DataFrame:
+    """One row per run: the scalar fields of each metrics.json, plus ``min_val_loss`` (the
+    lowest validation loss of the run's last stage) from the history.csv beside it."""
     rows = []
-    for path in paths:
+    for path in map(Path, paths):
         try:
-            metrics = json.loads(Path(path).read_text())
+            metrics = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise BpfreeError(f"cannot read run metrics {path}: {err}") from None
-        rows.append({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
+        row = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+        history = path.with_name("history.csv")
+        if history.exists():
+            row["min_val_loss"] = _final_stage_min_val_loss(pl.read_csv(history))
+        rows.append(row)
     if not rows:
         raise BpfreeError("no metrics files given to aggregate")
     frame = pl.from_dicts(rows, infer_schema_length=None)
@@ -31,3 +82,443 @@ def read_metrics(paths: Iterable[str | Path]) -> pl.DataFrame:
     return frame.select(first + [c for c in frame.columns if c not in first]).sort(
         "dataset", "arch", "algorithm", "seed"
     )
+
+
+def _final_stage_min_val_loss(history: pl.DataFrame) -> float | None:
+    if history.is_empty() or "val_loss" not in history.columns:
+        return None
+    last = history.filter(pl.col("stage") == history["stage"][-1])["val_loss"]
+    finite = last.filter(last.is_finite())
+    return None if finite.is_empty() else float(finite.min())
+
+
+def read_histories(paths: Iterable[str | Path]) -> pl.DataFrame:
+    """Every run's history.csv (beside its metrics.json), one row per epoch, with the run's
+    algorithm, arch, dataset and seed in front."""
+    frames = []
+    for path in map(Path, paths):
+        history = path.with_name("history.csv")
+        if not history.exists():
+            continue
+        run = json.loads(path.read_text())
+        frames.append(
+            pl.read_csv(history).with_columns(
+                **{k: pl.lit(run[k]) for k in (*KEYS, "seed")}
+            )
+        )
+    if not frames:
+        return pl.DataFrame(schema={k: pl.String for k in KEYS} | {"seed": pl.Int64})
+    frame = pl.concat(frames, how="diagonal_relaxed")
+    return frame.select([*KEYS, "seed", pl.exclude(*KEYS, "seed")])
+
+
+# -- per method ---------------------------------------------------------------------------
+def present(runs: pl.DataFrame) -> list[Metric]:
+    return [m for m in METRICS if m.column in runs.columns]
+
+
+def t_halfwidth(sd: float, n: int, confidence: float = CONFIDENCE) -> float:
+    """Half the width of the t-interval for a mean of ``n`` values with sample sd ``sd``."""
+    from scipy import stats  # here: the figures import this module and need no scipy
+
+    if n < 2 or sd is None or not math.isfinite(sd):
+        return math.nan
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+
+
+def method_stats(runs: pl.DataFrame) -> pl.DataFrame:
+    """Per (algorithm, arch, dataset): run counts, then ``<metric>_{n,mean,sd,ci_low,ci_high}``
+    over the ok runs, and each measured metric's source column."""
+    ok = pl.col("status") == "ok"
+    aggs = [
+        pl.len().alias("runs"),
+        ok.sum().alias("ok"),
+        (pl.col("status") == "diverged").sum().alias("diverged"),
+        pl.col("seed").filter(ok).sort().cast(pl.String).str.join(",").alias("seeds"),
+    ]
+    metrics = present(runs)
+    for m in metrics:
+        value = pl.col(m.column).cast(pl.Float64)
+        value = value.filter(ok & value.is_not_null() & value.is_finite())
+        aggs += [
+            value.count().alias(f"{m.column}_n"),
+            value.mean().alias(f"{m.column}_mean"),
+            value.std(ddof=1).alias(f"{m.column}_sd"),
+        ]
+    for source in dict.fromkeys(m.source for m in metrics if m.source in runs.columns):
+        measured_by = pl.col(source).filter(ok).drop_nulls()
+        aggs += [
+            measured_by.unique().sort().str.join(", ").alias(source),
+            measured_by.n_unique().alias(f"_{source}_count"),
+        ]
+    groups = runs.group_by(KEYS).agg(aggs).sort("dataset", "arch", "algorithm")
+
+    notes = [[] for _ in range(groups.height)]
+    for i, row in enumerate(groups.iter_rows(named=True)):
+        if row["ok"] < row["runs"]:
+            notes[i].append(f"{row['runs'] - row['ok']} of {row['runs']} runs not ok "
+                            f"({row['diverged']} diverged); statistics over the ok runs")
+    columns = {}
+    for m in metrics:
+        mean, sd, n = (groups[f"{m.column}_{s}"].to_list() for s in ("mean", "sd", "n"))
+        mixed = (
+            [count > 1 for count in groups[f"_{m.source}_count"].to_list()]
+            if m.source in groups.columns else [False] * groups.height
+        )
+        for i in range(groups.height):
+            if mixed[i] and mean[i] is not None:
+                notes[i].append(f"{m.column} not summarised: measured by {groups[m.source][i]}")
+                mean[i] = sd[i] = None
+            elif n[i] == 1:
+                sd[i] = math.nan  # one value has no spread: undefined, not missing
+        half = [t_halfwidth(s, k) if mu is not None else None for mu, s, k in zip(mean, sd, n)]
+        columns |= {
+            f"{m.column}_mean": mean,
+            f"{m.column}_sd": sd,
+            f"{m.column}_ci_low": [None if h is None else mu - h for mu, h in zip(mean, half)],
+            f"{m.column}_ci_high": [None if h is None else mu + h for mu, h in zip(mean, half)],
+        }
+    groups = groups.with_columns(
+        [pl.Series(name, values, dtype=pl.Float64) for name, values in columns.items()]
+        + [pl.Series("note", ["; ".join(n) for n in notes], dtype=pl.String)]
+    )
+    order = [*KEYS, "runs", "ok", "diverged", "seeds"]
+    for m in metrics:
+        order += [f"{m.column}_{s}" for s in ("n", "mean", "sd", "ci_low", "ci_high")]
+        if m.source in groups.columns and m.source not in order:
+            order.append(m.source)
+    return groups.select(order + ["note"])
+
+
+# -- against the BP twin ------------------------------------------------------------------
+DELTA_COLUMNS = {
+    "algorithm": pl.String, "arch": pl.String, "dataset": pl.String, "metric": pl.String,
+    "unit": pl.String, "source": pl.String, "pairs": pl.Int64, "method_mean": pl.Float64,
+    "bp_mean": pl.Float64, "delta": pl.Float64, "delta_pct": pl.Float64,
+    "t_stat": pl.Float64, "p_value": pl.Float64, "note": pl.String,
+}
+
+
+def paired_delta(method: list[float], bp: list[float]) -> dict[str, float | str]:
+    """Seed-matched values of a method and its BP twin -> difference of means, relative
+    change in percent of the BP mean, and the paired t-test (NaN below 2 pairs)."""
+    from scipy import stats
+
+    n = len(method)
+    if n == 0:
+        return {"pairs": 0, "method_mean": math.nan, "bp_mean": math.nan, "delta": math.nan,
+                "delta_pct": math.nan, "t_stat": math.nan, "p_value": math.nan,
+                "note": "no seed-matched pair of ok runs"}
+    method_mean, bp_mean = sum(method) / n, sum(bp) / n
+    delta = method_mean - bp_mean
+    note = ""
+    if n < 2:
+        t_stat = p_value = math.nan
+        note = f"{n} seed-matched pair: no paired test (needs >= 2)"
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = stats.ttest_rel(method, bp)
+        t_stat, p_value = float(result.statistic), float(result.pvalue)
+        if not math.isfinite(t_stat):
+            note = "paired differences are all equal: no paired test"
+    return {"pairs": n, "method_mean": method_mean, "bp_mean": bp_mean, "delta": delta,
+            "delta_pct": 100 * delta / bp_mean if bp_mean else math.nan,
+            "t_stat": t_stat, "p_value": p_value, "note": note}
+
+
+def bp_deltas(runs: pl.DataFrame) -> pl.DataFrame:
+    """One row per (BP-free method, arch, dataset, metric): the method against bp."""
+    ok = runs.filter(pl.col("status") == "ok")
+    methods = ok.filter(pl.col("algorithm") != BASELINE)
+    twins = ok.filter(pl.col("algorithm") == BASELINE).drop("algorithm")
+    pairs = methods.join(twins, on=["arch", "dataset", "seed"], suffix="_bp")
+    every = runs.filter(pl.col("algorithm") != BASELINE)
+    rows = []
+    for (algorithm, arch, dataset), group in every.group_by(KEYS, maintain_order=True):
+        matched = pairs.filter(
+            (pl.col("algorithm") == algorithm) & (pl.col("arch") == arch)
+            & (pl.col("dataset") == dataset)
+        )
+        unpaired = group["seed"].n_unique() - matched.height
+        for m in present(runs):
+            a, b = matched[m.column].cast(pl.Float64), matched[f"{m.column}_bp"].cast(pl.Float64)
+            keep = a.is_not_null() & b.is_not_null() & a.is_finite() & b.is_finite()
+            a, b = a.filter(keep).to_list(), b.filter(keep).to_list()
+            if not a and not (matched.height and matched[m.column].is_not_null().any()):
+                continue  # not measured for this method
+            source = None
+            sources = set()
+            if m.source in matched.columns:
+                picked = matched.filter(keep)
+                sources = set(picked[m.source].to_list()) | set(picked[f"{m.source}_bp"].to_list())
+                source = ", ".join(sorted(str(s) for s in sources))
+            if len(sources) > 1:
+                row = paired_delta([], [])
+                row["note"] = f"not compared: measured by {source}"
+            else:
+                row = paired_delta(a, b)
+            if unpaired:
+                extra = f"{unpaired} seed(s) without an ok pair (diverged or missing)"
+                row["note"] = "; ".join(filter(None, [row["note"], extra]))
+            rows.append({"algorithm": algorithm, "arch": arch, "dataset": dataset,
+                         "metric": m.column, "unit": m.unit, "source": source} | row)
+    return pl.DataFrame(rows, schema=DELTA_COLUMNS).sort("dataset", "arch", "algorithm")
+
+
+# -- against the paper --------------------------------------------------------------------
+def paper_results() -> pl.DataFrame:
+    """The paper's numbers (package data), with its architectures in our notation."""
+    text = resources.files("bpfree.data").joinpath("paper_results.csv").read_text()
+    paper = pl.read_csv(text.encode())
+    return paper.with_columns(
+        pl.col("architecture").map_elements(paper_arch, return_dtype=pl.String).alias("arch")
+    )
+
+
+def paper_arch(text: str) -> str:
+    """The paper's ``mlp 2x1000`` -> ``mlp:1000,1000``; ``cnn 32-128-512`` -> ``cnn:32,128,512``."""
+    kind, _, shape = text.strip().partition(" ")
+    if "x" in shape:
+        depth, width = shape.split("x")
+        widths = [width] * int(depth)
+    else:
+        widths = shape.split("-")
+    return f"{kind}:{','.join(widths)}"
+
+
+def _with_bp_change(frame: pl.DataFrame, column: str, name: str, points: bool) -> pl.DataFrame:
+    """Add ``name``: each row's ``column`` against the bp row of its arch and dataset
+    (difference for accuracy in points, relative change in percent otherwise)."""
+    twin = frame.filter(pl.col("algorithm") == BASELINE).select(
+        "arch", "dataset", pl.col(column).alias("_bp")
+    )
+    change = pl.col(column) - pl.col("_bp") if points else 100 * (pl.col(column) / pl.col("_bp") - 1)
+    return (
+        frame.join(twin, on=["arch", "dataset"], how="left")
+        .with_columns(pl.when(pl.col("algorithm") != BASELINE).then(change).alias(name))
+        .drop("_bp")
+    )
+
+
+def paper_comparison(methods: pl.DataFrame, deltas: pl.DataFrame) -> pl.DataFrame:
+    """Every row of the paper next to our numbers for the same (algorithm, arch, dataset)
+    (empty where we did not run it), and each side's change against its BP twin."""
+    paper = paper_results().select(
+        *KEYS,
+        pl.col("architecture").alias("paper_arch"),
+        pl.col("test_accuracy_pct").alias("paper_accuracy_pct"),
+        pl.col("test_accuracy_sd").alias("paper_accuracy_sd"),
+        pl.col("train_time_s").alias("paper_time_s"),
+        (pl.col("gpu_energy_wh") * 3600).alias("paper_energy_j"),
+        pl.col("peak_memory_mib").alias("paper_memory_mib"),
+        (pl.col("co2_g") / 1000).alias("paper_co2_kg"),
+        pl.col("gpu").alias("paper_gpu"),
+    )
+    paper = _with_bp_change(paper, "paper_accuracy_pct", "paper_accuracy_vs_bp_pp", points=True)
+    paper = _with_bp_change(paper, "paper_time_s", "paper_time_vs_bp_pct", points=False)
+    paper = _with_bp_change(paper, "paper_energy_j", "paper_energy_vs_bp_pct", points=False)
+
+    def col(name: str, scale: float = 1.0) -> pl.Expr:
+        if name in methods.columns:
+            return (pl.col(name) * scale).alias(name)
+        return pl.lit(None, dtype=pl.Float64).alias(name)
+
+    ours = methods.select(
+        *KEYS,
+        pl.col("ok").alias("runs"),
+        col("test_accuracy_mean", 100).alias("accuracy_pct"),
+        col("test_accuracy_sd", 100).alias("accuracy_sd"),
+        col("train_time_s_mean").alias("time_s"),
+        col("energy_j_mean").alias("energy_j"),
+        (pl.col("energy_source") if "energy_source" in methods.columns
+         else pl.lit(None, dtype=pl.String)).alias("energy_source"),
+        col("peak_memory_mb_mean").alias("memory_mb"),
+        col("co2_kg_mean").alias("co2_kg"),
+    )
+    change = {"test_accuracy": ("accuracy_vs_bp_pp", "delta", 100),
+              "train_time_s": ("time_vs_bp_pct", "delta_pct", 1),
+              "energy_j": ("energy_vs_bp_pct", "delta_pct", 1)}
+    for metric, (name, column, scale) in change.items():
+        picked = deltas.filter(pl.col("metric") == metric).select(
+            *KEYS, (pl.col(column) * scale).alias(name)
+        )
+        ours = ours.join(picked, on=KEYS, how="left")
+    table = paper.join(ours, on=KEYS, how="left").with_columns(pl.col("runs").fill_null(0))
+    order = [*KEYS, "paper_arch", "runs",
+             "accuracy_pct", "accuracy_sd", "paper_accuracy_pct", "paper_accuracy_sd",
+             "accuracy_vs_bp_pp", "paper_accuracy_vs_bp_pp",
+             "time_s", "paper_time_s", "time_vs_bp_pct", "paper_time_vs_bp_pct",
+             "energy_j", "energy_source", "paper_energy_j",
+             "energy_vs_bp_pct", "paper_energy_vs_bp_pct",
+             "memory_mb", "paper_memory_mib", "co2_kg", "paper_co2_kg", "paper_gpu"]
+    return table.select(order)
+
+
+# -- tables for reading: Markdown and LaTeX -----------------------------------------------
+def _num(value, digits: int = 2, scale: float = 1.0, sign: bool = False) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    return f"{value * scale:{'+' if sign else ''}.{digits}f}"
+
+
+def _estimate(row: dict, column: str, digits: int = 2, scale: float = 1.0) -> str:
+    """``mean ± sd [ci_low, ci_high]`` of one metric of a methods row."""
+    mean = row.get(f"{column}_mean")
+    if mean is None:
+        return "–"
+    text = _num(mean, digits, scale)
+    sd = row.get(f"{column}_sd")
+    if sd is not None and math.isfinite(sd):
+        low, high = row[f"{column}_ci_low"], row[f"{column}_ci_high"]
+        text += f" ± {_num(sd, digits, scale)} [{_num(low, digits, scale)}, {_num(high, digits, scale)}]"
+    return text
+
+
+def _with_source(text: str, source: str | None) -> str:
+    return f"{text} ({source})" if source and text != "–" else text
+
+
+def summary_display(runs: pl.DataFrame) -> pl.DataFrame:
+    rows = []
+    for r in runs.iter_rows(named=True):
+        rows.append({
+            "algorithm": r["algorithm"], "arch": r["arch"], "dataset": r["dataset"],
+            "seed": str(r["seed"]), "status": r["status"],
+            "test accuracy (%)": _num(r.get("test_accuracy"), 2, 100),
+            "epochs": str(r.get("epochs", "–")),
+            "time (s)": _num(r.get("train_time_s"), 1),
+            "energy (J)": _with_source(_num(r.get("energy_j"), 1), r.get("energy_source")),
+            "peak memory (MB)": _with_source(_num(r.get("peak_memory_mb"), 0), r.get("peak_memory_kind")),
+        })
+    return pl.DataFrame(rows)
+
+
+def methods_display(methods: pl.DataFrame) -> pl.DataFrame:
+    shown = [("test_accuracy", "test accuracy (%)", 2, 100), ("train_time_s", "time (s)", 1, 1),
+             ("epochs", "epochs", 1, 1), ("min_val_loss", "min. val. loss", 4, 1),
+             ("energy_j", "energy (J)", 1, 1), ("co2_kg", "CO2 (g)", 3, 1000),
+             ("peak_memory_mb", "peak memory (MB)", 0, 1)]
+    rows = []
+    for r in methods.iter_rows(named=True):
+        row = {k: r[k] for k in KEYS} | {"runs (ok/diverged)": f"{r['runs']} ({r['ok']}/{r['diverged']})"}
+        for column, label, digits, scale in shown:
+            if f"{column}_mean" in r:
+                source = r.get(METRIC[column].source) if METRIC[column].source else None
+                row[label] = _with_source(_estimate(r, column, digits, scale), source)
+        rows.append(row | {"note": r["note"]})
+    return pl.DataFrame(rows)
+
+
+def metric_title(metric: Metric, source: str | None = None) -> str:
+    """``energy (J, nvml-counter)``: the label, with unit and how it was measured."""
+    detail = ", ".join(filter(None, [metric.unit, source]))
+    return f"{metric.label} ({detail})" if detail else metric.label
+
+
+# the deltas' readable tables keep to these; the CSV has every measured metric
+HEADLINE = ["test_accuracy", "train_time_s", "epochs", "min_val_loss", "energy_j", "co2_kg",
+            "peak_memory_mb"]
+
+
+def deltas_display(deltas: pl.DataFrame) -> pl.DataFrame:
+    rows = []
+    for r in deltas.filter(pl.col("metric").is_in(HEADLINE)).iter_rows(named=True):
+        metric = METRIC[r["metric"]]
+        scale = 100 if metric.percent else 1
+        change = (f"{_num(r['delta'], 2, 100, sign=True)} pp" if metric.percent
+                  else f"{_num(r['delta_pct'], 1, sign=True)}%")
+        rows.append({
+            "algorithm": r["algorithm"], "arch": r["arch"], "dataset": r["dataset"],
+            "metric": metric_title(metric, r["source"]),
+            "pairs": str(r["pairs"]),
+            "method": _num(r["method_mean"], 3, scale), "bp": _num(r["bp_mean"], 3, scale),
+            "change vs bp": change, "paired t-test p": _num(r["p_value"], 3), "note": r["note"],
+        })
+    return pl.DataFrame(rows)
+
+
+def paper_display(paper: pl.DataFrame) -> pl.DataFrame:
+    rows = []
+    for r in paper.iter_rows(named=True):
+        rows.append({
+            "algorithm": r["algorithm"], "arch": r["arch"], "dataset": r["dataset"],
+            "runs": str(r["runs"]),
+            "accuracy % (ours)": _num(r["accuracy_pct"]), "accuracy % (paper)": _num(r["paper_accuracy_pct"]),
+            "vs bp pp (ours)": _num(r["accuracy_vs_bp_pp"], sign=True),
+            "vs bp pp (paper)": _num(r["paper_accuracy_vs_bp_pp"], sign=True),
+            "time s (ours)": _num(r["time_s"], 1), "time s (paper)": _num(r["paper_time_s"], 1),
+            "time vs bp % (ours)": _num(r["time_vs_bp_pct"], 1, sign=True),
+            "time vs bp % (paper)": _num(r["paper_time_vs_bp_pct"], 1, sign=True),
+            "energy J (ours)": _with_source(_num(r["energy_j"], 0), r["energy_source"]),
+            "energy J (paper, GPU NVML)": _num(r["paper_energy_j"], 0),
+            "energy vs bp % (ours)": _num(r["energy_vs_bp_pct"], 1, sign=True),
+            "energy vs bp % (paper)": _num(r["paper_energy_vs_bp_pct"], 1, sign=True),
+        })
+    return pl.DataFrame(rows)
+
+
+def to_markdown(frame: pl.DataFrame) -> str:
+    def cell(value) -> str:
+        return ("" if value is None else str(value)).replace("|", r"\|")
+
+    lines = ["| " + " | ".join(map(cell, frame.columns)) + " |",
+             "|" + "|".join("---" for _ in frame.columns) + "|"]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in frame.iter_rows()]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--"}
+
+
+def to_latex(frame: pl.DataFrame) -> str:
+    """A booktabs tabular (\\usepackage{booktabs})."""
+    def cell(value) -> str:
+        return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in ("" if value is None else str(value)))
+
+    lines = [rf"\begin{{tabular}}{{{'l' * frame.width}}}", r"\toprule",
+             " & ".join(map(cell, frame.columns)) + r" \\", r"\midrule"]
+    lines += [" & ".join(map(cell, row)) + r" \\" for row in frame.iter_rows()]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Tables:
+    summary: pl.DataFrame  # one row per run
+    methods: pl.DataFrame
+    deltas: pl.DataFrame
+    paper: pl.DataFrame
+    histories: pl.DataFrame
+
+
+def build_tables(metrics_paths: list[str | Path]) -> Tables:
+    runs = read_metrics(metrics_paths)
+    methods = method_stats(runs)
+    deltas = bp_deltas(runs)
+    return Tables(runs, methods, deltas, paper_comparison(methods, deltas),
+                  read_histories(metrics_paths))
+
+
+def write_tables(tables: Tables, out_dir: str | Path) -> list[Path]:
+    """``NAME.csv`` (every number), ``NAME.md`` and ``NAME.tex`` (formatted) for summary,
+    methods, deltas and paper; ``histories.csv``."""
+    from bpfree.io import write_text_atomic
+
+    out_dir = Path(out_dir)
+    display = {"summary": summary_display, "methods": methods_display,
+               "deltas": deltas_display, "paper": paper_display}
+    written = []
+    for name, shown in display.items():
+        frame = getattr(tables, name)
+        readable = shown(frame) if frame.height else pl.DataFrame({"note": ["(no rows)"]})
+        for ext, text in (("csv", frame.write_csv()), ("md", to_markdown(readable)),
+                          ("tex", to_latex(readable))):
+            write_text_atomic(out_dir / f"{name}.{ext}", text)
+            written.append(out_dir / f"{name}.{ext}")
+    write_text_atomic(out_dir / "histories.csv", tables.histories.write_csv())
+    return written + [out_dir / "histories.csv"]

@@ -1,17 +1,82 @@
-# Helpers shared by the rules: the run grid from the config, and arch <-> path slugs.
-import sys
-from pathlib import Path
+# Helpers shared by the rules: the run grid and tuning studies from the config, and paths.
+from bpfree.workflow import (
+    FIGURE_NAMES,
+    TABLE_NAMES,
+    expand_runs,
+    needs_download,
+    slug_to_arch,
+    tuning_trials,
+)
 
-sys.path.insert(0, str(Path(workflow.basedir)))
-
-from bpfree.workflow import Run, expand_runs, slug_to_arch
-
+# every run, each method's BP twin included; the tuning studies follow from them
 RUNS = expand_runs(config)
+# trials per study; 0: no tuning, every run uses the algorithm's defaults
+N_TRIALS = tuning_trials(config)
+TUNE_WORKERS = config["tune_workers"]  # jobs sharing each study's journal
+DATA_ROOT = config["data_root"]
+TABLES = TABLE_NAMES
+FIGURES = FIGURE_NAMES
 
 
-def run_dir(run):
-    return f"results/runs/{run.dataset}/{run.arch_slug}/{run.algorithm}/seed{run.seed}"
+wildcard_constraints:
+    dataset=r"[a-z0-9][a-z0-9-]*",
+    arch=r"(mlp|cnn)(-\d+)+",
+    algorithm=r"[a-z0-9][a-z0-9-]*",
+    seed=r"\d+",
+    worker=r"\d+",
+
+
+def every_core(wildcards):
+    """Threads of a measured job (train, tune): every core of a local run, so that it runs
+    alone and no other job's work lands in its time or energy. A callable, so that modes
+    without --cores (--report) need none; on SLURM the profile's set-threads decides."""
+    return workflow.cores
 
 
 def all_metrics():
-    return [f"{run_dir(run)}/metrics.json" for run in RUNS]
+    return [f"{run.dir}/metrics.json" for run in RUNS]
+
+
+def all_histories():
+    return [f"{run.dir}/history.csv" for run in RUNS]
+
+
+def all_tables():
+    return [
+        f"results/tables/{name}.{ext}"
+        for name in TABLES
+        for ext in ("csv", "md", "tex")
+    ]
+
+
+def figure_files(name):
+    return [f"results/figures/{name}.{ext}" for ext in ("svg", "png", "html")]
+
+
+def all_figures():
+    return [path for name in FIGURES for path in figure_files(name)]
+
+
+def dataset_ready(wildcards):
+    """The download marker for torchvision datasets; nothing for digits."""
+    if needs_download(wildcards.dataset):
+        return {"data": f"{DATA_ROOT}/.bpfree/{wildcards.dataset}.ready"}
+    return {}
+
+
+def train_inputs(wildcards):
+    inputs = dataset_ready(wildcards)
+    if N_TRIALS > 0:
+        study = (
+            f"results/tuning/{wildcards.dataset}/{wildcards.arch}/{wildcards.algorithm}"
+        )
+        inputs["params"] = f"{study}/best_params.yaml"
+        # extra workers run beside the first; the runs wait for all of them
+        inputs["workers"] = [
+            f"{study}/worker{k}.yaml" for k in range(2, TUNE_WORKERS + 1)
+        ]
+    return inputs
+
+
+def params_option(wildcards, input):
+    return f"--params {input.params}" if N_TRIALS > 0 else ""

@@ -1,0 +1,333 @@
+"""The study's figures, drawn with Altair from the tables ``bpfree aggregate`` writes, and
+saved as SVG and PNG (vl-convert, offline) and as interactive, self-contained HTML.
+
+Each figure is a function ``tables -> alt.Chart`` in ``FIGURES``; its name is also its
+workflow target (``snakemake --cores 1 fig_<name>``). Measured quantities carry in their
+axis title how they were measured (``GPU energy (J, nvml-counter)``, ``energy (J,
+estimate)``); a figure whose quantity no run measured says so instead of being left out."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import altair as alt
+import polars as pl
+
+from bpfree.aggregate import BASELINE, METRIC, metric_title
+from bpfree.errors import BpfreeError
+from bpfree.io import write_bytes_atomic, write_text_atomic
+from bpfree.workflow import FIGURE_NAMES
+
+# one colour per algorithm in every figure; bp, the reference, in grey
+PALETTE = {"bp": "#7f7f7f", "ff": "#1f77b4", "mf": "#ff7f0e", "cafo-rand": "#2ca02c",
+           "cafo-dfa": "#d62728"}
+SPARE_COLOURS = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+WIDTH = 360
+DEVICE_NAMES = {"gpu": "GPU", "cuda": "GPU", "cpu": "CPU"}
+
+
+@dataclass
+class Tables:
+    summary: pl.DataFrame  # one row per run
+    methods: pl.DataFrame  # mean, sd, CI per (algorithm, arch, dataset)
+    paper: pl.DataFrame  # ours next to the paper
+    histories: pl.DataFrame  # one row per epoch of every run
+
+
+def read_tables(directory: str | Path) -> Tables:
+    directory = Path(directory)
+    frames = {}
+    for name in ("summary", "methods", "paper", "histories"):
+        path = directory / f"{name}.csv"
+        if not path.exists():
+            raise BpfreeError(f"{path} is missing; write the tables first (bpfree aggregate --out-dir)")
+        frames[name] = pl.read_csv(path, infer_schema_length=None)
+    return Tables(**frames)
+
+
+# -- shared pieces ------------------------------------------------------------------------
+def colour(algorithms: list[str]) -> alt.Color:
+    domain = sorted(set(algorithms), key=lambda a: (a != BASELINE, a))
+    spare = iter(SPARE_COLOURS * 4)
+    return alt.Color(
+        "algorithm:N",
+        scale=alt.Scale(domain=domain, range=[PALETTE.get(a) or next(spare) for a in domain]),
+        legend=alt.Legend(title="algorithm"),
+    )
+
+
+def with_label(frame: pl.DataFrame) -> pl.DataFrame:
+    """``label`` = ``arch · algorithm``, ordered so each method sits above its BP twin."""
+    return frame.with_columns(
+        (pl.col("arch") + " · " + pl.col("algorithm")).alias("label"),
+        (pl.col("algorithm") == BASELINE).alias("_is_bp"),
+    ).sort("dataset", "arch", "_is_bp", "algorithm").drop("_is_bp")
+
+
+def measured_title(column: str, frame: pl.DataFrame, device: pl.DataFrame | None = None) -> str:
+    """The axis title of a measured metric, with its source(s): ``GPU energy (J, nvml-counter)``."""
+    metric = METRIC[column]
+    sources = []
+    if metric.source and metric.source in frame.columns:
+        for value in frame[metric.source].drop_nulls().unique().sort().to_list():
+            sources += [s.strip() for s in str(value).split(",")]
+    sources = sorted(set(sources))
+    title = metric_title(metric, ", ".join(sources) or None)
+    if column != "energy_j":
+        return title
+    # which device's energy: the runs' energy_device (bpfree.measure: "gpu" or "cpu")
+    kinds = set()
+    if device is not None and "energy_device" in device.columns:
+        kinds = {DEVICE_NAMES.get(k, k) for k in device["energy_device"].drop_nulls().to_list()}
+    elif sources and all(s.startswith("nvml") for s in sources):
+        kinds = {"GPU"}
+    return f"{kinds.pop()} {title}" if len(kinds) == 1 else title
+
+
+def not_measured(title: str, message: str) -> alt.Chart:
+    """A figure whose quantity no run has: it says why instead of being empty."""
+    return (
+        alt.Chart(alt.Data(values=[{"message": message}]))
+        .mark_text(fontSize=14, align="center")
+        .encode(text="message:N")
+        .properties(title=title, width=WIDTH, height=80)
+    )
+
+
+def has_values(frame: pl.DataFrame, column: str) -> bool:
+    return column in frame.columns and frame[column].drop_nulls().drop_nans().len() > 0
+
+
+def method_chart(tables: Tables, column: str, title: str, bars: bool, scale: float = 1.0) -> alt.Chart:
+    """Mean over seeds of ``column`` per method with its 95% CI, each method next to its BP
+    twin, one panel per dataset. Bars from zero for costs; points for accuracy."""
+    methods = tables.methods
+    mean = f"{column}_mean"
+    if not has_values(methods, mean):
+        return not_measured(title, f"no run measured {METRIC[column].label} ({column} absent)")
+    axis = measured_title(column, methods, tables.summary)
+    data = with_label(methods).with_columns(
+        (pl.col(mean) * scale).alias("mean"),
+        (pl.col(f"{column}_ci_low") * scale).alias("low"),
+        (pl.col(f"{column}_ci_high") * scale).alias("high"),
+        (pl.col("ok").cast(pl.String) + " of " + pl.col("runs").cast(pl.String)).alias("ok runs"),
+        # a method whose runs diverged says so where it is drawn, not only in the tables
+        pl.when(pl.col("diverged") > 0)
+        .then(pl.format("{} ({} of {} diverged)", "label", "diverged", "runs"))
+        .otherwise("label")
+        .alias("label"),
+    ).select("dataset", "arch", "algorithm", "label", "mean", "low", "high", "ok runs", "note")
+    y = alt.Y("label:N", sort=None, title=None, axis=alt.Axis(labelLimit=400))
+    x = alt.X("mean:Q", title=axis, scale=alt.Scale(zero=bars))
+    tooltip = ["algorithm:N", "arch:N", "dataset:N", alt.Tooltip("mean:Q", format=".4g"),
+               alt.Tooltip("low:Q", format=".4g", title="95% CI low"),
+               alt.Tooltip("high:Q", format=".4g", title="95% CI high"), "ok runs:N", "note:N"]
+    base = alt.Chart().encode(y=y)
+    mark = base.mark_bar(opacity=0.85) if bars else base.mark_point(filled=True, size=70)
+    layers = [
+        mark.encode(x=x, color=colour(data["algorithm"].to_list()), tooltip=tooltip),
+        base.mark_errorbar(ticks=True, color="black").encode(x=alt.X("low:Q", title=axis), x2="high:Q"),
+    ]
+    return (
+        alt.layer(*layers, data=data)
+        .properties(width=WIDTH)
+        .facet(row=alt.Row("dataset:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")))
+        .resolve_scale(x="independent", y="independent")
+        .properties(title=alt.Title(title, subtitle="mean over the seeds' ok runs; whiskers: 95% t-interval"))
+    )
+
+
+# -- the figures --------------------------------------------------------------------------
+def accuracy(tables: Tables) -> alt.Chart:
+    return method_chart(tables, "test_accuracy", "Test accuracy, each method vs its BP twin",
+                        bars=False, scale=100)
+
+
+def energy(tables: Tables) -> alt.Chart:
+    return method_chart(tables, "energy_j", "Training energy per method", bars=True)
+
+
+def time(tables: Tables) -> alt.Chart:
+    return method_chart(tables, "train_time_s", "Training time per method", bars=True)
+
+
+def memory(tables: Tables) -> alt.Chart:
+    return method_chart(tables, "peak_memory_mb", "Peak memory per method", bars=True)
+
+
+def pareto_front(points: pl.DataFrame, cost: str, gain: str) -> pl.DataFrame:
+    """The points no other point beats on both (lower ``cost``, higher ``gain``), per dataset."""
+    front = []
+    for group in points.sort("dataset", cost, pl.col(gain), descending=[False, False, True]).partition_by(
+        "dataset", maintain_order=True
+    ):
+        best = float("-inf")
+        for row in group.iter_rows(named=True):
+            if row[gain] > best:
+                front.append(row)
+                best = row[gain]
+    return pl.DataFrame(front, schema=points.schema)
+
+
+def pareto(tables: Tables) -> alt.Chart:
+    """Energy against accuracy per method (training time if no run measured energy), with
+    the Pareto front: the methods nothing beats on both."""
+    methods = tables.methods
+    cost = "energy_j" if has_values(methods, "energy_j_mean") else "train_time_s"
+    if not has_values(methods, f"{cost}_mean") or not has_values(methods, "test_accuracy_mean"):
+        return not_measured("Energy vs accuracy", "no run with both accuracy and a cost measured")
+    cost_title = measured_title(cost, methods, tables.summary)
+    subtitle = "mean over seeds; line: Pareto front (lower cost and higher accuracy)"
+    if cost != "energy_j":
+        subtitle += "; energy not measured, training time instead"
+    points = with_label(methods).select(
+        "dataset", "arch", "algorithm", "label",
+        pl.col(f"{cost}_mean").alias("cost"), (100 * pl.col("test_accuracy_mean")).alias("accuracy"),
+    ).drop_nulls(["cost", "accuracy"])
+    front = pareto_front(points, "cost", "accuracy").select("dataset", "label", pl.lit(True).alias("front"))
+    points = points.join(front, on=["dataset", "label"], how="left").with_columns(
+        pl.col("front").fill_null(False)
+    )
+    x = alt.X("cost:Q", title=cost_title, scale=alt.Scale(zero=False, nice=True))
+    y = alt.Y("accuracy:Q", title="test accuracy (%)", scale=alt.Scale(zero=False))
+    dots = alt.Chart().mark_point(filled=True, size=90).encode(
+        x=x, y=y, color=colour(points["algorithm"].to_list()),
+        shape=alt.Shape("arch:N", title="architecture"),
+        tooltip=["label:N", alt.Tooltip("cost:Q", format=".4g", title=cost_title),
+                 alt.Tooltip("accuracy:Q", format=".2f"), "front:N"],
+    )
+    line = (
+        alt.Chart()
+        .transform_filter("datum.front")
+        .mark_line(color="black", strokeDash=[4, 3], interpolate="step-after")
+        .encode(x=x, y=y, order="cost:Q")
+    )
+    return (
+        alt.layer(line, dots, data=points)
+        .properties(width=WIDTH, height=260)
+        .facet(column=alt.Column("dataset:N", title=None))
+        .resolve_scale(x="independent", y="independent")
+        .properties(title=alt.Title("Energy vs accuracy" if cost == "energy_j" else "Cost vs accuracy",
+                                    subtitle=subtitle))
+    )
+
+
+def val_loss(tables: Tables) -> alt.Chart:
+    """Validation loss per epoch of every run (one line per seed), each method next to its
+    BP twin: where each reaches its minimum, the paper's "more favourable minimum" claim."""
+    history = tables.histories
+    if not has_values(history, "val_loss"):
+        return not_measured("Validation loss per epoch", "no run history with val_loss")
+    data = history.select(
+        "dataset", "arch", "algorithm", "seed", "epoch", "stage", "val_loss",
+        (pl.col("dataset") + " · " + pl.col("arch")).alias("panel"),
+        (pl.col("algorithm") + " seed " + pl.col("seed").cast(pl.String)).alias("run"),
+    ).filter(pl.col("val_loss").is_finite())
+    pick = alt.selection_point(fields=["algorithm"], bind="legend")
+    lines = alt.Chart().mark_line(strokeWidth=1.5).encode(
+        x=alt.X("epoch:Q", title="epoch (over all stages)", axis=alt.Axis(format="d", tickMinStep=1)),
+        y=alt.Y("val_loss:Q", title="validation loss (of the stage being trained; log)",
+                scale=alt.Scale(type="log", nice=False, padding=8)),
+        color=colour(data["algorithm"].to_list()),
+        detail="run:N",
+        opacity=alt.condition(pick, alt.value(0.9), alt.value(0.1)),
+        tooltip=["run:N", "stage:N", "epoch:Q", alt.Tooltip("val_loss:Q", format=".4f")],
+    ).add_params(pick)
+    panels = data["panel"].n_unique()
+    return (
+        alt.layer(lines, data=data)
+        .properties(width=WIDTH * 3 // 4, height=200)
+        .facet(facet=alt.Facet("panel:N", title=None), columns=min(panels, 3))
+        .resolve_scale(y="independent")
+        .properties(title=alt.Title("Validation loss per epoch",
+                                    subtitle="one line per seed; click a legend entry to pick a method"))
+    )
+
+
+def paper(tables: Tables) -> alt.Chart:
+    """Our numbers next to the paper's for the same method, architecture and dataset."""
+    table = tables.paper
+    ours_any = int(table["runs"].sum()) > 0
+    rows = table.with_columns(
+        (pl.col("algorithm") + " · " + pl.col("arch") + " · " + pl.col("dataset")).alias("row")
+    )
+    panels = [("accuracy_pct", "paper_accuracy_pct", "test accuracy (%)"),
+              ("accuracy_vs_bp_pp", "paper_accuracy_vs_bp_pp", "accuracy vs BP twin (points)"),
+              ("time_vs_bp_pct", "paper_time_vs_bp_pct", "training time vs BP twin (%)"),
+              ("energy_vs_bp_pct", "paper_energy_vs_bp_pct", "energy vs BP twin (%)")]
+    long = pl.concat([
+        rows.select("row", "runs", pl.lit(title).alias("quantity"),
+                    pl.col(ours).cast(pl.Float64).alias("ours"),
+                    pl.col(theirs).cast(pl.Float64).alias("paper"))
+        for ours, theirs, title in panels
+    ]).unpivot(index=["row", "runs", "quantity"], on=["ours", "paper"],
+               variable_name="source", value_name="value").drop_nulls("value")
+    sources = sorted(s for s in table["energy_source"].drop_nulls().unique().to_list()) if (
+        "energy_source" in table.columns) else []
+    subtitle = ("ours: mean over seeds on this machine; paper: arXiv 2509.19063, A100, GPU energy "
+                "by NVML polling" + (f"; our energy: {', '.join(sources)}" if sources else ""))
+    if not ours_any:
+        subtitle = "none of our runs matches a configuration of the paper: the paper's numbers alone"
+    order = rows["row"].to_list()
+    y = alt.Y("row:N", sort=order, title=None, axis=alt.Axis(labelLimit=400))
+    dots = alt.Chart().mark_point(filled=True, size=70).encode(
+        y=y,
+        x=alt.X("value:Q", title=None, scale=alt.Scale(zero=False)),
+        color=alt.Color("source:N", scale=alt.Scale(domain=["ours", "paper"], range=["#d62728", "#4c4c4c"])),
+        shape=alt.Shape("source:N", scale=alt.Scale(domain=["ours", "paper"], range=["circle", "diamond"])),
+        tooltip=["row:N", "source:N", alt.Tooltip("value:Q", format=".2f"), "runs:Q"],
+    )
+    # 0 on the "vs BP" panels: as good / as costly as the BP twin
+    same_as_bp = (
+        alt.Chart()
+        .transform_filter("indexof(datum.quantity, 'vs BP') >= 0")
+        .transform_aggregate(groupby=["quantity"])
+        .transform_calculate(zero="0")
+        .mark_rule(color="#999999", strokeDash=[3, 3])
+        .encode(x="zero:Q")
+    )
+    return (
+        alt.layer(same_as_bp, dots, data=long)
+        .properties(width=WIDTH // 2)
+        .facet(column=alt.Column("quantity:N", title=None, sort=[p[2] for p in panels]))
+        .resolve_scale(x="independent")
+        .properties(title=alt.Title("Ours vs the paper", subtitle=subtitle))
+    )
+
+
+FIGURES: dict[str, Callable[[Tables], alt.Chart]] = {
+    "accuracy": accuracy,
+    "energy": energy,
+    "time": time,
+    "pareto": pareto,
+    "val_loss": val_loss,
+    "memory": memory,
+    "paper": paper,
+}
+assert list(FIGURES) == FIGURE_NAMES, "bpfree.workflow.FIGURE_NAMES names the workflow's targets"
+
+
+def save(chart: alt.Chart, stem: str | Path) -> list[Path]:
+    """``STEM.svg``, ``STEM.png`` (2x) and a self-contained ``STEM.html``, written atomically."""
+    stem = Path(stem)
+    written = []
+    for fmt in ("svg", "png", "html"):
+        buffer = io.BytesIO() if fmt == "png" else io.StringIO()
+        options = {"scale_factor": 2} if fmt == "png" else {"inline": True} if fmt == "html" else {}
+        chart.save(buffer, format=fmt, **options)
+        path = stem.with_suffix(f".{fmt}")
+        if fmt == "png":
+            write_bytes_atomic(path, buffer.getvalue())
+        else:
+            write_text_atomic(path, buffer.getvalue())
+        written.append(path)
+    return written
+
+
+def draw(name: str, tables: Tables, out_dir: str | Path) -> list[Path]:
+    if name not in FIGURES:
+        raise BpfreeError(f"unknown figure {name!r}; valid: {', '.join(FIGURES)}")
+    return save(FIGURES[name](tables), Path(out_dir) / name)

@@ -1,0 +1,172 @@
+"""The study's tables: mean, sd and t-interval over seeds, deltas against the BP twin with a
+paired t-test, diverged runs counted, energy sources never mixed, ours vs the paper."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import polars as pl
+import pytest
+
+from bpfree.aggregate import (
+    bp_deltas,
+    build_tables,
+    method_stats,
+    paper_arch,
+    paper_comparison,
+    paper_results,
+    read_metrics,
+    t_halfwidth,
+    write_tables,
+)
+
+T_975_DF2 = 4.302652729911275  # Student t, 97.5th percentile, 2 degrees of freedom (tables)
+T_975_DF1 = 12.706204736174707
+
+
+def run(algorithm, seed, accuracy, energy=None, source="nvml-counter", status="ok",
+        arch="mlp:8,8", dataset="digits", time_s=10.0):
+    row = {"algorithm": algorithm, "arch": arch, "dataset": dataset, "seed": seed,
+           "status": status, "test_accuracy": accuracy, "train_time_s": time_s, "epochs": 5}
+    if energy is not None:
+        row |= {"energy_j": energy, "energy_source": source}
+    return row
+
+
+def frame(rows):
+    return pl.from_dicts(rows, infer_schema_length=None)
+
+
+def test_mean_sd_and_t_interval_over_seeds():
+    runs = frame([run("bp", s, a) for s, a in [(1, 0.90), (2, 0.92), (3, 0.97)]])
+    row = method_stats(runs).row(0, named=True)
+    sd = math.sqrt(((0.90 - 0.93) ** 2 + (0.92 - 0.93) ** 2 + (0.97 - 0.93) ** 2) / 2)
+    assert row["test_accuracy_n"] == 3
+    assert row["test_accuracy_mean"] == pytest.approx(0.93)
+    assert row["test_accuracy_sd"] == pytest.approx(sd)
+    half = T_975_DF2 * sd / math.sqrt(3)
+    assert row["test_accuracy_ci_low"] == pytest.approx(0.93 - half)
+    assert row["test_accuracy_ci_high"] == pytest.approx(0.93 + half)
+    assert (row["runs"], row["ok"], row["diverged"], row["seeds"]) == (3, 3, 0, "1,2,3")
+
+
+def test_t_halfwidth_needs_two_values():
+    assert t_halfwidth(1.0, 2) == pytest.approx(T_975_DF1 / math.sqrt(2))
+    assert math.isnan(t_halfwidth(1.0, 1))
+
+
+def test_diverged_runs_are_counted_not_averaged():
+    runs = frame([run("bp", 1, 0.9), run("bp", 2, 0.8),
+                  run("bp", 3, float("nan"), status="diverged")])
+    row = method_stats(runs).row(0, named=True)
+    assert (row["runs"], row["ok"], row["diverged"]) == (3, 2, 1)
+    assert row["test_accuracy_mean"] == pytest.approx(0.85)
+    assert "diverged" in row["note"]
+
+
+def test_one_run_has_no_spread():
+    row = method_stats(frame([run("bp", 1, 0.9)])).row(0, named=True)
+    assert row["test_accuracy_mean"] == pytest.approx(0.9)
+    assert math.isnan(row["test_accuracy_sd"]) and math.isnan(row["test_accuracy_ci_low"])
+
+
+def test_energy_from_different_sources_is_not_averaged():
+    runs = frame([run("bp", 1, 0.9, 100.0, "nvml-counter"), run("bp", 2, 0.9, 50.0, "estimate")])
+    row = method_stats(runs).row(0, named=True)
+    assert row["energy_j_mean"] is None
+    assert row["energy_source"] == "estimate, nvml-counter"
+    assert "energy_j not summarised" in row["note"]
+    # one source: summarised, and the source carried beside it
+    same = method_stats(frame([run("bp", s, 0.9, 10.0 * s) for s in (1, 2)])).row(0, named=True)
+    assert same["energy_j_mean"] == pytest.approx(15.0)
+    assert same["energy_source"] == "nvml-counter"
+
+
+def test_delta_against_bp_twin_is_percent_of_bp_with_paired_t_test():
+    bp = [(1, 0.90, 100.0), (2, 0.92, 110.0), (3, 0.94, 120.0)]
+    mf = [(1, 0.91, 60.0), (2, 0.95, 64.0), (3, 0.96, 70.0)]
+    runs = frame([run("bp", s, a, e) for s, a, e in bp] + [run("mf", s, a, e) for s, a, e in mf])
+    deltas = bp_deltas(runs)
+    energy = deltas.filter(pl.col("metric") == "energy_j").row(0, named=True)
+    assert energy["algorithm"] == "mf" and energy["pairs"] == 3
+    assert energy["delta_pct"] == pytest.approx(100 * (64.6667 / 110.0 - 1), rel=1e-4)  # -41.2%
+    diffs = [m[2] - b[2] for m, b in zip(mf, bp)]  # -40, -46, -50
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2)
+    assert energy["t_stat"] == pytest.approx(mean / (sd / math.sqrt(3)))
+    assert 0 < energy["p_value"] < 0.01
+    assert energy["source"] == "nvml-counter"
+    accuracy = deltas.filter(pl.col("metric") == "test_accuracy").row(0, named=True)
+    assert accuracy["delta"] == pytest.approx(0.02)  # 2 percentage points
+
+
+def test_delta_pairs_by_seed_and_needs_two_pairs():
+    runs = frame([run("bp", 1, 0.90), run("bp", 2, 0.92),
+                  run("mf", 1, 0.95), run("mf", 2, float("nan"), status="diverged")])
+    row = bp_deltas(runs).filter(pl.col("metric") == "test_accuracy").row(0, named=True)
+    assert row["pairs"] == 1
+    assert row["delta"] == pytest.approx(0.05)  # seed 1 only: the diverged seed is not paired
+    assert math.isnan(row["t_stat"]) and math.isnan(row["p_value"])
+    assert "no paired test" in row["note"] and "without an ok pair" in row["note"]
+
+
+def test_delta_refuses_energy_measured_differently():
+    runs = frame([run("bp", s, 0.9, 100.0, "nvml-counter") for s in (1, 2)]
+                 + [run("mf", s, 0.9, 50.0, "estimate") for s in (1, 2)])
+    row = bp_deltas(runs).filter(pl.col("metric") == "energy_j").row(0, named=True)
+    assert math.isnan(row["delta_pct"])
+    assert "not compared" in row["note"] and "estimate" in row["note"]
+
+
+def test_paper_architectures_in_our_notation():
+    assert paper_arch("mlp 2x1000") == "mlp:1000,1000"
+    assert paper_arch("mlp 4x2000") == "mlp:2000,2000,2000,2000"
+    assert paper_arch("cnn 32-128-512") == "cnn:32,128,512"
+    paper = paper_results()
+    assert paper.height == 26 and {"mnist", "fashion-mnist", "cifar10", "cifar100"} == set(paper["dataset"])
+
+
+def test_ours_vs_paper_matches_algorithm_arch_and_dataset():
+    runs = frame(
+        [run("mf", s, 0.98, 2000.0, arch="mlp:2000,2000,2000", dataset="cifar10") for s in (1, 2)]
+        + [run("bp", s, 0.97, 4000.0, arch="mlp:2000,2000,2000", dataset="cifar10") for s in (1, 2)]
+    )
+    methods = method_stats(runs)
+    table = paper_comparison(methods, bp_deltas(runs))
+    mf = table.filter((pl.col("algorithm") == "mf") & (pl.col("dataset") == "cifar10")).row(0, named=True)
+    assert mf["runs"] == 2 and mf["accuracy_pct"] == pytest.approx(98.0)
+    assert mf["paper_accuracy_pct"] == pytest.approx(62.34)
+    assert mf["energy_vs_bp_pct"] == pytest.approx(-50.0)
+    # the paper: "MF CIFAR-10 used 40.8% less energy than BP" (3.17 vs 5.35 Wh in its logs)
+    assert mf["paper_energy_vs_bp_pct"] == pytest.approx(-40.8, abs=0.1)
+    assert mf["paper_energy_j"] == pytest.approx(3.17 * 3600)
+    unrun = table.filter(pl.col("dataset") == "mnist")
+    assert unrun["runs"].to_list() == [0] * unrun.height and unrun["accuracy_pct"].null_count() == unrun.height
+
+
+def test_tables_from_run_files(tmp_path):
+    paths = []
+    for algorithm in ("bp", "mf"):
+        for seed in (1, 2):
+            d = tmp_path / algorithm / str(seed)
+            d.mkdir(parents=True)
+            status = "diverged" if (algorithm, seed) == ("mf", 2) else "ok"
+            (d / "metrics.json").write_text(json.dumps(run(algorithm, seed, 0.9 + seed / 100, status=status)))
+            (d / "history.csv").write_text(
+                "epoch,stage,train_loss,val_loss,val_accuracy,epoch_time_s\n"
+                "1,layer1,1.0,0.9,0.5,0.1\n2,layer1,0.8,0.5,0.6,0.1\n"
+                "3,layer2,0.7,0.6,0.7,0.1\n4,layer2,0.6,0.4,0.8,0.1\n"
+            )
+            paths.append(d / "metrics.json")
+    runs = read_metrics(paths)
+    assert runs["min_val_loss"].to_list() == [0.4] * 4  # the last stage's minimum, not 0.5
+    tables = build_tables(paths)
+    written = write_tables(tables, tmp_path / "tables")
+    assert {p.name for p in written} >= {"summary.csv", "methods.md", "deltas.tex", "paper.csv", "histories.csv"}
+    assert tables.histories.height == 16 and tables.histories["seed"].n_unique() == 2
+    md = (tmp_path / "tables" / "methods.md").read_text().splitlines()
+    assert md[0].startswith("| algorithm | arch | dataset |") and len(md) == 2 + 2
+    assert "1 diverged" in (tmp_path / "tables" / "methods.md").read_text()
+    tex = (tmp_path / "tables" / "methods.tex").read_text()
+    assert r"\toprule" in tex and r"test accuracy (\%)" in tex

@@ -1,0 +1,232 @@
+"""The workflow: the config checked in one line before any job, the grid with its BP twins,
+dry runs of both configs (the paper's through the SLURM profile), and one real run on a
+tiny config inside a stand-in ``apptainer`` that records how Snakemake called it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bpfree.errors import BpfreeError
+from bpfree.workflow import (
+    FIGURE_NAMES,
+    Run,
+    check_config,
+    expand_runs,
+    job_config_file,
+    tuning_trials,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+PAPER_DATASETS = {"mnist", "fashion-mnist", "cifar10", "cifar100"}
+
+# Records every call, answers --version, fakes `pull`, and runs exec's command on the host:
+# Snakemake calls `apptainer [--quiet --silent] exec --home DIR [ARGS] IMAGE SHELL -c CMD`.
+STAND_IN_APPTAINER = """#!/bin/sh
+printf '%s\\n' "$*" >> "${APPTAINER_LOG:?}"
+case "$1" in
+  --version) echo "apptainer version 1.3.4"; exit 0 ;;
+  pull) touch "$3"; exit 0 ;;
+esac
+shift $(($# - 3)); exec "$@"
+"""
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((REPO / "config" / name).read_text())
+
+
+def snakemake(*args: str, cwd: Path, env: dict | None = None, timeout: float = 240):
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The first "Job stats" table of a Snakemake run: rule -> number of jobs."""
+    table = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@pytest.fixture
+def stand_in_apptainer(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apptainer").write_text(STAND_IN_APPTAINER)
+    (bin_dir / "apptainer").chmod(0o755)
+    log = tmp_path / "apptainer.log"
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "APPTAINER_LOG": str(log)}, log
+
+
+# -- the config, checked in Python --------------------------------------------------------
+def test_both_configs_pass_the_check():
+    for name in ("config.yaml", "paper.yaml"):
+        check_config(load(name), SCHEMA)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(bogus=1), r"unknown key\(s\) 'bogus' at top level; valid keys: .*seeds"),
+    (lambda c: c["experiments"][0].update(dataset="digits"),
+     r"unknown key\(s\) 'dataset' at experiments\[0\]; valid keys: algorithm, arch, datasets"),
+    (lambda c: c["experiments"][0].update(algorithm="nope"),
+     r"experiments\[0\]: unknown algorithm 'nope'; valid: bp, "),
+    (lambda c: c["experiments"][0].update(datasets=["imagenet"]),
+     r"experiments\[0\]: unknown dataset 'imagenet'; valid: .*digits"),
+    (lambda c: c["experiments"][0].update(arch="mlp:10,x"), r"experiments\[0\]\.arch: 'mlp:10,x' does not match"),
+    (lambda c: c["experiments"][0].update(algorithm="mf", arch="cnn:8,8"),
+     r"experiments\[0\]: mf cannot train cnn:8,8 \(its architectures: mlp"),
+    (lambda c: c.update(seeds=[1, 1]), r"seeds: .*non-unique"),
+])
+def test_a_bad_config_is_one_clear_line(change, message):
+    config = load("config.yaml")
+    change(config)
+    with pytest.raises(BpfreeError, match=message) as err:
+        check_config(config, SCHEMA)
+    assert "\n" not in str(err.value)
+
+
+def test_jobs_read_one_config_file():
+    assert job_config_file(["c.yaml"], {"device": "cpu"}) == "c.yaml"
+    with pytest.raises(BpfreeError, match="exactly one --configfile"):
+        job_config_file(["a.yaml", "b.yaml"], {})
+    with pytest.raises(BpfreeError, match="put early_stopping in the config file"):
+        job_config_file(["c.yaml"], {"early_stopping": {"patience": 3}})
+
+
+# -- the grid -----------------------------------------------------------------------------
+def test_every_method_gets_its_bp_twin_per_dataset_and_seed():
+    config = {"seeds": [3, 1], "experiments": [
+        {"algorithm": "mf", "arch": "mlp:8,8", "datasets": ["digits", "mnist"]},
+        {"algorithm": "cafo-rand", "arch": "cnn:4,8", "datasets": ["digits"]},
+    ]}
+    runs = expand_runs(config)
+    assert len(runs) == (2 * 2 + 2) * 2
+    assert Run("mnist", "mlp:8,8", "bp", 3) in runs and Run("digits", "cnn:4,8", "bp", 1) in runs
+    assert runs[0].dir == "results/runs/digits/cnn-4-8/bp/seed1"
+
+
+def test_paper_grid_covers_every_method_and_twin_on_all_four_datasets():
+    runs = expand_runs(load("paper.yaml"))
+    assert {r.dataset for r in runs} == PAPER_DATASETS
+    assert {r.algorithm for r in runs} == {"bp", "ff", "mf", "cafo-rand", "cafo-dfa"}
+    assert len({r.seed for r in runs}) == 3
+    for r in runs:  # each method's twin on the same arch and dataset
+        assert Run(r.dataset, r.arch, "bp", r.seed) in runs
+    assert tuning_trials(load("paper.yaml")) >= 1
+
+
+# -- Snakemake itself ---------------------------------------------------------------------
+def test_bad_config_stops_before_any_job(tmp_path):
+    config = load("config.yaml") | {"experiments": [{"algorithm": "nope", "arch": "mlp:8", "datasets": ["digits"]}]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake("-n", "--cores", "1", "--configfile", "bad.yaml", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "bpfree: config error: experiments[0]: unknown algorithm 'nope'; valid: bp," in proc.stderr
+    assert "Building DAG" not in proc.stdout + proc.stderr
+
+
+def test_default_config_dry_run_plans_every_table_and_figure(tmp_path):
+    config = load("config.yaml")
+    proc = snakemake("-n", "--cores", "2", "--configfile", str(REPO / "config" / "config.yaml"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = job_counts(proc.stdout)
+    assert jobs["train"] == len(expand_runs(config))
+    if tuning_trials(config):
+        assert jobs["tune"] == len({r.study for r in expand_runs(config)})
+    assert jobs["aggregate"] == 1 and "download" not in jobs  # digits is offline
+    assert {f"fig_{name}" for name in FIGURE_NAMES} <= set(jobs)
+
+
+def test_paper_config_dry_run_through_the_slurm_profile(tmp_path, stand_in_apptainer):
+    env, log = stand_in_apptainer
+    proc = snakemake("-n", "--profile", str(REPO / "profiles" / "slurm"),
+                     "--configfile", str(REPO / "config" / "paper.yaml"), cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    jobs = job_counts(out)
+    runs = expand_runs(load("paper.yaml"))
+    assert jobs["train"] == len(runs) == 78 and jobs["download"] == 4
+    assert jobs["tune"] == len({r.study for r in runs}) == 26
+    blocks = {m[1]: m[2] for m in re.finditer(r"^rule (\w+):\n(.*?)(?=^\[|\Z)", out, re.M | re.S)}
+    for rule in ("train", "tune"):
+        assert re.search(r"resources: .*slurm_partition=gpu.*gpu=1, gpu_model=a100", blocks[rule]), rule
+    assert "gpu=1" not in blocks["aggregate"] and "slurm_partition=cpu" in blocks["aggregate"]
+    for dataset in PAPER_DATASETS:
+        assert f"results/runs/{dataset}/" in out
+    assert log.read_text().splitlines() == ["--version"]  # checked for, nothing pulled in a dry run
+
+
+def test_slurm_profile_maps_gpu_resources_to_sbatch():
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm" and "--nv" in profile["apptainer-args"]
+
+    class Job:
+        def __init__(self, resources):
+            self.resources = type("R", (dict,), {"__getattr__": dict.__getitem__})(resources)
+
+    for rule in ("train", "tune", "tune_worker"):
+        resources = profile["set-resources"][rule]
+        assert set_gres_string(Job(resources)).strip() == f"--gpus={resources['gpu_model']}:1"
+        assert profile["set-threads"][rule] == resources["cpus_per_gpu"]
+
+
+def test_readme_names_every_figure_target():
+    readme = (REPO / "README.md").read_text()
+    for name in FIGURE_NAMES:
+        assert f"fig_{name}" in readme
+
+
+TINY = {
+    "seeds": [1],
+    "container": "docker://example.org/bpfree:test",
+    "experiments": [{"algorithm": "bp", "arch": "mlp:16", "datasets": ["digits"]}],
+    "early_stopping": {"max_epochs": 2},
+    "measurement": {"idle_seconds": 0, "codecarbon": False},
+}
+
+
+@pytest.mark.slow
+def test_tiny_workflow_runs_inside_the_container(tmp_path, stand_in_apptainer):
+    """A real run of one figure's target: train, aggregate and that figure, each job through
+    the stand-in apptainer with the configured image and the workflow profile's --nv; the
+    other figures are separate targets, still to be made."""
+    env, log = stand_in_apptainer
+    config = dict(TINY)
+    if "measurement" not in yaml.safe_load(SCHEMA.read_text())["properties"]:
+        config.pop("measurement")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake("fig_accuracy", "--cores", "2", "--use-singularity",
+                     "--configfile", "tiny.yaml", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    tables = tmp_path / "results" / "tables"
+    for name in ("summary", "methods", "deltas", "paper"):
+        for ext in ("csv", "md", "tex"):
+            assert (tables / f"{name}.{ext}").stat().st_size > 0
+    assert len((tables / "summary.csv").read_text().splitlines()) == 2  # header + one run
+    figures = tmp_path / "results" / "figures"
+    assert sorted(p.name for p in figures.iterdir()) == sorted(
+        f"accuracy.{ext}" for ext in ("svg", "png", "html"))
+
+    calls = log.read_text().splitlines()
+    assert any(c.startswith("pull ") and c.endswith(" docker://example.org/bpfree:test") for c in calls)
+    execs = [c for c in calls if c.startswith("exec ")]
+    assert len(execs) == 3  # train, aggregate, the figure
+    assert all(" --nv " in c and ".snakemake/singularity/" in c for c in execs)
+    assert any("bpfree train --algorithm bp --dataset digits --seed 1" in c for c in execs)
+
+    rest = snakemake("-n", "--cores", "2", "--use-singularity", "--configfile", "tiny.yaml",
+                     cwd=tmp_path, env=env)
+    assert rest.returncode == 0, rest.stderr[-2000:]
+    assert set(job_counts(rest.stdout)) == {f"fig_{n}" for n in FIGURE_NAMES} - {"fig_accuracy"} | {"all"}

@@ -1,0 +1,53 @@
+# One Optuna study per algorithm x dataset x architecture, in a journal beside
+# best_params.yaml. The journal is not an output: Snakemake never deletes it, so an
+# interrupted study resumes. With tune_workers: K, K-1 more jobs (tune_worker) join the
+# same study at once (on SLURM: K jobs on K GPUs); --n-trials counts the study's complete
+# trials across workers, and each worker ends only when the study has them all.
+
+
+TUNE_SHELL = (
+    "bpfree tune --algorithm {wildcards.algorithm} --dataset {wildcards.dataset} "
+    "--arch {params.arch} --n-trials {params.n_trials} --storage {params.journal} "
+    "--out {output.best} --config {params.config_path} "
+    "--device {params.device} --data-root {params.data_root} > {log} 2>&1"
+)
+
+
+TUNE_PARAMS = dict(
+    arch=lambda wc: slug_to_arch(wc.arch),
+    journal=lambda wc: f"results/tuning/{wc.dataset}/{wc.arch}/{wc.algorithm}/study.journal",
+    n_trials=N_TRIALS,
+    config_path=CONFIGFILE,
+    device=config["device"],
+    data_root=DATA_ROOT,
+    # not on the command line: a changed section reruns the study's jobs
+    sections={k: config.get(k) for k in ("tuning", "early_stopping")},
+)
+
+
+rule tune:
+    input:
+        unpack(dataset_ready),
+    output:
+        best="results/tuning/{dataset}/{arch}/{algorithm}/best_params.yaml",
+    log:
+        "logs/tune/{dataset}/{arch}/{algorithm}.log",
+    threads: every_core
+    params:
+        **TUNE_PARAMS,
+    shell:
+        TUNE_SHELL
+
+
+rule tune_worker:
+    input:
+        unpack(dataset_ready),
+    output:
+        best="results/tuning/{dataset}/{arch}/{algorithm}/worker{worker}.yaml",
+    log:
+        "logs/tune/{dataset}/{arch}/{algorithm}.worker{worker}.log",
+    threads: every_core
+    params:
+        **TUNE_PARAMS,
+    shell:
+        TUNE_SHELL
