@@ -13,9 +13,12 @@ from bpfree.errors import BpfreeError
 
 COMMANDS = [
     "bpfree.commands.train",
+    "bpfree.commands.tune",
     "bpfree.commands.catalogue",
     "bpfree.commands.download",
     "bpfree.commands.aggregate",
+    "bpfree.commands.figures",
+    "bpfree.commands.bench",
 ]
 
 

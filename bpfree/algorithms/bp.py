@@ -36,7 +36,7 @@ class Backprop(Algorithm):
         self.net.model = nn.Sequential(body, nn.Flatten(), nn.Linear(body.out_features, info.num_classes))
         self.net.to(device)
         self.optimizer = torch.optim.AdamW(
-            self.net.parameters(), lr=params.lr, weight_decay=params.weight_decay
+            self.net.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=True
         )
 
     def train_epoch(self, stage: Stage, batches: Batches) -> float:

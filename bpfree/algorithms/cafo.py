@@ -139,12 +139,12 @@ class CascadedForward(Algorithm):
         p = self.params
         if stage.name == "dfa":
             parameters = [*self.blocks.parameters(), *self.net.head.parameters()]
-            self.optimizer = torch.optim.Adam(parameters, lr=p.dfa_lr, weight_decay=p.dfa_weight_decay)
+            self.optimizer = torch.optim.Adam(parameters, lr=p.dfa_lr, weight_decay=p.dfa_weight_decay, fused=True)
         elif p.predictor_loss == "mse":
             self.optimizer = None  # a closed-form solve
         else:
             self.optimizer = torch.optim.Adam(
-                self.net.predictors.parameters(), lr=p.predictor_lr, weight_decay=p.predictor_weight_decay
+                self.net.predictors.parameters(), lr=p.predictor_lr, weight_decay=p.predictor_weight_decay, fused=True
             )
         self._calibrated = False
         self._features.clear()

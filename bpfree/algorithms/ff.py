@@ -130,9 +130,9 @@ class ForwardForward(Algorithm):
             },
         ]
         if params.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(groups, momentum=params.momentum)
+            self.optimizer = torch.optim.SGD(groups, momentum=params.momentum, fused=True)
         else:
-            self.optimizer = torch.optim.AdamW(groups)
+            self.optimizer = torch.optim.AdamW(groups, fused=True)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.epoch = 0

@@ -108,7 +108,7 @@ class MonoForward(Algorithm):
             p for i in trained for module in (self.layers[i], self.net.projections[i]) for p in module.parameters()
         ]
         self.optimizer = torch.optim.Adam(
-            parameters, lr=self.params.lr, weight_decay=self.params.weight_decay
+            parameters, lr=self.params.lr, weight_decay=self.params.weight_decay, fused=True
         )
         self._cache = None
 
