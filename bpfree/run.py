@@ -152,6 +152,7 @@ class RunResult:
             "early_stopping": dataclasses.asdict(self.config.early_stopping),
             "bpfree_version": __version__,
             "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
             "python_version": platform.python_version(),
             "host": platform.node(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

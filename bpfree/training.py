@@ -114,6 +114,16 @@ def resolve_device(device: str | None) -> torch.device:
     return dev
 
 
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads for this process; None keeps torch's default (every core). Small
+    models run faster on one thread, and two one-thread jobs on two cores don't contend."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise BpfreeError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
 def _progress(total: int, desc: str):
     from tqdm.auto import tqdm
 
@@ -161,7 +171,9 @@ def _epoch_energy(meter: Meter, window: WindowResult) -> dict[str, Any]:
 
 
 def _fit_stage(algo, stage: Stage, batches, data, policy, history, on_epoch_end, meter) -> bool:
-    max_epochs = stage.max_epochs or policy.max_epochs
+    # the policy's max_epochs caps every stage, including limits an algorithm sets itself (MF's
+    # epochs_per_layer, CaFo's dfa_epochs): a tuning trial's budget then holds for all of them
+    max_epochs = min(stage.max_epochs or policy.max_epochs, policy.max_epochs)
     stopper = EarlyStopper(policy)
     best_state = None
     algo.begin_stage(stage, max_epochs)

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from bpfree.config import early_stopping_from_config, measurement_from_config, read_params_file
-from bpfree.models import parse_arch
-from bpfree.registry import ALGORITHMS, DATASETS
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one algorithm on one dataset with one seed")
@@ -23,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measure-country", help="override measurement.country_iso_code (e.g. USA, FRA)")
     p.add_argument("--measure-codecarbon", choices=["on", "off"], help="override measurement.codecarbon")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: every core)")
     p.add_argument("--data-root", default="data", help="where datasets are (default: data)")
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
     p.add_argument("--out", required=True, help="output directory")
@@ -30,10 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at the top: every bpfree command would otherwise pay for torch
     import dataclasses
 
+    from bpfree.config import early_stopping_from_config, measurement_from_config, read_params_file
+    from bpfree.models import parse_arch
+    from bpfree.registry import ALGORITHMS, DATASETS
     from bpfree.run import RunConfig, train
+    from bpfree.training import set_threads
 
+    set_threads(args.threads)
     ALGORITHMS.get(args.algorithm)  # fail on names before anything else
     DATASETS.get(args.dataset)
     arch = parse_arch(args.arch) if args.arch else None

@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, help="seconds after which this worker starts no new trial")
     p.add_argument("--max-epochs", type=int, help="epoch budget of one trial (default: tuning.max_epochs)")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: every core)")
     p.add_argument("--data-root", default="data", help="where datasets are (default: data)")
     p.set_defaults(func=run)
 
@@ -38,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
     from bpfree.errors import BpfreeError
     from bpfree.models import parse_arch
     from bpfree.registry import ALGORITHMS, DATASETS
+    from bpfree.training import set_threads
     from bpfree.tuning import TuneJob, tune, tuning_settings_from_mapping, write_best_params
 
+    set_threads(args.threads)
     ALGORITHMS.get(args.algorithm)  # fail on names before anything else
     DATASETS.get(args.dataset)
     arch = parse_arch(args.arch) if args.arch else None

@@ -27,10 +27,11 @@ wildcard_constraints:
 
 
 def every_core(wildcards):
-    """Threads of a measured job (train, tune): every core of a local run, so that it runs
-    alone and no other job's work lands in its time or energy. A callable, so that modes
-    without --cores (--report) need none; on SLURM the profile's set-threads decides."""
-    return workflow.cores
+    """Threads of a measured job (train, tune): ``job_threads`` from the config, or every
+    core of a local run, so that it runs alone and no other job's work lands in its time or
+    energy. A callable, so that modes without --cores (--report) need none; on SLURM the
+    profile's set-threads decides."""
+    return config.get("job_threads") or workflow.cores
 
 
 def all_metrics():

@@ -23,5 +23,5 @@ rule train:
     shell:
         "bpfree train --algorithm {wildcards.algorithm} --dataset {wildcards.dataset} "
         "--seed {wildcards.seed} --arch {params.arch} {params.tuned} "
-        "--device {params.device} --data-root {params.data_root} "
+        "--device {params.device} --threads {threads} --data-root {params.data_root} "
         "--config {params.config_path} --out {params.outdir} > {log} 2>&1"

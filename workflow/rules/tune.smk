@@ -9,7 +9,7 @@ TUNE_SHELL = (
     "bpfree tune --algorithm {wildcards.algorithm} --dataset {wildcards.dataset} "
     "--arch {params.arch} --n-trials {params.n_trials} --storage {params.journal} "
     "--out {output.best} --config {params.config_path} "
-    "--device {params.device} --data-root {params.data_root} > {log} 2>&1"
+    "--device {params.device} --threads {threads} --data-root {params.data_root} > {log} 2>&1"
 )
 
 
