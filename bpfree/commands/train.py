@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from bpfree.commands.common import add_machine_arguments, add_subject_arguments
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one algorithm on one dataset with one seed")
-    p.add_argument("--algorithm", required=True, help="e.g. bp, ff, mf, cafo-rand (see: bpfree algorithms)")
-    p.add_argument("--dataset", required=True, help="e.g. digits, mnist (see: bpfree datasets)")
+    add_subject_arguments(p)
     p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--arch", help="mlp:W1,W2,... or cnn:C1,C2,... (default: the algorithm's native one)")
     p.add_argument("--params", help="YAML of hyperparameters (a flat mapping or bpfree tune's output)")
     p.add_argument("--config", help="workflow config: its early_stopping and measurement sections")
     p.add_argument("--max-epochs", type=int, help="override early_stopping.max_epochs")
@@ -18,9 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measure-poll-s", type=float, help="override measurement.poll_interval_s")
     p.add_argument("--measure-country", help="override measurement.country_iso_code (e.g. USA, FRA)")
     p.add_argument("--measure-codecarbon", choices=["on", "off"], help="override measurement.codecarbon")
-    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: every core)")
-    p.add_argument("--data-root", default="data", help="where datasets are (default: data)")
+    add_machine_arguments(p)
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import signal
 
+from bpfree.commands.common import add_machine_arguments, add_subject_arguments
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="tune an algorithm's hyperparameters with Optuna (TPE, median pruner)")
-    p.add_argument("--algorithm", required=True, help="e.g. bp, ff, mf, cafo-rand (see: bpfree algorithms)")
-    p.add_argument("--dataset", required=True, help="e.g. digits, mnist (see: bpfree datasets)")
-    p.add_argument("--arch", help="mlp:W1,W2,... or cnn:C1,C2,... (default: the algorithm's native one)")
+    add_subject_arguments(p)
     p.add_argument("--n-trials", type=int,
                    help="COMPLETE trials the study must hold, counted across restarts and workers "
                         "(default: tuning.n_trials of --config)")
@@ -23,9 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study-name", help="default: ALGORITHM-DATASET-ARCH")
     p.add_argument("--timeout", type=float, help="seconds after which this worker starts no new trial")
     p.add_argument("--max-epochs", type=int, help="epoch budget of one trial (default: tuning.max_epochs)")
-    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: every core)")
-    p.add_argument("--data-root", default="data", help="where datasets are (default: data)")
+    add_machine_arguments(p)
     p.set_defaults(func=run)
 
 
