@@ -17,6 +17,7 @@ import torch
 
 from bpfree import __version__
 from bpfree.algorithms import Algorithm, build_algorithm
+from bpfree.checkpoint import Checkpoint
 from bpfree.data import DataSplits, load_splits
 from bpfree.errors import BpfreeError
 from bpfree.io import write_csv_atomic, write_json_atomic
@@ -145,6 +146,10 @@ class RunResult:
             "test_accuracy": self.test_accuracy,
             "best_val_accuracy": self.best_val_accuracy,
             "epochs": self.fit.epochs,
+            # killed and resumed from its checkpoint: time is summed over the pieces, but
+            # energy, CO2 and memory cover only the last piece (see energy_covers)
+            "resumed": self.fit.pieces > 1,
+            "pieces": self.fit.pieces,
             "train_time_s": self.fit.train_time_s,
             "time_per_epoch_s": self.fit.train_time_s / max(self.fit.epochs, 1),
             "device": self.device,
@@ -159,6 +164,7 @@ class RunResult:
         }
         if self.measurement is not None:
             metrics.update(self.measurement.metrics(self.fit.measurement))
+            metrics["energy_covers"] = "last piece" if self.fit.pieces > 1 else "whole fit"
         return metrics
 
 
@@ -191,6 +197,7 @@ def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
     )
     if out is not None:
         write_outputs(run, out)
+        Checkpoint(out / "checkpoint.pt").remove()  # the run is complete: nothing to resume
     return run
 
 
@@ -210,7 +217,8 @@ def measured_fit(
         idle = meter.measure_idle(settings.idle_seconds)
         carbon = _carbon_tracker(settings, out)
         try:
-            result = fit(algo, data, policy, seed=seed, meter=meter)
+            checkpoint = Checkpoint(out / "checkpoint.pt") if out is not None else None
+            result = fit(algo, data, policy, seed=seed, meter=meter, checkpoint=checkpoint)
         finally:
             carbon_result = carbon.stop()
         test_window = None

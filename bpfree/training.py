@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from bpfree.algorithms.base import Algorithm, Stage
+from bpfree.checkpoint import Checkpoint, rng_state, set_rng_state
 from bpfree.data import Batches, DataSplits
 from bpfree.errors import BpfreeError
 
@@ -90,6 +91,7 @@ class FitResult:
     history: list[EpochRecord]
     train_time_s: float
     measurement: WindowResult | None = None  # the meter's "fit" window, when there is a meter
+    pieces: int = 1  # processes the fit ran in (more than 1: resumed from a checkpoint)
 
     @property
     def epochs(self) -> int:
@@ -138,31 +140,79 @@ def fit(
     seed: int,
     on_epoch_end=None,
     meter: Meter | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> FitResult:
     """Train ``algo`` stage by stage. ``on_epoch_end(record)`` may add to ``record.extra``.
 
     ``meter`` (bpfree.measure.Meter) measures the whole fit, validation included as in the
     paper, in a window named "fit", and each epoch in "epoch N"; an epoch's energy goes into
-    its record's ``extra`` before ``on_epoch_end`` sees it."""
+    its record's ``extra`` before ``on_epoch_end`` sees it.
+
+    ``checkpoint``: written after every epoch; if it holds a killed run's state, the fit
+    resumes from it and ends as the uninterrupted run would (same batches, same weights)."""
     batches = Batches(data.train, seed=seed, augment=data.info.augment)
-    history: list[EpochRecord] = []
+    resume = checkpoint.load() if checkpoint is not None else None
+    run = _RunState(algo, batches, checkpoint, resume)
     if meter is not None:
         meter.begin_window("fit")
-    start = time.perf_counter()
     status: Literal["ok", "diverged"] = "ok"
     try:
-        for stage in algo.stages():
-            if not _fit_stage(algo, stage, batches, data, policy, history, on_epoch_end, meter):
+        for index, stage in enumerate(algo.stages()):
+            max_epochs = min(stage.max_epochs or policy.max_epochs, policy.max_epochs)
+            if resume is not None and index < resume["stage_index"]:
+                # done before the kill: its weights come with the checkpoint; replay its
+                # begin/end so that what end_stage does (freezing) holds again
+                algo.begin_stage(stage, max_epochs)
+                algo.end_stage(stage)
+                continue
+            stage_resume = resume if resume is not None and index == resume["stage_index"] else None
+            if not _fit_stage(algo, stage, index, max_epochs, data, policy, run, on_epoch_end, meter, stage_resume):
                 status = "diverged"
                 break
     except BaseException:  # e.g. a pruned trial: leave the meter reusable
         if meter is not None:
             meter.discard_window("fit")
-            meter.discard_window(f"epoch {len(history) + 1}")
+            meter.discard_window(f"epoch {len(run.history) + 1}")
         raise
-    train_time_s = time.perf_counter() - start
     measurement = meter.end_window("fit") if meter is not None else None
-    return FitResult(status, history, train_time_s, measurement)
+    return FitResult(status, run.history, run.elapsed(), measurement, run.pieces)
+
+
+class _RunState:
+    """What a fit carries from epoch to epoch, and what its checkpoint holds."""
+
+    def __init__(self, algo, batches: Batches, checkpoint: Checkpoint | None, resume: dict | None) -> None:
+        self.algo, self.batches, self.checkpoint = algo, batches, checkpoint
+        self.history: list[EpochRecord] = []
+        self.time_before = 0.0  # training time of the pieces before a kill
+        self.pieces = 1
+        if resume is not None:
+            self.history = [EpochRecord(**row) for row in resume["history"]]
+            self.time_before = resume["train_time_s"]
+            self.pieces = resume["pieces"] + 1
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.time_before + time.perf_counter() - self.start
+
+    def save(self, stage_index: int, stage_epochs: int, stopper: EarlyStopper, best_state) -> None:
+        if self.checkpoint is None:
+            return
+        self.checkpoint.save(
+            {
+                "stage_index": stage_index,
+                "stage_epochs": stage_epochs,
+                "stopper": {"best": stopper.best, "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs},
+                "best_state": best_state,
+                "algorithm": self.algo.state_dict(),
+                "batches": self.batches.state_dict(),
+                "rng": rng_state(),
+                "history": [asdict(r) for r in self.history],
+                "train_time_s": self.elapsed(),
+                "pieces": self.pieces,
+            },
+            epoch=len(self.history),
+        )
 
 
 def _epoch_energy(meter: Meter, window: WindowResult) -> dict[str, Any]:
@@ -170,20 +220,28 @@ def _epoch_energy(meter: Meter, window: WindowResult) -> dict[str, Any]:
     return {"energy_j": energy.joules, "energy_source": energy.source, "net_energy_j": energy.net_joules}
 
 
-def _fit_stage(algo, stage: Stage, batches, data, policy, history, on_epoch_end, meter) -> bool:
-    # the policy's max_epochs caps every stage, including limits an algorithm sets itself (MF's
-    # epochs_per_layer, CaFo's dfa_epochs): a tuning trial's budget then holds for all of them
-    max_epochs = min(stage.max_epochs or policy.max_epochs, policy.max_epochs)
+def _fit_stage(algo, stage: Stage, index, max_epochs, data, policy, run, on_epoch_end, meter, resume) -> bool:
     stopper = EarlyStopper(policy)
     best_state = None
+    stage_epochs = 0
     algo.begin_stage(stage, max_epochs)
+    if resume is not None:
+        algo.load_state_dict(resume["algorithm"])
+        run.batches.load_state_dict(resume["batches"])
+        set_rng_state(resume["rng"])
+        stopper.best, stopper.best_epoch, stopper.bad_epochs = (
+            resume["stopper"]["best"], resume["stopper"]["best_epoch"], resume["stopper"]["bad_epochs"]
+        )
+        best_state, stage_epochs = resume["best_state"], resume["stage_epochs"]
+    history = run.history
     with _progress(max_epochs, f"{algo.name} {stage.name}") as bar:
-        for _ in range(max_epochs):
+        bar.update(stage_epochs)
+        while stage_epochs < max_epochs and not (stage.early_stopping and stopper.should_stop):
             epoch = len(history) + 1
             if meter is not None:
                 meter.begin_window(f"epoch {epoch}")
             t0 = time.perf_counter()
-            train_loss = algo.train_epoch(stage, batches)
+            train_loss = algo.train_epoch(stage, run.batches)
             val = algo.evaluate(stage, data.val)
             record = EpochRecord(epoch, stage.name, train_loss, val.loss, val.accuracy, time.perf_counter() - t0)
             if meter is not None:
@@ -191,17 +249,16 @@ def _fit_stage(algo, stage: Stage, batches, data, policy, history, on_epoch_end,
             if on_epoch_end is not None:
                 on_epoch_end(record)
             history.append(record)
+            stage_epochs += 1
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=f"{val.accuracy:.4f}")
             if not math.isfinite(train_loss) or not math.isfinite(val.loss):
                 return False
-            if not stage.early_stopping:
-                continue
-            monitored = val.loss if policy.monitor == "val_loss" else val.accuracy
-            if stopper.update(monitored, record.epoch) and policy.restore_best:
-                best_state = copy.deepcopy(algo.net.state_dict())
-            if stopper.should_stop:
-                break
+            if stage.early_stopping:
+                monitored = val.loss if policy.monitor == "val_loss" else val.accuracy
+                if stopper.update(monitored, record.epoch) and policy.restore_best:
+                    best_state = copy.deepcopy(algo.net.state_dict())
+            run.save(index, stage_epochs, stopper, best_state)
     if best_state is not None:
         algo.net.load_state_dict(best_state)
     algo.end_stage(stage)

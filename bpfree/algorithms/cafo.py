@@ -309,11 +309,17 @@ class CascadedForward(Algorithm):
         return sum(predictor_probabilities(kind, s) for s in self.block_scores(self.block_features(x)))
 
     def extra_state(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict() if self.optimizer is not None else None}
+        # "calibrated": the BatchNorm statistics (buffers in self.net) are already refilled; a
+        # resumed run must not refill them again, which would also draw a batch order
+        return {
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "calibrated": self._calibrated,
+        }
 
     def load_extra_state(self, state) -> None:
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
+        self._calibrated = state.get("calibrated", False)
 
 
 def _check(p: CaFoParams) -> None:

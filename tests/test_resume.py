@@ -1,0 +1,105 @@
+"""A killed `bpfree train` resumes from its checkpoint and ends as the uninterrupted run does;
+a corrupt checkpoint is set aside, never a crash loop; a diverged run's metrics stay JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CASES = {  # algorithm -> (arch, epoch to die after): multi-stage ones die inside a later stage
+    "mf": ("mlp:32,32", 7),
+    "ff": ("mlp:32,32", 3),
+    "cafo-dfa": ("cnn:4,8,8", 4),
+}
+COMPARED = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy"]  # not time or energy
+
+
+def train(out: Path, algorithm: str, kill: str | None = None) -> subprocess.CompletedProcess:
+    arch, _ = CASES[algorithm]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("BPFREE_TEST_KILL_AT_EPOCH", None)
+    if kill is not None:
+        env["BPFREE_TEST_KILL_AT_EPOCH"] = kill
+    cmd = [
+        sys.executable, "-m", "bpfree", "train", "--algorithm", algorithm, "--dataset", "digits",
+        "--seed", "3", "--arch", arch, "--max-epochs", "6", "--threads", "1",
+        "--measure-codecarbon", "off", "--measure-idle-s", "0", "--out", str(out),
+    ]
+    if algorithm == "cafo-dfa":
+        cmd += ["--params", str(out.parent / "dfa.yaml")]
+        (out.parent / "dfa.yaml").write_text("dfa_epochs: 3\n")
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def history(out: Path) -> list[list[str]]:
+    with open(out / "history.csv") as fh:
+        return [[row[c] for c in COMPARED] for row in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The uninterrupted run of each algorithm, trained once for the module."""
+    runs: dict[str, Path] = {}
+
+    def get(algorithm: str) -> Path:
+        if algorithm not in runs:
+            out = tmp_path_factory.mktemp(algorithm) / "reference"
+            done = train(out, algorithm)
+            assert done.returncode == 0, done.stderr
+            runs[algorithm] = out
+        return runs[algorithm]
+
+    return get
+
+
+@pytest.mark.parametrize("algorithm", list(CASES))
+@pytest.mark.parametrize("where", ["after", "write"])
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted, algorithm, where):
+    _, epoch = CASES[algorithm]
+    reference = uninterrupted(algorithm)
+
+    killed = tmp_path / "killed"
+    hook = str(epoch) if where == "after" else f"write:{epoch}"
+    died = train(killed, algorithm, kill=hook)
+    assert died.returncode == -signal.SIGKILL
+    assert (killed / "checkpoint.pt").exists() and not (killed / "metrics.json").exists()
+
+    resumed = train(killed, algorithm)
+    assert resumed.returncode == 0, resumed.stderr
+    assert history(killed) == history(reference)
+    metrics = json.loads((killed / "metrics.json").read_text())
+    expected = json.loads((reference / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == expected["test_accuracy"]
+    assert metrics["resumed"] is True and metrics["pieces"] == 2
+    assert metrics["energy_covers"] == "last piece"
+    assert not (killed / "checkpoint.pt").exists()  # removed once the run is complete
+
+
+def test_corrupt_checkpoint_is_set_aside_and_the_run_starts_afresh(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"\x80\x02 truncated")
+    done = train(out, "mf")
+    assert done.returncode == 0, done.stderr
+    assert "unreadable" in done.stderr and "set aside" in done.stderr
+    assert len(list(out.glob("checkpoint.pt.corrupt-*"))) == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pieces"] == 1 and metrics["status"] == "ok"
+
+
+def test_diverged_metrics_are_strict_json(tmp_path):
+    from bpfree.io import write_json_atomic
+
+    write_json_atomic(tmp_path / "m.json", {"test_accuracy": float("nan"), "loss": [1.0, float("inf")]})
+    text = (tmp_path / "m.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}")) == {
+        "test_accuracy": None,
+        "loss": [1.0, None],
+    }
