@@ -188,9 +188,17 @@ def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
     info = DATASETS.get(cfg.dataset).info
     algo = build_algorithm(cfg.algorithm, cfg.arch, info, cfg.params, device=device, seed=cfg.seed)
     data = load_splits(cfg.dataset, root=cfg.data_root, seed=cfg.seed, device=device, download=cfg.download)
-    result, test_acc, measurement = measured_fit(
-        algo, data, cfg.early_stopping, seed=cfg.seed, settings=cfg.measurement, out=out
-    )
+    try:
+        result, test_acc, measurement = measured_fit(
+            algo, data, cfg.early_stopping, seed=cfg.seed, settings=cfg.measurement, out=out
+        )
+    except torch.OutOfMemoryError:
+        batch = getattr(algo.params, "batch_size", "?")
+        raise BpfreeError(
+            f"out of memory on {device} training {cfg.algorithm} {algo.arch} with batch size {batch} "
+            f"on {cfg.dataset}: lower batch_size (--params) or use a smaller architecture; "
+            "the last epoch's checkpoint is kept, so the same command resumes"
+        ) from None
     val_acc = algo.accuracy(data.val) if result.status == "ok" else float("nan")
     run = RunResult(
         cfg, result, test_acc, val_acc, algo.arch, dataclasses.asdict(algo.params), str(device), measurement

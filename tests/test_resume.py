@@ -103,3 +103,21 @@ def test_diverged_metrics_are_strict_json(tmp_path):
         "test_accuracy": None,
         "loss": [1.0, None],
     }
+
+
+def test_out_of_memory_names_the_batch_size_and_architecture(tmp_path, monkeypatch):
+    import torch
+
+    from bpfree.algorithms.bp import Backprop
+    from bpfree.errors import BpfreeError
+    from bpfree.models import parse_arch
+    from bpfree.run import RunConfig
+    from bpfree.run import train as train_run
+
+    def exhausted(self, stage, batches):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Backprop, "train_epoch", exhausted)
+    cfg = RunConfig("bp", "digits", 1, arch=parse_arch("mlp:16"), params={"batch_size": 64})
+    with pytest.raises(BpfreeError, match=r"out of memory .* bp mlp:16 with batch size 64"):
+        train_run(cfg, tmp_path / "run")
