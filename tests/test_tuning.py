@@ -204,3 +204,37 @@ def test_parallel_workers_share_one_study_without_overshooting(tmp_path):
     trials = stored_trials(tmp_path / "study.journal")
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
     assert not any(t.state == TrialState.RUNNING for t in trials)
+
+
+def test_a_sigkilled_tune_resumes_to_its_trial_count_with_nothing_left_running(tmp_path):
+    import signal
+    import time
+
+    journal = tmp_path / "study.journal"
+    args = [sys.executable, "-m", "bpfree", "tune", "--algorithm", "bp", "--dataset", "digits",
+            "--arch", "mlp:16", "--n-trials", "4", "--max-epochs", "3", "--storage", str(journal),
+            "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "best.yaml")]
+    worker = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    running_at_kill = None
+    while time.monotonic() < deadline and worker.poll() is None:  # kill it inside a trial
+        try:
+            trials = stored_trials(journal) if journal.exists() else []
+        except ValueError:  # the journal exists, the study is not in it yet
+            trials = []
+        if trials:
+            running = [t.number for t in trials if t.state == TrialState.RUNNING]
+            if running and any(t.state == TrialState.COMPLETE for t in trials):
+                worker.send_signal(signal.SIGKILL)
+                running_at_kill = running[0]
+                break
+        time.sleep(0.02)
+    worker.wait(timeout=60)
+    assert running_at_kill is not None, "the worker finished before it could be killed mid-trial"
+
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    trials = stored_trials(journal)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+    assert not any(t.state == TrialState.RUNNING for t in trials)
+    assert trials[running_at_kill].state == TrialState.FAIL
