@@ -121,3 +121,18 @@ def test_out_of_memory_names_the_batch_size_and_architecture(tmp_path, monkeypat
     cfg = RunConfig("bp", "digits", 1, arch=parse_arch("mlp:16"), params={"batch_size": 64})
     with pytest.raises(BpfreeError, match=r"out of memory .* bp mlp:16 with batch size 64"):
         train_run(cfg, tmp_path / "run")
+
+
+def test_atomic_writes_leave_files_readable_by_others_and_no_temporaries(tmp_path):
+    import stat
+
+    from bpfree.io import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "table.csv", "a,b\n")
+    finally:
+        os.umask(old)
+    # mkstemp's 0600 would hide results from the rest of a cluster group
+    assert stat.S_IMODE((tmp_path / "table.csv").stat().st_mode) & 0o044 == 0o044
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
