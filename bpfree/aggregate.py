@@ -73,7 +73,7 @@ def read_metrics(paths: Iterable[str | Path]) -> pl.DataFrame:
         row = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
         history = path.with_name("history.csv")
         if history.exists():
-            row["min_val_loss"] = _final_stage_min_val_loss(pl.read_csv(history))
+            row["min_val_loss"] = _final_stage_min_val_loss(read_history(history))
         rows.append(row)
     if not rows:
         raise BpfreeError("no metrics files given to aggregate")
@@ -82,6 +82,17 @@ def read_metrics(paths: Iterable[str | Path]) -> pl.DataFrame:
     return frame.select(first + [c for c in frame.columns if c not in first]).sort(
         "dataset", "arch", "algorithm", "seed"
     )
+
+
+# a diverged run's history holds "nan" and "inf", which polars infers as text unless told
+HISTORY_FLOATS = ["train_loss", "val_loss", "val_accuracy", "epoch_time_s", "energy_j", "net_energy_j"]
+
+
+def read_history(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_csv(path, schema_overrides={c: pl.Float64 for c in HISTORY_FLOATS})
+    except (OSError, pl.exceptions.PolarsError) as err:
+        raise BpfreeError(f"cannot read run history {path}: {str(err).splitlines()[0]}") from None
 
 
 def _final_stage_min_val_loss(history: pl.DataFrame) -> float | None:
@@ -102,7 +113,7 @@ def read_histories(paths: Iterable[str | Path]) -> pl.DataFrame:
             continue
         run = json.loads(path.read_text())
         frames.append(
-            pl.read_csv(history).with_columns(
+            read_history(history).with_columns(
                 **{k: pl.lit(run[k]) for k in (*KEYS, "seed")}
             )
         )
@@ -241,6 +252,14 @@ def bp_deltas(runs: pl.DataFrame) -> pl.DataFrame:
             & (pl.col("dataset") == dataset)
         )
         unpaired = group["seed"].n_unique() - matched.height
+        if matched.height == 0:  # e.g. every run diverged: one row says so, not none
+            diverged = int((group["status"] == "diverged").sum())
+            row = paired_delta([], [])
+            row["note"] += f" ({diverged} of {group.height} runs diverged)"
+            rows.append({"algorithm": algorithm, "arch": arch, "dataset": dataset,
+                         "metric": "test_accuracy", "unit": METRIC["test_accuracy"].unit,
+                         "source": None} | row)
+            continue
         for m in present(runs):
             a, b = matched[m.column].cast(pl.Float64), matched[f"{m.column}_bp"].cast(pl.Float64)
             keep = a.is_not_null() & b.is_not_null() & a.is_finite() & b.is_finite()

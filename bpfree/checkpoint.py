@@ -27,9 +27,14 @@ KILL_HOOK = "BPFREE_TEST_KILL_AT_EPOCH"
 
 
 class Checkpoint:
-    def __init__(self, path: str | Path) -> None:
+    """``identity``: what the run is (algorithm, arch, params, seed, ...). A checkpoint that
+    another configuration wrote in the same directory is set aside, not resumed: its
+    optimiser state would silently bring back the old learning rate, say."""
+
+    def __init__(self, path: str | Path, identity: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
-        self.set_aside: Path | None = None  # where a corrupt checkpoint went, if one did
+        self.identity = identity
+        self.set_aside: Path | None = None  # where a corrupt or foreign checkpoint went, if one did
 
     def load(self) -> dict[str, Any] | None:
         if not self.path.exists():
@@ -38,20 +43,24 @@ class Checkpoint:
             state = torch.load(self.path, map_location="cpu", weights_only=False)
             if not isinstance(state, dict) or state.get("format") != FORMAT:
                 raise ValueError("not a bpfree checkpoint of this version")
-            return state
         except Exception as err:  # noqa: BLE001  (any unreadable file is set aside)
-            self.set_aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-            os.replace(self.path, self.set_aside)
-            print(
-                f"bpfree: checkpoint {self.path} is unreadable ({type(err).__name__}); set aside as "
-                f"{self.set_aside.name}, starting afresh",
-                file=sys.stderr,
-            )
-            return None
+            return self._set_aside("corrupt", f"is unreadable ({type(err).__name__})")
+        if self.identity is not None and state.get("identity") != self.identity:
+            stored = state.get("identity") or {}
+            differ = sorted(k for k in {*stored, *self.identity} if stored.get(k) != self.identity.get(k))
+            return self._set_aside("other-run", f"is of another configuration ({', '.join(differ)} differ)")
+        return state
+
+    def _set_aside(self, why: str, what: str) -> None:
+        self.set_aside = self.path.with_name(f"{self.path.name}.{why}-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.replace(self.path, self.set_aside)
+        print(f"bpfree: checkpoint {self.path} {what}; set aside as {self.set_aside.name}, starting afresh",
+              file=sys.stderr)
+        return None
 
     def save(self, state: dict[str, Any], epoch: int) -> None:
         buffer = io.BytesIO()
-        torch.save({"format": FORMAT, **state}, buffer)
+        torch.save({"format": FORMAT, "identity": self.identity, **state}, buffer)
         data = buffer.getvalue()
         hook = os.environ.get(KILL_HOOK, "")
         if hook == f"write:{epoch}":  # die half-way through the temporary file

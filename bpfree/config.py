@@ -6,6 +6,7 @@ Everything that comes in is checked here and fails with one line that says what 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def early_stopping_from_mapping(mapping: dict[str, Any] | None) -> EarlyStopping
     mapping = mapping or {}
     if not isinstance(mapping, dict):
         raise BpfreeError(f"early_stopping must be a mapping of {', '.join(fields)}")
-    unknown = sorted(set(mapping) - set(fields))
+    unknown = sorted(map(str, set(mapping) - set(fields)))  # YAML keys need not be strings
     if unknown:
         raise BpfreeError(f"unknown early_stopping key(s) {', '.join(unknown)}; valid: {', '.join(fields)}")
     kinds = {"patience": int, "max_epochs": int, "min_delta": (int, float), "restore_best": bool,
@@ -41,6 +42,8 @@ def early_stopping_from_mapping(mapping: dict[str, Any] | None) -> EarlyStopping
     for key, value in mapping.items():
         if isinstance(value, bool) != (kinds[key] is bool) or not isinstance(value, kinds[key]):
             raise BpfreeError(f"early_stopping.{key} has the wrong type: {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # YAML .nan, .inf
+            raise BpfreeError(f"early_stopping.{key} must be a finite number, got {value!r}")
     return EarlyStopping(**mapping)
 
 
@@ -58,7 +61,7 @@ def measurement_from_mapping(mapping: dict[str, Any] | None) -> MeasurementSetti
     mapping = mapping or {}
     if not isinstance(mapping, dict):
         raise BpfreeError(f"measurement must be a mapping of {', '.join(fields)}")
-    unknown = sorted(set(mapping) - set(fields))
+    unknown = sorted(map(str, set(mapping) - set(fields)))
     if unknown:
         raise BpfreeError(f"unknown measurement key(s) {', '.join(unknown)}; valid: {', '.join(fields)}")
     number = (int, float)

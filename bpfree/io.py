@@ -68,3 +68,21 @@ def write_csv_atomic(path: str | Path, rows: Iterable[Mapping[str, Any]], fieldn
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, buf.getvalue())
+
+
+def writable_directory(path: str | Path, what: str = "output directory") -> Path:
+    """``path``, created if missing and proven writable by creating a file in it, so that a
+    job fails before its work, not after (``os.access`` says yes to root on a read-only
+    mount)."""
+    from bpfree.errors import BpfreeError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BpfreeError(f"{what} {path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise BpfreeError(f"cannot write to {what} {path}: {err.strerror or err}") from None
+    return path

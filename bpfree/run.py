@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from bpfree import __version__
-from bpfree.algorithms import Algorithm, build_algorithm
+from bpfree.algorithms import Algorithm, build_algorithm, params_from_mapping
 from bpfree.checkpoint import Checkpoint
 from bpfree.data import DataSplits, load_splits
 from bpfree.errors import BpfreeError
-from bpfree.io import write_csv_atomic, write_json_atomic
+from bpfree.io import writable_directory, write_csv_atomic, write_json_atomic
 from bpfree.measure import (
     CarbonResult,
     CarbonTracker,
@@ -30,8 +30,8 @@ from bpfree.measure import (
     WindowResult,
     hardware_metadata,
 )
-from bpfree.models import ArchSpec
-from bpfree.registry import DATASETS
+from bpfree.models import ArchSpec, parse_arch
+from bpfree.registry import ALGORITHMS, DATASETS
 from bpfree.training import EarlyStopping, FitResult, fit, resolve_device, seed_everything
 
 HISTORY_COLUMNS = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy", "epoch_time_s"]
@@ -135,6 +135,7 @@ class RunResult:
     params: dict[str, Any]
     device: str
     measurement: RunMeasurement | None = None
+    checkpoint_set_aside: Path | None = None  # a corrupt or foreign checkpoint found at the start
 
     def metrics(self) -> dict[str, Any]:
         metrics = {
@@ -150,6 +151,7 @@ class RunResult:
             # energy, CO2 and memory cover only the last piece (see energy_covers)
             "resumed": self.fit.pieces > 1,
             "pieces": self.fit.pieces,
+            "checkpoint_set_aside": self.checkpoint_set_aside and self.checkpoint_set_aside.name,
             "train_time_s": self.fit.train_time_s,
             "time_per_epoch_s": self.fit.train_time_s / max(self.fit.epochs, 1),
             "device": self.device,
@@ -174,9 +176,45 @@ def check_output_dir(out: str | Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise BpfreeError(f"cannot create output directory {out}: {err.strerror}") from None
-    if not os.access(out, os.W_OK):
-        raise BpfreeError(f"output directory {out} is not writable")
+    try:
+        writable_directory(out)  # os.access says yes to root on a read-only mount
+    except BpfreeError:
+        raise BpfreeError(f"output directory {out} is not writable") from None
     return out
+
+
+CHECKPOINT = "checkpoint.pt"
+IDENTITY_KEYS = ("algorithm", "arch", "dataset", "seed", "params", "early_stopping")
+
+
+def run_identity(cfg: RunConfig) -> dict[str, Any]:
+    """What makes a run this run, as metrics.json states it: a checkpoint or a metrics.json
+    with another identity in the same directory belongs to another configuration."""
+    klass = ALGORITHMS.get(cfg.algorithm)
+    arch = cfg.arch or parse_arch(klass.default_arch)
+    params = dataclasses.asdict(params_from_mapping(cfg.algorithm, cfg.params))
+    identity = {"algorithm": cfg.algorithm, "arch": str(arch), "dataset": cfg.dataset, "seed": cfg.seed,
+                "params": params, "early_stopping": dataclasses.asdict(cfg.early_stopping)}
+    return json.loads(json.dumps(identity))  # as it reads back from metrics.json
+
+
+def completed_metrics(cfg: RunConfig, out: str | Path) -> dict[str, Any] | None:
+    """The metrics.json in ``out`` if it is this configuration's finished run (ok or
+    diverged): a re-run command (a requeued SLURM job) then has nothing to do."""
+    try:
+        metrics = json.loads((Path(out) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None  # none yet, or unreadable: train
+    if not isinstance(metrics, dict) or metrics.get("status") not in ("ok", "diverged"):
+        return None
+    return metrics if {k: metrics.get(k) for k in IDENTITY_KEYS} == run_identity(cfg) else None
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    # the CPU allocator raises a plain RuntimeError, CUDA's a torch.OutOfMemoryError
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+    )
 
 
 def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
@@ -184,28 +222,34 @@ def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
     if out is not None:
         out = check_output_dir(out)
     seed_everything(cfg.seed)
-    # build first: bad parameters or an unfit architecture fail before any data is read
-    info = DATASETS.get(cfg.dataset).info
-    algo = build_algorithm(cfg.algorithm, cfg.arch, info, cfg.params, device=device, seed=cfg.seed)
-    data = load_splits(cfg.dataset, root=cfg.data_root, seed=cfg.seed, device=device, download=cfg.download)
+    identity = run_identity(cfg)  # checks the params before anything is built
+    checkpoint = Checkpoint(out / CHECKPOINT, identity) if out is not None else None
     try:
+        # build first: bad parameters or an unfit architecture fail before any data is read
+        info = DATASETS.get(cfg.dataset).info
+        algo = build_algorithm(cfg.algorithm, cfg.arch, info, cfg.params, device=device, seed=cfg.seed)
+        data = load_splits(cfg.dataset, root=cfg.data_root, seed=cfg.seed, device=device, download=cfg.download)
         result, test_acc, measurement = measured_fit(
-            algo, data, cfg.early_stopping, seed=cfg.seed, settings=cfg.measurement, out=out
+            algo, data, cfg.early_stopping, seed=cfg.seed, settings=cfg.measurement, out=out,
+            checkpoint=checkpoint,
         )
-    except torch.OutOfMemoryError:
-        batch = getattr(algo.params, "batch_size", "?")
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not _is_out_of_memory(err):
+            raise
         raise BpfreeError(
-            f"out of memory on {device} training {cfg.algorithm} {algo.arch} with batch size {batch} "
-            f"on {cfg.dataset}: lower batch_size (--params) or use a smaller architecture; "
-            "the last epoch's checkpoint is kept, so the same command resumes"
+            f"out of memory on {device} training {cfg.algorithm} {identity['arch']} with batch size "
+            f"{identity['params'].get('batch_size', '?')} on {cfg.dataset}: lower batch_size (--params) "
+            "or use a smaller architecture; the last epoch's checkpoint is kept, so the same "
+            "command resumes"
         ) from None
     val_acc = algo.accuracy(data.val) if result.status == "ok" else float("nan")
     run = RunResult(
-        cfg, result, test_acc, val_acc, algo.arch, dataclasses.asdict(algo.params), str(device), measurement
+        cfg, result, test_acc, val_acc, algo.arch, dataclasses.asdict(algo.params), str(device), measurement,
+        checkpoint.set_aside if checkpoint is not None else None,
     )
     if out is not None:
         write_outputs(run, out)
-        Checkpoint(out / "checkpoint.pt").remove()  # the run is complete: nothing to resume
+        checkpoint.remove()  # the run is complete: nothing to resume
     return run
 
 
@@ -217,6 +261,7 @@ def measured_fit(
     seed: int,
     settings: MeasurementSettings,
     out: Path | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[FitResult, float, RunMeasurement]:
     """Idle baseline, then ``fit`` (CodeCarbon around it), then test accuracy in its own
     window: (fit result, test accuracy, what was measured). CodeCarbon's CSV goes to ``out``."""
@@ -225,7 +270,6 @@ def measured_fit(
         idle = meter.measure_idle(settings.idle_seconds)
         carbon = _carbon_tracker(settings, out)
         try:
-            checkpoint = Checkpoint(out / "checkpoint.pt") if out is not None else None
             result = fit(algo, data, policy, seed=seed, meter=meter, checkpoint=checkpoint)
         finally:
             carbon_result = carbon.stop()

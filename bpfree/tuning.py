@@ -18,6 +18,7 @@ memory included) FAIL, each with its reason in the trial's ``reason`` user attri
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import socket
@@ -33,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 import optuna
+import psutil
 import torch
 import yaml
 from optuna.distributions import (
@@ -48,7 +50,7 @@ from bpfree import __version__
 from bpfree.algorithms import build_algorithm, params_from_mapping
 from bpfree.data import load_splits
 from bpfree.errors import BpfreeError
-from bpfree.io import write_yaml_atomic
+from bpfree.io import write_bytes_atomic, write_yaml_atomic
 from bpfree.models import ArchSpec, parse_arch
 from bpfree.registry import ALGORITHMS, DATASETS
 from bpfree.training import EarlyStopping, fit, resolve_device, seed_everything
@@ -97,7 +99,7 @@ def search_space(algorithm: str, overrides: Mapping[str, Any] | None = None) -> 
     defaults = default_search_spaces()
     overrides = dict(overrides or {})
     known = set(defaults) | set(ALGORITHMS.names())
-    unknown = sorted(set(overrides) - known)
+    unknown = sorted(map(str, set(overrides) - known))  # YAML keys need not be strings
     if unknown:
         raise BpfreeError(
             f"tuning.search_spaces names unknown algorithm(s) {', '.join(map(repr, unknown))}; "
@@ -139,7 +141,7 @@ def _distribution(where: str, entry: Mapping[str, Any]) -> BaseDistribution:
     kind = entry.get("type")
     if kind not in _ENTRY_KEYS:
         raise BpfreeError(f"{where}: type must be one of float, int, categorical, got {kind!r}")
-    unknown = sorted(set(entry) - _ENTRY_KEYS[kind])
+    unknown = sorted(map(str, set(entry) - _ENTRY_KEYS[kind]))
     if unknown:
         raise BpfreeError(
             f"{where}: unknown key(s) {', '.join(unknown)}; valid for {kind}: "
@@ -153,18 +155,28 @@ def _distribution(where: str, entry: Mapping[str, Any]) -> BaseDistribution:
             return CategoricalDistribution(choices)
         if "low" not in entry or "high" not in entry:
             raise BpfreeError(f"{where}: a {kind} entry needs low and high")
-        number = float if kind == "float" else _strict_int
+        number = _finite_float if kind == "float" else _strict_int
         low, high = number(entry["low"]), number(entry["high"])
         log = entry.get("log", False)
         if not isinstance(log, bool):
             raise BpfreeError(f"{where}: log must be true or false, got {log!r}")
         if kind == "float":
             step = entry.get("step")
-            step = None if step is None else float(step)
+            step = None if step is None else _finite_float(step)
             return FloatDistribution(low, high, log=log, step=step)
         return IntDistribution(low, high, log=log, step=_strict_int(entry.get("step", 1)))
     except (TypeError, ValueError) as err:  # Optuna's own checks: low <= high, log needs low > 0
         raise BpfreeError(f"{where}: {err}") from None
+
+
+def _finite_float(value: Any) -> float:
+    try:
+        number = float(value)  # a string too: YAML 1.1 reads 1e-5 as one
+    except OverflowError:
+        number = math.inf
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
 
 
 def _strict_int(value: Any) -> int:
@@ -215,7 +227,7 @@ def tuning_settings_from_mapping(mapping: Mapping[str, Any] | None) -> TuningSet
     if not isinstance(mapping, Mapping):
         raise BpfreeError("tuning must be a mapping (see config/README.md)")
     hints = typing.get_type_hints(TuningSettings)
-    unknown = sorted(set(mapping) - set(hints))
+    unknown = sorted(map(str, set(mapping) - set(hints)))
     if unknown:
         raise BpfreeError(
             f"unknown tuning key(s) {', '.join(unknown)}; valid: {', '.join(hints)}"
@@ -226,6 +238,7 @@ def tuning_settings_from_mapping(mapping: Mapping[str, Any] | None) -> TuningSet
     settings = TuningSettings(**mapping)
     checks = {
         "n_trials": settings.n_trials >= 0,
+        "seed": settings.seed >= 0,
         "max_epochs": settings.max_epochs is None or settings.max_epochs >= 1,
         "timeout": settings.timeout is None or settings.timeout > 0,
         "startup_trials": settings.startup_trials >= 0,
@@ -298,6 +311,7 @@ class TuneResult:
     counts: StudyCounts
     trials_run: int  # by this worker
     elapsed_s: float
+    journal_set_aside: Path | None = None  # a damaged journal's copy (see repair_journal)
 
 
 @dataclass(frozen=True)
@@ -328,6 +342,7 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     if job.settings.max_epochs is not None:
         policy = dataclasses.replace(policy, max_epochs=job.settings.max_epochs)
     study_name = job.study_name or f"{job.algorithm}-{job.dataset}-{arch}"
+    set_aside = repair_journal(job.storage)
     study = open_study(job.storage, study_name, job.settings)
     _check_identity(study, job, arch, space, policy)
 
@@ -366,7 +381,9 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     best = study.best_trial
     best_params = dataclasses.asdict(params_from_mapping(job.algorithm, space.params(best.params)))
     elapsed = time.perf_counter() - start
-    return TuneResult(job, arch, study_name, space, best, best_params, counts, trials_run, elapsed)
+    return TuneResult(
+        job, arch, study_name, space, best, best_params, counts, trials_run, elapsed, set_aside
+    )
 
 
 # -- the study in its journal -------------------------------------------------------------------
@@ -386,6 +403,67 @@ def open_study(storage: str | Path, study_name: str, settings: TuningSettings) -
         pruner=make_pruner(settings),
         load_if_exists=True,
     )
+
+
+NEWLINE = b"\n"  # ends every journal entry
+
+
+def repair_journal(path: str | Path) -> Path | None:
+    """Set aside a damaged journal, keeping what can be kept; the copy's path, or None.
+
+    Optuna appends one JSON line per operation, under a lock. A worker killed mid-write (on a
+    network file system), a full disk or a hand edit leaves a line that does not parse, and
+    Optuna then fails on every start: a crash loop. Here the whole file is copied aside as
+    ``NAME.corrupt-TIMESTAMP`` and the journal keeps its lines before the first damaged one,
+    a consistent earlier state of the study (later trials are run again); if even those do
+    not replay, the study starts afresh. One line on stderr says which. A file that is no
+    journal at all (``--storage`` pointed at something else) is refused, not touched."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path))  # the writers' lock
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        good = _readable_prefix(data)
+        if good == len(data):
+            return None
+        if good == 0 and not (data.startswith(b'{"op_code"') and NEWLINE not in data):
+            raise BpfreeError(
+                f"{path} is not an Optuna journal (its first line is no journal entry); "
+                "give another --storage"
+            )
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        write_bytes_atomic(aside, data)
+        write_bytes_atomic(path, data[:good])
+        try:
+            optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+            kept = f"kept its first {data[:good].count(NEWLINE)} entries"
+        except Exception:  # noqa: BLE001  (a journal that parses but does not replay)
+            write_bytes_atomic(path, b"")
+            kept = "its readable part does not replay either: the study starts afresh"
+        print(
+            f"bpfree: journal {path} is damaged at byte {good} of {len(data)}; set aside as "
+            f"{aside.name}, {kept}",
+            file=sys.stderr,
+        )
+        return aside
+    finally:
+        lock.release()
+
+
+def _readable_prefix(data: bytes) -> int:
+    """The length of the journal's leading whole lines that parse as journal entries."""
+    end = 0
+    while (newline := data.find(NEWLINE, end)) >= 0:
+        try:
+            entry = json.loads(data[end:newline])
+        except ValueError:  # JSON or UTF-8
+            break
+        if not isinstance(entry, dict) or "op_code" not in entry:
+            break
+        end = newline + 1
+    return end
 
 
 def make_sampler(settings: TuningSettings, trials_so_far: int) -> optuna.samplers.TPESampler:
@@ -460,25 +538,35 @@ def _next_trial(
 
 
 def _worker() -> dict[str, Any]:
+    """Who runs a trial: enough to tell later that it is gone. The process's start time
+    tells a reused pid from the original; SLURM's job, task and restart count tell a
+    requeued job (same job id, on any node) from the run of it that was pre-empted."""
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "started": psutil.Process().create_time(),
         "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        "slurm_task": os.environ.get("SLURM_PROCID"),
+        "slurm_restart": os.environ.get("SLURM_RESTART_COUNT", "0"),
     }
 
 
 def fail_stale_trials(study: optuna.Study, stale_after: float) -> list[int]:
-    """Mark FAIL the RUNNING trials whose worker is gone: on this host, a dead process; on any
-    host, no heartbeat (one per epoch) for ``stale_after`` seconds. The journal backend has no
-    heartbeat of its own (only RDBStorage has), hence this. Returns the trial numbers."""
-    host, now, failed = socket.gethostname(), time.time(), []
+    """Mark FAIL the RUNNING trials whose worker is gone: on this host, a dead process; in a
+    requeued SLURM job, the job's earlier run; on any host, no heartbeat (one per epoch) for
+    ``stale_after`` seconds. The journal backend has no heartbeat of its own (only RDBStorage
+    has), hence this. Returns the trial numbers."""
+    me, now, failed = _worker(), time.time(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker") or {}
         beat = trial.user_attrs.get("heartbeat")
         if beat is None:
             beat = trial.datetime_start.timestamp() if trial.datetime_start else now
-        if worker.get("host") == host and not _alive(worker.get("pid")):
-            reason = f"stale: its worker (pid {worker.get('pid')} on {host}) is gone"
+        if _gone(worker, me):
+            where = f"pid {worker.get('pid')} on {worker.get('host')}"
+            if worker.get("slurm_job"):
+                where += f", SLURM job {worker['slurm_job']} run {worker.get('slurm_restart')}"
+            reason = f"stale: its worker ({where}) is gone"
         elif now - beat > stale_after:
             silent = f"{now - beat:.0f} s"
             reason = f"stale: no heartbeat for {silent} from {worker or 'an unknown worker'}"
@@ -496,15 +584,36 @@ def fail_stale_trials(study: optuna.Study, stale_after: float) -> list[int]:
     return failed
 
 
-def _alive(pid: Any) -> bool:
+def _gone(worker: Mapping[str, Any], me: Mapping[str, Any]) -> bool:
+    """Known to be dead (anything unknown is left to the heartbeat)."""
+    if all(worker.get(k) == me[k] for k in ("host", "pid", "started")):
+        # this very process, which runs its trials one after another and asks for the next
+        # only between them: a trial of its own still RUNNING lost its end (a repaired journal)
+        return True
+    same_slurm_task = (
+        worker.get("slurm_job") is not None
+        and (worker.get("slurm_job"), worker.get("slurm_task")) == (me["slurm_job"], me["slurm_task"])
+    )
+    if same_slurm_task and worker.get("slurm_restart") != me["slurm_restart"]:
+        return True  # SLURM runs a job once at a time: this is its requeued run
+    if worker.get("host") == me["host"]:
+        return not _alive(worker.get("pid"), worker.get("started"))
+    return False
+
+
+def _alive(pid: Any, started: Any = None) -> bool:
     if not isinstance(pid, int):
         return True  # unknown: leave it to the heartbeat
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        if isinstance(started, (int, float)) and abs(process.create_time() - started) > 1.0:
+            return False  # the pid was reused by a later process
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False  # killed, not yet reaped by its parent
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
+    except psutil.Error:
+        return True  # e.g. not ours to inspect: leave it to the heartbeat
     return True
 
 
@@ -618,6 +727,8 @@ def best_params_document(result: TuneResult) -> dict[str, Any]:
         "bpfree_version": __version__,
         "optuna_version": optuna.__version__,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # a damaged journal this worker set aside (its copy) and repaired; None: none
+        "journal_set_aside": str(result.journal_set_aside) if result.journal_set_aside else None,
     }
 
 

@@ -106,7 +106,7 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
     where = where.lstrip(".") or "top level"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        unknown = sorted(set(error.instance) - set(allowed))
+        unknown = sorted(map(str, set(error.instance) - set(allowed)))  # YAML keys: any type
         return (
             f"unknown key(s) {', '.join(map(repr, unknown))} at {where}; "
             f"valid keys: {', '.join(allowed)} (see config/README.md)"

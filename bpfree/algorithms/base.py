@@ -14,6 +14,7 @@ layer-wise and stage-wise methods need no special case in the loop:
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -145,7 +146,34 @@ def params_from_mapping(algorithm: str, mapping: Mapping[str, Any] | None) -> An
                 f"unknown parameter {key!r} for algorithm {algorithm!r}; valid: {', '.join(fields)}"
             )
         values[key] = _coerce(algorithm, key, value, hints[key])
-    return klass(**values)
+    params = klass(**values)
+    for f in dataclasses.fields(params):
+        problem = _out_of_range(f.name, getattr(params, f.name))
+        if problem:
+            raise BpfreeError(f"parameter {f.name!r} of algorithm {algorithm!r} {problem}")
+    return params
+
+
+# Ranges every algorithm's Params share, by what a field's name says it is: a rate, a size or
+# an epoch count must be positive; a penalty, a momentum or a loss weight must not be
+# negative, and a momentum stays below 1. Checked before any data is read, so a mistyped
+# params file fails in one line instead of as a traceback from the optimiser mid-run.
+# (tests/test_reliability.py checks that every numeric field of every algorithm has a range.)
+RANGES = [
+    (lambda n: n == "batch_size" or n.endswith("epochs") or n.startswith("epochs_"), "> 0", lambda v: v > 0),
+    (lambda n: n == "lr" or n.endswith("_lr") or n == "eps", "> 0", lambda v: v > 0),
+    (lambda n: "momentum" in n, "in [0, 1)", lambda v: 0 <= v < 1),
+    (lambda n: "weight_decay" in n or n.endswith("_weight") or n.endswith("_lambda"), ">= 0", lambda v: v >= 0),
+]
+
+
+def _out_of_range(name: str, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    for applies, text, ok in RANGES:
+        if applies(name) and not ok(value):
+            return f"must be {text}, got {value!r}"
+    return None
 
 
 def _coerce(algorithm: str, key: str, value: Any, hint: Any) -> Any:
@@ -161,8 +189,10 @@ def _coerce(algorithm: str, key: str, value: Any, hint: Any) -> Any:
                 return value
         elif isinstance(value, int) and int in allowed:
             return value
-        elif isinstance(value, (int, float)) and float in allowed:
-            return float(value)
+        elif isinstance(value, (int, float, str)) and float in allowed:
+            number = _float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string: take it
+            if number is not None and math.isfinite(number):
+                return number
         elif isinstance(value, str) and str in allowed:
             return value
     raise BpfreeError(
@@ -170,11 +200,18 @@ def _coerce(algorithm: str, key: str, value: Any, hint: Any) -> Any:
     )
 
 
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        return None
+
+
 def _describe(hint: Any) -> str:
     if typing.get_origin(hint) is typing.Literal:
         return "one of " + ", ".join(map(repr, typing.get_args(hint)))
     names = [getattr(a, "__name__", str(a)) for a in (typing.get_args(hint) or (hint,))]
-    return " or ".join(names)
+    return " or ".join("a finite float" if n == "float" else n for n in names)
 
 
 def build_algorithm(

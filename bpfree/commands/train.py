@@ -29,12 +29,15 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from bpfree.config import early_stopping_from_config, measurement_from_config, read_params_file
+    from bpfree.errors import BpfreeError
     from bpfree.models import parse_arch
     from bpfree.registry import ALGORITHMS, DATASETS
-    from bpfree.run import RunConfig, train
+    from bpfree.run import RunConfig, completed_metrics, train
     from bpfree.training import set_threads
 
     set_threads(args.threads)
+    if args.seed < 0:  # numpy's generators take no negative seed
+        raise BpfreeError(f"--seed must be >= 0, got {args.seed}")
     ALGORITHMS.get(args.algorithm)  # fail on names before anything else
     DATASETS.get(args.dataset)
     arch = parse_arch(args.arch) if args.arch else None
@@ -63,6 +66,13 @@ def run(args: argparse.Namespace) -> int:
         download=args.download,
         measurement=measurement,
     )
+    done = completed_metrics(cfg, args.out)
+    if done is not None:  # e.g. a requeued job that had finished: keep its measurements
+        print(
+            f"{cfg.algorithm} {done['arch']} on {cfg.dataset} seed {cfg.seed}: already trained "
+            f"(status {done['status']}) -> {args.out}; remove its metrics.json to train again"
+        )
+        return 0
     result = train(cfg, args.out)
     print(
         f"{cfg.algorithm} {result.arch} on {cfg.dataset} seed {cfg.seed}: status {result.fit.status}, "

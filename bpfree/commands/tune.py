@@ -28,13 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
     from pathlib import Path
 
     import optuna
 
     from bpfree.config import early_stopping_from_mapping, read_yaml
     from bpfree.errors import BpfreeError
+    from bpfree.io import writable_directory
     from bpfree.models import parse_arch
     from bpfree.registry import ALGORITHMS, DATASETS
     from bpfree.training import set_threads
@@ -47,12 +47,18 @@ def run(args: argparse.Namespace) -> int:
     config = (read_yaml(args.config) or {}) if args.config else {}
     if not isinstance(config, dict):
         raise BpfreeError(f"{args.config} must hold a mapping")
-    settings = tuning_settings_from_mapping(config.get("tuning"))
+    tuning_settings_from_mapping(config.get("tuning"))  # the file's own section first
     overrides = {"seed": args.seed, "timeout": args.timeout, "max_epochs": args.max_epochs}
-    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    # the command line's values are checked as the config's would be (a negative --seed...)
+    settings = tuning_settings_from_mapping(
+        {**(config.get("tuning") or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    )
     n_trials = args.n_trials if args.n_trials is not None else settings.n_trials
     if n_trials < 1:
         raise BpfreeError("give --n-trials N (N >= 1) or tuning.n_trials in --config")
+    # both are written to only after trials: find out now that they can be
+    writable_directory(Path(args.storage).parent, "the journal's directory")
+    writable_directory(Path(args.out).parent, "the directory of --out")
     job = TuneJob(
         algorithm=args.algorithm,
         dataset=args.dataset,
