@@ -72,6 +72,7 @@ BAD_TRAIN_INPUT = {  # name -> (extra arguments, files to write, what the line m
     "unknown dataset": (["--dataset", "imagenet"], {}, "unknown dataset 'imagenet'; valid:"),
     "unknown architecture": (["--arch", "rnn:8"], {}, "unknown kind 'rnn'; valid kinds: cnn, mlp"),
     "malformed arch spec": (["--arch", "mlp:8,,8"], {}, "malformed architecture 'mlp:8,,8'"),
+    "arch wider than any tensor": (["--arch", "mlp:" + "9" * 20], {}, "widths from 1 to 2147483647"),
     "arch the algorithm cannot train": (["--algorithm", "ff", "--arch", "cnn:4"], {}, "runs on mlp"),
     "negative seed": (["--seed", "-1"], {}, "--seed must be >= 0"),
     "misspelt config key": (["--config", "c.yaml"], {"c.yaml": "early_stopping: {patiense: 3}\n"},

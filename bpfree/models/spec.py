@@ -19,6 +19,9 @@ class ArchSpec:
         return f"{self.kind}:{','.join(map(str, self.widths))}"
 
 
+MAX_WIDTH = 2**31 - 1  # torch cannot even size a layer past int64; nothing sane is this wide
+
+
 def parse_arch(text: str) -> ArchSpec:
     kind, sep, rest = text.strip().partition(":")
     if kind not in ARCHITECTURES:
@@ -30,10 +33,10 @@ def parse_arch(text: str) -> ArchSpec:
         widths = tuple(int(w) for w in rest.split(",")) if sep else ()
     except ValueError:
         widths = ()
-    if not widths or min(widths) < 1:
+    if not widths or min(widths) < 1 or max(widths) > MAX_WIDTH:
         raise BpfreeError(
-            f"malformed architecture {text!r}: expected {kind}:W1,W2,... with positive integer "
-            f"widths (e.g. mlp:1000,1000 or cnn:32,128,512)"
+            f"malformed architecture {text!r}: expected {kind}:W1,W2,... with integer widths "
+            f"from 1 to {MAX_WIDTH} (e.g. mlp:1000,1000 or cnn:32,128,512)"
         )
     return ArchSpec(kind, widths)
 
