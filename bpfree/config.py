@@ -29,57 +29,50 @@ def read_yaml(path: str | Path) -> Any:
         raise BpfreeError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
 
 
-def early_stopping_from_mapping(mapping: dict[str, Any] | None) -> EarlyStopping:
-    fields = {f.name: f.type for f in dataclasses.fields(EarlyStopping)}
+def _section(name: str, klass: type, kinds: dict[str, Any], mapping: Any) -> Any:
+    """``klass(**mapping)`` for the config section ``name``, after checking its keys and the
+    type of each value (``kinds``); a NaN or infinity is refused as YAML's .nan/.inf."""
+    fields = [f.name for f in dataclasses.fields(klass)]
     mapping = mapping or {}
     if not isinstance(mapping, dict):
-        raise BpfreeError(f"early_stopping must be a mapping of {', '.join(fields)}")
+        raise BpfreeError(f"{name} must be a mapping of {', '.join(fields)}")
     unknown = sorted(map(str, set(mapping) - set(fields)))  # YAML keys need not be strings
     if unknown:
-        raise BpfreeError(f"unknown early_stopping key(s) {', '.join(unknown)}; valid: {', '.join(fields)}")
-    kinds = {"patience": int, "max_epochs": int, "min_delta": (int, float), "restore_best": bool,
-             "monitor": str, "mode": str}
+        raise BpfreeError(f"unknown {name} key(s) {', '.join(unknown)}; valid: {', '.join(fields)}")
     for key, value in mapping.items():
         if isinstance(value, bool) != (kinds[key] is bool) or not isinstance(value, kinds[key]):
-            raise BpfreeError(f"early_stopping.{key} has the wrong type: {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):  # YAML .nan, .inf
-            raise BpfreeError(f"early_stopping.{key} must be a finite number, got {value!r}")
-    return EarlyStopping(**mapping)
+            raise BpfreeError(f"{name}.{key} has the wrong type: {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BpfreeError(f"{name}.{key} must be a finite number, got {value!r}")
+    return klass(**mapping)
+
+
+def _config_section(path: str | Path, name: str) -> Any:
+    config = read_yaml(path) or {}
+    if not isinstance(config, dict):
+        raise BpfreeError(f"{path} must hold a mapping")
+    return config.get(name)
+
+
+def early_stopping_from_mapping(mapping: dict[str, Any] | None) -> EarlyStopping:
+    kinds = {"patience": int, "max_epochs": int, "min_delta": (int, float), "restore_best": bool,
+             "monitor": str, "mode": str}
+    return _section("early_stopping", EarlyStopping, kinds, mapping)
 
 
 def early_stopping_from_config(path: str | Path | None) -> EarlyStopping:
-    if path is None:
-        return EarlyStopping()
-    config = read_yaml(path) or {}
-    if not isinstance(config, dict):
-        raise BpfreeError(f"{path} must hold a mapping")
-    return early_stopping_from_mapping(config.get("early_stopping"))
+    return EarlyStopping() if path is None else early_stopping_from_mapping(_config_section(path, "early_stopping"))
 
 
 def measurement_from_mapping(mapping: dict[str, Any] | None) -> MeasurementSettings:
-    fields = [f.name for f in dataclasses.fields(MeasurementSettings)]
-    mapping = mapping or {}
-    if not isinstance(mapping, dict):
-        raise BpfreeError(f"measurement must be a mapping of {', '.join(fields)}")
-    unknown = sorted(map(str, set(mapping) - set(fields)))
-    if unknown:
-        raise BpfreeError(f"unknown measurement key(s) {', '.join(unknown)}; valid: {', '.join(fields)}")
     number = (int, float)
     kinds = {"idle_seconds": number, "poll_interval_s": number, "country_iso_code": str,
              "codecarbon": bool, "cpu_tdp_w": (*number, type(None))}
-    for key, value in mapping.items():
-        if isinstance(value, bool) != (kinds[key] is bool) or not isinstance(value, kinds[key]):
-            raise BpfreeError(f"measurement.{key} has the wrong type: {value!r}")
-    return MeasurementSettings(**mapping)
+    return _section("measurement", MeasurementSettings, kinds, mapping)
 
 
 def measurement_from_config(path: str | Path | None) -> MeasurementSettings:
-    if path is None:
-        return MeasurementSettings()
-    config = read_yaml(path) or {}
-    if not isinstance(config, dict):
-        raise BpfreeError(f"{path} must hold a mapping")
-    return measurement_from_mapping(config.get("measurement"))
+    return MeasurementSettings() if path is None else measurement_from_mapping(_config_section(path, "measurement"))
 
 
 def read_params_file(path: str | Path, algorithm: str) -> dict[str, Any]:
