@@ -516,13 +516,24 @@ def _check_identity(
             )
 
 
+ASK_LOCK_GRACE_S = 30  # a lock file unchanged this long was left by a killed worker
+
+
+def ask_lock(storage: str | Path) -> optuna.storages.journal.BaseJournalFileLock:
+    """The workers' lock around count-and-ask: the file ``STORAGE.ask.lock``, made with
+    O_EXCL. Not Optuna's symlink lock: that one breaks a stale lock by the mtime of the link's
+    *target*, and this lock guards no file of its own, so a dangling link left by a worker
+    SIGKILLed while holding it was never broken and every later worker waited forever."""
+    return optuna.storages.journal.JournalFileOpenLock(f"{storage}.ask", grace_period=ASK_LOCK_GRACE_S)
+
+
 def _next_trial(
     study: optuna.Study, job: TuneJob, space: SearchSpace
 ) -> tuple[optuna.Trial | None, StudyCounts]:
     """Under a lock shared by all workers: fail stale trials, count, and ask for a new trial
     only while complete + running trials are fewer than N, so N is met exactly, not overshot."""
-    lock = optuna.storages.journal.JournalFileSymlinkLock(f"{job.storage}.ask")
-    lock.acquire()  # blocks; a lock left by a killed worker is broken after 30 s
+    lock = ask_lock(job.storage)
+    lock.acquire()  # blocks; a lock left by a killed worker is broken after ASK_LOCK_GRACE_S
     try:
         fail_stale_trials(study, job.settings.stale_after)
         counts = StudyCounts.of(study)

@@ -206,6 +206,31 @@ def test_parallel_workers_share_one_study_without_overshooting(tmp_path):
     assert not any(t.state == TrialState.RUNNING for t in trials)
 
 
+def test_an_ask_lock_left_by_a_worker_killed_while_holding_it_is_broken(tmp_path, monkeypatch):
+    """CI once hung here for 300 s: the worker was SIGKILLed between its ask and its
+    release, and the lock it left was never broken, so the resumed worker waited forever."""
+    import threading
+
+    from bpfree import tuning
+
+    storage = tmp_path / "study.journal"
+    holder = subprocess.run(
+        [sys.executable, "-c",
+         "import os, sys; from bpfree.tuning import ask_lock; "
+         "ask_lock(sys.argv[1]).acquire(); os.kill(os.getpid(), 9)", str(storage)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert holder.returncode == -9, holder.stderr
+    monkeypatch.setattr(tuning, "ASK_LOCK_GRACE_S", 3)
+    lock, got = tuning.ask_lock(storage), []
+    waiter = threading.Thread(target=lambda: got.append(lock.acquire()), daemon=True)
+    waiter.start()
+    waiter.join(timeout=30)
+    assert got == [True], "the killed worker's lock was not broken"
+    lock.release()
+    assert not list(tmp_path.glob("*.lock"))
+
+
 def test_a_sigkilled_tune_resumes_to_its_trial_count_with_nothing_left_running(tmp_path):
     import signal
     import time
