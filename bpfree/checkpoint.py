@@ -35,8 +35,16 @@ class Checkpoint:
         self.path = Path(path)
         self.identity = identity
         self.set_aside: Path | None = None  # where a corrupt or foreign checkpoint went, if one did
+        self._loaded: dict[str, Any] | None = None
+        self._was_loaded = False
 
     def load(self) -> dict[str, Any] | None:
+        """The state to resume from, or None; read once (later calls give the same)."""
+        if not self._was_loaded:
+            self._loaded, self._was_loaded = self._load(), True
+        return self._loaded
+
+    def _load(self) -> dict[str, Any] | None:
         if not self.path.exists():
             return None
         try:

@@ -28,6 +28,7 @@ from bpfree.measure import (
     MeasurementSettings,
     Meter,
     WindowResult,
+    combine_windows,
     hardware_metadata,
 )
 from bpfree.models import ArchSpec, parse_arch
@@ -147,8 +148,8 @@ class RunResult:
             "test_accuracy": self.test_accuracy,
             "best_val_accuracy": self.best_val_accuracy,
             "epochs": self.fit.epochs,
-            # killed and resumed from its checkpoint: time is summed over the pieces, but
-            # energy, CO2 and memory cover only the last piece (see energy_covers)
+            # killed and resumed from its checkpoint: time, energy and CO2 are summed over
+            # the pieces, peaks are their max (see energy_covers, pieces_measured)
             "resumed": self.fit.pieces > 1,
             "pieces": self.fit.pieces,
             "checkpoint_set_aside": self.checkpoint_set_aside and self.checkpoint_set_aside.name,
@@ -166,7 +167,18 @@ class RunResult:
         }
         if self.measurement is not None:
             metrics.update(self.measurement.metrics(self.fit.measurement))
-            metrics["energy_covers"] = "last piece" if self.fit.pieces > 1 else "whole fit"
+            metrics["energy_covers"] = "whole fit" if self.fit.pieces == 1 else (
+                f"sum of {self.fit.pieces} pieces, each up to its last checkpoint"
+                if len(self.fit.pieces_measured) == self.fit.pieces
+                else "last piece (the checkpoint held no measurement of the earlier ones)"
+            )
+            metrics["pieces_measured"] = list(self.fit.pieces_measured) or None
+            carbon_pieces = self.measurement.carbon.pieces
+            metrics["codecarbon_pieces"] = carbon_pieces
+            metrics["co2_covers"] = "whole fit" if self.fit.pieces == 1 else (
+                f"{carbon_pieces} of {self.fit.pieces} pieces, each up to its last 30 s flush"
+                + ("" if carbon_pieces == self.fit.pieces else " (a piece killed before its first flush has none)")
+            )
         return metrics
 
 
@@ -264,15 +276,31 @@ def measured_fit(
     checkpoint: Checkpoint | None = None,
 ) -> tuple[FitResult, float, RunMeasurement]:
     """Idle baseline, then ``fit`` (CodeCarbon around it), then test accuracy in its own
-    window: (fit result, test accuracy, what was measured). CodeCarbon's CSV goes to ``out``."""
+    window: (fit result, test accuracy, what was measured). CodeCarbon's CSV goes to ``out``.
+
+    A run resumed from ``checkpoint`` is summed over its pieces: each checkpoint keeps what
+    the fit window and CodeCarbon measured so far (the earlier pieces' and this one's), and
+    the fit window returned covers them all, each piece up to its last checkpoint (the work
+    of a killed epoch is lost, and measured again when it is redone)."""
+    resume = checkpoint.load() if checkpoint is not None else None
+    earlier = PiecesMeasured.from_checkpoint(resume)
+    warm_up()
     with Meter.for_device(algo.device, settings) as meter:
         # idle with the data and model resident: net energy is what the training added
         idle = meter.measure_idle(settings.idle_seconds)
-        carbon = _carbon_tracker(settings, out)
+        carbon = _carbon_tracker(settings, out, earlier.carbon_rows)
+
+        def so_far() -> dict[str, Any]:
+            return earlier.plus(meter.peek_window("fit"), carbon, str(algo.device)).to_dict()
+
         try:
-            result = fit(algo, data, policy, seed=seed, meter=meter, checkpoint=checkpoint)
+            result = fit(algo, data, policy, seed=seed, meter=meter, checkpoint=checkpoint, checkpoint_extra=so_far)
         finally:
             carbon_result = carbon.stop()
+        if result.measurement is not None and earlier.windows:
+            whole = earlier.plus(result.measurement, carbon, str(algo.device))
+            result.measurement = combine_windows(whole.windows, "fit")
+            result.pieces_measured = whole.summary
         test_window = None
         test_acc = float("nan")
         if result.status == "ok":
@@ -286,21 +314,69 @@ def measured_fit(
     return result, test_acc, measurement
 
 
+@dataclass(frozen=True)
+class PiecesMeasured:
+    """What the earlier pieces of a resumed run measured, as its checkpoint keeps it: each
+    piece's fit window up to its last checkpoint, CodeCarbon's rows, and a summary per piece
+    (host, device, time, energy and its source) for metrics.json."""
+
+    windows: tuple[WindowResult, ...] = ()
+    carbon_rows: tuple[dict[str, Any], ...] = ()
+    summary: tuple[dict[str, Any], ...] = ()
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any] | None) -> PiecesMeasured:
+        extra = (state or {}).get("extra") or {}
+        return cls(
+            tuple(WindowResult.from_dict(w) for w in extra.get("windows", ())),
+            tuple(extra.get("carbon_rows", ())),
+            tuple(extra.get("summary", ())),
+        )
+
+    def plus(self, window: WindowResult, carbon: CarbonTracker | _NoCarbon, device: str) -> PiecesMeasured:
+        """These pieces and the current one, measured up to now."""
+        energy = window.of("gpu" if device.startswith("cuda") else "cpu")
+        piece = {
+            "piece": len(self.windows) + 1, "host": platform.node(), "device": device,
+            "time_s": window.time_s, "energy_j": energy.joules, "energy_source": energy.source,
+        }
+        return PiecesMeasured(self.windows + (window,), tuple(carbon.rows_so_far()), self.summary + (piece,))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "windows": [w.to_dict() for w in self.windows],
+            "carbon_rows": list(self.carbon_rows),
+            "summary": list(self.summary),
+        }
+
+
+def warm_up() -> None:
+    """Pay torch's one-time lazy costs before anything is measured: the first optimiser
+    built imports torch._dynamo (1-2 s of CPU here), which on a small run was most of what
+    the fit window measured."""
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+
+
 class _NoCarbon:
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+    def __init__(self, reason: str, pieces: int = 1) -> None:
+        self.reason, self.pieces = reason, pieces
+
+    def rows_so_far(self) -> list[dict[str, Any]]:
+        return []
 
     def stop(self) -> CarbonResult:
-        return CarbonResult(error=self.reason)
+        return CarbonResult(error=self.reason, pieces=self.pieces)
 
 
-def _carbon_tracker(settings: MeasurementSettings, out: Path | None) -> CarbonTracker | _NoCarbon:
+def _carbon_tracker(
+    settings: MeasurementSettings, out: Path | None, earlier: tuple[dict[str, Any], ...] = ()
+) -> CarbonTracker | _NoCarbon:
     """Started here, outside every window: its start costs about a second."""
     if not settings.codecarbon:
         return _NoCarbon("off (measurement.codecarbon: false)")
     if out is None:
         return _NoCarbon("off (no run directory for its CSV)")
-    tracker = CarbonTracker(out, settings.country_iso_code)
+    tracker = CarbonTracker(out, settings.country_iso_code, earlier=earlier)
     tracker.start()
     return tracker
 

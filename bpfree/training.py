@@ -9,6 +9,7 @@ import copy
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -92,6 +93,7 @@ class FitResult:
     train_time_s: float
     measurement: WindowResult | None = None  # the meter's "fit" window, when there is a meter
     pieces: int = 1  # processes the fit ran in (more than 1: resumed from a checkpoint)
+    pieces_measured: tuple[dict[str, Any], ...] = ()  # per piece, when a resumed run was measured
 
     @property
     def epochs(self) -> int:
@@ -141,6 +143,7 @@ def fit(
     on_epoch_end=None,
     meter: Meter | None = None,
     checkpoint: Checkpoint | None = None,
+    checkpoint_extra: Callable[[], dict[str, Any]] | None = None,
 ) -> FitResult:
     """Train ``algo`` stage by stage. ``on_epoch_end(record)`` may add to ``record.extra``.
 
@@ -149,10 +152,12 @@ def fit(
     its record's ``extra`` before ``on_epoch_end`` sees it.
 
     ``checkpoint``: written after every epoch; if it holds a killed run's state, the fit
-    resumes from it and ends as the uninterrupted run would (same batches, same weights)."""
+    resumes from it and ends as the uninterrupted run would (same batches, same weights).
+    ``checkpoint_extra()``: more to keep in each checkpoint (what was measured so far); the
+    caller reads it back with ``checkpoint.load()["extra"]``."""
     batches = Batches(data.train, seed=seed, augment=data.info.augment)
     resume = checkpoint.load() if checkpoint is not None else None
-    run = _RunState(algo, batches, checkpoint, resume)
+    run = _RunState(algo, batches, checkpoint, resume, checkpoint_extra)
     if meter is not None:
         meter.begin_window("fit")
     status: Literal["ok", "diverged"] = "ok"
@@ -181,8 +186,8 @@ def fit(
 class _RunState:
     """What a fit carries from epoch to epoch, and what its checkpoint holds."""
 
-    def __init__(self, algo, batches: Batches, checkpoint: Checkpoint | None, resume: dict | None) -> None:
-        self.algo, self.batches, self.checkpoint = algo, batches, checkpoint
+    def __init__(self, algo, batches: Batches, checkpoint: Checkpoint | None, resume: dict | None, extra) -> None:
+        self.algo, self.batches, self.checkpoint, self.extra = algo, batches, checkpoint, extra
         self.history: list[EpochRecord] = []
         self.time_before = 0.0  # training time of the pieces before a kill
         self.pieces = 1
@@ -210,6 +215,7 @@ class _RunState:
                 "history": [asdict(r) for r in self.history],
                 "train_time_s": self.elapsed(),
                 "pieces": self.pieces,
+                "extra": self.extra() if self.extra is not None else None,
             },
             epoch=len(self.history),
         )

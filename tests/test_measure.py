@@ -20,7 +20,8 @@ import yaml
 
 from bpfree.config import measurement_from_config
 from bpfree.errors import BpfreeError
-from bpfree.measure import CarbonTracker, MeasurementSettings, Meter
+from bpfree.measure import CarbonTracker, EnergyResult, MeasurementSettings, Meter, WindowResult, combine_windows
+from bpfree.measure.carbon import FLUSH_S
 from bpfree.measure.energy import CpuTimeEstimate, PolledPower, RaplCounter
 from bpfree.measure.memory import PeakGauge
 from bpfree.measure.meter import Domain, gpu_domain
@@ -466,6 +467,82 @@ def test_codecarbon_is_stopped_exactly_once(tmp_path, monkeypatch):
     first, second = tracker.stop(), tracker.stop()
     assert stops == [1] and first is second
     assert first.co2_kg == 2e-7 and first.energy_j == pytest.approx(3.6)  # 1e-6 kWh
+
+
+# -- a run in pieces (killed and resumed) ----------------------------------------------------
+def test_peeking_a_window_leaves_it_open_and_agrees_with_its_end(fake_gpu):
+    meter, _, clock = fake_gpu()
+    meter.begin_window("fit")
+    run(meter, clock, 2.0)
+    so_far = meter.peek_window("fit")
+    run(meter, clock, 1.0)
+    whole = meter.end_window("fit")
+    assert so_far.of("gpu").joules == pytest.approx(board_energy(2.0), rel=1e-4)
+    assert whole.of("gpu").joules == pytest.approx(board_energy(3.0), rel=1e-4)
+    assert WindowResult.from_dict(json.loads(json.dumps(so_far.to_dict()))) == so_far
+
+
+def piece(time_s, joules_by_source, peak_mb, net=None):
+    source = next(s for s, j in joules_by_source.items() if j is not None)
+    energy = EnergyResult(joules_by_source[source], source, None, net, joules_by_source)
+    return WindowResult("fit", time_s, {"gpu": energy}, {"torch-allocated": peak_mb})
+
+
+def test_pieces_add_up_from_the_source_every_piece_measured():
+    first = piece(10.0, {"nvml-counter": 1000.0, "nvml-polling": 990.0}, 300.0, net=400.0)
+    second = piece(5.0, {"nvml-counter": 500.0, "nvml-polling": 505.0}, 500.0, net=200.0)
+    whole = combine_windows([first, second], "fit")
+    gpu = whole.of("gpu")
+    assert whole.time_s == 15.0 and whole.peaks_mb == {"torch-allocated": 500.0}
+    assert (gpu.joules, gpu.source, gpu.net_joules) == (1500.0, "nvml-counter", 600.0)
+    assert gpu.idle_power_w == pytest.approx(60.0) and gpu.by_source["nvml-polling"] == 1495.0
+
+
+def test_pieces_on_boards_with_other_sources_say_so_in_the_source():
+    # requeued on a node whose board has no energy counter: polling is the only common source
+    first = piece(10.0, {"nvml-counter": 1000.0, "nvml-polling": 990.0}, 300.0)
+    second = piece(5.0, {"nvml-polling": 505.0}, 200.0)
+    assert combine_windows([first, second], "fit").of("gpu").source == "nvml-polling"
+    # no common source at all: the pieces' own figures, and a source naming both
+    third = piece(5.0, {"estimate": 50.0}, 200.0)
+    gpu = combine_windows([first, third], "fit").of("gpu")
+    assert (gpu.joules, gpu.source) == (1050.0, "nvml-counter+estimate")
+
+
+def test_codecarbon_rows_of_earlier_pieces_are_added_and_written_once_each(tmp_path, monkeypatch):
+    import codecarbon
+
+    clock = FakeClock()
+
+    class Fake:
+        def __init__(self, **kwargs):
+            self.handler = kwargs["output_handlers"][0]
+            self.final_emissions_data = types.SimpleNamespace(energy_consumed=2e-6)
+
+        def start(self):
+            pass
+
+        def flush(self):
+            self.handler.out(types.SimpleNamespace(values={"emissions": 1e-7, "energy_consumed": 1e-6}), None)
+
+        def stop(self):
+            self.handler.out(types.SimpleNamespace(values={"emissions": 3e-7, "energy_consumed": 2e-6}), None)
+            return 3e-7
+
+    monkeypatch.setattr(codecarbon, "OfflineEmissionsTracker", Fake)
+    killed = CarbonTracker(tmp_path, "FRA", clock=clock)
+    killed.start()
+    assert killed.rows_so_far() == []  # nothing taken before FLUSH_S has passed
+    clock.advance(FLUSH_S)
+    kept = killed.rows_so_far()  # what the checkpoint keeps; then the process is killed
+    assert [r["emissions"] for r in kept] == [1e-7]
+    resumed = CarbonTracker(tmp_path, "FRA", earlier=kept, clock=clock)
+    resumed.start()
+    result = resumed.stop()
+    assert result.pieces == 2 and result.co2_kg == pytest.approx(4e-7)
+    assert result.energy_j == pytest.approx(3e-6 * 3.6e6)
+    with open(tmp_path / "emissions.csv", newline="") as fh:
+        assert [float(r["emissions"]) for r in csv.DictReader(fh)] == [1e-7, 3e-7]
 
 
 # -- settings --------------------------------------------------------------------------------

@@ -78,7 +78,15 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted,
     expected = json.loads((reference / "metrics.json").read_text())
     assert metrics["test_accuracy"] == expected["test_accuracy"]
     assert metrics["resumed"] is True and metrics["pieces"] == 2
-    assert metrics["energy_covers"] == "last piece"
+    # energy and time are summed over both pieces: about the uninterrupted run's, not a part
+    assert metrics["energy_covers"] == "sum of 2 pieces, each up to its last checkpoint"
+    assert [p["piece"] for p in metrics["pieces_measured"]] == [1, 2]
+    assert metrics["energy_source"] == expected["energy_source"] == "estimate"
+    pieces_j = sum(p["energy_j"] for p in metrics["pieces_measured"])
+    assert metrics["energy_j"] == pytest.approx(pieces_j)
+    assert sum(p["time_s"] for p in metrics["pieces_measured"]) <= metrics["train_time_s"]
+    epochs_j = sum(float(row["energy_j"]) for row in csv.DictReader(open(killed / "history.csv")))
+    assert epochs_j <= metrics["energy_j"] < epochs_j * 5  # every epoch's energy is in the sum
     assert not (killed / "checkpoint.pt").exists()  # removed once the run is complete
 
 

@@ -4,7 +4,14 @@ measured. ``Meter`` (windows over energy counters and memory gauges), ``CarbonTr
 
 from bpfree.measure.carbon import CarbonResult, CarbonTracker
 from bpfree.measure.hardware import hardware_metadata
-from bpfree.measure.meter import Domain, EnergyResult, MeasurementSettings, Meter, WindowResult
+from bpfree.measure.meter import (
+    Domain,
+    EnergyResult,
+    MeasurementSettings,
+    Meter,
+    WindowResult,
+    combine_windows,
+)
 
 __all__ = [
     "CarbonResult",
@@ -14,5 +21,6 @@ __all__ = [
     "MeasurementSettings",
     "Meter",
     "WindowResult",
+    "combine_windows",
     "hardware_metadata",
 ]

@@ -15,6 +15,7 @@ and falls back to the next counter, or to None."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -88,6 +89,70 @@ class WindowResult:
 
     def of(self, domain: str) -> EnergyResult:
         return self.energy.get(domain, EnergyResult())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (a checkpoint stores it); ``from_dict`` reads it back."""
+        return {
+            "name": self.name,
+            "time_s": self.time_s,
+            "energy": {d: dataclasses.asdict(e) for d, e in self.energy.items()},
+            "peaks_mb": dict(self.peaks_mb),
+            "problems": list(self.problems),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WindowResult:
+        return cls(
+            data["name"],
+            data["time_s"],
+            {d: EnergyResult(**e) for d, e in data["energy"].items()},
+            dict(data["peaks_mb"]),
+            tuple(data["problems"]),
+        )
+
+
+def combine_windows(pieces: list[WindowResult], name: str) -> WindowResult:
+    """One window over several pieces of the same work (a run killed and resumed, each piece
+    in its own process, maybe on another machine): times and energies add up, peaks are the
+    max. A domain's energy comes from the best source that *every* piece measured (sources
+    keep the meter's order of preference); where no source covers every piece, the pieces'
+    own figures are added and the source names them all, "nvml-counter+nvml-polling" say,
+    so that a sum with an estimate in it never reads as measured."""
+    if not pieces:
+        raise ValueError("no pieces to combine")
+    if len(pieces) == 1:
+        only = pieces[0]
+        return WindowResult(name, only.time_s, only.energy, only.peaks_mb, only.problems)
+    time_s = sum(p.time_s for p in pieces)
+    domains = list(dict.fromkeys(d for p in pieces for d in p.energy))
+    energy = {d: _combine_energy([p.of(d) for p in pieces], [p.time_s for p in pieces]) for d in domains}
+    peaks: dict[str, float | None] = {}
+    for piece in pieces:
+        for kind, mb in piece.peaks_mb.items():
+            seen = peaks.get(kind)
+            peaks[kind] = mb if seen is None else (seen if mb is None else max(seen, mb))
+    problems = tuple(f"piece {i}: {p}" for i, piece in enumerate(pieces, 1) for p in piece.problems)
+    return WindowResult(name, time_s, energy, peaks, problems)
+
+
+def _sum(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else sum(values)  # type: ignore[arg-type]
+
+
+def _combine_energy(results: list[EnergyResult], times: list[float]) -> EnergyResult:
+    sources = list(dict.fromkeys(s for r in results for s in r.by_source))
+    by_source = {s: _sum([r.by_source.get(s) for r in results]) for s in sources}
+    common = next((s for s, j in by_source.items() if j is not None), None)
+    if common is not None:
+        joules, source = by_source[common], common
+        net = _sum([r.net_joules if r.source == common else None for r in results])
+    else:
+        joules = _sum([r.joules for r in results])
+        source = "+".join(dict.fromkeys(r.source for r in results if r.source)) if joules is not None else None
+        net = _sum([r.net_joules for r in results]) if joules is not None else None
+    time_s = sum(times)
+    idle_w = (joules - net) / time_s if joules is not None and net is not None and time_s > 0 else None
+    return EnergyResult(joules, source, idle_w, net, by_source)
 
 
 @dataclass
@@ -254,6 +319,23 @@ class Meter:
         }
         peaks = {kind: (v / MB if v is not None else None) for kind, v in window.peaks.items()}
         return WindowResult(name, time_s, energy, peaks, tuple(window.problems))
+
+    def peek_window(self, name: str) -> WindowResult:
+        """What an open window holds so far, leaving it open (a checkpoint stores it, so that
+        a killed run's energy up to its last checkpoint is not lost)."""
+        if name not in self._open:
+            raise ValueError(f"measurement window {name!r} was never opened")
+        self.sync()
+        end = self.clock()
+        window = self._open[name]
+        problems = list(window.problems)
+        readings = self._read_counters(problems)
+        self._fold_peaks()
+        time_s = end - window.start
+        peek = _OpenWindow(window.start, window.readings, window.failures, window.peaks, problems)
+        energy = {domain.name: self._energy(domain, peek, readings, time_s) for domain in self.domains}
+        peaks = {kind: (v / MB if v is not None else None) for kind, v in window.peaks.items()}
+        return WindowResult(name, time_s, energy, peaks, tuple(problems))
 
     def discard_window(self, name: str) -> None:
         """Forget an open window (the work inside it failed); no-op when it is not open."""
