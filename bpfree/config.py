@@ -54,6 +54,20 @@ def _config_section(path: str | Path, name: str) -> Any:
     return config.get(name)
 
 
+def checkpoint_every_s_from_config(path: str | Path | None, default: float = 60.0) -> float:
+    """The top-level ``checkpoint_every_s`` (seconds between a run's checkpoints; 0: every epoch)."""
+    if path is None:
+        config = {}
+    else:
+        config = read_yaml(path) or {}
+        if not isinstance(config, dict):
+            raise BpfreeError(f"{path} must hold a mapping")
+    value = config.get("checkpoint_every_s", default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise BpfreeError(f"checkpoint_every_s must be a number >= 0 (seconds; 0: every epoch), got {value!r}")
+    return float(value)
+
+
 def early_stopping_from_mapping(mapping: dict[str, Any] | None) -> EarlyStopping:
     kinds = {"patience": int, "max_epochs": int, "min_delta": (int, float), "restore_best": bool,
              "monitor": str, "mode": str}

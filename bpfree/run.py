@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,12 @@ class RunConfig:
     data_root: str = "data"
     download: bool = False
     measurement: MeasurementSettings = field(default_factory=MeasurementSettings)
+    checkpoint_every_s: float = 60.0  # a checkpoint after an epoch once this has passed; 0: every epoch
+
+    def __post_init__(self) -> None:
+        every = self.checkpoint_every_s
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or not (math.isfinite(every) and every >= 0):
+            raise BpfreeError(f"checkpoint_every_s must be a number >= 0 (seconds; 0: every epoch), got {every!r}")
 
 
 @dataclass
@@ -154,6 +161,9 @@ class RunResult:
             "pieces": self.fit.pieces,
             "checkpoint_set_aside": self.checkpoint_set_aside and self.checkpoint_set_aside.name,
             "train_time_s": self.fit.train_time_s,
+            "checkpoints": self.fit.checkpoints,
+            "checkpoint_every_s": self.config.checkpoint_every_s,
+            "checkpoint_time_s": self.fit.checkpoint_time_s,  # included in train_time_s and energy_j
             "time_per_epoch_s": self.fit.train_time_s / max(self.fit.epochs, 1),
             "device": self.device,
             "params": self.params,
@@ -243,7 +253,7 @@ def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
         data = load_splits(cfg.dataset, root=cfg.data_root, seed=cfg.seed, device=device, download=cfg.download)
         result, test_acc, measurement = measured_fit(
             algo, data, cfg.early_stopping, seed=cfg.seed, settings=cfg.measurement, out=out,
-            checkpoint=checkpoint,
+            checkpoint=checkpoint, checkpoint_every_s=cfg.checkpoint_every_s,
         )
     except (torch.OutOfMemoryError, RuntimeError) as err:
         if not _is_out_of_memory(err):
@@ -251,7 +261,7 @@ def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
         raise BpfreeError(
             f"out of memory on {device} training {cfg.algorithm} {identity['arch']} with batch size "
             f"{identity['params'].get('batch_size', '?')} on {cfg.dataset}: lower batch_size (--params) "
-            "or use a smaller architecture; the last epoch's checkpoint is kept, so the same "
+            "or use a smaller architecture; the last checkpoint is kept, so the same "
             "command resumes"
         ) from None
     val_acc = algo.accuracy(data.val) if result.status == "ok" else float("nan")
@@ -274,6 +284,7 @@ def measured_fit(
     settings: MeasurementSettings,
     out: Path | None = None,
     checkpoint: Checkpoint | None = None,
+    checkpoint_every_s: float = 0.0,
 ) -> tuple[FitResult, float, RunMeasurement]:
     """Idle baseline, then ``fit`` (CodeCarbon around it), then test accuracy in its own
     window: (fit result, test accuracy, what was measured). CodeCarbon's CSV goes to ``out``.
@@ -294,7 +305,10 @@ def measured_fit(
             return earlier.plus(meter.peek_window("fit"), carbon, str(algo.device)).to_dict()
 
         try:
-            result = fit(algo, data, policy, seed=seed, meter=meter, checkpoint=checkpoint, checkpoint_extra=so_far)
+            result = fit(
+                algo, data, policy, seed=seed, meter=meter,
+                checkpoint=checkpoint, checkpoint_extra=so_far, checkpoint_every_s=checkpoint_every_s,
+            )
         finally:
             carbon_result = carbon.stop()
         if result.measurement is not None and earlier.windows:

@@ -166,3 +166,27 @@ def test_on_epoch_end_can_add_columns():
 def test_bad_policy_is_refused(bad):
     with pytest.raises(BpfreeError):
         EarlyStopping(**bad)
+
+
+@pytest.mark.parametrize(("every_s", "saved_after"), [(0.0, [1, 2, 3, 4, 5, 6]), (60.0, [3, 6]), (1e9, [])])
+def test_checkpoints_are_written_once_every_s_have_passed(tmp_path, monkeypatch, every_s, saved_after):
+    import types
+
+    from bpfree import training
+    from bpfree.checkpoint import Checkpoint
+
+    now = [0.0]
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    algo = Scripted({"train": losses(6, 5, 4, 3, 2, 1)}, [Stage("train")])
+    algo.train_epoch = lambda stage, batches, train=algo.train_epoch: (now.__setitem__(0, now[0] + 25), train(stage, batches))[1]
+    saved = []
+    checkpoint = Checkpoint(tmp_path / "checkpoint.pt")
+    monkeypatch.setattr(checkpoint, "save", lambda state, epoch: saved.append(epoch))
+    result = fit(algo, tiny_data(), EarlyStopping(max_epochs=6), seed=0, checkpoint=checkpoint, checkpoint_every_s=every_s)
+    assert result.epochs == 6 and saved == saved_after and result.checkpoints == len(saved_after)
+
+
+def test_a_negative_checkpoint_interval_is_refused():
+    with pytest.raises(BpfreeError, match="checkpoint_every_s must be >= 0"):
+        fit(Scripted({"train": losses(1)}, [Stage("train")]), tiny_data(), EarlyStopping(max_epochs=1), seed=0,
+            checkpoint_every_s=-1)

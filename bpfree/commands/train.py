@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measure-poll-s", type=float, help="override measurement.poll_interval_s")
     p.add_argument("--measure-country", help="override measurement.country_iso_code (e.g. USA, FRA)")
     p.add_argument("--measure-codecarbon", choices=["on", "off"], help="override measurement.codecarbon")
+    p.add_argument("--checkpoint-every-s", type=float,
+                   help="seconds between checkpoints, 0: every epoch (override checkpoint_every_s; default 60)")
     add_machine_arguments(p)
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
     p.add_argument("--out", required=True, help="output directory")
@@ -28,7 +30,12 @@ def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: every bpfree command would otherwise pay for torch
     import dataclasses
 
-    from bpfree.config import early_stopping_from_config, measurement_from_config, read_params_file
+    from bpfree.config import (
+        checkpoint_every_s_from_config,
+        early_stopping_from_config,
+        measurement_from_config,
+        read_params_file,
+    )
     from bpfree.errors import BpfreeError
     from bpfree.models import parse_arch
     from bpfree.registry import ALGORITHMS, DATASETS
@@ -65,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         download=args.download,
         measurement=measurement,
+        checkpoint_every_s=checkpoint_every_s_from_config(args.config)
+        if args.checkpoint_every_s is None else args.checkpoint_every_s,
     )
     done = completed_metrics(cfg, args.out)
     if done is not None:  # e.g. a requeued job that had finished: keep its measurements
