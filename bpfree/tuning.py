@@ -566,14 +566,21 @@ def fail_stale_trials(study: optuna.Study, stale_after: float) -> list[int]:
     """Mark FAIL the RUNNING trials whose worker is gone: on this host, a dead process; in a
     requeued SLURM job, the job's earlier run; on any host, no heartbeat (one per epoch) for
     ``stale_after`` seconds. The journal backend has no heartbeat of its own (only RDBStorage
-    has), hence this. Returns the trial numbers."""
+    has), hence this. Returns the trial numbers.
+
+    Called under the ask lock (``_next_trial``), inside which every trial is asked and given
+    its "worker" attribute: a RUNNING trial without one, seen under that lock, was asked by
+    a worker that died before it could name itself (CI caught a SIGKILL there, and the trial
+    then waited for a heartbeat that would never come)."""
     me, now, failed = _worker(), time.time(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker") or {}
         beat = trial.user_attrs.get("heartbeat")
         if beat is None:
             beat = trial.datetime_start.timestamp() if trial.datetime_start else now
-        if _gone(worker, me):
+        if not worker:
+            reason = "stale: its worker died between asking for it and naming itself"
+        elif _gone(worker, me):
             where = f"pid {worker.get('pid')} on {worker.get('host')}"
             if worker.get("slurm_job"):
                 where += f", SLURM job {worker['slurm_job']} run {worker.get('slurm_restart')}"

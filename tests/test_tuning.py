@@ -130,6 +130,20 @@ def test_a_dead_workers_running_trial_is_failed_and_replaced(tmp_path):
     assert trials[0].user_attrs["reason"].startswith("stale: its worker")
 
 
+def test_a_trial_whose_worker_died_before_naming_itself_is_failed_not_waited_for(tmp_path):
+    # SIGKILLed between study.ask and set_user_attr("worker"): before this was handled, the
+    # resumed worker waited for its heartbeat for stale_after (30 min); CI timed out on it.
+    # (stale_after 2 s: the old code then failed it by its heartbeat, with another reason)
+    job = make_job(tmp_path, 1, stale_after=2)
+    study = open_study(job.storage, "bp-digits-mlp:32", job.settings)
+    study.ask(search_space("bp").distributions)  # and nothing more: the asker is gone
+    tune(job, progress=False)
+
+    trials = stored_trials(job.storage)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "died between asking for it and naming itself" in trials[0].user_attrs["reason"]
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
