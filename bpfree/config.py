@@ -68,6 +68,19 @@ def checkpoint_every_s_from_config(path: str | Path | None, default: float = 60.
     return float(value)
 
 
+def precision_from_config(path: str | Path | None) -> str:
+    """The top-level ``precision`` (fp32, tf32 or bf16; default fp32, the paper's)."""
+    from bpfree.precision import PRECISIONS
+
+    config = {} if path is None else (read_yaml(path) or {})
+    if not isinstance(config, dict):
+        raise BpfreeError(f"{path} must hold a mapping")
+    value = config.get("precision", "fp32")
+    if value not in PRECISIONS:
+        raise BpfreeError(f"unknown precision {value!r}; valid: {', '.join(PRECISIONS)}")
+    return value
+
+
 def early_stopping_from_mapping(mapping: dict[str, Any] | None) -> EarlyStopping:
     kinds = {"patience": int, "max_epochs": int, "min_delta": (int, float), "restore_best": bool,
              "monitor": str, "mode": str}

@@ -33,6 +33,7 @@ from bpfree.measure import (
     hardware_metadata,
 )
 from bpfree.models import ArchSpec, parse_arch
+from bpfree.precision import PRECISIONS, precision_context
 from bpfree.registry import ALGORITHMS, DATASETS
 from bpfree.training import EarlyStopping, FitResult, fit, resolve_device, seed_everything
 
@@ -52,11 +53,14 @@ class RunConfig:
     download: bool = False
     measurement: MeasurementSettings = field(default_factory=MeasurementSettings)
     checkpoint_every_s: float = 60.0  # a checkpoint after an epoch once this has passed; 0: every epoch
+    precision: str = "fp32"  # fp32 (the paper's), tf32 (CUDA only) or bf16 autocast: bpfree.precision
 
     def __post_init__(self) -> None:
         every = self.checkpoint_every_s
         if isinstance(every, bool) or not isinstance(every, (int, float)) or not (math.isfinite(every) and every >= 0):
             raise BpfreeError(f"checkpoint_every_s must be a number >= 0 (seconds; 0: every epoch), got {every!r}")
+        if self.precision not in PRECISIONS:
+            raise BpfreeError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -168,6 +172,7 @@ class RunResult:
             "device": self.device,
             "params": self.params,
             "early_stopping": dataclasses.asdict(self.config.early_stopping),
+            "precision": self.config.precision,
             "bpfree_version": __version__,
             "torch_version": torch.__version__,
             "torch_threads": torch.get_num_threads(),
@@ -206,7 +211,7 @@ def check_output_dir(out: str | Path) -> Path:
 
 
 CHECKPOINT = "checkpoint.pt"
-IDENTITY_KEYS = ("algorithm", "arch", "dataset", "seed", "params", "early_stopping")
+IDENTITY_KEYS = ("algorithm", "arch", "dataset", "seed", "params", "early_stopping", "precision")
 
 
 def run_identity(cfg: RunConfig) -> dict[str, Any]:
@@ -216,7 +221,8 @@ def run_identity(cfg: RunConfig) -> dict[str, Any]:
     arch = cfg.arch or parse_arch(klass.default_arch)
     params = dataclasses.asdict(params_from_mapping(cfg.algorithm, cfg.params))
     identity = {"algorithm": cfg.algorithm, "arch": str(arch), "dataset": cfg.dataset, "seed": cfg.seed,
-                "params": params, "early_stopping": dataclasses.asdict(cfg.early_stopping)}
+                "params": params, "early_stopping": dataclasses.asdict(cfg.early_stopping),
+                "precision": cfg.precision}
     return json.loads(json.dumps(identity))  # as it reads back from metrics.json
 
 
@@ -241,6 +247,8 @@ def _is_out_of_memory(err: BaseException) -> bool:
 
 def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
     device = resolve_device(cfg.device)
+    if cfg.precision == "tf32" and device.type != "cuda":
+        raise BpfreeError("precision tf32 needs a CUDA device; use fp32 or bf16 on the CPU")
     if out is not None:
         out = check_output_dir(out)
     seed_everything(cfg.seed)
@@ -251,10 +259,11 @@ def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
         info = DATASETS.get(cfg.dataset).info
         algo = build_algorithm(cfg.algorithm, cfg.arch, info, cfg.params, device=device, seed=cfg.seed)
         data = load_splits(cfg.dataset, root=cfg.data_root, seed=cfg.seed, device=device, download=cfg.download)
-        result, test_acc, measurement = measured_fit(
-            algo, data, cfg.early_stopping, seed=cfg.seed, settings=cfg.measurement, out=out,
-            checkpoint=checkpoint, checkpoint_every_s=cfg.checkpoint_every_s,
-        )
+        with precision_context(cfg.precision, device):  # training, validation and test alike
+            result, test_acc, measurement = measured_fit(
+                algo, data, cfg.early_stopping, seed=cfg.seed, settings=cfg.measurement, out=out,
+                checkpoint=checkpoint, checkpoint_every_s=cfg.checkpoint_every_s,
+            )
     except (torch.OutOfMemoryError, RuntimeError) as err:
         if not _is_out_of_memory(err):
             raise
@@ -264,7 +273,8 @@ def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
             "or use a smaller architecture; the last checkpoint is kept, so the same "
             "command resumes"
         ) from None
-    val_acc = algo.accuracy(data.val) if result.status == "ok" else float("nan")
+    with precision_context(cfg.precision, device):
+        val_acc = algo.accuracy(data.val) if result.status == "ok" else float("nan")
     run = RunResult(
         cfg, result, test_acc, val_acc, algo.arch, dataclasses.asdict(algo.params), str(device), measurement,
         checkpoint.set_aside if checkpoint is not None else None,

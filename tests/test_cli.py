@@ -85,6 +85,8 @@ def params_file(tmp_path):
         ({"arch": "cnn:4,4,4,4"}, ["4 blocks", "8x8"]),
         ({"max_epochs": "0"}, ["max_epochs >= 1"]),
         ({"device": "tpu"}, ["unknown device", "cpu"]),
+        ({"device": "cpu", "precision": "tf32"}, ["tf32 needs a CUDA device"]),
+        ({"checkpoint_every_s": "-5"}, ["checkpoint_every_s must be a number >= 0"]),
     ],
 )
 def test_bad_arguments_give_one_line(tmp_path, capsys, overrides, expected):
@@ -127,6 +129,33 @@ def test_config_with_unknown_early_stopping_key(tmp_path, capsys, params_file):
     assert main(train_args(tmp_path, config=path)) != 0
     line = one_error_line(capsys)
     assert "patients" in line and "patience" in line
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("precision: fp16\n", "unknown precision 'fp16'; valid: fp32, tf32, bf16"),
+    ("checkpoint_every_s: soon\n", "checkpoint_every_s must be a number >= 0"),
+])
+def test_config_with_a_bad_top_level_value(tmp_path, capsys, params_file, text, message):
+    assert main(train_args(tmp_path, config=params_file(text))) != 0
+    assert message in one_error_line(capsys)
+
+
+def test_bf16_training_learns_and_is_recorded_as_part_of_the_run(tmp_path, capsys):
+    args = train_args(tmp_path, "--arch", "mlp:64", "--max-epochs", "8", "--device", "cpu", "--threads", "1",
+                      "--measure-idle-s", "0", "--measure-codecarbon", "off", precision="bf16")
+    assert main(args) == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["precision"] == "bf16" and metrics["test_accuracy"] > 0.85
+    with open(tmp_path / "out" / "history.csv") as fh:
+        bf16_first = next(csv.DictReader(fh))["train_loss"]
+    # an fp32 run of the same configuration is another run: not "already trained"
+    assert main(train_args(tmp_path, "--arch", "mlp:64", "--max-epochs", "1", "--device", "cpu",
+                           "--measure-idle-s", "0", "--measure-codecarbon", "off")) == 0
+    assert "already trained" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["precision"] == "fp32"
+    with open(tmp_path / "out" / "history.csv") as fh:
+        fp32_first = next(csv.DictReader(fh))["train_loss"]
+    assert float(fp32_first) != float(bf16_first)  # same seed and batches: only the precision differs
 
 
 def test_unwritable_out(tmp_path, capsys):

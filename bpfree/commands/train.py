@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measure-poll-s", type=float, help="override measurement.poll_interval_s")
     p.add_argument("--measure-country", help="override measurement.country_iso_code (e.g. USA, FRA)")
     p.add_argument("--measure-codecarbon", choices=["on", "off"], help="override measurement.codecarbon")
+    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
+                   help="matmul precision: fp32 (the paper's; default), tf32 (CUDA), bf16 autocast (override precision)")
     p.add_argument("--checkpoint-every-s", type=float,
                    help="seconds between checkpoints, 0: every epoch (override checkpoint_every_s; default 60)")
     add_machine_arguments(p)
@@ -32,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bpfree.config import (
         checkpoint_every_s_from_config,
+        precision_from_config,
         early_stopping_from_config,
         measurement_from_config,
         read_params_file,
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         measurement=measurement,
         checkpoint_every_s=checkpoint_every_s_from_config(args.config)
         if args.checkpoint_every_s is None else args.checkpoint_every_s,
+        precision=precision_from_config(args.config) if args.precision is None else args.precision,
     )
     done = completed_metrics(cfg, args.out)
     if done is not None:  # e.g. a requeued job that had finished: keep its measurements
