@@ -383,6 +383,13 @@ def _num(value, digits: int = 2, scale: float = 1.0, sign: bool = False) -> str:
     return f"{value * scale:{'+' if sign else ''}.{digits}f}"
 
 
+def _sig(value, digits: int = 4, scale: float = 1.0) -> str:
+    """``digits`` significant digits: 96.59, 0.3874, 1.366e-07."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return _num(value)
+    return f"{value * scale:.{digits}g}"
+
+
 def _estimate(row: dict, column: str, digits: int = 2, scale: float = 1.0) -> str:
     """``mean ± sd [ci_low, ci_high]`` of one metric of a methods row."""
     mean = row.get(f"{column}_mean")
@@ -453,7 +460,8 @@ def deltas_display(deltas: pl.DataFrame) -> pl.DataFrame:
             "algorithm": r["algorithm"], "arch": r["arch"], "dataset": r["dataset"],
             "metric": metric_title(metric, r["source"]),
             "pairs": str(r["pairs"]),
-            "method": _num(r["method_mean"], 3, scale), "bp": _num(r["bp_mean"], 3, scale),
+            # significant digits: one table holds accuracies and CO2 masses of 1e-7 kg
+            "method": _sig(r["method_mean"], 4, scale), "bp": _sig(r["bp_mean"], 4, scale),
             "change vs bp": change, "paired t-test p": _num(r["p_value"], 3), "note": r["note"],
         })
     return pl.DataFrame(rows)

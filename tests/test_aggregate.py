@@ -170,3 +170,12 @@ def test_tables_from_run_files(tmp_path):
     assert "1 diverged" in (tmp_path / "tables" / "methods.md").read_text()
     tex = (tmp_path / "tables" / "methods.tex").read_text()
     assert r"\toprule" in tex and r"test accuracy (\%)" in tex
+
+
+def test_deltas_table_shows_tiny_co2_masses_not_zeros():
+    from bpfree.aggregate import deltas_display
+
+    rows = [run("bp", s, 0.9, 1.0) | {"co2_kg": 1.4e-7 + s * 1e-9} for s in (1, 2)]
+    rows += [run("mf", s, 0.9, 1.0) | {"co2_kg": 0.9e-7 + s * 1e-9} for s in (1, 2)]
+    shown = deltas_display(bp_deltas(frame(rows))).filter(pl.col("metric").str.starts_with("CO2"))
+    assert shown["method"].to_list() == ["9.15e-08"] and shown["bp"].to_list() == ["1.415e-07"]
