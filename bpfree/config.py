@@ -48,21 +48,22 @@ def _section(name: str, klass: type, kinds: dict[str, Any], mapping: Any) -> Any
 
 
 def _config_section(path: str | Path, name: str) -> Any:
+    return _top_level(path, name, None)
+
+
+def _top_level(path: str | Path | None, key: str, default: Any) -> Any:
+    """A top-level key of the workflow config at ``path`` (``default`` without one)."""
+    if path is None:
+        return default
     config = read_yaml(path) or {}
     if not isinstance(config, dict):
         raise BpfreeError(f"{path} must hold a mapping")
-    return config.get(name)
+    return config.get(key, default)
 
 
 def checkpoint_every_s_from_config(path: str | Path | None, default: float = 60.0) -> float:
     """The top-level ``checkpoint_every_s`` (seconds between a run's checkpoints; 0: every epoch)."""
-    if path is None:
-        config = {}
-    else:
-        config = read_yaml(path) or {}
-        if not isinstance(config, dict):
-            raise BpfreeError(f"{path} must hold a mapping")
-    value = config.get("checkpoint_every_s", default)
+    value = _top_level(path, "checkpoint_every_s", default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
         raise BpfreeError(f"checkpoint_every_s must be a number >= 0 (seconds; 0: every epoch), got {value!r}")
     return float(value)
@@ -72,10 +73,7 @@ def precision_from_config(path: str | Path | None) -> str:
     """The top-level ``precision`` (fp32, tf32 or bf16; default fp32, the paper's)."""
     from bpfree.precision import PRECISIONS
 
-    config = {} if path is None else (read_yaml(path) or {})
-    if not isinstance(config, dict):
-        raise BpfreeError(f"{path} must hold a mapping")
-    value = config.get("precision", "fp32")
+    value = _top_level(path, "precision", "fp32")
     if value not in PRECISIONS:
         raise BpfreeError(f"unknown precision {value!r}; valid: {', '.join(PRECISIONS)}")
     return value

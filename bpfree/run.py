@@ -305,7 +305,7 @@ def measured_fit(
     of a killed epoch is lost, and measured again when it is redone)."""
     resume = checkpoint.load() if checkpoint is not None else None
     earlier = PiecesMeasured.from_checkpoint(resume)
-    warm_up()
+    warm_up(algo.device)
     with Meter.for_device(algo.device, settings) as meter:
         # idle with the data and model resident: net energy is what the training added
         idle = meter.measure_idle(settings.idle_seconds)
@@ -374,11 +374,14 @@ class PiecesMeasured:
         }
 
 
-def warm_up() -> None:
+def warm_up(device: torch.device) -> None:
     """Pay torch's one-time lazy costs before anything is measured: the first optimiser
     built imports torch._dynamo (1-2 s of CPU here), which on a small run was most of what
-    the fit window measured."""
+    the fit window measured; on a GPU, the first matmul creates the cuBLAS handle."""
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+    if device.type == "cuda":
+        ones = torch.ones(8, 8, device=device)
+        (ones @ ones).sum().item()
 
 
 class _NoCarbon:
