@@ -22,7 +22,8 @@ from bpfree.io import write_bytes_atomic
 
 FORMAT = 1
 # test-only hook: SIGKILL this process right after the checkpoint of epoch N is written, or
-# (with "write:N") in the middle of writing it, to test that a killed run resumes exactly
+# (with "write:N") in the middle of writing it, or (with "mid:N") half-way through the N-th
+# pass over the training data, to test that a killed run resumes exactly
 KILL_HOOK = "BPFREE_TEST_KILL_AT_EPOCH"
 
 
@@ -81,6 +82,25 @@ class Checkpoint:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def arm_mid_pass_kill(batches) -> None:
+    """Test-only (``KILL_HOOK`` "mid:N"): SIGKILL this process half-way through the N-th pass
+    over ``batches`` (a Batches), i.e. in the middle of an epoch's training."""
+    hook = os.environ.get(KILL_HOOK, "")
+    if not hook.startswith("mid:"):
+        return
+    target, passes, epoch = int(hook[4:]), [0], batches.epoch
+
+    def killing_epoch(batch_size: int, **kwargs):
+        passes[0] += 1
+        half = -(-len(batches) // batch_size) // 2
+        for i, item in enumerate(epoch(batch_size, **kwargs)):
+            if passes[0] == target and i == half:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield item
+
+    batches.epoch = killing_epoch
 
 
 def rng_state() -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bpfree.algorithms.base import Algorithm, Stage
-from bpfree.checkpoint import Checkpoint, rng_state, set_rng_state
+from bpfree.checkpoint import Checkpoint, arm_mid_pass_kill, rng_state, set_rng_state
 from bpfree.data import Batches, DataSplits
 from bpfree.errors import BpfreeError
 
@@ -160,6 +160,7 @@ def fit(
     ``checkpoint_extra()``: more to keep in each checkpoint (what was measured so far); the
     caller reads it back with ``checkpoint.load()["extra"]``."""
     batches = Batches(data.train, seed=seed, augment=data.info.augment)
+    arm_mid_pass_kill(batches)  # a no-op outside the tests
     resume = checkpoint.load() if checkpoint is not None else None
     run = _RunState(algo, batches, checkpoint, resume, checkpoint_extra, checkpoint_every_s)
     if meter is not None:
