@@ -230,3 +230,12 @@ def test_tiny_workflow_runs_inside_the_container(tmp_path, stand_in_apptainer):
                      cwd=tmp_path, env=env)
     assert rest.returncode == 0, rest.stderr[-2000:]
     assert set(job_counts(rest.stdout)) == {f"fig_{n}" for n in FIGURE_NAMES} - {"fig_accuracy"} | {"all"}
+
+
+def test_the_workflow_is_formatted_and_lints_clean():
+    """Conventions of the Snakemake catalog: snakefmt's layout and `snakemake --lint`."""
+    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stderr + fmt.stdout
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr

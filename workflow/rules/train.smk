@@ -19,7 +19,15 @@ rule train:
         device=config["device"],
         data_root=DATA_ROOT,
         # not on the command line: a changed section reruns the runs
-        sections={k: config.get(k) for k in ("early_stopping", "measurement", "checkpoint_every_s", "precision")},
+        sections={
+            k: config.get(k)
+            for k in (
+                "early_stopping",
+                "measurement",
+                "checkpoint_every_s",
+                "precision",
+            )
+        },
     shell:
         "bpfree train --algorithm {wildcards.algorithm} --dataset {wildcards.dataset} "
         "--seed {wildcards.seed} --arch {params.arch} {params.tuned} "
