@@ -390,16 +390,21 @@ def _sig(value, digits: int = 4, scale: float = 1.0) -> str:
     return f"{value * scale:.{digits}g}"
 
 
-def _estimate(row: dict, column: str, digits: int = 2, scale: float = 1.0) -> str:
-    """``mean ± sd [ci_low, ci_high]`` of one metric of a methods row."""
+def _estimate(row: dict, column: str, digits: int | None = 2, scale: float = 1.0) -> str:
+    """``mean ± sd [ci_low, ci_high]`` of one metric of a methods row; ``digits`` None: three
+    significant digits (CO2 spans 1e-4 g on digits to kilograms on the paper's grid)."""
     mean = row.get(f"{column}_mean")
     if mean is None:
         return "–"
-    text = _num(mean, digits, scale)
+
+    def show(value):
+        return _sig(value, 3, scale) if digits is None else _num(value, digits, scale)
+
+    text = show(mean)
     sd = row.get(f"{column}_sd")
     if sd is not None and math.isfinite(sd):
         low, high = row[f"{column}_ci_low"], row[f"{column}_ci_high"]
-        text += f" ± {_num(sd, digits, scale)} [{_num(low, digits, scale)}, {_num(high, digits, scale)}]"
+        text += f" ± {show(sd)} [{show(low)}, {show(high)}]"
     return text
 
 
@@ -425,7 +430,7 @@ def summary_display(runs: pl.DataFrame) -> pl.DataFrame:
 def methods_display(methods: pl.DataFrame) -> pl.DataFrame:
     shown = [("test_accuracy", "test accuracy (%)", 2, 100), ("train_time_s", "time (s)", 1, 1),
              ("epochs", "epochs", 1, 1), ("min_val_loss", "min. val. loss", 4, 1),
-             ("energy_j", "energy (J)", 1, 1), ("co2_kg", "CO2 (g)", 3, 1000),
+             ("energy_j", "energy (J)", 1, 1), ("co2_kg", "CO2 (g)", None, 1000),
              ("peak_memory_mb", "peak memory (MB)", 0, 1)]
     rows = []
     for r in methods.iter_rows(named=True):

@@ -179,3 +179,11 @@ def test_deltas_table_shows_tiny_co2_masses_not_zeros():
     rows += [run("mf", s, 0.9, 1.0) | {"co2_kg": 0.9e-7 + s * 1e-9} for s in (1, 2)]
     shown = deltas_display(bp_deltas(frame(rows))).filter(pl.col("metric").str.starts_with("CO2"))
     assert shown["method"].to_list() == ["9.15e-08"] and shown["bp"].to_list() == ["1.415e-07"]
+
+
+def test_methods_table_shows_co2_in_significant_digits():
+    from bpfree.aggregate import methods_display
+
+    rows = [run("mf", s, 0.9, 1.0) | {"co2_kg": c} for s, c in ((1, 1.0e-6), (2, 1.2e-6), (3, 1.1e-6))]
+    shown = methods_display(method_stats(frame(rows)))["CO2 (g)"].to_list()
+    assert shown[0].startswith("0.0011 ± 0.0001 [")  # grams: not "0.001 ± 0.000"
