@@ -109,7 +109,8 @@ def search_space(algorithm: str, overrides: Mapping[str, Any] | None = None) -> 
     own = overrides.get(algorithm) or {}
     if not isinstance(own, Mapping):
         raise BpfreeError(f"tuning.search_spaces.{algorithm} must map parameter names to entries")
-    entries = {**(defaults.get(algorithm) or {}), **own}
+    # a plugin's algorithm may bring its own space (a class attribute ``search_space``)
+    entries = {**(defaults.get(algorithm) or getattr(klass, "search_space", None) or {}), **own}
     if not entries:
         raise BpfreeError(
             f"no search space for algorithm {algorithm!r}; give one under "

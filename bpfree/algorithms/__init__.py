@@ -7,9 +7,12 @@ from bpfree.algorithms.base import (
     build_algorithm,
     params_from_mapping,
 )
-from bpfree.algorithms import bp  # noqa: F401  (registers "bp")
-from bpfree.algorithms import cafo  # noqa: F401  (registers "cafo-rand", "cafo-dfa")
-from bpfree.algorithms import ff  # noqa: F401  (registers "ff")
-from bpfree.algorithms import mf  # noqa: F401  (registers "mf")
+import importlib as _importlib
+import pkgutil as _pkgutil
+
+# every module of this package, so that a new algorithm is one new file: bp ("bp"), cafo
+# ("cafo-rand", "cafo-dfa"), ff ("ff"), mf ("mf"), and helpers that register nothing
+for _module in sorted(m.name for m in _pkgutil.iter_modules(__path__)):
+    _importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["Algorithm", "Evaluation", "Stage", "build_algorithm", "params_from_mapping"]

@@ -1,0 +1,73 @@
+"""A new algorithm or dataset from another package, through the ``bpfree.plugins`` entry
+points, without an edit to bpfree: listed, trained, tuned; a broken plugin is one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+PLUGIN = '''
+"""A toy plugin: BP under another name with its own search space, and digits again."""
+from bpfree.algorithms.bp import Backprop
+from bpfree.registry import ALGORITHMS, DATASETS
+
+
+@ALGORITHMS.register("toy-bp")
+class ToyBackprop(Backprop):
+    name = "toy-bp"
+    search_space = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
+
+
+DATASETS.register("toy-digits")(DATASETS.get("digits"))
+'''
+
+
+def install_fake_plugin(site: Path, module: str, body: str) -> None:
+    """What ``pip install`` of a package declaring the entry point leaves on sys.path."""
+    (site / f"{module}.py").write_text(body)
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[bpfree.plugins]\n{module} = {module}\n")
+
+
+def bpfree(site: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "bpfree", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_plugin_algorithm_and_dataset_are_listed_trained_and_tuned(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    install_fake_plugin(site, "toy_plugin", textwrap.dedent(PLUGIN))
+    listed = bpfree(site, "algorithms")
+    assert listed.returncode == 0 and "toy-bp" in listed.stdout, listed.stderr
+    assert "toy-digits" in bpfree(site, "datasets").stdout
+
+    common = ["--algorithm", "toy-bp", "--dataset", "toy-digits", "--arch", "mlp:16", "--device", "cpu",
+              "--threads", "1"]
+    tuned = bpfree(site, "tune", *common, "--n-trials", "2", "--max-epochs", "2",
+                   "--storage", str(tmp_path / "s.journal"), "--out", str(tmp_path / "best.yaml"))
+    assert tuned.returncode == 0, tuned.stderr
+    assert "lr" in (tmp_path / "best.yaml").read_text()  # from the plugin's own search space
+    trained = bpfree(site, "train", *common, "--seed", "1", "--max-epochs", "3", "--params",
+                     str(tmp_path / "best.yaml"), "--measure-idle-s", "0", "--measure-codecarbon", "off",
+                     "--out", str(tmp_path / "run"))
+    assert trained.returncode == 0, trained.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["algorithm"] == "toy-bp" and metrics["test_accuracy"] > 0.5
+
+
+def test_a_broken_plugin_is_one_line_naming_it(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    install_fake_plugin(site, "broken_plugin", "import a_module_that_is_not_there\n")
+    done = bpfree(site, "algorithms")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bpfree plugin 'broken_plugin'" in lines[0] and "ModuleNotFoundError" in lines[0]
