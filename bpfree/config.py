@@ -14,7 +14,8 @@ import yaml
 
 from bpfree.errors import BpfreeError
 from bpfree.measure import MeasurementSettings
-from bpfree.training import EarlyStopping
+from bpfree.precision import check_precision
+from bpfree.training import EarlyStopping, check_checkpoint_every_s
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -63,20 +64,12 @@ def _top_level(path: str | Path | None, key: str, default: Any) -> Any:
 
 def checkpoint_every_s_from_config(path: str | Path | None, default: float = 60.0) -> float:
     """The top-level ``checkpoint_every_s`` (seconds between a run's checkpoints; 0: every epoch)."""
-    value = _top_level(path, "checkpoint_every_s", default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-        raise BpfreeError(f"checkpoint_every_s must be a number >= 0 (seconds; 0: every epoch), got {value!r}")
-    return float(value)
+    return check_checkpoint_every_s(_top_level(path, "checkpoint_every_s", default))
 
 
 def precision_from_config(path: str | Path | None) -> str:
     """The top-level ``precision`` (fp32, tf32 or bf16; default fp32, the paper's)."""
-    from bpfree.precision import PRECISIONS
-
-    value = _top_level(path, "precision", "fp32")
-    if value not in PRECISIONS:
-        raise BpfreeError(f"unknown precision {value!r}; valid: {', '.join(PRECISIONS)}")
-    return value
+    return check_precision(_top_level(path, "precision", "fp32"))
 
 
 def early_stopping_from_mapping(mapping: dict[str, Any] | None) -> EarlyStopping:

@@ -14,15 +14,21 @@ from bpfree.errors import BpfreeError
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
-@contextlib.contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+def check_precision(precision: object, device: torch.device | None = None) -> str:
+    """``precision`` if it is one of PRECISIONS (and runs on ``device``, when given)."""
     if precision not in PRECISIONS:
         raise BpfreeError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "tf32" and device is not None and device.type != "cuda":
+        raise BpfreeError("precision tf32 needs a CUDA device; use fp32 or bf16 on the CPU")
+    return precision  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    check_precision(precision, device)
     if precision == "fp32":
         yield
     elif precision == "tf32":
-        if device.type != "cuda":
-            raise BpfreeError("precision tf32 needs a CUDA device; use fp32 or bf16 on the CPU")
         saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -33,9 +32,16 @@ from bpfree.measure import (
     hardware_metadata,
 )
 from bpfree.models import ArchSpec, parse_arch
-from bpfree.precision import PRECISIONS, precision_context
+from bpfree.precision import check_precision, precision_context
 from bpfree.registry import ALGORITHMS, DATASETS
-from bpfree.training import EarlyStopping, FitResult, fit, resolve_device, seed_everything
+from bpfree.training import (
+    EarlyStopping,
+    FitResult,
+    check_checkpoint_every_s,
+    fit,
+    resolve_device,
+    seed_everything,
+)
 
 HISTORY_COLUMNS = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy", "epoch_time_s"]
 
@@ -56,11 +62,8 @@ class RunConfig:
     precision: str = "fp32"  # fp32 (the paper's), tf32 (CUDA only) or bf16 autocast: bpfree.precision
 
     def __post_init__(self) -> None:
-        every = self.checkpoint_every_s
-        if isinstance(every, bool) or not isinstance(every, (int, float)) or not (math.isfinite(every) and every >= 0):
-            raise BpfreeError(f"checkpoint_every_s must be a number >= 0 (seconds; 0: every epoch), got {every!r}")
-        if self.precision not in PRECISIONS:
-            raise BpfreeError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        check_checkpoint_every_s(self.checkpoint_every_s)
+        check_precision(self.precision)
 
 
 @dataclass
@@ -190,7 +193,7 @@ class RunResult:
             metrics["pieces_measured"] = list(self.fit.pieces_measured) or None
             carbon_pieces = self.measurement.carbon.pieces
             metrics["codecarbon_pieces"] = carbon_pieces
-            metrics["co2_covers"] = "whole fit" if self.fit.pieces == 1 else (
+            metrics["co2_covers"] = None if self.measurement.carbon.co2_kg is None else "whole fit" if self.fit.pieces == 1 else (
                 f"{carbon_pieces} of {self.fit.pieces} pieces, each up to its last 30 s flush"
                 + ("" if carbon_pieces == self.fit.pieces else " (a piece killed before its first flush has none)")
             )
@@ -247,8 +250,7 @@ def _is_out_of_memory(err: BaseException) -> bool:
 
 def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
     device = resolve_device(cfg.device)
-    if cfg.precision == "tf32" and device.type != "cuda":
-        raise BpfreeError("precision tf32 needs a CUDA device; use fp32 or bf16 on the CPU")
+    check_precision(cfg.precision, device)  # before any work
     if out is not None:
         out = check_output_dir(out)
     seed_everything(cfg.seed)
@@ -385,14 +387,14 @@ def warm_up(device: torch.device) -> None:
 
 
 class _NoCarbon:
-    def __init__(self, reason: str, pieces: int = 1) -> None:
-        self.reason, self.pieces = reason, pieces
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
     def rows_so_far(self) -> list[dict[str, Any]]:
         return []
 
     def stop(self) -> CarbonResult:
-        return CarbonResult(error=self.reason, pieces=self.pieces)
+        return CarbonResult(error=self.reason)
 
 
 def _carbon_tracker(

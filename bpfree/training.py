@@ -191,13 +191,19 @@ def fit(
     )
 
 
+def check_checkpoint_every_s(value: object) -> float:
+    """``value`` as seconds between checkpoints, if it is a number >= 0 (0: every epoch)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise BpfreeError(f"checkpoint_every_s must be a number >= 0 (seconds; 0: every epoch), got {value!r}")
+    return float(value)
+
+
 class _RunState:
     """What a fit carries from epoch to epoch, and what its checkpoint holds."""
 
     def __init__(self, algo, batches: Batches, checkpoint: Checkpoint | None, resume: dict | None, extra,
                  every_s: float) -> None:
-        if not (every_s >= 0 and math.isfinite(every_s)):
-            raise BpfreeError(f"checkpoint_every_s must be >= 0, got {every_s}")
+        check_checkpoint_every_s(every_s)
         self.algo, self.batches, self.checkpoint, self.extra = algo, batches, checkpoint, extra
         self.every_s = every_s
         self.history: list[EpochRecord] = []

@@ -187,6 +187,6 @@ def test_checkpoints_are_written_once_every_s_have_passed(tmp_path, monkeypatch,
 
 
 def test_a_negative_checkpoint_interval_is_refused():
-    with pytest.raises(BpfreeError, match="checkpoint_every_s must be >= 0"):
+    with pytest.raises(BpfreeError, match="checkpoint_every_s must be a number >= 0"):
         fit(Scripted({"train": losses(1)}, [Stage("train")]), tiny_data(), EarlyStopping(max_epochs=1), seed=0,
             checkpoint_every_s=-1)
