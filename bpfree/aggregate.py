@@ -29,9 +29,23 @@ from bpfree.workflow import BASELINE
 
 KEYS = ["algorithm", "arch", "dataset"]
 SUMMARY_COLUMNS = [
-    "algorithm", "arch", "dataset", "seed", "status", "test_accuracy", "best_val_accuracy",
-    "min_val_loss", "epochs", "train_time_s", "time_per_epoch_s", "energy_j", "energy_source",
-    "co2_kg", "peak_memory_mb", "peak_memory_kind", "device",
+    "algorithm",
+    "arch",
+    "dataset",
+    "seed",
+    "status",
+    "test_accuracy",
+    "best_val_accuracy",
+    "min_val_loss",
+    "epochs",
+    "train_time_s",
+    "time_per_epoch_s",
+    "energy_j",
+    "energy_source",
+    "co2_kg",
+    "peak_memory_mb",
+    "peak_memory_kind",
+    "device",
 ]
 CONFIDENCE = 0.95
 
@@ -112,11 +126,7 @@ def read_histories(paths: Iterable[str | Path]) -> pl.DataFrame:
         if not history.exists():
             continue
         run = json.loads(path.read_text())
-        frames.append(
-            read_history(history).with_columns(
-                **{k: pl.lit(run[k]) for k in (*KEYS, "seed")}
-            )
-        )
+        frames.append(read_history(history).with_columns(**{k: pl.lit(run[k]) for k in (*KEYS, "seed")}))
     if not frames:
         return pl.DataFrame(schema={k: pl.String for k in KEYS} | {"seed": pl.Int64})
     frame = pl.concat(frames, how="diagonal_relaxed")
@@ -167,14 +177,17 @@ def method_stats(runs: pl.DataFrame) -> pl.DataFrame:
     notes = [[] for _ in range(groups.height)]
     for i, row in enumerate(groups.iter_rows(named=True)):
         if row["ok"] < row["runs"]:
-            notes[i].append(f"{row['runs'] - row['ok']} of {row['runs']} runs not ok "
-                            f"({row['diverged']} diverged); statistics over the ok runs")
+            notes[i].append(
+                f"{row['runs'] - row['ok']} of {row['runs']} runs not ok "
+                f"({row['diverged']} diverged); statistics over the ok runs"
+            )
     columns = {}
     for m in metrics:
         mean, sd, n = (groups[f"{m.column}_{s}"].to_list() for s in ("mean", "sd", "n"))
         mixed = (
             [count > 1 for count in groups[f"_{m.source}_count"].to_list()]
-            if m.source in groups.columns else [False] * groups.height
+            if m.source in groups.columns
+            else [False] * groups.height
         )
         for i in range(groups.height):
             if mixed[i] and mean[i] is not None:
@@ -203,10 +216,20 @@ def method_stats(runs: pl.DataFrame) -> pl.DataFrame:
 
 # -- against the BP twin ------------------------------------------------------------------
 DELTA_COLUMNS = {
-    "algorithm": pl.String, "arch": pl.String, "dataset": pl.String, "metric": pl.String,
-    "unit": pl.String, "source": pl.String, "pairs": pl.Int64, "method_mean": pl.Float64,
-    "bp_mean": pl.Float64, "delta": pl.Float64, "delta_pct": pl.Float64,
-    "t_stat": pl.Float64, "p_value": pl.Float64, "note": pl.String,
+    "algorithm": pl.String,
+    "arch": pl.String,
+    "dataset": pl.String,
+    "metric": pl.String,
+    "unit": pl.String,
+    "source": pl.String,
+    "pairs": pl.Int64,
+    "method_mean": pl.Float64,
+    "bp_mean": pl.Float64,
+    "delta": pl.Float64,
+    "delta_pct": pl.Float64,
+    "t_stat": pl.Float64,
+    "p_value": pl.Float64,
+    "note": pl.String,
 }
 
 
@@ -217,9 +240,16 @@ def paired_delta(method: list[float], bp: list[float]) -> dict[str, float | str]
 
     n = len(method)
     if n == 0:
-        return {"pairs": 0, "method_mean": math.nan, "bp_mean": math.nan, "delta": math.nan,
-                "delta_pct": math.nan, "t_stat": math.nan, "p_value": math.nan,
-                "note": "no seed-matched pair of ok runs"}
+        return {
+            "pairs": 0,
+            "method_mean": math.nan,
+            "bp_mean": math.nan,
+            "delta": math.nan,
+            "delta_pct": math.nan,
+            "t_stat": math.nan,
+            "p_value": math.nan,
+            "note": "no seed-matched pair of ok runs",
+        }
     method_mean, bp_mean = sum(method) / n, sum(bp) / n
     delta = method_mean - bp_mean
     note = ""
@@ -233,9 +263,16 @@ def paired_delta(method: list[float], bp: list[float]) -> dict[str, float | str]
         t_stat, p_value = float(result.statistic), float(result.pvalue)
         if not math.isfinite(t_stat):
             note = "paired differences are all equal: no paired test"
-    return {"pairs": n, "method_mean": method_mean, "bp_mean": bp_mean, "delta": delta,
-            "delta_pct": 100 * delta / bp_mean if bp_mean else math.nan,
-            "t_stat": t_stat, "p_value": p_value, "note": note}
+    return {
+        "pairs": n,
+        "method_mean": method_mean,
+        "bp_mean": bp_mean,
+        "delta": delta,
+        "delta_pct": 100 * delta / bp_mean if bp_mean else math.nan,
+        "t_stat": t_stat,
+        "p_value": p_value,
+        "note": note,
+    }
 
 
 def bp_deltas(runs: pl.DataFrame) -> pl.DataFrame:
@@ -248,17 +285,24 @@ def bp_deltas(runs: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for (algorithm, arch, dataset), group in every.group_by(KEYS, maintain_order=True):
         matched = pairs.filter(
-            (pl.col("algorithm") == algorithm) & (pl.col("arch") == arch)
-            & (pl.col("dataset") == dataset)
+            (pl.col("algorithm") == algorithm) & (pl.col("arch") == arch) & (pl.col("dataset") == dataset)
         )
         unpaired = group["seed"].n_unique() - matched.height
         if matched.height == 0:  # e.g. every run diverged: one row says so, not none
             diverged = int((group["status"] == "diverged").sum())
             row = paired_delta([], [])
             row["note"] += f" ({diverged} of {group.height} runs diverged)"
-            rows.append({"algorithm": algorithm, "arch": arch, "dataset": dataset,
-                         "metric": "test_accuracy", "unit": METRIC["test_accuracy"].unit,
-                         "source": None} | row)
+            rows.append(
+                {
+                    "algorithm": algorithm,
+                    "arch": arch,
+                    "dataset": dataset,
+                    "metric": "test_accuracy",
+                    "unit": METRIC["test_accuracy"].unit,
+                    "source": None,
+                }
+                | row
+            )
             continue
         for m in present(runs):
             a, b = matched[m.column].cast(pl.Float64), matched[f"{m.column}_bp"].cast(pl.Float64)
@@ -280,8 +324,17 @@ def bp_deltas(runs: pl.DataFrame) -> pl.DataFrame:
             if unpaired:
                 extra = f"{unpaired} seed(s) without an ok pair (diverged or missing)"
                 row["note"] = "; ".join(filter(None, [row["note"], extra]))
-            rows.append({"algorithm": algorithm, "arch": arch, "dataset": dataset,
-                         "metric": m.column, "unit": m.unit, "source": source} | row)
+            rows.append(
+                {
+                    "algorithm": algorithm,
+                    "arch": arch,
+                    "dataset": dataset,
+                    "metric": m.column,
+                    "unit": m.unit,
+                    "source": source,
+                }
+                | row
+            )
     return pl.DataFrame(rows, schema=DELTA_COLUMNS).sort("dataset", "arch", "algorithm")
 
 
@@ -290,9 +343,7 @@ def paper_results() -> pl.DataFrame:
     """The paper's numbers (package data), with its architectures in our notation."""
     text = resources.files("bpfree.data").joinpath("paper_results.csv").read_text()
     paper = pl.read_csv(text.encode())
-    return paper.with_columns(
-        pl.col("architecture").map_elements(paper_arch, return_dtype=pl.String).alias("arch")
-    )
+    return paper.with_columns(pl.col("architecture").map_elements(paper_arch, return_dtype=pl.String).alias("arch"))
 
 
 def paper_arch(text: str) -> str:
@@ -309,9 +360,7 @@ def paper_arch(text: str) -> str:
 def _with_bp_change(frame: pl.DataFrame, column: str, name: str, points: bool) -> pl.DataFrame:
     """Add ``name``: each row's ``column`` against the bp row of its arch and dataset
     (difference for accuracy in points, relative change in percent otherwise)."""
-    twin = frame.filter(pl.col("algorithm") == BASELINE).select(
-        "arch", "dataset", pl.col(column).alias("_bp")
-    )
+    twin = frame.filter(pl.col("algorithm") == BASELINE).select("arch", "dataset", pl.col(column).alias("_bp"))
     change = pl.col(column) - pl.col("_bp") if points else 100 * (pl.col(column) / pl.col("_bp") - 1)
     return (
         frame.join(twin, on=["arch", "dataset"], how="left")
@@ -350,27 +399,46 @@ def paper_comparison(methods: pl.DataFrame, deltas: pl.DataFrame) -> pl.DataFram
         col("test_accuracy_sd", 100).alias("accuracy_sd"),
         col("train_time_s_mean").alias("time_s"),
         col("energy_j_mean").alias("energy_j"),
-        (pl.col("energy_source") if "energy_source" in methods.columns
-         else pl.lit(None, dtype=pl.String)).alias("energy_source"),
+        (pl.col("energy_source") if "energy_source" in methods.columns else pl.lit(None, dtype=pl.String)).alias(
+            "energy_source"
+        ),
         col("peak_memory_mb_mean").alias("memory_mb"),
         col("co2_kg_mean").alias("co2_kg"),
     )
-    change = {"test_accuracy": ("accuracy_vs_bp_pp", "delta", 100),
-              "train_time_s": ("time_vs_bp_pct", "delta_pct", 1),
-              "energy_j": ("energy_vs_bp_pct", "delta_pct", 1)}
+    change = {
+        "test_accuracy": ("accuracy_vs_bp_pp", "delta", 100),
+        "train_time_s": ("time_vs_bp_pct", "delta_pct", 1),
+        "energy_j": ("energy_vs_bp_pct", "delta_pct", 1),
+    }
     for metric, (name, column, scale) in change.items():
-        picked = deltas.filter(pl.col("metric") == metric).select(
-            *KEYS, (pl.col(column) * scale).alias(name)
-        )
+        picked = deltas.filter(pl.col("metric") == metric).select(*KEYS, (pl.col(column) * scale).alias(name))
         ours = ours.join(picked, on=KEYS, how="left")
     table = paper.join(ours, on=KEYS, how="left").with_columns(pl.col("runs").fill_null(0))
-    order = [*KEYS, "paper_arch", "runs",
-             "accuracy_pct", "accuracy_sd", "paper_accuracy_pct", "paper_accuracy_sd",
-             "accuracy_vs_bp_pp", "paper_accuracy_vs_bp_pp",
-             "time_s", "paper_time_s", "time_vs_bp_pct", "paper_time_vs_bp_pct",
-             "energy_j", "energy_source", "paper_energy_j",
-             "energy_vs_bp_pct", "paper_energy_vs_bp_pct",
-             "memory_mb", "paper_memory_mib", "co2_kg", "paper_co2_kg", "paper_gpu"]
+    order = [
+        *KEYS,
+        "paper_arch",
+        "runs",
+        "accuracy_pct",
+        "accuracy_sd",
+        "paper_accuracy_pct",
+        "paper_accuracy_sd",
+        "accuracy_vs_bp_pp",
+        "paper_accuracy_vs_bp_pp",
+        "time_s",
+        "paper_time_s",
+        "time_vs_bp_pct",
+        "paper_time_vs_bp_pct",
+        "energy_j",
+        "energy_source",
+        "paper_energy_j",
+        "energy_vs_bp_pct",
+        "paper_energy_vs_bp_pct",
+        "memory_mb",
+        "paper_memory_mib",
+        "co2_kg",
+        "paper_co2_kg",
+        "paper_gpu",
+    ]
     return table.select(order)
 
 
@@ -415,23 +483,33 @@ def _with_source(text: str, source: str | None) -> str:
 def summary_display(runs: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for r in runs.iter_rows(named=True):
-        rows.append({
-            "algorithm": r["algorithm"], "arch": r["arch"], "dataset": r["dataset"],
-            "seed": str(r["seed"]), "status": r["status"],
-            "test accuracy (%)": _num(r.get("test_accuracy"), 2, 100),
-            "epochs": str(r.get("epochs", "–")),
-            "time (s)": _num(r.get("train_time_s"), 1),
-            "energy (J)": _with_source(_num(r.get("energy_j"), 1), r.get("energy_source")),
-            "peak memory (MB)": _with_source(_num(r.get("peak_memory_mb"), 0), r.get("peak_memory_kind")),
-        })
+        rows.append(
+            {
+                "algorithm": r["algorithm"],
+                "arch": r["arch"],
+                "dataset": r["dataset"],
+                "seed": str(r["seed"]),
+                "status": r["status"],
+                "test accuracy (%)": _num(r.get("test_accuracy"), 2, 100),
+                "epochs": str(r.get("epochs", "–")),
+                "time (s)": _num(r.get("train_time_s"), 1),
+                "energy (J)": _with_source(_num(r.get("energy_j"), 1), r.get("energy_source")),
+                "peak memory (MB)": _with_source(_num(r.get("peak_memory_mb"), 0), r.get("peak_memory_kind")),
+            }
+        )
     return pl.DataFrame(rows)
 
 
 def methods_display(methods: pl.DataFrame) -> pl.DataFrame:
-    shown = [("test_accuracy", "test accuracy (%)", 2, 100), ("train_time_s", "time (s)", 1, 1),
-             ("epochs", "epochs", 1, 1), ("min_val_loss", "min. val. loss", 4, 1),
-             ("energy_j", "energy (J)", 1, 1), ("co2_kg", "CO2 (g)", None, 1000),
-             ("peak_memory_mb", "peak memory (MB)", 0, 1)]
+    shown = [
+        ("test_accuracy", "test accuracy (%)", 2, 100),
+        ("train_time_s", "time (s)", 1, 1),
+        ("epochs", "epochs", 1, 1),
+        ("min_val_loss", "min. val. loss", 4, 1),
+        ("energy_j", "energy (J)", 1, 1),
+        ("co2_kg", "CO2 (g)", None, 1000),
+        ("peak_memory_mb", "peak memory (MB)", 0, 1),
+    ]
     rows = []
     for r in methods.iter_rows(named=True):
         row = {k: r[k] for k in KEYS} | {"runs (ok/diverged)": f"{r['runs']} ({r['ok']}/{r['diverged']})"}
@@ -450,8 +528,7 @@ def metric_title(metric: Metric, source: str | None = None) -> str:
 
 
 # the deltas' readable tables keep to these; the CSV has every measured metric
-HEADLINE = ["test_accuracy", "train_time_s", "epochs", "min_val_loss", "energy_j", "co2_kg",
-            "peak_memory_mb"]
+HEADLINE = ["test_accuracy", "train_time_s", "epochs", "min_val_loss", "energy_j", "co2_kg", "peak_memory_mb"]
 
 
 def deltas_display(deltas: pl.DataFrame) -> pl.DataFrame:
@@ -459,36 +536,50 @@ def deltas_display(deltas: pl.DataFrame) -> pl.DataFrame:
     for r in deltas.filter(pl.col("metric").is_in(HEADLINE)).iter_rows(named=True):
         metric = METRIC[r["metric"]]
         scale = 100 if metric.percent else 1
-        change = (f"{_num(r['delta'], 2, 100, sign=True)} pp" if metric.percent
-                  else f"{_num(r['delta_pct'], 1, sign=True)}%")
-        rows.append({
-            "algorithm": r["algorithm"], "arch": r["arch"], "dataset": r["dataset"],
-            "metric": metric_title(metric, r["source"]),
-            "pairs": str(r["pairs"]),
-            # significant digits: one table holds accuracies and CO2 masses of 1e-7 kg
-            "method": _sig(r["method_mean"], 4, scale), "bp": _sig(r["bp_mean"], 4, scale),
-            "change vs bp": change, "paired t-test p": _num(r["p_value"], 3), "note": r["note"],
-        })
+        change = (
+            f"{_num(r['delta'], 2, 100, sign=True)} pp" if metric.percent else f"{_num(r['delta_pct'], 1, sign=True)}%"
+        )
+        rows.append(
+            {
+                "algorithm": r["algorithm"],
+                "arch": r["arch"],
+                "dataset": r["dataset"],
+                "metric": metric_title(metric, r["source"]),
+                "pairs": str(r["pairs"]),
+                # significant digits: one table holds accuracies and CO2 masses of 1e-7 kg
+                "method": _sig(r["method_mean"], 4, scale),
+                "bp": _sig(r["bp_mean"], 4, scale),
+                "change vs bp": change,
+                "paired t-test p": _num(r["p_value"], 3),
+                "note": r["note"],
+            }
+        )
     return pl.DataFrame(rows)
 
 
 def paper_display(paper: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for r in paper.iter_rows(named=True):
-        rows.append({
-            "algorithm": r["algorithm"], "arch": r["arch"], "dataset": r["dataset"],
-            "runs": str(r["runs"]),
-            "accuracy % (ours)": _num(r["accuracy_pct"]), "accuracy % (paper)": _num(r["paper_accuracy_pct"]),
-            "vs bp pp (ours)": _num(r["accuracy_vs_bp_pp"], sign=True),
-            "vs bp pp (paper)": _num(r["paper_accuracy_vs_bp_pp"], sign=True),
-            "time s (ours)": _num(r["time_s"], 1), "time s (paper)": _num(r["paper_time_s"], 1),
-            "time vs bp % (ours)": _num(r["time_vs_bp_pct"], 1, sign=True),
-            "time vs bp % (paper)": _num(r["paper_time_vs_bp_pct"], 1, sign=True),
-            "energy J (ours)": _with_source(_num(r["energy_j"], 0), r["energy_source"]),
-            "energy J (paper, GPU NVML)": _num(r["paper_energy_j"], 0),
-            "energy vs bp % (ours)": _num(r["energy_vs_bp_pct"], 1, sign=True),
-            "energy vs bp % (paper)": _num(r["paper_energy_vs_bp_pct"], 1, sign=True),
-        })
+        rows.append(
+            {
+                "algorithm": r["algorithm"],
+                "arch": r["arch"],
+                "dataset": r["dataset"],
+                "runs": str(r["runs"]),
+                "accuracy % (ours)": _num(r["accuracy_pct"]),
+                "accuracy % (paper)": _num(r["paper_accuracy_pct"]),
+                "vs bp pp (ours)": _num(r["accuracy_vs_bp_pp"], sign=True),
+                "vs bp pp (paper)": _num(r["paper_accuracy_vs_bp_pp"], sign=True),
+                "time s (ours)": _num(r["time_s"], 1),
+                "time s (paper)": _num(r["paper_time_s"], 1),
+                "time vs bp % (ours)": _num(r["time_vs_bp_pct"], 1, sign=True),
+                "time vs bp % (paper)": _num(r["paper_time_vs_bp_pct"], 1, sign=True),
+                "energy J (ours)": _with_source(_num(r["energy_j"], 0), r["energy_source"]),
+                "energy J (paper, GPU NVML)": _num(r["paper_energy_j"], 0),
+                "energy vs bp % (ours)": _num(r["energy_vs_bp_pct"], 1, sign=True),
+                "energy vs bp % (paper)": _num(r["paper_energy_vs_bp_pct"], 1, sign=True),
+            }
+        )
     return pl.DataFrame(rows)
 
 
@@ -496,24 +587,39 @@ def to_markdown(frame: pl.DataFrame) -> str:
     def cell(value) -> str:
         return ("" if value is None else str(value)).replace("|", r"\|")
 
-    lines = ["| " + " | ".join(map(cell, frame.columns)) + " |",
-             "|" + "|".join("---" for _ in frame.columns) + "|"]
+    lines = ["| " + " | ".join(map(cell, frame.columns)) + " |", "|" + "|".join("---" for _ in frame.columns) + "|"]
     lines += ["| " + " | ".join(map(cell, row)) + " |" for row in frame.iter_rows()]
     return "\n".join(lines) + "\n"
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "–": "--",
+}
 
 
 def to_latex(frame: pl.DataFrame) -> str:
     """A booktabs tabular (\\usepackage{booktabs})."""
+
     def cell(value) -> str:
         return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in ("" if value is None else str(value)))
 
-    lines = [rf"\begin{{tabular}}{{{'l' * frame.width}}}", r"\toprule",
-             " & ".join(map(cell, frame.columns)) + r" \\", r"\midrule"]
+    lines = [
+        rf"\begin{{tabular}}{{{'l' * frame.width}}}",
+        r"\toprule",
+        " & ".join(map(cell, frame.columns)) + r" \\",
+        r"\midrule",
+    ]
     lines += [" & ".join(map(cell, row)) + r" \\" for row in frame.iter_rows()]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
@@ -532,8 +638,7 @@ def build_tables(metrics_paths: list[str | Path]) -> Tables:
     runs = read_metrics(metrics_paths)
     methods = method_stats(runs)
     deltas = bp_deltas(runs)
-    return Tables(runs, methods, deltas, paper_comparison(methods, deltas),
-                  read_histories(metrics_paths))
+    return Tables(runs, methods, deltas, paper_comparison(methods, deltas), read_histories(metrics_paths))
 
 
 def write_tables(tables: Tables, out_dir: str | Path) -> list[Path]:
@@ -542,14 +647,12 @@ def write_tables(tables: Tables, out_dir: str | Path) -> list[Path]:
     from bpfree.io import write_text_atomic
 
     out_dir = Path(out_dir)
-    display = {"summary": summary_display, "methods": methods_display,
-               "deltas": deltas_display, "paper": paper_display}
+    display = {"summary": summary_display, "methods": methods_display, "deltas": deltas_display, "paper": paper_display}
     written = []
     for name, shown in display.items():
         frame = getattr(tables, name)
         readable = shown(frame) if frame.height else pl.DataFrame({"note": ["(no rows)"]})
-        for ext, text in (("csv", frame.write_csv()), ("md", to_markdown(readable)),
-                          ("tex", to_latex(readable))):
+        for ext, text in (("csv", frame.write_csv()), ("md", to_markdown(readable)), ("tex", to_latex(readable))):
             write_text_atomic(out_dir / f"{name}.{ext}", text)
             written.append(out_dir / f"{name}.{ext}")
     write_text_atomic(out_dir / "histories.csv", tables.histories.write_csv())

@@ -63,8 +63,10 @@ class Checkpoint:
     def _set_aside(self, why: str, what: str) -> None:
         self.set_aside = self.path.with_name(f"{self.path.name}.{why}-{time.strftime('%Y%m%dT%H%M%S')}")
         os.replace(self.path, self.set_aside)
-        print(f"bpfree: checkpoint {self.path} {what}; set aside as {self.set_aside.name}, starting afresh",
-              file=sys.stderr)
+        print(
+            f"bpfree: checkpoint {self.path} {what}; set aside as {self.set_aside.name}, starting afresh",
+            file=sys.stderr,
+        )
         return None
 
     def save(self, state: dict[str, Any], epoch: int) -> None:

@@ -73,8 +73,14 @@ def precision_from_config(path: str | Path | None) -> str:
 
 
 def early_stopping_from_mapping(mapping: dict[str, Any] | None) -> EarlyStopping:
-    kinds = {"patience": int, "max_epochs": int, "min_delta": (int, float), "restore_best": bool,
-             "monitor": str, "mode": str}
+    kinds = {
+        "patience": int,
+        "max_epochs": int,
+        "min_delta": (int, float),
+        "restore_best": bool,
+        "monitor": str,
+        "mode": str,
+    }
     return _section("early_stopping", EarlyStopping, kinds, mapping)
 
 
@@ -84,8 +90,13 @@ def early_stopping_from_config(path: str | Path | None) -> EarlyStopping:
 
 def measurement_from_mapping(mapping: dict[str, Any] | None) -> MeasurementSettings:
     number = (int, float)
-    kinds = {"idle_seconds": number, "poll_interval_s": number, "country_iso_code": str,
-             "codecarbon": bool, "cpu_tdp_w": (*number, type(None))}
+    kinds = {
+        "idle_seconds": number,
+        "poll_interval_s": number,
+        "country_iso_code": str,
+        "codecarbon": bool,
+        "cpu_tdp_w": (*number, type(None)),
+    }
     return _section("measurement", MeasurementSettings, kinds, mapping)
 
 

@@ -22,8 +22,7 @@ from bpfree.io import write_bytes_atomic, write_text_atomic
 from bpfree.workflow import FIGURE_NAMES
 
 # one colour per algorithm in every figure; bp, the reference, in grey
-PALETTE = {"bp": "#7f7f7f", "ff": "#1f77b4", "mf": "#ff7f0e", "cafo-rand": "#2ca02c",
-           "cafo-dfa": "#d62728"}
+PALETTE = {"bp": "#7f7f7f", "ff": "#1f77b4", "mf": "#ff7f0e", "cafo-rand": "#2ca02c", "cafo-dfa": "#d62728"}
 SPARE_COLOURS = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 WIDTH = 360
 DEVICE_NAMES = {"gpu": "GPU", "cuda": "GPU", "cpu": "CPU"}
@@ -61,10 +60,14 @@ def colour(algorithms: list[str]) -> alt.Color:
 
 def with_label(frame: pl.DataFrame) -> pl.DataFrame:
     """``label`` = ``arch · algorithm``, ordered so each method sits above its BP twin."""
-    return frame.with_columns(
-        (pl.col("arch") + " · " + pl.col("algorithm")).alias("label"),
-        (pl.col("algorithm") == BASELINE).alias("_is_bp"),
-    ).sort("dataset", "arch", "_is_bp", "algorithm").drop("_is_bp")
+    return (
+        frame.with_columns(
+            (pl.col("arch") + " · " + pl.col("algorithm")).alias("label"),
+            (pl.col("algorithm") == BASELINE).alias("_is_bp"),
+        )
+        .sort("dataset", "arch", "_is_bp", "algorithm")
+        .drop("_is_bp")
+    )
 
 
 def measured_title(column: str, frame: pl.DataFrame, device: pl.DataFrame | None = None) -> str:
@@ -109,22 +112,33 @@ def method_chart(tables: Tables, column: str, title: str, bars: bool, scale: flo
     if not has_values(methods, mean):
         return not_measured(title, f"no run measured {METRIC[column].label} ({column} absent)")
     axis = measured_title(column, methods, tables.summary)
-    data = with_label(methods).with_columns(
-        (pl.col(mean) * scale).alias("mean"),
-        (pl.col(f"{column}_ci_low") * scale).alias("low"),
-        (pl.col(f"{column}_ci_high") * scale).alias("high"),
-        (pl.col("ok").cast(pl.String) + " of " + pl.col("runs").cast(pl.String)).alias("ok runs"),
-        # a method whose runs diverged says so where it is drawn, not only in the tables
-        pl.when(pl.col("diverged") > 0)
-        .then(pl.format("{} ({} of {} diverged)", "label", "diverged", "runs"))
-        .otherwise("label")
-        .alias("label"),
-    ).select("dataset", "arch", "algorithm", "label", "mean", "low", "high", "ok runs", "note")
+    data = (
+        with_label(methods)
+        .with_columns(
+            (pl.col(mean) * scale).alias("mean"),
+            (pl.col(f"{column}_ci_low") * scale).alias("low"),
+            (pl.col(f"{column}_ci_high") * scale).alias("high"),
+            (pl.col("ok").cast(pl.String) + " of " + pl.col("runs").cast(pl.String)).alias("ok runs"),
+            # a method whose runs diverged says so where it is drawn, not only in the tables
+            pl.when(pl.col("diverged") > 0)
+            .then(pl.format("{} ({} of {} diverged)", "label", "diverged", "runs"))
+            .otherwise("label")
+            .alias("label"),
+        )
+        .select("dataset", "arch", "algorithm", "label", "mean", "low", "high", "ok runs", "note")
+    )
     y = alt.Y("label:N", sort=None, title=None, axis=alt.Axis(labelLimit=400))
     x = alt.X("mean:Q", title=axis, scale=alt.Scale(zero=bars))
-    tooltip = ["algorithm:N", "arch:N", "dataset:N", alt.Tooltip("mean:Q", format=".4g"),
-               alt.Tooltip("low:Q", format=".4g", title="95% CI low"),
-               alt.Tooltip("high:Q", format=".4g", title="95% CI high"), "ok runs:N", "note:N"]
+    tooltip = [
+        "algorithm:N",
+        "arch:N",
+        "dataset:N",
+        alt.Tooltip("mean:Q", format=".4g"),
+        alt.Tooltip("low:Q", format=".4g", title="95% CI low"),
+        alt.Tooltip("high:Q", format=".4g", title="95% CI high"),
+        "ok runs:N",
+        "note:N",
+    ]
     base = alt.Chart().encode(y=y)
     mark = base.mark_bar(opacity=0.85) if bars else base.mark_point(filled=True, size=70)
     layers = [
@@ -142,8 +156,7 @@ def method_chart(tables: Tables, column: str, title: str, bars: bool, scale: flo
 
 # -- the figures --------------------------------------------------------------------------
 def accuracy(tables: Tables) -> alt.Chart:
-    return method_chart(tables, "test_accuracy", "Test accuracy, each method vs its BP twin",
-                        bars=False, scale=100)
+    return method_chart(tables, "test_accuracy", "Test accuracy, each method vs its BP twin", bars=False, scale=100)
 
 
 def energy(tables: Tables) -> alt.Chart:
@@ -183,21 +196,37 @@ def pareto(tables: Tables) -> alt.Chart:
     subtitle = "mean over seeds; line: Pareto front (lower cost and higher accuracy)"
     if cost != "energy_j":
         subtitle += "; energy not measured, training time instead"
-    points = with_label(methods).select(
-        "dataset", "arch", "algorithm", "label",
-        pl.col(f"{cost}_mean").alias("cost"), (100 * pl.col("test_accuracy_mean")).alias("accuracy"),
-    ).drop_nulls(["cost", "accuracy"])
-    front = pareto_front(points, "cost", "accuracy").select("dataset", "label", pl.lit(True).alias("front"))
-    points = points.join(front, on=["dataset", "label"], how="left").with_columns(
-        pl.col("front").fill_null(False)
+    points = (
+        with_label(methods)
+        .select(
+            "dataset",
+            "arch",
+            "algorithm",
+            "label",
+            pl.col(f"{cost}_mean").alias("cost"),
+            (100 * pl.col("test_accuracy_mean")).alias("accuracy"),
+        )
+        .drop_nulls(["cost", "accuracy"])
     )
+    front = pareto_front(points, "cost", "accuracy").select("dataset", "label", pl.lit(True).alias("front"))
+    points = points.join(front, on=["dataset", "label"], how="left").with_columns(pl.col("front").fill_null(False))
     x = alt.X("cost:Q", title=cost_title, scale=alt.Scale(zero=False, nice=True))
     y = alt.Y("accuracy:Q", title="test accuracy (%)", scale=alt.Scale(zero=False))
-    dots = alt.Chart().mark_point(filled=True, size=90).encode(
-        x=x, y=y, color=colour(points["algorithm"].to_list()),
-        shape=alt.Shape("arch:N", title="architecture"),
-        tooltip=["label:N", alt.Tooltip("cost:Q", format=".4g", title=cost_title),
-                 alt.Tooltip("accuracy:Q", format=".2f"), "front:N"],
+    dots = (
+        alt.Chart()
+        .mark_point(filled=True, size=90)
+        .encode(
+            x=x,
+            y=y,
+            color=colour(points["algorithm"].to_list()),
+            shape=alt.Shape("arch:N", title="architecture"),
+            tooltip=[
+                "label:N",
+                alt.Tooltip("cost:Q", format=".4g", title=cost_title),
+                alt.Tooltip("accuracy:Q", format=".2f"),
+                "front:N",
+            ],
+        )
     )
     line = (
         alt.Chart()
@@ -210,8 +239,9 @@ def pareto(tables: Tables) -> alt.Chart:
         .properties(width=WIDTH, height=260)
         .facet(column=alt.Column("dataset:N", title=None))
         .resolve_scale(x="independent", y="independent")
-        .properties(title=alt.Title("Energy vs accuracy" if cost == "energy_j" else "Cost vs accuracy",
-                                    subtitle=subtitle))
+        .properties(
+            title=alt.Title("Energy vs accuracy" if cost == "energy_j" else "Cost vs accuracy", subtitle=subtitle)
+        )
     )
 
 
@@ -222,28 +252,45 @@ def val_loss(tables: Tables) -> alt.Chart:
     if not has_values(history, "val_loss"):
         return not_measured("Validation loss per epoch", "no run history with val_loss")
     data = history.select(
-        "dataset", "arch", "algorithm", "seed", "epoch", "stage", "val_loss",
+        "dataset",
+        "arch",
+        "algorithm",
+        "seed",
+        "epoch",
+        "stage",
+        "val_loss",
         (pl.col("dataset") + " · " + pl.col("arch")).alias("panel"),
         (pl.col("algorithm") + " seed " + pl.col("seed").cast(pl.String)).alias("run"),
     ).filter(pl.col("val_loss").is_finite())
     pick = alt.selection_point(fields=["algorithm"], bind="legend")
-    lines = alt.Chart().mark_line(strokeWidth=1.5).encode(
-        x=alt.X("epoch:Q", title="epoch (over all stages)", axis=alt.Axis(format="d", tickMinStep=1)),
-        y=alt.Y("val_loss:Q", title="validation loss (of the stage being trained; log)",
-                scale=alt.Scale(type="log", nice=False, padding=8)),
-        color=colour(data["algorithm"].to_list()),
-        detail="run:N",
-        opacity=alt.condition(pick, alt.value(0.9), alt.value(0.1)),
-        tooltip=["run:N", "stage:N", "epoch:Q", alt.Tooltip("val_loss:Q", format=".4f")],
-    ).add_params(pick)
+    lines = (
+        alt.Chart()
+        .mark_line(strokeWidth=1.5)
+        .encode(
+            x=alt.X("epoch:Q", title="epoch (over all stages)", axis=alt.Axis(format="d", tickMinStep=1)),
+            y=alt.Y(
+                "val_loss:Q",
+                title="validation loss (of the stage being trained; log)",
+                scale=alt.Scale(type="log", nice=False, padding=8),
+            ),
+            color=colour(data["algorithm"].to_list()),
+            detail="run:N",
+            opacity=alt.condition(pick, alt.value(0.9), alt.value(0.1)),
+            tooltip=["run:N", "stage:N", "epoch:Q", alt.Tooltip("val_loss:Q", format=".4f")],
+        )
+        .add_params(pick)
+    )
     panels = data["panel"].n_unique()
     return (
         alt.layer(lines, data=data)
         .properties(width=WIDTH * 3 // 4, height=200)
         .facet(facet=alt.Facet("panel:N", title=None), columns=min(panels, 3))
         .resolve_scale(y="independent")
-        .properties(title=alt.Title("Validation loss per epoch",
-                                    subtitle="one line per seed; click a legend entry to pick a method"))
+        .properties(
+            title=alt.Title(
+                "Validation loss per epoch", subtitle="one line per seed; click a legend entry to pick a method"
+            )
+        )
     )
 
 
@@ -251,34 +298,51 @@ def paper(tables: Tables) -> alt.Chart:
     """Our numbers next to the paper's for the same method, architecture and dataset."""
     table = tables.paper
     ours_any = int(table["runs"].sum()) > 0
-    rows = table.with_columns(
-        (pl.col("algorithm") + " · " + pl.col("arch") + " · " + pl.col("dataset")).alias("row")
-    )
-    panels = [("accuracy_pct", "paper_accuracy_pct", "test accuracy (%)"),
-              ("accuracy_vs_bp_pp", "paper_accuracy_vs_bp_pp", "accuracy vs BP twin (points)"),
-              ("time_vs_bp_pct", "paper_time_vs_bp_pct", "training time vs BP twin (%)"),
-              ("energy_vs_bp_pct", "paper_energy_vs_bp_pct", "energy vs BP twin (%)")]
-    long = pl.concat([
-        rows.select("row", "runs", pl.lit(title).alias("quantity"),
+    rows = table.with_columns((pl.col("algorithm") + " · " + pl.col("arch") + " · " + pl.col("dataset")).alias("row"))
+    panels = [
+        ("accuracy_pct", "paper_accuracy_pct", "test accuracy (%)"),
+        ("accuracy_vs_bp_pp", "paper_accuracy_vs_bp_pp", "accuracy vs BP twin (points)"),
+        ("time_vs_bp_pct", "paper_time_vs_bp_pct", "training time vs BP twin (%)"),
+        ("energy_vs_bp_pct", "paper_energy_vs_bp_pct", "energy vs BP twin (%)"),
+    ]
+    long = (
+        pl.concat(
+            [
+                rows.select(
+                    "row",
+                    "runs",
+                    pl.lit(title).alias("quantity"),
                     pl.col(ours).cast(pl.Float64).alias("ours"),
-                    pl.col(theirs).cast(pl.Float64).alias("paper"))
-        for ours, theirs, title in panels
-    ]).unpivot(index=["row", "runs", "quantity"], on=["ours", "paper"],
-               variable_name="source", value_name="value").drop_nulls("value")
-    sources = sorted(s for s in table["energy_source"].drop_nulls().unique().to_list()) if (
-        "energy_source" in table.columns) else []
-    subtitle = ("ours: mean over seeds on this machine; paper: arXiv 2509.19063, A100, GPU energy "
-                "by NVML polling" + (f"; our energy: {', '.join(sources)}" if sources else ""))
+                    pl.col(theirs).cast(pl.Float64).alias("paper"),
+                )
+                for ours, theirs, title in panels
+            ]
+        )
+        .unpivot(index=["row", "runs", "quantity"], on=["ours", "paper"], variable_name="source", value_name="value")
+        .drop_nulls("value")
+    )
+    sources = (
+        sorted(s for s in table["energy_source"].drop_nulls().unique().to_list())
+        if ("energy_source" in table.columns)
+        else []
+    )
+    subtitle = "ours: mean over seeds on this machine; paper: arXiv 2509.19063, A100, GPU energy by NVML polling" + (
+        f"; our energy: {', '.join(sources)}" if sources else ""
+    )
     if not ours_any:
         subtitle = "none of our runs matches a configuration of the paper: the paper's numbers alone"
     order = rows["row"].to_list()
     y = alt.Y("row:N", sort=order, title=None, axis=alt.Axis(labelLimit=400))
-    dots = alt.Chart().mark_point(filled=True, size=70).encode(
-        y=y,
-        x=alt.X("value:Q", title=None, scale=alt.Scale(zero=False)),
-        color=alt.Color("source:N", scale=alt.Scale(domain=["ours", "paper"], range=["#d62728", "#4c4c4c"])),
-        shape=alt.Shape("source:N", scale=alt.Scale(domain=["ours", "paper"], range=["circle", "diamond"])),
-        tooltip=["row:N", "source:N", alt.Tooltip("value:Q", format=".2f"), "runs:Q"],
+    dots = (
+        alt.Chart()
+        .mark_point(filled=True, size=70)
+        .encode(
+            y=y,
+            x=alt.X("value:Q", title=None, scale=alt.Scale(zero=False)),
+            color=alt.Color("source:N", scale=alt.Scale(domain=["ours", "paper"], range=["#d62728", "#4c4c4c"])),
+            shape=alt.Shape("source:N", scale=alt.Scale(domain=["ours", "paper"], range=["circle", "diamond"])),
+            tooltip=["row:N", "source:N", alt.Tooltip("value:Q", format=".2f"), "runs:Q"],
+        )
     )
     # 0 on the "vs BP" panels: as good / as costly as the BP twin
     same_as_bp = (

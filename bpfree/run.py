@@ -185,17 +185,27 @@ class RunResult:
         }
         if self.measurement is not None:
             metrics.update(self.measurement.metrics(self.fit.measurement))
-            metrics["energy_covers"] = "whole fit" if self.fit.pieces == 1 else (
-                f"sum of {self.fit.pieces} pieces, each up to its last checkpoint"
-                if len(self.fit.pieces_measured) == self.fit.pieces
-                else "last piece (the checkpoint held no measurement of the earlier ones)"
+            metrics["energy_covers"] = (
+                "whole fit"
+                if self.fit.pieces == 1
+                else (
+                    f"sum of {self.fit.pieces} pieces, each up to its last checkpoint"
+                    if len(self.fit.pieces_measured) == self.fit.pieces
+                    else "last piece (the checkpoint held no measurement of the earlier ones)"
+                )
             )
             metrics["pieces_measured"] = list(self.fit.pieces_measured) or None
             carbon_pieces = self.measurement.carbon.pieces
             metrics["codecarbon_pieces"] = carbon_pieces
-            metrics["co2_covers"] = None if self.measurement.carbon.co2_kg is None else "whole fit" if self.fit.pieces == 1 else (
-                f"{carbon_pieces} of {self.fit.pieces} pieces, each up to its last 30 s flush"
-                + ("" if carbon_pieces == self.fit.pieces else " (a piece killed before its first flush has none)")
+            metrics["co2_covers"] = (
+                None
+                if self.measurement.carbon.co2_kg is None
+                else "whole fit"
+                if self.fit.pieces == 1
+                else (
+                    f"{carbon_pieces} of {self.fit.pieces} pieces, each up to its last 30 s flush"
+                    + ("" if carbon_pieces == self.fit.pieces else " (a piece killed before its first flush has none)")
+                )
             )
         return metrics
 
@@ -223,9 +233,15 @@ def run_identity(cfg: RunConfig) -> dict[str, Any]:
     klass = ALGORITHMS.get(cfg.algorithm)
     arch = cfg.arch or parse_arch(klass.default_arch)
     params = dataclasses.asdict(params_from_mapping(cfg.algorithm, cfg.params))
-    identity = {"algorithm": cfg.algorithm, "arch": str(arch), "dataset": cfg.dataset, "seed": cfg.seed,
-                "params": params, "early_stopping": dataclasses.asdict(cfg.early_stopping),
-                "precision": cfg.precision}
+    identity = {
+        "algorithm": cfg.algorithm,
+        "arch": str(arch),
+        "dataset": cfg.dataset,
+        "seed": cfg.seed,
+        "params": params,
+        "early_stopping": dataclasses.asdict(cfg.early_stopping),
+        "precision": cfg.precision,
+    }
     return json.loads(json.dumps(identity))  # as it reads back from metrics.json
 
 
@@ -263,8 +279,14 @@ def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
         data = load_splits(cfg.dataset, root=cfg.data_root, seed=cfg.seed, device=device, download=cfg.download)
         with precision_context(cfg.precision, device):  # training, validation and test alike
             result, test_acc, measurement = measured_fit(
-                algo, data, cfg.early_stopping, seed=cfg.seed, settings=cfg.measurement, out=out,
-                checkpoint=checkpoint, checkpoint_every_s=cfg.checkpoint_every_s,
+                algo,
+                data,
+                cfg.early_stopping,
+                seed=cfg.seed,
+                settings=cfg.measurement,
+                out=out,
+                checkpoint=checkpoint,
+                checkpoint_every_s=cfg.checkpoint_every_s,
             )
     except (torch.OutOfMemoryError, RuntimeError) as err:
         if not _is_out_of_memory(err):
@@ -278,7 +300,14 @@ def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
     with precision_context(cfg.precision, device):
         val_acc = algo.accuracy(data.val) if result.status == "ok" else float("nan")
     run = RunResult(
-        cfg, result, test_acc, val_acc, algo.arch, dataclasses.asdict(algo.params), str(device), measurement,
+        cfg,
+        result,
+        test_acc,
+        val_acc,
+        algo.arch,
+        dataclasses.asdict(algo.params),
+        str(device),
+        measurement,
         checkpoint.set_aside if checkpoint is not None else None,
     )
     if out is not None:
@@ -318,8 +347,14 @@ def measured_fit(
 
         try:
             result = fit(
-                algo, data, policy, seed=seed, meter=meter,
-                checkpoint=checkpoint, checkpoint_extra=so_far, checkpoint_every_s=checkpoint_every_s,
+                algo,
+                data,
+                policy,
+                seed=seed,
+                meter=meter,
+                checkpoint=checkpoint,
+                checkpoint_extra=so_far,
+                checkpoint_every_s=checkpoint_every_s,
             )
         finally:
             carbon_result = carbon.stop()
@@ -334,8 +369,14 @@ def measured_fit(
             test_acc = algo.accuracy(data.test)
             test_window = meter.end_window("test")
         measurement = RunMeasurement(
-            settings, meter.primary_domain, meter.primary_peak, idle, test_window, carbon_result,
-            meter.describe(), hardware_metadata(algo.device),
+            settings,
+            meter.primary_domain,
+            meter.primary_peak,
+            idle,
+            test_window,
+            carbon_result,
+            meter.describe(),
+            hardware_metadata(algo.device),
         )
     return result, test_acc, measurement
 
@@ -363,8 +404,12 @@ class PiecesMeasured:
         """These pieces and the current one, measured up to now."""
         energy = window.of("gpu" if device.startswith("cuda") else "cpu")
         piece = {
-            "piece": len(self.windows) + 1, "host": platform.node(), "device": device,
-            "time_s": window.time_s, "energy_j": energy.joules, "energy_source": energy.source,
+            "piece": len(self.windows) + 1,
+            "host": platform.node(),
+            "device": device,
+            "time_s": window.time_s,
+            "energy_j": energy.joules,
+            "energy_source": energy.source,
         }
         return PiecesMeasured(self.windows + (window,), tuple(carbon.rows_so_far()), self.summary + (piece,))
 

@@ -186,8 +186,13 @@ def fit(
         raise
     measurement = meter.end_window("fit") if meter is not None else None
     return FitResult(
-        status, run.history, run.elapsed(), measurement, run.pieces,
-        checkpoints=run.checkpoints, checkpoint_time_s=run.checkpoint_time_s,
+        status,
+        run.history,
+        run.elapsed(),
+        measurement,
+        run.pieces,
+        checkpoints=run.checkpoints,
+        checkpoint_time_s=run.checkpoint_time_s,
     )
 
 
@@ -201,8 +206,9 @@ def check_checkpoint_every_s(value: object) -> float:
 class _RunState:
     """What a fit carries from epoch to epoch, and what its checkpoint holds."""
 
-    def __init__(self, algo, batches: Batches, checkpoint: Checkpoint | None, resume: dict | None, extra,
-                 every_s: float) -> None:
+    def __init__(
+        self, algo, batches: Batches, checkpoint: Checkpoint | None, resume: dict | None, extra, every_s: float
+    ) -> None:
         check_checkpoint_every_s(every_s)
         self.algo, self.batches, self.checkpoint, self.extra = algo, batches, checkpoint, extra
         self.every_s = every_s
@@ -266,7 +272,9 @@ def _fit_stage(algo, stage: Stage, index, max_epochs, data, policy, run, on_epoc
         run.batches.load_state_dict(resume["batches"])
         set_rng_state(resume["rng"])
         stopper.best, stopper.best_epoch, stopper.bad_epochs = (
-            resume["stopper"]["best"], resume["stopper"]["best_epoch"], resume["stopper"]["bad_epochs"]
+            resume["stopper"]["best"],
+            resume["stopper"]["best_epoch"],
+            resume["stopper"]["bad_epochs"],
         )
         best_state, stage_epochs = resume["best_state"], resume["stage_epochs"]
     history = run.history

@@ -145,8 +145,7 @@ def _distribution(where: str, entry: Mapping[str, Any]) -> BaseDistribution:
     unknown = sorted(map(str, set(entry) - _ENTRY_KEYS[kind]))
     if unknown:
         raise BpfreeError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; valid for {kind}: "
-            f"{', '.join(sorted(_ENTRY_KEYS[kind]))}"
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid for {kind}: {', '.join(sorted(_ENTRY_KEYS[kind]))}"
         )
     try:
         if kind == "categorical":
@@ -230,9 +229,7 @@ def tuning_settings_from_mapping(mapping: Mapping[str, Any] | None) -> TuningSet
     hints = typing.get_type_hints(TuningSettings)
     unknown = sorted(map(str, set(mapping) - set(hints)))
     if unknown:
-        raise BpfreeError(
-            f"unknown tuning key(s) {', '.join(unknown)}; valid: {', '.join(hints)}"
-        )
+        raise BpfreeError(f"unknown tuning key(s) {', '.join(unknown)}; valid: {', '.join(hints)}")
     for key, value in mapping.items():
         if not _fits(value, hints[key]):
             raise BpfreeError(f"tuning.{key} has the wrong type: {value!r}")
@@ -291,7 +288,7 @@ class StudyCounts:
     running: int
 
     @classmethod
-    def of(cls, study: optuna.Study) -> "StudyCounts":
+    def of(cls, study: optuna.Study) -> StudyCounts:
         states = [t.state for t in study.get_trials(deepcopy=False)]
         return cls(
             states.count(TrialState.COMPLETE),
@@ -334,8 +331,7 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     arch = job.arch or parse_arch(klass.default_arch)
     if arch.kind not in klass.arch_kinds:
         raise BpfreeError(
-            f"algorithm {job.algorithm!r} runs on {' or '.join(klass.arch_kinds)} "
-            f"architectures, not {arch}"
+            f"algorithm {job.algorithm!r} runs on {' or '.join(klass.arch_kinds)} architectures, not {arch}"
         )
     space = search_space(job.algorithm, job.settings.search_spaces)
     device = resolve_device(job.device)
@@ -382,9 +378,7 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     best = study.best_trial
     best_params = dataclasses.asdict(params_from_mapping(job.algorithm, space.params(best.params)))
     elapsed = time.perf_counter() - start
-    return TuneResult(
-        job, arch, study_name, space, best, best_params, counts, trials_run, elapsed, set_aside
-    )
+    return TuneResult(job, arch, study_name, space, best, best_params, counts, trials_run, elapsed, set_aside)
 
 
 # -- the study in its journal -------------------------------------------------------------------
@@ -431,8 +425,7 @@ def repair_journal(path: str | Path) -> Path | None:
             return None
         if good == 0 and not (data.startswith(b'{"op_code"') and NEWLINE not in data):
             raise BpfreeError(
-                f"{path} is not an Optuna journal (its first line is no journal entry); "
-                "give another --storage"
+                f"{path} is not an Optuna journal (its first line is no journal entry); give another --storage"
             )
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
         write_bytes_atomic(aside, data)
@@ -444,8 +437,7 @@ def repair_journal(path: str | Path) -> Path | None:
             write_bytes_atomic(path, b"")
             kept = "its readable part does not replay either: the study starts afresh"
         print(
-            f"bpfree: journal {path} is damaged at byte {good} of {len(data)}; set aside as "
-            f"{aside.name}, {kept}",
+            f"bpfree: journal {path} is damaged at byte {good} of {len(data)}; set aside as {aside.name}, {kept}",
             file=sys.stderr,
         )
         return aside
@@ -528,9 +520,7 @@ def ask_lock(storage: str | Path) -> optuna.storages.journal.BaseJournalFileLock
     return optuna.storages.journal.JournalFileOpenLock(f"{storage}.ask", grace_period=ASK_LOCK_GRACE_S)
 
 
-def _next_trial(
-    study: optuna.Study, job: TuneJob, space: SearchSpace
-) -> tuple[optuna.Trial | None, StudyCounts]:
+def _next_trial(study: optuna.Study, job: TuneJob, space: SearchSpace) -> tuple[optuna.Trial | None, StudyCounts]:
     """Under a lock shared by all workers: fail stale trials, count, and ask for a new trial
     only while complete + running trials are fewer than N, so N is met exactly, not overshot."""
     lock = ask_lock(job.storage)
@@ -609,9 +599,9 @@ def _gone(worker: Mapping[str, Any], me: Mapping[str, Any]) -> bool:
         # this very process, which runs its trials one after another and asks for the next
         # only between them: a trial of its own still RUNNING lost its end (a repaired journal)
         return True
-    same_slurm_task = (
-        worker.get("slurm_job") is not None
-        and (worker.get("slurm_job"), worker.get("slurm_task")) == (me["slurm_job"], me["slurm_task"])
+    same_slurm_task = worker.get("slurm_job") is not None and (worker.get("slurm_job"), worker.get("slurm_task")) == (
+        me["slurm_job"],
+        me["slurm_task"],
     )
     if same_slurm_task and worker.get("slurm_restart") != me["slurm_restart"]:
         return True  # SLURM runs a job once at a time: this is its requeued run
@@ -650,8 +640,7 @@ def _run_trial(trial, space, job, arch, policy, data, device) -> TrialOutcome:
         _set_attr(trial, "heartbeat", time.time())
         if trial.should_prune():
             raise optuna.TrialPruned(
-                f"pruned at epoch {record.epoch}: val accuracy {record.val_accuracy:.4f} "
-                "below the median"
+                f"pruned at epoch {record.epoch}: val accuracy {record.val_accuracy:.4f} below the median"
             )
 
     def ended(state: TrialState, reason: str) -> TrialOutcome:
@@ -706,9 +695,7 @@ def _set_attr(trial: optuna.Trial, key: str, value: Any) -> None:
 
 
 def _log_trial(bar, trial: optuna.Trial, outcome: TrialOutcome) -> None:
-    params = ", ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()
-    )
+    params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
     if outcome.state == TrialState.COMPLETE:
         what = f"{OBJECTIVE} {outcome.value:.4f}"
     else:
@@ -737,10 +724,17 @@ def best_params_document(result: TuneResult) -> dict[str, Any]:
         "study": result.study_name,
         "storage": str(result.job.storage),
         "seed": settings.seed,
-        "sampler": {"name": "TPESampler", "multivariate": settings.multivariate,
-                    "startup_trials": settings.startup_trials, "constant_liar": True},
-        "pruner": {"name": settings.pruner, "startup_trials": settings.pruner_startup_trials,
-                   "warmup_epochs": settings.pruner_warmup_epochs},
+        "sampler": {
+            "name": "TPESampler",
+            "multivariate": settings.multivariate,
+            "startup_trials": settings.startup_trials,
+            "constant_liar": True,
+        },
+        "pruner": {
+            "name": settings.pruner,
+            "startup_trials": settings.pruner_startup_trials,
+            "warmup_epochs": settings.pruner_warmup_epochs,
+        },
         "max_epochs": settings.max_epochs or result.job.early_stopping.max_epochs,
         "search_space": result.space.describe(),
         "bpfree_version": __version__,

@@ -73,9 +73,7 @@ def check_config(config: dict[str, Any], schema_path: str | Path) -> None:
     a key the schema does not know, a value of the wrong type, an unregistered algorithm or
     dataset, an architecture that does not parse or that the algorithm cannot train."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema).iter_errors(config)
-    )
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if error is not None:
         raise BpfreeError(_schema_message(error))
 
@@ -131,9 +129,7 @@ def expand_studies(config: dict[str, Any]) -> list[Study]:
 
 def expand_runs(config: dict[str, Any]) -> list[Run]:
     seeds = [int(s) for s in config["seeds"]]
-    return sorted(
-        Run(s.dataset, s.arch, s.algorithm, seed) for s in expand_studies(config) for seed in seeds
-    )
+    return sorted(Run(s.dataset, s.arch, s.algorithm, seed) for s in expand_studies(config) for seed in seeds)
 
 
 def tuning_trials(config: dict[str, Any]) -> int:

@@ -99,13 +99,19 @@ def matmul_reference(device, settings, seconds: float) -> dict:
         start, n = time.perf_counter(), 0
         while time.perf_counter() - start < seconds:
             for _ in range(10):
-                b = a @ a
+                a @ a
             torch.cuda.synchronize(device)
             n += 10
         window = meter.end_window("matmul")
     flops = 2 * 8192**3 * n
-    return row_from("(matmul reference)", "8192^2", window.time_s, window, meter,
-                    {"epochs": None, "test_accuracy": None, "tflops": flops / window.time_s / 1e12})
+    return row_from(
+        "(matmul reference)",
+        "8192^2",
+        window.time_s,
+        window,
+        meter,
+        {"epochs": None, "test_accuracy": None, "tflops": flops / window.time_s / 1e12},
+    )
 
 
 def check_algorithm(name: str, data, device, settings, args) -> dict:
@@ -131,14 +137,21 @@ def check_algorithm(name: str, data, device, settings, args) -> dict:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     result, test_acc, measurement = measured_fit(algo, data, policy, seed=1, settings=settings, out=out)
-    return row_from(name, str(algo.arch), result.train_time_s, result.measurement, measurement, {
-        "epochs": result.epochs,
-        "status": result.status,
-        "test_accuracy": test_acc,
-        "co2_kg": measurement.carbon.co2_kg,
-        "codecarbon_error": measurement.carbon.error,
-        "sources": measurement.sources,
-    })
+    return row_from(
+        name,
+        str(algo.arch),
+        result.train_time_s,
+        result.measurement,
+        measurement,
+        {
+            "epochs": result.epochs,
+            "status": result.status,
+            "test_accuracy": test_acc,
+            "co2_kg": measurement.carbon.co2_kg,
+            "codecarbon_error": measurement.carbon.error,
+            "sources": measurement.sources,
+        },
+    )
 
 
 def epoch_params(name: str, epochs: int) -> dict:
@@ -161,19 +174,23 @@ def fmt(value, spec: str) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'run':<20}{'epochs':>7}{'time s':>8}{'counter J':>11}{'polled J':>10}{'diff':>8}"
-            f"{'idle W':>8}{'net J':>10}{'alloc MB':>10}{'dev MB':>9}{'test acc':>9}")
+    head = (
+        f"{'run':<20}{'epochs':>7}{'time s':>8}{'counter J':>11}{'polled J':>10}{'diff':>8}"
+        f"{'idle W':>8}{'net J':>10}{'alloc MB':>10}{'dev MB':>9}{'test acc':>9}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         if "error" in r:
             print(f"{r['run']:<20} ERROR {r['error']}")
             continue
-        print(f"{r['run']:<20}{fmt(r.get('epochs'), 'd'):>7}{fmt(r['time_s'], '.1f'):>8}"
-              f"{fmt(r['counter_j'], '.1f'):>11}{fmt(r['polled_j'], '.1f'):>10}"
-              f"{fmt(r['polled_vs_counter'], '+.1%'):>8}{fmt(r['idle_power_w'], '.1f'):>8}"
-              f"{fmt(r['net_j'], '.1f'):>10}{fmt(r['allocated_peak_mb'], '.0f'):>10}"
-              f"{fmt(r['device_used_peak_mb'], '.0f'):>9}{fmt(r.get('test_accuracy'), '.4f'):>9}")
+        print(
+            f"{r['run']:<20}{fmt(r.get('epochs'), 'd'):>7}{fmt(r['time_s'], '.1f'):>8}"
+            f"{fmt(r['counter_j'], '.1f'):>11}{fmt(r['polled_j'], '.1f'):>10}"
+            f"{fmt(r['polled_vs_counter'], '+.1%'):>8}{fmt(r['idle_power_w'], '.1f'):>8}"
+            f"{fmt(r['net_j'], '.1f'):>10}{fmt(r['allocated_peak_mb'], '.0f'):>10}"
+            f"{fmt(r['device_used_peak_mb'], '.0f'):>9}{fmt(r.get('test_accuracy'), '.4f'):>9}"
+        )
         for problem in r["problems"]:
             print(f"{'':<20}  problem: {problem}")
 
@@ -186,11 +203,15 @@ def verdict(rows: list[dict], counter_note: str | None) -> str:
     worst = max(compared, key=lambda r: abs(r["polled_vs_counter"]))
     diff = worst["polled_vs_counter"]
     if abs(diff) <= AGREEMENT:
-        return (f"verdict: counter and polling AGREE on all {len(compared)} runs, within {abs(diff):.1%} "
-                f"(threshold {AGREEMENT:.0%}; worst: {worst['run']})")
-    return (f"verdict: counter and polling DISAGREE: polling is off by {diff:+.1%} on {worst['run']} "
-            f"(threshold {AGREEMENT:.0%}); the counter is the reference (polling sees NVML's averaged "
-            f"power at intervals, and misses what falls between)")
+        return (
+            f"verdict: counter and polling AGREE on all {len(compared)} runs, within {abs(diff):.1%} "
+            f"(threshold {AGREEMENT:.0%}; worst: {worst['run']})"
+        )
+    return (
+        f"verdict: counter and polling DISAGREE: polling is off by {diff:+.1%} on {worst['run']} "
+        f"(threshold {AGREEMENT:.0%}); the counter is the reference (polling sees NVML's averaged "
+        f"power at intervals, and misses what falls between)"
+    )
 
 
 def main(argv=None) -> int:
@@ -206,17 +227,23 @@ def main(argv=None) -> int:
     from bpfree.registry import ALGORITHMS
 
     device = torch.device("cuda")
-    settings = MeasurementSettings(idle_seconds=args.idle_seconds, poll_interval_s=args.poll_interval,
-                                   codecarbon=not args.no_codecarbon)
+    settings = MeasurementSettings(
+        idle_seconds=args.idle_seconds, poll_interval_s=args.poll_interval, codecarbon=not args.no_codecarbon
+    )
     hardware = hardware_metadata(device)
     with Meter.for_device(device, settings) as probe:
         sources = probe.describe()
-    print(f"gpu_check on {hardware['gpu_model']} (driver {hardware['gpu_driver']}, CUDA {hardware['cuda']}, "
-          f"torch {hardware['torch']}), host {hardware['host']}, CPU {hardware['cpu_model']}")
-    print(f"GPU energy sources: {', '.join(sources['energy_counters'].get('gpu', {})) or 'none'}; "
-          f"CPU: {', '.join(sources['energy_counters']['cpu'])}; notes: {sources['energy_notes'] or 'none'}")
-    print(f"poll interval {args.poll_interval} s, idle baseline {args.idle_seconds} s, "
-          f"target {args.seconds} s per run\n")
+    print(
+        f"gpu_check on {hardware['gpu_model']} (driver {hardware['gpu_driver']}, CUDA {hardware['cuda']}, "
+        f"torch {hardware['torch']}), host {hardware['host']}, CPU {hardware['cpu_model']}"
+    )
+    print(
+        f"GPU energy sources: {', '.join(sources['energy_counters'].get('gpu', {})) or 'none'}; "
+        f"CPU: {', '.join(sources['energy_counters']['cpu'])}; notes: {sources['energy_notes'] or 'none'}"
+    )
+    print(
+        f"poll interval {args.poll_interval} s, idle baseline {args.idle_seconds} s, target {args.seconds} s per run\n"
+    )
 
     names = args.algorithms.split(",") if args.algorithms else ALGORITHMS.names()
     rows: list[dict] = []

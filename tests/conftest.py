@@ -108,41 +108,56 @@ def write_cifar10(root: Path) -> None:
     base.mkdir(parents=True)
     for b in range(5):
         index = np.arange(CIFAR_BATCH_ROWS) + b * CIFAR_BATCH_ROWS
-        _pickle(base / f"data_batch_{b + 1}", {
-            "batch_label": f"training batch {b + 1} of 5",
+        _pickle(
+            base / f"data_batch_{b + 1}",
+            {
+                "batch_label": f"training batch {b + 1} of 5",
+                "labels": [int(i) % 10 for i in index],
+                "data": cifar_rows(index),
+                "filenames": [f"img_{i}.png" for i in index],
+            },
+        )
+    index = np.arange(CIFAR_TEST_ROWS) + 200
+    _pickle(
+        base / "test_batch",
+        {
+            "batch_label": "testing batch 1 of 1",
             "labels": [int(i) % 10 for i in index],
             "data": cifar_rows(index),
             "filenames": [f"img_{i}.png" for i in index],
-        })
-    index = np.arange(CIFAR_TEST_ROWS) + 200
-    _pickle(base / "test_batch", {
-        "batch_label": "testing batch 1 of 1",
-        "labels": [int(i) % 10 for i in index],
-        "data": cifar_rows(index),
-        "filenames": [f"img_{i}.png" for i in index],
-    })
-    _pickle(base / "batches.meta", {
-        "num_cases_per_batch": CIFAR_BATCH_ROWS,
-        "label_names": [f"class{c}" for c in range(10)],
-        "num_vis": 3072,
-    })
+        },
+    )
+    _pickle(
+        base / "batches.meta",
+        {
+            "num_cases_per_batch": CIFAR_BATCH_ROWS,
+            "label_names": [f"class{c}" for c in range(10)],
+            "num_vis": 3072,
+        },
+    )
 
 
 def write_cifar100(root: Path) -> None:
     base = root / "cifar-100-python"
     base.mkdir(parents=True)
     for name, index in (("train", np.arange(CIFAR100_TRAIN_ROWS)), ("test", np.arange(CIFAR_TEST_ROWS) + 200)):
-        _pickle(base / name, {
-            "filenames": [f"img_{i}.png" for i in index],
-            "batch_label": name,
-            "fine_labels": [int(i) * 3 % 100 for i in index],
-            "coarse_labels": [int(i) % 20 for i in index],
-            "data": cifar_rows(index),
-        })
-    _pickle(base / "meta", {
-        "fine_label_names": [f"fine{c}" for c in range(100)],
-        "coarse_label_names": [f"coarse{c}" for c in range(20)],
-    })
+        _pickle(
+            base / name,
+            {
+                "filenames": [f"img_{i}.png" for i in index],
+                "batch_label": name,
+                "fine_labels": [int(i) * 3 % 100 for i in index],
+                "coarse_labels": [int(i) % 20 for i in index],
+                "data": cifar_rows(index),
+            },
+        )
+    _pickle(
+        base / "meta",
+        {
+            "fine_label_names": [f"fine{c}" for c in range(100)],
+            "coarse_label_names": [f"coarse{c}" for c in range(20)],
+        },
+    )
 
 
 @pytest.fixture(scope="session")
@@ -170,8 +185,19 @@ def bp_digits_mlp_run(tmp_path_factory):
     subprocess; returns (completed process, output dir, metrics dict)."""
     out = tmp_path_factory.mktemp("bp_digits_mlp")
     proc = run_bpfree(
-        "train", "--algorithm", "bp", "--dataset", "digits", "--seed", "7",
-        "--arch", "mlp:256,256", "--device", "cpu", "--out", str(out),
+        "train",
+        "--algorithm",
+        "bp",
+        "--dataset",
+        "digits",
+        "--seed",
+        "7",
+        "--arch",
+        "mlp:256,256",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
     )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())

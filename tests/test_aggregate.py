@@ -25,10 +25,27 @@ T_975_DF2 = 4.302652729911275  # Student t, 97.5th percentile, 2 degrees of free
 T_975_DF1 = 12.706204736174707
 
 
-def run(algorithm, seed, accuracy, energy=None, source="nvml-counter", status="ok",
-        arch="mlp:8,8", dataset="digits", time_s=10.0):
-    row = {"algorithm": algorithm, "arch": arch, "dataset": dataset, "seed": seed,
-           "status": status, "test_accuracy": accuracy, "train_time_s": time_s, "epochs": 5}
+def run(
+    algorithm,
+    seed,
+    accuracy,
+    energy=None,
+    source="nvml-counter",
+    status="ok",
+    arch="mlp:8,8",
+    dataset="digits",
+    time_s=10.0,
+):
+    row = {
+        "algorithm": algorithm,
+        "arch": arch,
+        "dataset": dataset,
+        "seed": seed,
+        "status": status,
+        "test_accuracy": accuracy,
+        "train_time_s": time_s,
+        "epochs": 5,
+    }
     if energy is not None:
         row |= {"energy_j": energy, "energy_source": source}
     return row
@@ -57,8 +74,7 @@ def test_t_halfwidth_needs_two_values():
 
 
 def test_diverged_runs_are_counted_not_averaged():
-    runs = frame([run("bp", 1, 0.9), run("bp", 2, 0.8),
-                  run("bp", 3, float("nan"), status="diverged")])
+    runs = frame([run("bp", 1, 0.9), run("bp", 2, 0.8), run("bp", 3, float("nan"), status="diverged")])
     row = method_stats(runs).row(0, named=True)
     assert (row["runs"], row["ok"], row["diverged"]) == (3, 2, 1)
     assert row["test_accuracy_mean"] == pytest.approx(0.85)
@@ -102,8 +118,9 @@ def test_delta_against_bp_twin_is_percent_of_bp_with_paired_t_test():
 
 
 def test_delta_pairs_by_seed_and_needs_two_pairs():
-    runs = frame([run("bp", 1, 0.90), run("bp", 2, 0.92),
-                  run("mf", 1, 0.95), run("mf", 2, float("nan"), status="diverged")])
+    runs = frame(
+        [run("bp", 1, 0.90), run("bp", 2, 0.92), run("mf", 1, 0.95), run("mf", 2, float("nan"), status="diverged")]
+    )
     row = bp_deltas(runs).filter(pl.col("metric") == "test_accuracy").row(0, named=True)
     assert row["pairs"] == 1
     assert row["delta"] == pytest.approx(0.05)  # seed 1 only: the diverged seed is not paired
@@ -112,8 +129,10 @@ def test_delta_pairs_by_seed_and_needs_two_pairs():
 
 
 def test_delta_refuses_energy_measured_differently():
-    runs = frame([run("bp", s, 0.9, 100.0, "nvml-counter") for s in (1, 2)]
-                 + [run("mf", s, 0.9, 50.0, "estimate") for s in (1, 2)])
+    runs = frame(
+        [run("bp", s, 0.9, 100.0, "nvml-counter") for s in (1, 2)]
+        + [run("mf", s, 0.9, 50.0, "estimate") for s in (1, 2)]
+    )
     row = bp_deltas(runs).filter(pl.col("metric") == "energy_j").row(0, named=True)
     assert math.isnan(row["delta_pct"])
     assert "not compared" in row["note"] and "estimate" in row["note"]

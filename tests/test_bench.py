@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from bpfree.algorithms import build_algorithm
 from bpfree.bench.reference import EpochSampler, PixelDataset, ReferenceFF, reference_loop, tensor_dataset
 from bpfree.bench.runner import CASES, REGIMES, MatmulShapes, Ours, Reference, case_arch, synthetic_data
-from bpfree.algorithms import build_algorithm
 from bpfree.cli import main
 from bpfree.data import Batches
 from bpfree.registry import ALGORITHMS
@@ -90,7 +90,9 @@ def test_ff_per_label_loop_equals_the_batched_goodness_pass():
     algo = build_algorithm("ff", case_arch(CASES[1], SIZES), data.splits.info, {"prediction": "goodness"})
     loop = ReferenceFF(algo, tensor_dataset(data.splits.train), 0)
     with torch.no_grad():
-        torch.testing.assert_close(loop.goodness_per_label(data.splits.test.x), algo.goodness_per_label(data.splits.test.x))
+        torch.testing.assert_close(
+            loop.goodness_per_label(data.splits.test.x), algo.goodness_per_label(data.splits.test.x)
+        )
 
 
 def test_reference_refuses_variants_it_does_not_implement():
@@ -107,7 +109,9 @@ def test_recorded_gemm_shapes_account_for_every_flop_torch_counts():
     GEMMs, forward and both backward products) is what FlopCounterMode counts."""
     torch.manual_seed(0)
     mlp = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3, bias=False))
-    cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(5 * 8 * 8, 3))
+    cnn = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 5, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(5 * 8 * 8, 3)
+    )
     for model, x in ((mlp, torch.randn(7, 20)), (cnn, torch.randn(4, 3, 8, 8))):
         with FlopCounterMode(display=False) as counter, MatmulShapes() as shapes:
             F.cross_entropy(model(x), torch.tensor([0, 1, 2, 0, 1, 2, 0][: len(x)])).backward()
@@ -117,12 +121,29 @@ def test_recorded_gemm_shapes_account_for_every_flop_torch_counts():
 
 
 EXPECTED_RESULT_KEYS = {
-    "case", "algorithm", "regime", "shape", "arch", "batch_size", "train_samples", "ours", "reference",
-    "train_speedup", "infer_speedup", "max_loss_difference",
+    "case",
+    "algorithm",
+    "regime",
+    "shape",
+    "arch",
+    "batch_size",
+    "train_samples",
+    "ours",
+    "reference",
+    "train_speedup",
+    "infer_speedup",
+    "max_loss_difference",
 }
 EXPECTED_LOOP_KEYS = {
-    "train_samples_per_s", "infer_samples_per_s", "epoch_time_s", "train_flops", "train_gemm_flops_per_s",
-    "train_gemm_fraction", "infer_gemm_fraction", "losses", "test_accuracy",
+    "train_samples_per_s",
+    "infer_samples_per_s",
+    "epoch_time_s",
+    "train_flops",
+    "train_gemm_flops_per_s",
+    "train_gemm_fraction",
+    "infer_gemm_fraction",
+    "losses",
+    "test_accuracy",
 }
 
 
@@ -130,7 +151,9 @@ def test_bench_quick_writes_json_with_every_case(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--device", "cpu", "--threads", "1", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert {"device", "threads", "load_average_start", "load_average_end", "gemm_peak_flops_per_s"} <= set(report["meta"])
+    assert {"device", "threads", "load_average_start", "load_average_end", "gemm_peak_flops_per_s"} <= set(
+        report["meta"]
+    )
     assert report["meta"]["threads"] == 1
     assert {r["case"] for r in report["results"]} == {c.name for c in CASES}
     for result in report["results"]:

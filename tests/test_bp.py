@@ -29,10 +29,25 @@ def test_bp_mlp_learns_digits(bp_digits_mlp_run):
 
 def test_bp_cnn_learns_digits(tmp_path, capsys):
     # the CNN is near its best after ~5 epochs on digits (0.984 test after 6); 8 keep it quick
-    code = main([
-        "train", "--algorithm", "bp", "--dataset", "digits", "--seed", "7",
-        "--arch", "cnn:32,128,512", "--max-epochs", "8", "--device", "cpu", "--out", str(tmp_path),
-    ])
+    code = main(
+        [
+            "train",
+            "--algorithm",
+            "bp",
+            "--dataset",
+            "digits",
+            "--seed",
+            "7",
+            "--arch",
+            "cnn:32,128,512",
+            "--max-epochs",
+            "8",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["arch"] == "cnn:32,128,512" and metrics["status"] == "ok"
@@ -41,8 +56,12 @@ def test_bp_cnn_learns_digits(tmp_path, capsys):
 
 def small_run(seed: int):
     cfg = RunConfig(
-        "bp", "digits", seed, parse_arch("mlp:32"),
-        early_stopping=EarlyStopping(max_epochs=3), device="cpu",
+        "bp",
+        "digits",
+        seed,
+        parse_arch("mlp:32"),
+        early_stopping=EarlyStopping(max_epochs=3),
+        device="cpu",
     )
     history = train(cfg).fit.history
     return [(r.epoch, r.stage, r.train_loss, r.val_loss, r.val_accuracy) for r in history]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from bpfree.algorithms import build_algorithm, params_from_mapping
 from bpfree.algorithms.cafo import ridge_solve
 from bpfree.algorithms.sparsemax import sparsemax, sparsemax_loss
-from bpfree.data import Batches, DataSplits, DatasetInfo, Split, load_splits
+from bpfree.data import Batches, DatasetInfo, DataSplits, Split, load_splits
 from bpfree.errors import BpfreeError
 from bpfree.models import parse_arch
 from bpfree.training import EarlyStopping, fit
@@ -179,7 +179,7 @@ def test_dfa_gradients_come_from_the_fixed_feedback_matrices():
     for i, b in enumerate(blocks):
         got = [p.grad for p in b.parameters()]
         if i < len(blocks) - 1:
-            for gp, ep, tp in zip(got, expected[i], true[i]):
+            for gp, ep in zip(got, expected[i]):
                 assert torch.allclose(gp, ep, atol=1e-6)
             conv_cosine = F.cosine_similarity(got[0].flatten(), true[i][0].flatten(), dim=0)
             assert conv_cosine < 0.9  # not the true gradient

@@ -8,11 +8,10 @@ import json
 import math
 
 import pytest
+from conftest import run_bpfree
 
 from bpfree.cli import main
 from bpfree.registry import ALGORITHMS, DATASETS
-
-from conftest import run_bpfree
 
 HISTORY_COLUMNS = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy", "epoch_time_s"]
 
@@ -103,9 +102,7 @@ def test_params_file_with_unknown_key(tmp_path, capsys, params_file):
     assert "'momentum'" in line and "valid: lr, weight_decay, batch_size" in line
 
 
-@pytest.mark.parametrize(
-    "text", ["algorithm: ff\nparams:\n  lr: 0.01\n", "algorithm: ff\nlr: 0.01\n"]
-)
+@pytest.mark.parametrize("text", ["algorithm: ff\nparams:\n  lr: 0.01\n", "algorithm: ff\nlr: 0.01\n"])
 def test_params_file_for_another_algorithm(tmp_path, capsys, params_file, text):
     assert main(train_args(tmp_path, params=params_file(text))) != 0
     assert "is for algorithm 'ff', not 'bp'" in one_error_line(capsys)
@@ -131,26 +128,59 @@ def test_config_with_unknown_early_stopping_key(tmp_path, capsys, params_file):
     assert "patients" in line and "patience" in line
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("precision: fp16\n", "unknown precision 'fp16'; valid: fp32, tf32, bf16"),
-    ("checkpoint_every_s: soon\n", "checkpoint_every_s must be a number >= 0"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("precision: fp16\n", "unknown precision 'fp16'; valid: fp32, tf32, bf16"),
+        ("checkpoint_every_s: soon\n", "checkpoint_every_s must be a number >= 0"),
+    ],
+)
 def test_config_with_a_bad_top_level_value(tmp_path, capsys, params_file, text, message):
     assert main(train_args(tmp_path, config=params_file(text))) != 0
     assert message in one_error_line(capsys)
 
 
 def test_bf16_training_learns_and_is_recorded_as_part_of_the_run(tmp_path, capsys):
-    args = train_args(tmp_path, "--arch", "mlp:64", "--max-epochs", "8", "--device", "cpu", "--threads", "1",
-                      "--measure-idle-s", "0", "--measure-codecarbon", "off", precision="bf16")
+    args = train_args(
+        tmp_path,
+        "--arch",
+        "mlp:64",
+        "--max-epochs",
+        "8",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--measure-idle-s",
+        "0",
+        "--measure-codecarbon",
+        "off",
+        precision="bf16",
+    )
     assert main(args) == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["precision"] == "bf16" and metrics["test_accuracy"] > 0.85
     with open(tmp_path / "out" / "history.csv") as fh:
         bf16_first = next(csv.DictReader(fh))["train_loss"]
     # an fp32 run of the same configuration is another run: not "already trained"
-    assert main(train_args(tmp_path, "--arch", "mlp:64", "--max-epochs", "1", "--device", "cpu",
-                           "--measure-idle-s", "0", "--measure-codecarbon", "off")) == 0
+    assert (
+        main(
+            train_args(
+                tmp_path,
+                "--arch",
+                "mlp:64",
+                "--max-epochs",
+                "1",
+                "--device",
+                "cpu",
+                "--measure-idle-s",
+                "0",
+                "--measure-codecarbon",
+                "off",
+            )
+        )
+        == 0
+    )
     assert "already trained" not in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["precision"] == "fp32"
     with open(tmp_path / "out" / "history.csv") as fh:

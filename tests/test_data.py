@@ -6,13 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from bpfree.data import Batches, Split, augment_crop_flip, load_splits
-from bpfree.data.batches import eval_batches
-from bpfree.data.core import train_val_indices
-from bpfree.errors import BpfreeError, DatasetMissing
-from bpfree.registry import DATASETS
-
 from conftest import (
     CIFAR100_TRAIN_ROWS,
     CIFAR_BATCH_ROWS,
@@ -24,6 +17,12 @@ from conftest import (
     decode_index,
     mnist_label,
 )
+
+from bpfree.data import Batches, Split, augment_crop_flip, load_splits
+from bpfree.data.batches import eval_batches
+from bpfree.data.core import train_val_indices
+from bpfree.errors import BpfreeError, DatasetMissing
+from bpfree.registry import DATASETS
 
 # ALGORITHMS.md, "Data" (the contract)
 PAPER_NORMALISATION = {
@@ -132,8 +131,7 @@ def test_digits_labels_stay_with_their_images(digits_by_seed):
 
     digits = load_digits()
     label_of = {
-        (image / 16.0).astype(np.float32).tobytes(): int(label)
-        for image, label in zip(digits.images, digits.target)
+        (image / 16.0).astype(np.float32).tobytes(): int(label) for image, label in zip(digits.images, digits.target)
     }
     info = digits_by_seed[0].info
     for split in (digits_by_seed[0].train, digits_by_seed[0].val, digits_by_seed[0].test):
@@ -160,9 +158,7 @@ def test_mnist_validation_is_the_last_10k_whatever_the_seed(mnist):
     for data in mnist.values():
         assert (len(data.train), len(data.val), len(data.test)) == (50, 10_000, MNIST_TEST_ROWS)
         np.testing.assert_array_equal(decode_index(unnormalise(data.train, "mnist")), np.arange(50))
-        np.testing.assert_array_equal(
-            decode_index(unnormalise(data.val, "mnist")), np.arange(50, MNIST_TRAIN_ROWS)
-        )
+        np.testing.assert_array_equal(decode_index(unnormalise(data.val, "mnist")), np.arange(50, MNIST_TRAIN_ROWS))
         np.testing.assert_array_equal(
             decode_index(unnormalise(data.test, "mnist")), 50_000 + np.arange(MNIST_TEST_ROWS)
         )

@@ -16,7 +16,7 @@ from bpfree.algorithms.ff import (
     rms_normalise,
     uniform_wrong_labels,
 )
-from bpfree.data import DataSplits, DatasetInfo, Split
+from bpfree.data import DatasetInfo, DataSplits, Split
 from bpfree.models import parse_arch
 from bpfree.registry import DATASETS
 from bpfree.training import EarlyStopping, fit

@@ -20,14 +20,20 @@ def write_runs(root, energy_source="nvml-counter", energy_device="gpu", with_ene
             d = root / "runs" / algorithm / str(seed)
             d.mkdir(parents=True)
             diverged = (algorithm, seed) == ("mf", 3)
-            metrics = {"algorithm": algorithm, "arch": arch, "dataset": "digits", "seed": seed,
-                       "status": "diverged" if diverged else "ok",
-                       "test_accuracy": float("nan") if diverged else 0.9 + seed / 100,
-                       "train_time_s": 10.0 * seed, "epochs": 3,
-                       "peak_memory_mb": 500.0, "peak_memory_kind": "cuda-allocator"}
+            metrics = {
+                "algorithm": algorithm,
+                "arch": arch,
+                "dataset": "digits",
+                "seed": seed,
+                "status": "diverged" if diverged else "ok",
+                "test_accuracy": float("nan") if diverged else 0.9 + seed / 100,
+                "train_time_s": 10.0 * seed,
+                "epochs": 3,
+                "peak_memory_mb": 500.0,
+                "peak_memory_kind": "cuda-allocator",
+            }
             if with_energy:
-                metrics |= {"energy_j": 100.0 + seed, "energy_source": energy_source,
-                            "energy_device": energy_device}
+                metrics |= {"energy_j": 100.0 + seed, "energy_source": energy_source, "energy_device": energy_device}
             (d / "metrics.json").write_text(json.dumps(metrics))
             (d / "history.csv").write_text(
                 "epoch,stage,train_loss,val_loss,val_accuracy,epoch_time_s\n"
@@ -74,12 +80,14 @@ def test_diverged_runs_are_marked_in_the_figure(tmp_path):
 
 
 def test_pareto_front_keeps_points_nothing_beats():
-    points = pl.DataFrame({
-        "dataset": ["d"] * 4 + ["e"],
-        "label": ["cheap-bad", "mid-good", "dear-best", "dear-worse", "only"],
-        "cost": [1.0, 2.0, 5.0, 6.0, 3.0],
-        "accuracy": [80.0, 90.0, 95.0, 85.0, 50.0],
-    })
+    points = pl.DataFrame(
+        {
+            "dataset": ["d"] * 4 + ["e"],
+            "label": ["cheap-bad", "mid-good", "dear-best", "dear-worse", "only"],
+            "cost": [1.0, 2.0, 5.0, 6.0, 3.0],
+            "accuracy": [80.0, 90.0, 95.0, 85.0, 50.0],
+        }
+    )
     front = pareto_front(points, "cost", "accuracy")
     assert front["label"].to_list() == ["cheap-bad", "mid-good", "dear-best", "only"]
 

@@ -108,8 +108,9 @@ def fake_gpu(monkeypatch):
         gpu, why = open_gpu(index=0)
         assert gpu is not None, why
         domain = gpu_domain(gpu, clock=clock)
-        meter = Meter([domain], [], clock=clock, sleep=lambda s: run(meter, clock, s),
-                      primary_domain="gpu", on_close=gpu.close)
+        meter = Meter(
+            [domain], [], clock=clock, sleep=lambda s: run(meter, clock, s), primary_domain="gpu", on_close=gpu.close
+        )
         return meter, nvml, clock
 
     return build
@@ -205,7 +206,7 @@ def test_counter_going_back_falls_back_to_polling_and_is_recorded(fake_gpu):
     meter, nvml, clock = fake_gpu()
     meter.begin_window("w")
     run(meter, clock, 4.0)
-    nvml.counter_shift_mj = -10**9  # the counter wrapped or the driver reloaded
+    nvml.counter_shift_mj = -(10**9)  # the counter wrapped or the driver reloaded
     result = meter.end_window("w")
     energy = result.of("gpu")
     assert energy.by_source["nvml-counter"] is None
@@ -259,8 +260,13 @@ def test_a_failing_nvml_does_not_fail_the_run(fake_gpu, monkeypatch, tmp_path):
     nvml.fail.add("nvmlDeviceGetTotalEnergyConsumption")  # broken from the first epoch
     monkeypatch.setattr(run_module.Meter, "for_device", lambda device, settings: meter)
     cfg = run_module.RunConfig(
-        "bp", "digits", 0, parse_arch("mlp:16"), early_stopping=EarlyStopping(max_epochs=2),
-        device="cpu", measurement=MeasurementSettings(idle_seconds=0, codecarbon=False),
+        "bp",
+        "digits",
+        0,
+        parse_arch("mlp:16"),
+        early_stopping=EarlyStopping(max_epochs=2),
+        device="cpu",
+        measurement=MeasurementSettings(idle_seconds=0, codecarbon=False),
     )
     result = run_module.train(cfg, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -406,8 +412,27 @@ def test_a_cpu_run_records_an_estimate_and_codecarbon_offline(tmp_path, no_netwo
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"measurement": {"idle_seconds": 1.0, "country_iso_code": "FRA"}}))
     out = tmp_path / "run"
-    code = main(["train", "--algorithm", "bp", "--dataset", "digits", "--seed", "1", "--arch", "mlp:32",
-                 "--max-epochs", "2", "--device", "cpu", "--config", str(config), "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--algorithm",
+            "bp",
+            "--dataset",
+            "digits",
+            "--seed",
+            "1",
+            "--arch",
+            "mlp:32",
+            "--max-epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert no_network == []
     metrics = json.loads((out / "metrics.json").read_text())
@@ -575,7 +600,10 @@ def test_schema_defaults_are_the_settings_defaults():
 def test_gpu_check_says_so_on_a_machine_without_a_gpu():
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts/gpu_check.py")],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
     )
     assert proc.returncode == 0, proc.stderr
     assert "no CUDA GPU" in proc.stdout and "Traceback" not in proc.stderr

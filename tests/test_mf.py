@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from bpfree.algorithms import build_algorithm
-from bpfree.data import Batches, DataSplits, DatasetInfo, Split
+from bpfree.data import Batches, DatasetInfo, DataSplits, Split
 from bpfree.errors import BpfreeError
 from bpfree.models import parse_arch
 from bpfree.registry import DATASETS

@@ -37,7 +37,10 @@ def test_parse_arch_malformed(text):
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_mlp_shapes(shape):
     mlp = MLP((16, 8), shape)
-    assert [(l.in_features, l.out_features) for l in mlp.layers] == [(shape[0] * shape[1] * shape[2], 16), (16, 8)]
+    assert [(layer.in_features, layer.out_features) for layer in mlp.layers] == [
+        (shape[0] * shape[1] * shape[2], 16),
+        (16, 8),
+    ]
     out = mlp(torch.randn(5, *shape))
     assert out.shape == (5, 8) and mlp.out_features == 8
     assert bool((out >= 0).all())  # ReLU after every hidden layer

@@ -37,8 +37,7 @@ def install_fake_plugin(site: Path, module: str, body: str) -> None:
 
 def bpfree(site: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "bpfree", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "bpfree", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_a_plugin_algorithm_and_dataset_are_listed_trained_and_tuned(tmp_path):
@@ -49,15 +48,50 @@ def test_a_plugin_algorithm_and_dataset_are_listed_trained_and_tuned(tmp_path):
     assert listed.returncode == 0 and "toy-bp" in listed.stdout, listed.stderr
     assert "toy-digits" in bpfree(site, "datasets").stdout
 
-    common = ["--algorithm", "toy-bp", "--dataset", "toy-digits", "--arch", "mlp:16", "--device", "cpu",
-              "--threads", "1"]
-    tuned = bpfree(site, "tune", *common, "--n-trials", "2", "--max-epochs", "2",
-                   "--storage", str(tmp_path / "s.journal"), "--out", str(tmp_path / "best.yaml"))
+    common = [
+        "--algorithm",
+        "toy-bp",
+        "--dataset",
+        "toy-digits",
+        "--arch",
+        "mlp:16",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]
+    tuned = bpfree(
+        site,
+        "tune",
+        *common,
+        "--n-trials",
+        "2",
+        "--max-epochs",
+        "2",
+        "--storage",
+        str(tmp_path / "s.journal"),
+        "--out",
+        str(tmp_path / "best.yaml"),
+    )
     assert tuned.returncode == 0, tuned.stderr
     assert "lr" in (tmp_path / "best.yaml").read_text()  # from the plugin's own search space
-    trained = bpfree(site, "train", *common, "--seed", "1", "--max-epochs", "3", "--params",
-                     str(tmp_path / "best.yaml"), "--measure-idle-s", "0", "--measure-codecarbon", "off",
-                     "--out", str(tmp_path / "run"))
+    trained = bpfree(
+        site,
+        "train",
+        *common,
+        "--seed",
+        "1",
+        "--max-epochs",
+        "3",
+        "--params",
+        str(tmp_path / "best.yaml"),
+        "--measure-idle-s",
+        "0",
+        "--measure-codecarbon",
+        "off",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert trained.returncode == 0, trained.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["algorithm"] == "toy-bp" and metrics["test_accuracy"] > 0.5

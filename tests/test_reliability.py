@@ -18,9 +18,11 @@ import optuna
 import psutil
 import pytest
 import yaml
+from conftest import run_bpfree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from optuna.trial import TrialState
+from test_workflow import SCHEMA
 
 import bpfree.run
 import bpfree.tuning
@@ -37,11 +39,20 @@ from bpfree.registry import ALGORITHMS
 from bpfree.tuning import TuneJob, TuningSettings, _gone, _worker, tune, tuning_settings_from_mapping
 from bpfree.workflow import check_config
 
-from conftest import run_bpfree
-from test_workflow import SCHEMA
-
-FAST = ["--arch", "mlp:8", "--max-epochs", "2", "--device", "cpu", "--threads", "1",
-        "--measure-codecarbon", "off", "--measure-idle-s", "0"]
+FAST = [
+    "--arch",
+    "mlp:8",
+    "--max-epochs",
+    "2",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--measure-codecarbon",
+    "off",
+    "--measure-idle-s",
+    "0",
+]
 
 
 def one_line(capsys) -> str:
@@ -52,13 +63,13 @@ def one_line(capsys) -> str:
 
 
 def train_args(out, *extra: str, algorithm: str = "bp", dataset: str = "digits", seed: str = "1"):
-    return ["train", "--algorithm", algorithm, "--dataset", dataset, "--seed", seed,
-            "--out", str(out), *extra]
+    return ["train", "--algorithm", algorithm, "--dataset", dataset, "--seed", seed, "--out", str(out), *extra]
 
 
 @pytest.fixture
 def no_work(monkeypatch):
     """Reading the data is the first work a run does: it must not be reached."""
+
     def started(*args, **kwargs):
         raise AssertionError("work started before the input was checked")
 
@@ -75,24 +86,44 @@ BAD_TRAIN_INPUT = {  # name -> (extra arguments, files to write, what the line m
     "arch wider than any tensor": (["--arch", "mlp:" + "9" * 20], {}, "widths from 1 to 2147483647"),
     "arch the algorithm cannot train": (["--algorithm", "ff", "--arch", "cnn:4"], {}, "runs on mlp"),
     "negative seed": (["--seed", "-1"], {}, "--seed must be >= 0"),
-    "misspelt config key": (["--config", "c.yaml"], {"c.yaml": "early_stopping: {patiense: 3}\n"},
-                            "unknown early_stopping key(s) patiense; valid: monitor"),
-    "config value of the wrong type": (["--config", "c.yaml"], {"c.yaml": "measurement: {codecarbon: 'yes'}\n"},
-                                       "measurement.codecarbon has the wrong type"),
-    "config NaN": (["--config", "c.yaml"], {"c.yaml": "early_stopping: {min_delta: .nan}\n"},
-                   "early_stopping.min_delta must be a finite number"),
-    "config key that is no string": (["--config", "c.yaml"], {"c.yaml": "early_stopping: {1: 2, a: 3}\n"},
-                                     "unknown early_stopping key(s) 1, a"),
+    "misspelt config key": (
+        ["--config", "c.yaml"],
+        {"c.yaml": "early_stopping: {patiense: 3}\n"},
+        "unknown early_stopping key(s) patiense; valid: monitor",
+    ),
+    "config value of the wrong type": (
+        ["--config", "c.yaml"],
+        {"c.yaml": "measurement: {codecarbon: 'yes'}\n"},
+        "measurement.codecarbon has the wrong type",
+    ),
+    "config NaN": (
+        ["--config", "c.yaml"],
+        {"c.yaml": "early_stopping: {min_delta: .nan}\n"},
+        "early_stopping.min_delta must be a finite number",
+    ),
+    "config key that is no string": (
+        ["--config", "c.yaml"],
+        {"c.yaml": "early_stopping: {1: 2, a: 3}\n"},
+        "unknown early_stopping key(s) 1, a",
+    ),
     "config that is no mapping": (["--config", "c.yaml"], {"c.yaml": "- 1\n"}, "must hold a mapping"),
-    "params for another algorithm": (["--params", "p.yaml"], {"p.yaml": "algorithm: ff\nparams: {lr: 0.1}\n"},
-                                     "is for algorithm 'ff', not 'bp'"),
-    "params key misspelt": (["--params", "p.yaml"], {"p.yaml": "lrr: 0.1\n"},
-                            "unknown parameter 'lrr' for algorithm 'bp'; valid: lr"),
-    "params value out of range": (["--params", "p.yaml"], {"p.yaml": "batch_size: 0\n"},
-                                  "'batch_size' of algorithm 'bp' must be > 0, got 0"),
+    "params for another algorithm": (
+        ["--params", "p.yaml"],
+        {"p.yaml": "algorithm: ff\nparams: {lr: 0.1}\n"},
+        "is for algorithm 'ff', not 'bp'",
+    ),
+    "params key misspelt": (
+        ["--params", "p.yaml"],
+        {"p.yaml": "lrr: 0.1\n"},
+        "unknown parameter 'lrr' for algorithm 'bp'; valid: lr",
+    ),
+    "params value out of range": (
+        ["--params", "p.yaml"],
+        {"p.yaml": "batch_size: 0\n"},
+        "'batch_size' of algorithm 'bp' must be > 0, got 0",
+    ),
     "params NaN": (["--params", "p.yaml"], {"p.yaml": "lr: .nan\n"}, "must be a finite float, got nan"),
-    "unwritable output directory": (["--out", "blocker/run"], {"blocker": "a file"},
-                                    "cannot create output directory"),
+    "unwritable output directory": (["--out", "blocker/run"], {"blocker": "a file"}, "cannot create output directory"),
 }
 
 
@@ -137,8 +168,22 @@ def test_repeated_seeds_in_the_workflow_config_are_refused():
 def test_bad_tune_input_is_one_line_before_any_trial(tmp_path, capsys, monkeypatch, no_work, extra, expected):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "blocker").write_text("a file")
-    args = ["tune", "--algorithm", "bp", "--dataset", "digits", "--arch", "mlp:8", "--n-trials", "1",
-            "--storage", "j/study.journal", "--out", "best.yaml", *extra]
+    args = [
+        "tune",
+        "--algorithm",
+        "bp",
+        "--dataset",
+        "digits",
+        "--arch",
+        "mlp:8",
+        "--n-trials",
+        "1",
+        "--storage",
+        "j/study.journal",
+        "--out",
+        "best.yaml",
+        *extra,
+    ]
     assert main(args) == 2
     assert expected in one_line(capsys)
     assert not (tmp_path / "j" / "study.journal").exists()  # no study, so no trial
@@ -173,7 +218,12 @@ def tiny_config(**params) -> bpfree.run.RunConfig:
     from bpfree.training import EarlyStopping
 
     return bpfree.run.RunConfig(
-        "bp", "digits", 1, arch=parse_arch("mlp:8"), params=params, device="cpu",
+        "bp",
+        "digits",
+        1,
+        arch=parse_arch("mlp:8"),
+        params=params,
+        device="cpu",
         early_stopping=EarlyStopping(max_epochs=2),
         measurement=MeasurementSettings(idle_seconds=0, codecarbon=False),
     )
@@ -224,8 +274,15 @@ def test_other_runtime_errors_are_not_called_out_of_memory(tmp_path, monkeypatch
 
 # -- tuning: a damaged journal, a gone worker -------------------------------------------------
 def tune_job(tmp_path, n_trials: int) -> TuneJob:
-    return TuneJob("bp", "digits", n_trials, tmp_path / "study.journal",
-                   TuningSettings(max_epochs=1, pruner="none"), arch=parse_arch("mlp:8"), device="cpu")
+    return TuneJob(
+        "bp",
+        "digits",
+        n_trials,
+        tmp_path / "study.journal",
+        TuningSettings(max_epochs=1, pruner="none"),
+        arch=parse_arch("mlp:8"),
+        device="cpu",
+    )
 
 
 def trial_states(path) -> list[TrialState]:
@@ -290,15 +347,38 @@ def test_diverged_runs_are_shown_not_dropped(tmp_path):
     for algorithm, seed, status in [("bp", 1, "ok"), ("bp", 2, "ok"), ("ff", 1, "diverged"), ("ff", 2, "diverged")]:
         run = tmp_path / f"{algorithm}{seed}"
         ok = status == "ok"
-        write_json_atomic(run / "metrics.json", {
-            "algorithm": algorithm, "arch": "mlp:8", "dataset": "digits", "seed": seed, "status": status,
-            "test_accuracy": 0.9 if ok else math.nan, "best_val_accuracy": 0.9 if ok else math.nan,
-            "epochs": 2, "train_time_s": 1.0,
-        })
-        rows = [{"epoch": 1, "stage": "train", "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.5,
-                 "epoch_time_s": 0.1},
-                {"epoch": 2, "stage": "train", "train_loss": 0.5 if ok else math.nan,
-                 "val_loss": 0.5 if ok else math.inf, "val_accuracy": 0.9, "epoch_time_s": 0.1}]
+        write_json_atomic(
+            run / "metrics.json",
+            {
+                "algorithm": algorithm,
+                "arch": "mlp:8",
+                "dataset": "digits",
+                "seed": seed,
+                "status": status,
+                "test_accuracy": 0.9 if ok else math.nan,
+                "best_val_accuracy": 0.9 if ok else math.nan,
+                "epochs": 2,
+                "train_time_s": 1.0,
+            },
+        )
+        rows = [
+            {
+                "epoch": 1,
+                "stage": "train",
+                "train_loss": 1.0,
+                "val_loss": 1.0,
+                "val_accuracy": 0.5,
+                "epoch_time_s": 0.1,
+            },
+            {
+                "epoch": 2,
+                "stage": "train",
+                "train_loss": 0.5 if ok else math.nan,
+                "val_loss": 0.5 if ok else math.inf,
+                "val_accuracy": 0.9,
+                "epoch_time_s": 0.1,
+            },
+        ]
         write_csv_atomic(run / "history.csv", rows, list(rows[0]))  # "nan", "inf" as csv writes them
         paths.append(run / "metrics.json")
     assert json.loads((tmp_path / "ff1" / "metrics.json").read_text())["test_accuracy"] is None
@@ -313,15 +393,44 @@ def test_diverged_runs_are_shown_not_dropped(tmp_path):
 
 
 # -- fuzz: anything in a config or params file is accepted or refused in one line -------------
-scalars = (st.none() | st.booleans() | st.integers(-10, 10**30) | st.floats() | st.text(max_size=6)
-           | st.sampled_from(["val_loss", "max", "USA", "1e-3", "mlp:8", "digits", "bp"]))
-keys = st.sampled_from(["patience", "min_delta", "max_epochs", "monitor", "mode", "restore_best",
-                        "idle_seconds", "poll_interval_s", "country_iso_code", "codecarbon", "cpu_tdp_w",
-                        "lr", "batch_size", "seeds", "n_trials", "seed"]) | st.text(max_size=4) | st.integers()
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
-                      max_leaves=5)
-sections = st.dictionaries(st.sampled_from(["early_stopping", "measurement", "tuning", "seeds"]) | keys,
-                           values, max_size=4)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-10, 10**30)
+    | st.floats()
+    | st.text(max_size=6)
+    | st.sampled_from(["val_loss", "max", "USA", "1e-3", "mlp:8", "digits", "bp"])
+)
+keys = (
+    st.sampled_from(
+        [
+            "patience",
+            "min_delta",
+            "max_epochs",
+            "monitor",
+            "mode",
+            "restore_best",
+            "idle_seconds",
+            "poll_interval_s",
+            "country_iso_code",
+            "codecarbon",
+            "cpu_tdp_w",
+            "lr",
+            "batch_size",
+            "seeds",
+            "n_trials",
+            "seed",
+        ]
+    )
+    | st.text(max_size=4)
+    | st.integers()
+)
+values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3), max_leaves=5
+)
+sections = st.dictionaries(
+    st.sampled_from(["early_stopping", "measurement", "tuning", "seeds"]) | keys, values, max_size=4
+)
 
 
 def yaml_file(tmp_path_factory, content) -> str:
@@ -349,8 +458,10 @@ FIELDS = sorted({f.name for name in ALGORITHMS.names() for f in dataclasses.fiel
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(content=st.dictionaries(st.sampled_from(FIELDS), scalars, max_size=4) | values,
-       algorithm=st.sampled_from(["bp", "ff", "mf", "cafo-rand"]))
+@given(
+    content=st.dictionaries(st.sampled_from(FIELDS), scalars, max_size=4) | values,
+    algorithm=st.sampled_from(["bp", "ff", "mf", "cafo-rand"]),
+)
 def test_fuzz_params_file_never_a_traceback(tmp_path_factory, content, algorithm):
     path = yaml_file(tmp_path_factory, content)
     try:
@@ -366,8 +477,10 @@ def test_fuzz_params_file_never_a_traceback(tmp_path_factory, content, algorithm
 
 
 @settings(max_examples=150, deadline=None)
-@given(extra=st.dictionaries(keys, values, min_size=1, max_size=3),
-       where=st.sampled_from(["top", "early_stopping", "measurement", "tuning"]))
+@given(
+    extra=st.dictionaries(keys, values, min_size=1, max_size=3),
+    where=st.sampled_from(["top", "early_stopping", "measurement", "tuning"]),
+)
 def test_fuzz_workflow_config_never_a_traceback(extra, where):
     config = yaml.safe_load((SCHEMA.parents[2] / "config" / "config.yaml").read_text())
     (config if where == "top" else config[where]).update(extra)  # misspelt keys, odd values

@@ -31,10 +31,30 @@ def train(out: Path, algorithm: str, kill: str | None = None) -> subprocess.Comp
     if kill is not None:
         env["BPFREE_TEST_KILL_AT_EPOCH"] = kill
     cmd = [
-        sys.executable, "-m", "bpfree", "train", "--algorithm", algorithm, "--dataset", "digits",
-        "--seed", "3", "--arch", arch, "--max-epochs", "6", "--threads", "1",
-        "--measure-codecarbon", "off", "--measure-idle-s", "0", "--checkpoint-every-s", "0",
-        "--out", str(out),
+        sys.executable,
+        "-m",
+        "bpfree",
+        "train",
+        "--algorithm",
+        algorithm,
+        "--dataset",
+        "digits",
+        "--seed",
+        "3",
+        "--arch",
+        arch,
+        "--max-epochs",
+        "6",
+        "--threads",
+        "1",
+        "--measure-codecarbon",
+        "off",
+        "--measure-idle-s",
+        "0",
+        "--checkpoint-every-s",
+        "0",
+        "--out",
+        str(out),
     ]
     if algorithm == "cafo-dfa":
         cmd += ["--params", str(out.parent / "dfa.yaml")]

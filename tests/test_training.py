@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bpfree.algorithms.base import Algorithm, Evaluation, Stage
-from bpfree.data import DataSplits, DatasetInfo, Split
+from bpfree.data import DatasetInfo, DataSplits, Split
 from bpfree.errors import BpfreeError
 from bpfree.models import parse_arch
 from bpfree.training import EarlyStopping, fit
@@ -132,8 +132,9 @@ def test_each_stage_has_its_own_stopper_and_budget():
 @pytest.mark.parametrize("where", ["val_loss", "train_loss"])
 def test_nan_loss_diverges_and_keeps_the_history(where):
     script = {"train": losses(1.0, 0.5, math.nan if where == "val_loss" else 0.4, 0.3), "next": losses(1.0)}
-    algo = Scripted(script, [Stage("train"), Stage("next")],
-                    train_loss={("train", 3): math.nan} if where == "train_loss" else None)
+    algo = Scripted(
+        script, [Stage("train"), Stage("next")], train_loss={("train", 3): math.nan} if where == "train_loss" else None
+    )
     result = fit(algo, tiny_data(), EarlyStopping(patience=5), seed=0)
     assert result.status == "diverged"
     assert result.epochs == 3 and [r.epoch for r in result.history] == [1, 2, 3]
@@ -178,15 +179,25 @@ def test_checkpoints_are_written_once_every_s_have_passed(tmp_path, monkeypatch,
     now = [0.0]
     monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
     algo = Scripted({"train": losses(6, 5, 4, 3, 2, 1)}, [Stage("train")])
-    algo.train_epoch = lambda stage, batches, train=algo.train_epoch: (now.__setitem__(0, now[0] + 25), train(stage, batches))[1]
+    algo.train_epoch = lambda stage, batches, train=algo.train_epoch: (
+        now.__setitem__(0, now[0] + 25),
+        train(stage, batches),
+    )[1]
     saved = []
     checkpoint = Checkpoint(tmp_path / "checkpoint.pt")
     monkeypatch.setattr(checkpoint, "save", lambda state, epoch: saved.append(epoch))
-    result = fit(algo, tiny_data(), EarlyStopping(max_epochs=6), seed=0, checkpoint=checkpoint, checkpoint_every_s=every_s)
+    result = fit(
+        algo, tiny_data(), EarlyStopping(max_epochs=6), seed=0, checkpoint=checkpoint, checkpoint_every_s=every_s
+    )
     assert result.epochs == 6 and saved == saved_after and result.checkpoints == len(saved_after)
 
 
 def test_a_negative_checkpoint_interval_is_refused():
     with pytest.raises(BpfreeError, match="checkpoint_every_s must be a number >= 0"):
-        fit(Scripted({"train": losses(1)}, [Stage("train")]), tiny_data(), EarlyStopping(max_epochs=1), seed=0,
-            checkpoint_every_s=-1)
+        fit(
+            Scripted({"train": losses(1)}, [Stage("train")]),
+            tiny_data(),
+            EarlyStopping(max_epochs=1),
+            seed=0,
+            checkpoint_every_s=-1,
+        )

@@ -50,7 +50,7 @@ def test_seeded_study_resumes_to_exactly_n_complete_trials_with_the_same_params(
     tune(make_job(tmp_path, 2, "resumed.journal"), progress=False)
     assert states(stored_trials(tmp_path / "resumed.journal")) == {"COMPLETE": 2}
     resumed = tune(make_job(tmp_path, 4, "resumed.journal"), progress=False)
-    other_seed = tune(make_job(tmp_path, 2, "other.journal", seed=7), progress=False)
+    tune(make_job(tmp_path, 2, "other.journal", seed=7), progress=False)
 
     assert resumed.trials_run == 2 and resumed.counts.complete == 4 == straight.counts.complete
     straight_params = [t.params for t in stored_trials(tmp_path / "straight.journal")]
@@ -90,7 +90,11 @@ def test_raising_and_diverging_trials_are_recorded_and_the_study_goes_on(tmp_pat
 
     trials = stored_trials(tmp_path / "study.journal")
     assert [t.state for t in trials] == [
-        TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL, TrialState.PRUNED, TrialState.COMPLETE
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.FAIL,
+        TrialState.PRUNED,
+        TrialState.COMPLETE,
     ]
     assert trials[1].user_attrs["reason"] == "RuntimeError: boom in trial setup"
     assert trials[2].user_attrs["reason"].startswith("out of memory: CUDA out of memory")
@@ -101,8 +105,14 @@ def test_raising_and_diverging_trials_are_recorded_and_the_study_goes_on(tmp_pat
 
 @pytest.mark.parametrize("warmup_epochs", [0, 1])
 def test_median_pruner_stops_a_trial_below_the_median(tmp_path, warmup_epochs):
-    job = make_job(tmp_path, 2, pruner="median", pruner_startup_trials=1, pruner_warmup_epochs=warmup_epochs,
-                   search_spaces={"bp": {"lr": {"type": "float", "low": 1e-7, "high": 1e-1, "log": True}}})
+    job = make_job(
+        tmp_path,
+        2,
+        pruner="median",
+        pruner_startup_trials=1,
+        pruner_warmup_epochs=warmup_epochs,
+        search_spaces={"bp": {"lr": {"type": "float", "low": 1e-7, "high": 1e-1, "log": True}}},
+    )
     study = open_study(job.storage, "bp-digits-mlp:32", job.settings)
     for lr in (1e-2, 1e-7, 1e-2):  # good, hopeless, good again
         study.enqueue_trial({"lr": lr})
@@ -147,11 +157,16 @@ def test_a_trial_whose_worker_died_before_naming_itself_is_failed_not_waited_for
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"bp": {"lrr": {"type": "float", "low": 1e-5, "high": 1e-2}}},
-         "search space of bp: unknown parameter 'lrr'; valid: lr, weight_decay, batch_size"),
+        (
+            {"bp": {"lrr": {"type": "float", "low": 1e-5, "high": 1e-2}}},
+            "search space of bp: unknown parameter 'lrr'; valid: lr, weight_decay, batch_size",
+        ),
         ({"bp": {"lr": {"type": "float", "low": 1e-5, "hihg": 1e-2}}}, "unknown key(s) hihg"),
         ({"bp": {"lr": {"type": "flaot", "low": 1e-5, "high": 1e-2}}}, "type must be one of float"),
-        ({"bp": {"batch_size": {"type": "float", "low": 32, "high": 256}}}, "'batch_size' of algorithm 'bp' must be int"),
+        (
+            {"bp": {"batch_size": {"type": "float", "low": 32, "high": 256}}},
+            "'batch_size' of algorithm 'bp' must be int",
+        ),
         ({"bp": {"lr": {"type": "float", "low": 0.0, "high": 1e-2, "log": True}}}, "search space of bp, lr"),
         ({"bpp": {"lr": {"type": "float", "low": 1e-5, "high": 1e-2}}}, "unknown algorithm(s) 'bpp'"),
     ],
@@ -174,9 +189,26 @@ def test_every_shipped_space_names_real_parameters():
 
 def test_cli_rejects_a_misspelt_space_in_one_line(tmp_path, capsys):
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"tuning": {"search_spaces": {"bp": {"lrr": {"type": "float", "low": 1, "high": 2}}}}}))
-    code = main(["tune", "--algorithm", "bp", "--dataset", "digits", "--n-trials", "1", "--config", str(config),
-                 "--storage", str(tmp_path / "s.journal"), "--out", str(tmp_path / "best.yaml")])
+    config.write_text(
+        yaml.safe_dump({"tuning": {"search_spaces": {"bp": {"lrr": {"type": "float", "low": 1, "high": 2}}}}})
+    )
+    code = main(
+        [
+            "tune",
+            "--algorithm",
+            "bp",
+            "--dataset",
+            "digits",
+            "--n-trials",
+            "1",
+            "--config",
+            str(config),
+            "--storage",
+            str(tmp_path / "s.journal"),
+            "--out",
+            str(tmp_path / "best.yaml"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "unknown parameter 'lrr'" in err
     assert not (tmp_path / "best.yaml").exists()
@@ -186,9 +218,27 @@ def test_best_params_round_trip_into_bpfree_train(tmp_path, capsys):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"tuning": {"max_epochs": 2, "pruner": "none"}}))
     best = tmp_path / "best_params.yaml"
-    code = main(["tune", "--algorithm", "bp", "--dataset", "digits", "--arch", "mlp:32", "--n-trials", "2",
-                 "--storage", str(tmp_path / "study.journal"), "--out", str(best), "--config", str(config),
-                 "--device", "cpu"])
+    code = main(
+        [
+            "tune",
+            "--algorithm",
+            "bp",
+            "--dataset",
+            "digits",
+            "--arch",
+            "mlp:32",
+            "--n-trials",
+            "2",
+            "--storage",
+            str(tmp_path / "study.journal"),
+            "--out",
+            str(best),
+            "--config",
+            str(config),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     assert "2 complete, 0 pruned, 0 failed trials" in capsys.readouterr().out
     doc = yaml.safe_load(best.read_text())
@@ -198,18 +248,56 @@ def test_best_params_round_trip_into_bpfree_train(tmp_path, capsys):
     assert doc["params"]["lr"] != 1e-3 and 0 < doc["best_value"] <= 1 and doc["best_trial"] in (0, 1)
 
     out = tmp_path / "run"
-    code = main(["train", "--algorithm", "bp", "--dataset", "digits", "--arch", "mlp:32", "--seed", "1",
-                 "--params", str(best), "--max-epochs", "2", "--device", "cpu", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--algorithm",
+            "bp",
+            "--dataset",
+            "digits",
+            "--arch",
+            "mlp:32",
+            "--seed",
+            "1",
+            "--params",
+            str(best),
+            "--max-epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert json.loads((out / "metrics.json").read_text())["params"] == doc["params"]
 
 
 def test_parallel_workers_share_one_study_without_overshooting(tmp_path):
-    args = ["tune", "--algorithm", "bp", "--dataset", "digits", "--arch", "mlp:16", "--n-trials", "4",
-            "--max-epochs", "1", "--storage", str(tmp_path / "study.journal"), "--device", "cpu"]
+    args = [
+        "tune",
+        "--algorithm",
+        "bp",
+        "--dataset",
+        "digits",
+        "--arch",
+        "mlp:16",
+        "--n-trials",
+        "4",
+        "--max-epochs",
+        "1",
+        "--storage",
+        str(tmp_path / "study.journal"),
+        "--device",
+        "cpu",
+    ]
     workers = [
-        subprocess.Popen([sys.executable, "-m", "bpfree", *args, "--out", str(tmp_path / f"best{i}.yaml")],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "bpfree", *args, "--out", str(tmp_path / f"best{i}.yaml")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(2)
     ]
     for worker in workers:
@@ -229,10 +317,16 @@ def test_an_ask_lock_left_by_a_worker_killed_while_holding_it_is_broken(tmp_path
 
     storage = tmp_path / "study.journal"
     holder = subprocess.run(
-        [sys.executable, "-c",
-         "import os, sys; from bpfree.tuning import ask_lock; "
-         "ask_lock(sys.argv[1]).acquire(); os.kill(os.getpid(), 9)", str(storage)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; from bpfree.tuning import ask_lock; "
+            "ask_lock(sys.argv[1]).acquire(); os.kill(os.getpid(), 9)",
+            str(storage),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert holder.returncode == -9, holder.stderr
     monkeypatch.setattr(tuning, "ASK_LOCK_GRACE_S", 3)
@@ -250,9 +344,30 @@ def test_a_sigkilled_tune_resumes_to_its_trial_count_with_nothing_left_running(t
     import time
 
     journal = tmp_path / "study.journal"
-    args = [sys.executable, "-m", "bpfree", "tune", "--algorithm", "bp", "--dataset", "digits",
-            "--arch", "mlp:16", "--n-trials", "4", "--max-epochs", "3", "--storage", str(journal),
-            "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "best.yaml")]
+    args = [
+        sys.executable,
+        "-m",
+        "bpfree",
+        "tune",
+        "--algorithm",
+        "bp",
+        "--dataset",
+        "digits",
+        "--arch",
+        "mlp:16",
+        "--n-trials",
+        "4",
+        "--max-epochs",
+        "3",
+        "--storage",
+        str(journal),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "best.yaml"),
+    ]
     worker = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     running_at_kill = None

@@ -46,7 +46,10 @@ def load(name: str) -> dict:
 def snakemake(*args: str, cwd: Path, env: dict | None = None, timeout: float = 240):
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 
@@ -73,19 +76,30 @@ def test_both_configs_pass_the_check():
         check_config(load(name), SCHEMA)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda c: c.update(bogus=1), r"unknown key\(s\) 'bogus' at top level; valid keys: .*seeds"),
-    (lambda c: c["experiments"][0].update(dataset="digits"),
-     r"unknown key\(s\) 'dataset' at experiments\[0\]; valid keys: algorithm, arch, datasets"),
-    (lambda c: c["experiments"][0].update(algorithm="nope"),
-     r"experiments\[0\]: unknown algorithm 'nope'; valid: bp, "),
-    (lambda c: c["experiments"][0].update(datasets=["imagenet"]),
-     r"experiments\[0\]: unknown dataset 'imagenet'; valid: .*digits"),
-    (lambda c: c["experiments"][0].update(arch="mlp:10,x"), r"experiments\[0\]\.arch: 'mlp:10,x' does not match"),
-    (lambda c: c["experiments"][0].update(algorithm="mf", arch="cnn:8,8"),
-     r"experiments\[0\]: mf cannot train cnn:8,8 \(its architectures: mlp"),
-    (lambda c: c.update(seeds=[1, 1]), r"seeds: .*non-unique"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c.update(bogus=1), r"unknown key\(s\) 'bogus' at top level; valid keys: .*seeds"),
+        (
+            lambda c: c["experiments"][0].update(dataset="digits"),
+            r"unknown key\(s\) 'dataset' at experiments\[0\]; valid keys: algorithm, arch, datasets",
+        ),
+        (
+            lambda c: c["experiments"][0].update(algorithm="nope"),
+            r"experiments\[0\]: unknown algorithm 'nope'; valid: bp, ",
+        ),
+        (
+            lambda c: c["experiments"][0].update(datasets=["imagenet"]),
+            r"experiments\[0\]: unknown dataset 'imagenet'; valid: .*digits",
+        ),
+        (lambda c: c["experiments"][0].update(arch="mlp:10,x"), r"experiments\[0\]\.arch: 'mlp:10,x' does not match"),
+        (
+            lambda c: c["experiments"][0].update(algorithm="mf", arch="cnn:8,8"),
+            r"experiments\[0\]: mf cannot train cnn:8,8 \(its architectures: mlp",
+        ),
+        (lambda c: c.update(seeds=[1, 1]), r"seeds: .*non-unique"),
+    ],
+)
 def test_a_bad_config_is_one_clear_line(change, message):
     config = load("config.yaml")
     change(config)
@@ -104,10 +118,13 @@ def test_jobs_read_one_config_file():
 
 # -- the grid -----------------------------------------------------------------------------
 def test_every_method_gets_its_bp_twin_per_dataset_and_seed():
-    config = {"seeds": [3, 1], "experiments": [
-        {"algorithm": "mf", "arch": "mlp:8,8", "datasets": ["digits", "mnist"]},
-        {"algorithm": "cafo-rand", "arch": "cnn:4,8", "datasets": ["digits"]},
-    ]}
+    config = {
+        "seeds": [3, 1],
+        "experiments": [
+            {"algorithm": "mf", "arch": "mlp:8,8", "datasets": ["digits", "mnist"]},
+            {"algorithm": "cafo-rand", "arch": "cnn:4,8", "datasets": ["digits"]},
+        ],
+    }
     runs = expand_runs(config)
     assert len(runs) == (2 * 2 + 2) * 2
     assert Run("mnist", "mlp:8,8", "bp", 3) in runs and Run("digits", "cnn:4,8", "bp", 1) in runs
@@ -148,8 +165,15 @@ def test_default_config_dry_run_plans_every_table_and_figure(tmp_path):
 
 def test_paper_config_dry_run_through_the_slurm_profile(tmp_path, stand_in_apptainer):
     env, log = stand_in_apptainer
-    proc = snakemake("-n", "--profile", str(REPO / "profiles" / "slurm"),
-                     "--configfile", str(REPO / "config" / "paper.yaml"), cwd=tmp_path, env=env)
+    proc = snakemake(
+        "-n",
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--configfile",
+        str(REPO / "config" / "paper.yaml"),
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
     jobs = job_counts(out)
@@ -206,8 +230,9 @@ def test_tiny_workflow_runs_inside_the_container(tmp_path, stand_in_apptainer):
     if "measurement" not in yaml.safe_load(SCHEMA.read_text())["properties"]:
         config.pop("measurement")
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
-    proc = snakemake("fig_accuracy", "--cores", "2", "--use-singularity",
-                     "--configfile", "tiny.yaml", cwd=tmp_path, env=env)
+    proc = snakemake(
+        "fig_accuracy", "--cores", "2", "--use-singularity", "--configfile", "tiny.yaml", cwd=tmp_path, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     tables = tmp_path / "results" / "tables"
@@ -216,8 +241,7 @@ def test_tiny_workflow_runs_inside_the_container(tmp_path, stand_in_apptainer):
             assert (tables / f"{name}.{ext}").stat().st_size > 0
     assert len((tables / "summary.csv").read_text().splitlines()) == 2  # header + one run
     figures = tmp_path / "results" / "figures"
-    assert sorted(p.name for p in figures.iterdir()) == sorted(
-        f"accuracy.{ext}" for ext in ("svg", "png", "html"))
+    assert sorted(p.name for p in figures.iterdir()) == sorted(f"accuracy.{ext}" for ext in ("svg", "png", "html"))
 
     calls = log.read_text().splitlines()
     assert any(c.startswith("pull ") and c.endswith(" docker://example.org/bpfree:test") for c in calls)
@@ -226,16 +250,16 @@ def test_tiny_workflow_runs_inside_the_container(tmp_path, stand_in_apptainer):
     assert all(" --nv " in c and ".snakemake/singularity/" in c for c in execs)
     assert any("bpfree train --algorithm bp --dataset digits --seed 1" in c for c in execs)
 
-    rest = snakemake("-n", "--cores", "2", "--use-singularity", "--configfile", "tiny.yaml",
-                     cwd=tmp_path, env=env)
+    rest = snakemake("-n", "--cores", "2", "--use-singularity", "--configfile", "tiny.yaml", cwd=tmp_path, env=env)
     assert rest.returncode == 0, rest.stderr[-2000:]
     assert set(job_counts(rest.stdout)) == {f"fig_{n}" for n in FIGURE_NAMES} - {"fig_accuracy"} | {"all"}
 
 
 def test_the_workflow_is_formatted_and_lints_clean():
     """Conventions of the Snakemake catalog: snakefmt's layout and `snakemake --lint`."""
-    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"],
-                         cwd=REPO, capture_output=True, text=True)
+    fmt = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], cwd=REPO, capture_output=True, text=True
+    )
     assert fmt.returncode == 0, fmt.stderr + fmt.stdout
     lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True)
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr

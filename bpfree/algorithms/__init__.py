@@ -1,5 +1,8 @@
 """Training algorithms, each in its own module, registered by name in ``ALGORITHMS``."""
 
+import importlib as _importlib
+import pkgutil as _pkgutil
+
 from bpfree.algorithms.base import (
     Algorithm,
     Evaluation,
@@ -7,8 +10,6 @@ from bpfree.algorithms.base import (
     build_algorithm,
     params_from_mapping,
 )
-import importlib as _importlib
-import pkgutil as _pkgutil
 
 # every module of this package, so that a new algorithm is one new file: bp ("bp"), cafo
 # ("cafo-rand", "cafo-dfa"), ff ("ff"), mf ("mf"), and helpers that register nothing

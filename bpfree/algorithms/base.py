@@ -54,9 +54,7 @@ class Algorithm(ABC):
     arch_kinds: ClassVar[tuple[str, ...]]
     default_arch: ClassVar[str]
 
-    def __init__(
-        self, arch: ArchSpec, info: DatasetInfo, params: Any, device: torch.device, seed: int
-    ) -> None:
+    def __init__(self, arch: ArchSpec, info: DatasetInfo, params: Any, device: torch.device, seed: int) -> None:
         self.arch = arch
         self.info = info
         self.params = params
@@ -91,9 +89,7 @@ class Algorithm(ABC):
     @torch.no_grad()
     def accuracy(self, split: Split, batch_size: int = 2048) -> float:
         self.net.eval()
-        correct = sum(
-            int((self.predict(x).argmax(1) == y).sum()) for x, y in eval_batches(split, batch_size)
-        )
+        correct = sum(int((self.predict(x).argmax(1) == y).sum()) for x, y in eval_batches(split, batch_size))
         return correct / max(len(split), 1)
 
     def state_dict(self) -> dict[str, Any]:
@@ -113,9 +109,7 @@ class Algorithm(ABC):
 
 
 @torch.no_grad()
-def evaluate_scores(
-    score_fn, split: Split, batch_size: int = 2048
-) -> Evaluation:
+def evaluate_scores(score_fn, split: Split, batch_size: int = 2048) -> Evaluation:
     """Mean cross-entropy and accuracy of ``score_fn(x) -> logits`` over a split, batched."""
     total_loss, correct = 0.0, 0
     for x, y in eval_batches(split, batch_size):
@@ -142,9 +136,7 @@ def params_from_mapping(algorithm: str, mapping: Mapping[str, Any] | None) -> An
     values = {}
     for key, value in (mapping or {}).items():
         if key not in fields:
-            raise BpfreeError(
-                f"unknown parameter {key!r} for algorithm {algorithm!r}; valid: {', '.join(fields)}"
-            )
+            raise BpfreeError(f"unknown parameter {key!r} for algorithm {algorithm!r}; valid: {', '.join(fields)}")
         values[key] = _coerce(algorithm, key, value, hints[key])
     params = klass(**values)
     for f in dataclasses.fields(params):
@@ -195,9 +187,7 @@ def _coerce(algorithm: str, key: str, value: Any, hint: Any) -> Any:
                 return number
         elif isinstance(value, str) and str in allowed:
             return value
-    raise BpfreeError(
-        f"parameter {key!r} of algorithm {algorithm!r} must be {_describe(hint)}, got {value!r}"
-    )
+    raise BpfreeError(f"parameter {key!r} of algorithm {algorithm!r} must be {_describe(hint)}, got {value!r}")
 
 
 def _float(value: Any) -> float | None:
@@ -228,7 +218,5 @@ def build_algorithm(
     klass = ALGORITHMS.get(name)
     arch = arch or parse_arch(klass.default_arch)
     if arch.kind not in klass.arch_kinds:
-        raise BpfreeError(
-            f"algorithm {name!r} runs on {' or '.join(klass.arch_kinds)} architectures, not {arch}"
-        )
+        raise BpfreeError(f"algorithm {name!r} runs on {' or '.join(klass.arch_kinds)} architectures, not {arch}")
     return klass(arch, info, params_from_mapping(name, params), torch.device(device), seed)

@@ -108,9 +108,7 @@ class CascadedForward(Algorithm):
         self.blocks = self.net.body.blocks
         self.block_sizes = [math.prod(shape) for shape in self.net.body.block_shapes]
         num_classes = info.num_classes
-        self.net.predictors = nn.ModuleList(
-            nn.Linear(size, num_classes, bias=False) for size in self.block_sizes
-        )
+        self.net.predictors = nn.ModuleList(nn.Linear(size, num_classes, bias=False) for size in self.block_sizes)
         if self.train_blocks:
             self.net.head = nn.Linear(self.block_sizes[-1], num_classes)  # DFA's auxiliary head
             for i, b in enumerate(feedback_matrices(num_classes, self.block_sizes[:-1], seed)):
@@ -323,7 +321,12 @@ class CascadedForward(Algorithm):
 
 
 def _check(p: CaFoParams) -> None:
-    positive = {"predictor_lr": p.predictor_lr, "dfa_lr": p.dfa_lr, "batch_size": p.batch_size, "dfa_epochs": p.dfa_epochs}
+    positive = {
+        "predictor_lr": p.predictor_lr,
+        "dfa_lr": p.dfa_lr,
+        "batch_size": p.batch_size,
+        "dfa_epochs": p.dfa_epochs,
+    }
     non_negative = {
         "ridge_lambda": p.ridge_lambda,
         "predictor_weight_decay": p.predictor_weight_decay,

@@ -81,9 +81,7 @@ def uniform_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Gen
     return (y + shift) % num_classes
 
 
-def hard_wrong_labels(
-    y: torch.Tensor, scores: torch.Tensor, generator: torch.Generator
-) -> torch.Tensor:
+def hard_wrong_labels(y: torch.Tensor, scores: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A wrong label per sample drawn from softmax(scores) with the true class masked out, so
     the labels the model finds most plausible are the negatives it sees most."""
     masked = scores.detach().float().scatter(1, y[:, None], float("-inf"))
@@ -168,9 +166,7 @@ class ForwardForward(Algorithm):
             yield h
             z = rms_normalise(h, self.params.eps)
 
-    def layer_losses(
-        self, x: torch.Tensor, y: torch.Tensor, negative_labels: torch.Tensor
-    ) -> list[torch.Tensor]:
+    def layer_losses(self, x: torch.Tensor, y: torch.Tensor, negative_labels: torch.Tensor) -> list[torch.Tensor]:
         """L_i per layer for one minibatch: FF loss on positives and negatives + peer term."""
         n = x.shape[0]
         both = torch.cat([self.embed(x, y), self.embed(x, negative_labels)])

@@ -53,7 +53,9 @@ class PixelDataset(Dataset):
     fetched: what ``torchvision.datasets.MNIST(transform=Compose([ToTensor(), Normalize(...)]))``
     hands the paper's DataLoader (here without the PIL round trip, so if anything cheaper)."""
 
-    def __init__(self, pixels: torch.Tensor, labels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(
+        self, pixels: torch.Tensor, labels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
+    ) -> None:
         self.pixels, self.labels = pixels.cpu(), labels.cpu()
         self.transform = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
@@ -176,7 +178,11 @@ class ReferenceFF(ReferenceLoop):
         p, net = self.params, self.algo.net
         groups = [
             {"params": list(net.body.parameters()), "lr": p.lr, "weight_decay": p.weight_decay},
-            {"params": list(net.classifier.parameters()), "lr": p.classifier_lr, "weight_decay": p.classifier_weight_decay},
+            {
+                "params": list(net.classifier.parameters()),
+                "lr": p.classifier_lr,
+                "weight_decay": p.classifier_weight_decay,
+            },
         ]
         optimizer = torch.optim.SGD(groups, momentum=p.momentum) if p.optimizer == "sgd" else torch.optim.AdamW(groups)
         generator = torch.Generator(device=self.device).manual_seed(self.algo.seed)
@@ -281,7 +287,9 @@ class ReferenceCaFo(ReferenceLoop):
             self.blocks.requires_grad_(False)
         self.fill_batchnorm_statistics()
         p = self.params
-        optimizer = torch.optim.Adam(self.predictors.parameters(), lr=p.predictor_lr, weight_decay=p.predictor_weight_decay)
+        optimizer = torch.optim.Adam(
+            self.predictors.parameters(), lr=p.predictor_lr, weight_decay=p.predictor_weight_decay
+        )
         for _ in range(epochs):
             losses = []
             for x, y in self.batches():
@@ -295,7 +303,9 @@ class ReferenceCaFo(ReferenceLoop):
         """Direct Feedback Alignment with explicit gradients: block i < L gets δh_i = e B_i."""
         head, p = self.algo.net.head, self.params
         feedback = [getattr(self.algo.net, f"feedback{i}") for i in range(len(self.blocks) - 1)]
-        optimizer = torch.optim.Adam([*self.blocks.parameters(), *head.parameters()], lr=p.dfa_lr, weight_decay=p.dfa_weight_decay)
+        optimizer = torch.optim.Adam(
+            [*self.blocks.parameters(), *head.parameters()], lr=p.dfa_lr, weight_decay=p.dfa_weight_decay
+        )
         history = []
         for _ in range(epochs):
             self.algo.net.train()

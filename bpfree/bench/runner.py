@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bpfree.algorithms import Algorithm, build_algorithm
 from bpfree.bench.reference import PixelDataset, ReferenceFF, ReferenceLoop, reference_loop, tensor_dataset
-from bpfree.data import Batches, DataSplits, DatasetInfo, Split
+from bpfree.data import Batches, DatasetInfo, DataSplits, Split
 from bpfree.data.core import normalise
 from bpfree.errors import BpfreeError
 from bpfree.models import ArchSpec, parse_arch
@@ -88,10 +88,14 @@ class Sizes:
 REGIMES = {
     # narrow layers on digits-sized (8x8) images: per-batch costs dominate, as they do for
     # every paper architecture on a GPU
-    "overhead": Sizes(("digits",), mlp_width=64, cnn_channels=(8, 16, 32), train_samples=2048, test_samples=2000, epochs=3, repeats=3),
+    "overhead": Sizes(
+        ("digits",), mlp_width=64, cnn_channels=(8, 16, 32), train_samples=2048, test_samples=2000, epochs=3, repeats=3
+    ),
     # the paper's architectures on MNIST- and CIFAR-shaped images: on a CPU the matrix
     # products dominate
-    "compute": Sizes(("mnist", "cifar"), mlp_width=None, cnn_channels=None, train_samples=192, test_samples=200, epochs=2, repeats=2),
+    "compute": Sizes(
+        ("mnist", "cifar"), mlp_width=None, cnn_channels=None, train_samples=192, test_samples=200, epochs=2, repeats=2
+    ),
 }
 QUICK = {"train_samples": 200, "test_samples": 100, "epochs": 1, "repeats": 1}
 QUICK_COMPUTE = {"mlp_width": 256, "cnn_channels": (8, 16, 32)}
@@ -140,7 +144,12 @@ class SyntheticData:
         """The first ``n_train`` training and ``n_test`` test samples."""
         s = self.splits
         return SyntheticData(
-            DataSplits(s.info, Split(s.train.x[:n_train], s.train.y[:n_train]), s.val, Split(s.test.x[:n_test], s.test.y[:n_test])),
+            DataSplits(
+                s.info,
+                Split(s.train.x[:n_train], s.train.y[:n_train]),
+                s.val,
+                Split(s.test.x[:n_test], s.test.y[:n_test]),
+            ),
             self.train_pixels[:n_train],
             self.test_pixels[:n_test],
         )
@@ -250,7 +259,10 @@ class GemmTimer:
             while elapsed < self.min_time_s:
                 reps = max(2 * reps, int(reps * self.min_time_s / max(elapsed, 1e-9)))
                 elapsed = _timed(lambda: [torch.mm(a, b, out=out) for _ in range(reps)], self.device)
-            best = min(elapsed, *(_timed(lambda: [torch.mm(a, b, out=out) for _ in range(reps)], self.device) for _ in range(2)))
+            best = min(
+                elapsed,
+                *(_timed(lambda: [torch.mm(a, b, out=out) for _ in range(reps)], self.device) for _ in range(2)),
+            )
             self.rates[shape] = 2 * m * k * n * reps / best
         return self.rates[shape]
 
@@ -422,7 +434,9 @@ def measure_case(case: Case, shape: str, regime: str, cfg: BenchConfig, gemm: Ge
                 loop.prepare()
                 times[name]["train"].append(_timed(lambda: outcome.__setitem__(name, loop.train()), cfg.device))
             for name, loop in loops.items():
-                times[name]["infer"].append(_timed(lambda: outcome.__setitem__(name + "_acc", loop.infer()), cfg.device))
+                times[name]["infer"].append(
+                    _timed(lambda: outcome.__setitem__(name + "_acc", loop.infer()), cfg.device)
+                )
         gemm_rates = {name: (gemm.rate_of_mix(c[0].gemms), gemm.rate_of_mix(c[1].gemms)) for name, c in counts.items()}
     epochs = len(outcome["ours"])
     results = {
@@ -491,7 +505,9 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     started = time.perf_counter()
     meta = {
         "device": str(cfg.device),
-        "device_name": torch.cuda.get_device_name(cfg.device) if cfg.device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(cfg.device)
+        if cfg.device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "load_average_start": list(os.getloadavg()),
         "torch": torch.__version__,
@@ -526,21 +542,52 @@ def format_table(report: dict[str, Any]) -> str:
         "train/infer: samples/s ours | reference (speed-up); epoch: ms ours | reference; "
         "gemm%: achieved FLOP/s over torch.mm on the same shapes, ours train | infer (reference train)",
     ]
-    header = ("regime", "shape", "case", "arch", "train ours", "ref", "x", "infer ours", "ref", "x", "epoch ms", "ref", "gemm% tr", "inf", "ref tr", "dloss")
+    header = (
+        "regime",
+        "shape",
+        "case",
+        "arch",
+        "train ours",
+        "ref",
+        "x",
+        "infer ours",
+        "ref",
+        "x",
+        "epoch ms",
+        "ref",
+        "gemm% tr",
+        "inf",
+        "ref tr",
+        "dloss",
+    )
     rows = [header]
     for r in report["results"]:
         o, f = r["ours"], r["reference"]
-        rows.append((
-            r["regime"], r["shape"], r["case"], r["arch"],
-            f"{o['train_samples_per_s']:,.0f}", f"{f['train_samples_per_s']:,.0f}", f"{r['train_speedup']:.1f}",
-            f"{o['infer_samples_per_s']:,.0f}", f"{f['infer_samples_per_s']:,.0f}", f"{r['infer_speedup']:.1f}",
-            f"{1e3 * o['epoch_time_s']:.1f}", f"{1e3 * f['epoch_time_s']:.1f}",
-            _percent(o["train_gemm_fraction"]), _percent(o["infer_gemm_fraction"]), _percent(f["train_gemm_fraction"]),
-            f"{r['max_loss_difference']:.0e}",
-        ))
+        rows.append(
+            (
+                r["regime"],
+                r["shape"],
+                r["case"],
+                r["arch"],
+                f"{o['train_samples_per_s']:,.0f}",
+                f"{f['train_samples_per_s']:,.0f}",
+                f"{r['train_speedup']:.1f}",
+                f"{o['infer_samples_per_s']:,.0f}",
+                f"{f['infer_samples_per_s']:,.0f}",
+                f"{r['infer_speedup']:.1f}",
+                f"{1e3 * o['epoch_time_s']:.1f}",
+                f"{1e3 * f['epoch_time_s']:.1f}",
+                _percent(o["train_gemm_fraction"]),
+                _percent(o["infer_gemm_fraction"]),
+                _percent(f["train_gemm_fraction"]),
+                f"{r['max_loss_difference']:.0e}",
+            )
+        )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     for row in rows:
-        lines.append("  ".join(str(v).rjust(w) if i >= 4 else str(v).ljust(w) for i, (v, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(str(v).rjust(w) if i >= 4 else str(v).ljust(w) for i, (v, w) in enumerate(zip(row, widths)))
+        )
     for r in report["results"]:
         if "goodness_prediction" in r:
             g = r["goodness_prediction"]

@@ -8,8 +8,9 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("aggregate", help="collect runs' metrics.json into tables")
     p.add_argument("metrics", nargs="+", help="metrics.json files (history.csv beside each)")
-    p.add_argument("--out-dir", help="write summary, methods, deltas and paper tables "
-                   "(.csv, .md, .tex) and histories.csv here")
+    p.add_argument(
+        "--out-dir", help="write summary, methods, deltas and paper tables (.csv, .md, .tex) and histories.csv here"
+    )
     p.add_argument("--summary", help="write only the one-row-per-run CSV here")
     p.set_defaults(func=run)
 
@@ -27,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
         tables = build_tables(args.metrics)
         write_tables(tables, args.out_dir)
         not_ok = tables.summary.filter(tables.summary["status"] != "ok").height
-        print(f"{tables.summary.height} runs ({not_ok} not ok), {tables.methods.height} "
-              f"method groups -> {args.out_dir}")
+        print(
+            f"{tables.summary.height} runs ({not_ok} not ok), {tables.methods.height} method groups -> {args.out_dir}"
+        )
     return 0

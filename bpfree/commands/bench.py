@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 CASE_NAMES = ("bp-mlp", "ff", "ff-goodness", "mf", "bp-cnn", "cafo-rand", "cafo-dfa")
 SHAPE_NAMES = ("digits", "mnist", "cifar")
 
@@ -16,27 +15,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="throughput of each algorithm vs the paper-style loop")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
     p.add_argument(
-        "--regime", choices=["overhead", "compute", "both"],
+        "--regime",
+        choices=["overhead", "compute", "both"],
         help="overhead: narrow layers (width 64) on 8x8 images, per-batch costs dominate; compute: "
         "the paper's architectures (widths 1000+), matrix products dominate (default: both; with --quick: overhead)",
     )
     # names spelt out here, not imported: the benchmark's modules load torch, and every
     # bpfree command builds this parser (tests/test_bench.py checks the lists agree)
     p.add_argument("--cases", help=f"comma-separated, default all: {','.join(CASE_NAMES)}")
-    p.add_argument("--shapes", help=f"comma-separated, of {','.join(SHAPE_NAMES)} (default: overhead digits, compute mnist,cifar)")
+    p.add_argument(
+        "--shapes", help=f"comma-separated, of {','.join(SHAPE_NAMES)} (default: overhead digits, compute mnist,cifar)"
+    )
     p.add_argument("--width", type=int, help="MLP hidden width, overriding the regime's")
     p.add_argument("--train-samples", type=int, help="training samples, overriding the regime's")
     p.add_argument("--test-samples", type=int, help="inference samples, overriding the regime's")
     p.add_argument("--epochs", type=int, help="epochs per stage, overriding the regime's")
     p.add_argument("--repeats", type=int, help="timed runs after the warm-up (best kept)")
     p.add_argument(
-        "--threads", type=int,
+        "--threads",
+        type=int,
         help="torch.set_num_threads (default: 1 on the CPU, where OpenMP threads spin against any "
         "other load on a shared machine; torch's own on a GPU)",
     )
     p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32", help="both loops (default fp32)")
     p.add_argument(
-        "--reference-data", choices=["pixels", "tensors"], default="pixels",
+        "--reference-data",
+        choices=["pixels", "tensors"],
+        default="pixels",
         help="the reference's dataset: pixels (uint8, ToTensor+Normalize per sample, as torchvision "
         "datasets feed the paper's code; default) or tensors (a TensorDataset of normalised images)",
     )

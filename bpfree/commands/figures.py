@@ -9,8 +9,9 @@ from bpfree.workflow import FIGURE_NAMES
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("figures", help="draw figures (SVG, PNG, HTML) from bpfree aggregate's tables")
-    p.add_argument("names", nargs="*", metavar="NAME",
-                   help=f"figures to draw (default: all): {', '.join(FIGURE_NAMES)}")
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"figures to draw (default: all): {', '.join(FIGURE_NAMES)}"
+    )
     p.add_argument("--tables", default="results/tables", help="bpfree aggregate --out-dir")
     p.add_argument("--out", default="results/figures", help="output directory")
     p.set_defaults(func=run)

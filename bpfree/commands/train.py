@@ -18,10 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measure-poll-s", type=float, help="override measurement.poll_interval_s")
     p.add_argument("--measure-country", help="override measurement.country_iso_code (e.g. USA, FRA)")
     p.add_argument("--measure-codecarbon", choices=["on", "off"], help="override measurement.codecarbon")
-    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
-                   help="matmul precision: fp32 (the paper's; default), tf32 (CUDA), bf16 autocast (override precision)")
-    p.add_argument("--checkpoint-every-s", type=float,
-                   help="seconds between checkpoints, 0: every epoch (override checkpoint_every_s; default 60)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "tf32", "bf16"],
+        help="matmul precision: fp32 (the paper's; default), tf32 (CUDA), bf16 autocast (override precision)",
+    )
+    p.add_argument(
+        "--checkpoint-every-s",
+        type=float,
+        help="seconds between checkpoints, 0: every epoch (override checkpoint_every_s; default 60)",
+    )
     add_machine_arguments(p)
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
     p.add_argument("--out", required=True, help="output directory")
@@ -34,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
 
     from bpfree.config import (
         checkpoint_every_s_from_config,
-        precision_from_config,
         early_stopping_from_config,
         measurement_from_config,
+        precision_from_config,
         read_params_file,
     )
     from bpfree.errors import BpfreeError
@@ -76,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         download=args.download,
         measurement=measurement,
         checkpoint_every_s=checkpoint_every_s_from_config(args.config)
-        if args.checkpoint_every_s is None else args.checkpoint_every_s,
+        if args.checkpoint_every_s is None
+        else args.checkpoint_every_s,
         precision=precision_from_config(args.config) if args.precision is None else args.precision,
     )
     done = completed_metrics(cfg, args.out)

@@ -12,11 +12,15 @@ from bpfree.commands.common import add_machine_arguments, add_subject_arguments
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="tune an algorithm's hyperparameters with Optuna (TPE, median pruner)")
     add_subject_arguments(p)
-    p.add_argument("--n-trials", type=int,
-                   help="COMPLETE trials the study must hold, counted across restarts and workers "
-                        "(default: tuning.n_trials of --config)")
-    p.add_argument("--storage", required=True,
-                   help="the study's journal file; run again to resume, or in parallel to share it")
+    p.add_argument(
+        "--n-trials",
+        type=int,
+        help="COMPLETE trials the study must hold, counted across restarts and workers "
+        "(default: tuning.n_trials of --config)",
+    )
+    p.add_argument(
+        "--storage", required=True, help="the study's journal file; run again to resume, or in parallel to share it"
+    )
     p.add_argument("--out", required=True, help="where to write best_params.yaml (for bpfree train --params)")
     p.add_argument("--config", help="workflow config: its tuning and early_stopping sections")
     p.add_argument("--seed", type=int, help="sampler and training seed (default: tuning.seed, 42)")

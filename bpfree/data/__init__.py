@@ -4,9 +4,9 @@
 :class:`Batches` cuts an epoch into seeded minibatches on the device, augmenting CIFAR there.
 """
 
-from bpfree.data.core import DataSplits, DatasetInfo, Split, load_splits, normalise
-from bpfree.data.batches import Batches, augment_crop_flip
 from bpfree.data import sources as _sources  # noqa: F401  (registers the datasets)
+from bpfree.data.batches import Batches, augment_crop_flip
+from bpfree.data.core import DatasetInfo, DataSplits, Split, load_splits, normalise
 
 __all__ = [
     "Batches",

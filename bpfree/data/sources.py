@@ -15,9 +15,7 @@ from bpfree.registry import DATASETS
 
 
 def _missing(name: str, root: Path) -> DatasetMissing:
-    return DatasetMissing(
-        f"dataset {name!r} is not under {root}; fetch it with: bpfree download {name} --root {root}"
-    )
+    return DatasetMissing(f"dataset {name!r} is not under {root}; fetch it with: bpfree download {name} --root {root}")
 
 
 @dataclass(frozen=True)
@@ -39,9 +37,7 @@ class Digits:
         digits = load_digits()
         x = (digits.images / 16.0).astype(np.float32)[:, None]
         y = digits.target.astype(np.int64)
-        x_tr, x_te, y_tr, y_te = train_test_split(
-            x, y, test_size=self.test_fraction, stratify=y, random_state=0
-        )
+        x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=self.test_fraction, stratify=y, random_state=0)
         return RawData(x_tr, y_tr, x_te, y_te)
 
 
@@ -64,9 +60,7 @@ class TorchvisionImages:
         except (RuntimeError, OSError) as err:  # OSError: urllib's URLError, unreadable files
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             if download:
-                raise BpfreeError(
-                    f"could not download dataset {self.info.name!r} to {root}: {reason}"
-                ) from err
+                raise BpfreeError(f"could not download dataset {self.info.name!r} to {root}: {reason}") from err
             if isinstance(err, OSError):
                 raise BpfreeError(f"cannot read dataset {self.info.name!r} under {root}: {reason}") from err
             raise _missing(self.info.name, root) from err
@@ -110,24 +104,18 @@ DATASETS.register("mnist")(
     TorchvisionImages(DatasetInfo("mnist", 10, (1, 28, 28), (0.1307,), (0.3081,)), 10_000, "MNIST")
 )
 DATASETS.register("fashion-mnist")(
-    TorchvisionImages(
-        DatasetInfo("fashion-mnist", 10, (1, 28, 28), (0.2860,), (0.3530,)), 0.1, "FashionMNIST"
-    )
+    TorchvisionImages(DatasetInfo("fashion-mnist", 10, (1, 28, 28), (0.2860,), (0.3530,)), 0.1, "FashionMNIST")
 )
 DATASETS.register("cifar10")(
     TorchvisionImages(
-        DatasetInfo(
-            "cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), True
-        ),
+        DatasetInfo("cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), True),
         0.1,
         "CIFAR10",
     )
 )
 DATASETS.register("cifar100")(
     TorchvisionImages(
-        DatasetInfo(
-            "cifar100", 100, (3, 32, 32), (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), True
-        ),
+        DatasetInfo("cifar100", 100, (3, 32, 32), (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), True),
         0.1,
         "CIFAR100",
     )

@@ -68,8 +68,13 @@ class PolledPower(EnergyCounter):
 
     source = "nvml-polling"
 
-    def __init__(self, read_power_w: Callable[[], float], *, clock: Callable[[], float] = time.perf_counter,
-                 description: str = "NVML board power, polled and integrated by the trapezoid rule") -> None:
+    def __init__(
+        self,
+        read_power_w: Callable[[], float],
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        description: str = "NVML board power, polled and integrated by the trapezoid rule",
+    ) -> None:
         self.read_power_w = read_power_w
         self.clock = clock
         self.description = description
@@ -122,9 +127,7 @@ class RaplCounter(EnergyCounter):
 
     def __init__(self, zones: list[Path]) -> None:
         self.zones = zones
-        self.description = "RAPL package energy: " + ", ".join(
-            (z / "name").read_text().strip() for z in zones
-        )
+        self.description = "RAPL package energy: " + ", ".join((z / "name").read_text().strip() for z in zones)
         self._ranges = [int((z / "max_energy_range_uj").read_text()) for z in zones]
         self._lock = threading.Lock()
         self._last_raw = [self._raw(z) for z in zones]
@@ -139,8 +142,10 @@ class RaplCounter(EnergyCounter):
         """The package zones under ``root`` (not their core/dram subzones), or why there are none."""
         root = Path(root)
         zones = sorted(
-            z for z in root.glob("intel-rapl:*")
-            if z.name.count(":") == 1 and (z / "name").is_file()
+            z
+            for z in root.glob("intel-rapl:*")
+            if z.name.count(":") == 1
+            and (z / "name").is_file()
             and (z / "name").read_text().strip().startswith("package")
         )
         if not zones:
@@ -186,8 +191,11 @@ class CpuTimeEstimate(EnergyCounter):
         assumed = tdp_w is None
         self.tdp_w = DEFAULT_WATTS_PER_LOGICAL_CPU * self.logical_cpus if assumed else float(tdp_w)
         self.watts_per_cpu = self.tdp_w / self.logical_cpus
-        basis = (f"{DEFAULT_WATTS_PER_LOGICAL_CPU:g} W per logical CPU, CodeCarbon's default for an "
-                 "unknown CPU" if assumed else "configured cpu_tdp_w")
+        basis = (
+            f"{DEFAULT_WATTS_PER_LOGICAL_CPU:g} W per logical CPU, CodeCarbon's default for an unknown CPU"
+            if assumed
+            else "configured cpu_tdp_w"
+        )
         self.description = (
             f"estimate: process CPU time x {self.watts_per_cpu:.2f} W per logical CPU "
             f"({self.tdp_w:g} W TDP / {self.logical_cpus} logical CPUs; {basis}); no RAPL here"

@@ -242,9 +242,9 @@ class Meter:
     # -- lifetime ----------------------------------------------------------------------
     def start(self) -> Meter:
         tickers = [c.tick for d in self.domains for c in d.counters] + [g.tick for g in self.gauges]
-        needs_thread = any(
-            isinstance(c, (PolledPower, RaplCounter)) for d in self.domains for c in d.counters
-        ) or any(isinstance(g, SampledPeak) for g in self.gauges)
+        needs_thread = any(isinstance(c, (PolledPower, RaplCounter)) for d in self.domains for c in d.counters) or any(
+            isinstance(g, SampledPeak) for g in self.gauges
+        )
         if needs_thread and self._sampler is None:
             self._sampler = _Sampler(self.poll_interval_s, tickers)
             self._sampler.start()
@@ -314,9 +314,7 @@ class Meter:
         for key, count in self._failures().items():
             if count > window.failures.get(key, 0):
                 window.problems.append(f"{key[0]} {key[1]}: {count - window.failures.get(key, 0)} failed samples")
-        energy = {
-            domain.name: self._energy(domain, window, readings, time_s) for domain in self.domains
-        }
+        energy = {domain.name: self._energy(domain, window, readings, time_s) for domain in self.domains}
         peaks = {kind: (v / MB if v is not None else None) for kind, v in window.peaks.items()}
         return WindowResult(name, time_s, energy, peaks, tuple(window.problems))
 
@@ -394,16 +392,14 @@ class Meter:
     def describe(self) -> dict[str, Any]:
         """Which counters and gauges this meter uses, and why better ones are missing."""
         return {
-            "energy_counters": {
-                d.name: {c.source: c.description for c in d.counters} for d in self.domains
-            },
+            "energy_counters": {d.name: {c.source: c.description for c in d.counters} for d in self.domains},
             "energy_notes": {d.name: d.note for d in self.domains if d.note},
             "peak_memory_kinds": [g.kind for g in self.gauges],
             "poll_interval_s": self.poll_interval_s,
             "idle_measured_s": self.idle.time_s if self.idle is not None else 0.0,
-            "idle_note": None if self.idle is not None or any(
-                c.includes_idle for d in self.domains for c in d.counters
-            ) else "no idle baseline: every counter estimates this process's own work (idle part 0)",
+            "idle_note": None
+            if self.idle is not None or any(c.includes_idle for d in self.domains for c in d.counters)
+            else "no idle baseline: every counter estimates this process's own work (idle part 0)",
         }
 
 
