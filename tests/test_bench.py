@@ -208,3 +208,20 @@ def test_command_line_names_match_the_benchmark():
 
     assert CASE_NAMES == tuple(c.name for c in CASES)
     assert SHAPE_NAMES == tuple(SHAPES)
+
+
+def test_fp32_bench_runs_without_tf32_and_records_the_flags():
+    """torch's cuDNN default is TF32 convolutions: an fp32 bench must turn it off for both
+    loops and the plain GEMMs alike (else the CNN cases' GEMM share compares TF32 with fp32)."""
+    from bpfree.bench.runner import BenchConfig, run_bench
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        cfg = BenchConfig(device=torch.device("cpu"), regimes=("overhead",), cases=("bp-mlp",), quick=True)
+        report = run_bench(cfg)
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)  # restored
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    flags = report["meta"]["precision_flags"]
+    assert flags["cublas_allow_tf32"] is False and flags["cudnn_allow_tf32"] is False

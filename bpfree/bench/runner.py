@@ -40,7 +40,7 @@ from bpfree.data import Batches, DatasetInfo, DataSplits, Split
 from bpfree.data.core import normalise
 from bpfree.errors import BpfreeError
 from bpfree.models import ArchSpec, parse_arch
-from bpfree.precision import precision_context
+from bpfree.precision import precision_context, precision_flags
 from bpfree.registry import ALGORITHMS
 from bpfree.training import seed_everything
 
@@ -84,7 +84,7 @@ class Sizes:
 
 
 # Sized for 2 CPU cores: both regimes and every case in under 2 minutes. On a GPU pass larger
-# --train-samples (see README, "Benchmark").
+# --train-samples, one regime per command (docs/gpu.md: each under 5 minutes).
 REGIMES = {
     # narrow layers on digits-sized (8x8) images: per-batch costs dominate, as they do for
     # every paper architecture on a GPU
@@ -519,6 +519,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     }
     with precision_context(cfg.precision, cfg.device):
         meta["gemm_peak_flops_per_s"] = gemm.peak()
+        # what both loops and the plain GEMMs ran under (fp32: TF32 off in cuBLAS and cuDNN)
+        meta["precision_flags"] = precision_flags(cfg.device)
     results = []
     for regime in cfg.regimes:
         for shape in cfg.shapes or cfg.sizes(regime).shapes:

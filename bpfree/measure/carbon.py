@@ -14,6 +14,7 @@ columns), written atomically by us rather than by CodeCarbon."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -59,8 +60,38 @@ def _float(row: dict[str, Any], key: str) -> float | None:
         return None
 
 
+def _import_tracker():
+    from codecarbon import OfflineEmissionsTracker
+
+    return OfflineEmissionsTracker
+
+
+def _import_problem(err: ImportError) -> str:
+    missing = getattr(err, "name", None)
+    if missing == "codecarbon" or (missing or "").startswith("codecarbon."):
+        return "codecarbon not installed"
+    return f"codecarbon failed to import: {type(err).__name__}: {err}"
+
+
+def _accepts(klass, name: str) -> bool:
+    """Whether ``klass(...)`` takes keyword ``name`` (CodeCarbon's subclasses pass their
+    base's keywords on through ``**kwargs``, so the bases are asked too)."""
+    for base in getattr(klass, "__mro__", (klass,)):
+        init = base.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            if name in inspect.signature(init).parameters:
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
+
+
 class CarbonTracker:
-    """``earlier``: the rows of the pieces before this one (from the checkpoint)."""
+    """``earlier``: the rows of the pieces before this one (from the checkpoint).
+    ``gpu_ids``: NVML indices of the GPUs the run uses (``Meter.nvml_gpu_ids``); CodeCarbon
+    counts only these where it takes ``gpu_ids`` (None: every GPU it finds)."""
 
     def __init__(
         self,
@@ -69,12 +100,14 @@ class CarbonTracker:
         project_name: str = "bpfree",
         earlier: Sequence[dict[str, Any]] = (),
         clock=time.monotonic,
+        gpu_ids: Sequence[int] | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.country_iso_code = country_iso_code
         self.project_name = project_name
         self.earlier = [dict(row) for row in earlier]
         self.clock = clock
+        self.gpu_ids = None if gpu_ids is None else [int(i) for i in gpu_ids]
         self._tracker = None
         self._handler = None
         self._error: str | None = None
@@ -85,11 +118,19 @@ class CarbonTracker:
     def start(self) -> None:
         t0 = time.perf_counter()
         try:
-            from codecarbon import OfflineEmissionsTracker
-
+            OfflineEmissionsTracker = _import_tracker()
+        except ImportError as err:  # optional: its absence is stated, the run goes on
+            self._error = _import_problem(err)
+            self._start_s = time.perf_counter() - t0
+            self._last_flush = self.clock()
+            return
+        try:
             # its constructor logs at INFO before it applies log_level
             logging.getLogger("codecarbon").setLevel(logging.ERROR)
             self._handler = _latest_handler()
+            restrict = {}
+            if self.gpu_ids is not None and _accepts(OfflineEmissionsTracker, "gpu_ids"):
+                restrict["gpu_ids"] = list(self.gpu_ids)  # else it counts every GPU it sees
             self._tracker = OfflineEmissionsTracker(
                 country_iso_code=self.country_iso_code,
                 project_name=self.project_name,
@@ -98,6 +139,7 @@ class CarbonTracker:
                 output_handlers=[self._handler],
                 log_level="error",
                 allow_multiple_runs=True,  # parallel workflow jobs on one machine
+                **restrict,
             )
             self._tracker.start()
         except Exception as err:

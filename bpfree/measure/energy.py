@@ -22,6 +22,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
+NVML_COUNTER_PERIOD_S = 0.1
+
 
 class MeterError(Exception):
     """A reading that cannot be trusted: a failed driver call, a counter that went back."""
@@ -31,6 +33,9 @@ class EnergyCounter(ABC):
     source: str  # "nvml-counter", "nvml-polling", "rapl", "estimate"
     description: str = ""
     includes_idle = True  # False: counts only this process's work, so idle power is 0 by construction
+    # how often the reading moves: a window shorter than this can read 0 J however busy the
+    # device was (0: every reading is current)
+    update_period_s = 0.0
 
     @abstractmethod
     def read_j(self) -> float:
@@ -47,6 +52,9 @@ class EnergyCounter(ABC):
 class NvmlEnergyCounter(EnergyCounter):
     source = "nvml-counter"
     description = "NVML total-energy counter of the GPU board (nvmlDeviceGetTotalEnergyConsumption)"
+    # NVML does not document it; 20-100 ms on Volta and later boards (PETSc's and Zeus's notes),
+    # the upper end taken. scripts/gpu_check.py measures it on the board at hand.
+    update_period_s = NVML_COUNTER_PERIOD_S
 
     def __init__(self, nvml, handle) -> None:
         self.nvml, self.handle = nvml, handle

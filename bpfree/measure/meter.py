@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from bpfree.errors import BpfreeError
 from bpfree.measure.energy import (
     CpuTimeEstimate,
     EnergyCounter,
@@ -37,30 +36,14 @@ from bpfree.measure.energy import (
 )
 from bpfree.measure.memory import PeakGauge, ProcessRssPeak, SampledPeak, TorchAllocatorPeak
 from bpfree.measure.nvml import NvmlGpu, open_gpu
+from bpfree.spec import Measurement
 
 MB = 1024 * 1024
+SETTLE_FLAT_S = 3.0  # power flat this long counts as settled (NVML averages it over ~1 s)
 
 
-@dataclass(frozen=True)
-class MeasurementSettings:
-    """The ``measurement:`` section of the workflow config."""
-
-    idle_seconds: float = 5.0  # idle baseline before training; 0 skips it (no net energy)
-    poll_interval_s: float = 0.1  # power polling and device-memory sampling
-    country_iso_code: str = "USA"  # CodeCarbon's carbon intensity (ISO 3166-1 alpha-3)
-    codecarbon: bool = True
-    cpu_tdp_w: float | None = None  # for the CPU estimate where there is no RAPL; None: 4 W/thread
-
-    def __post_init__(self) -> None:
-        if not (self.idle_seconds >= 0 and math.isfinite(self.idle_seconds)):
-            raise BpfreeError(f"measurement.idle_seconds must be >= 0, got {self.idle_seconds}")
-        if not (self.poll_interval_s > 0 and math.isfinite(self.poll_interval_s)):
-            raise BpfreeError(f"measurement.poll_interval_s must be > 0, got {self.poll_interval_s}")
-        code = self.country_iso_code
-        if not (isinstance(code, str) and len(code) == 3 and code.isalpha() and code.isupper()):
-            raise BpfreeError(f"measurement.country_iso_code must be 3 capital letters (e.g. USA, FRA), got {code!r}")
-        if self.cpu_tdp_w is not None and not self.cpu_tdp_w > 0:
-            raise BpfreeError(f"measurement.cpu_tdp_w must be > 0 or null, got {self.cpu_tdp_w}")
+# the ``measurement:`` section of the run specification (checked there, defaults there)
+MeasurementSettings = Measurement
 
 
 @dataclass
@@ -205,6 +188,8 @@ class Meter:
         self._idle_power: dict[tuple[str, str], float] = {}
         self._open: dict[str, _OpenWindow] = {}
         self._sampler: _Sampler | None = None
+        self.settling: tuple[float, bool] | None = None  # (seconds waited, settled) before the idle baseline
+        self.nvml_gpu_ids: list[int] | None = None  # NVML index of the GPU measured (CodeCarbon's gpu_ids)
 
     # -- building ----------------------------------------------------------------------
     @classmethod
@@ -229,7 +214,7 @@ class Meter:
         domains.append(Domain("cpu", [rapl, estimate] if rapl else [estimate], note=why))
         rss = ProcessRssPeak()
         gauges.append(rss)
-        return cls(
+        meter = cls(
             domains,
             gauges,
             poll_interval_s=settings.poll_interval_s,
@@ -238,6 +223,9 @@ class Meter:
             primary_peak="torch-allocated" if device.type == "cuda" else rss.kind,
             on_close=gpu.close if gpu is not None else None,
         )
+        if gpu is not None and gpu.index is not None and gpu.problem is None:
+            meter.nvml_gpu_ids = [gpu.index]
+        return meter
 
     # -- lifetime ----------------------------------------------------------------------
     def start(self) -> Meter:
@@ -266,16 +254,65 @@ class Meter:
         self.close()
 
     # -- windows -----------------------------------------------------------------------
-    def measure_idle(self, seconds: float) -> WindowResult | None:
+    def settle(
+        self, max_s: float, *, flat_s: float = SETTLE_FLAT_S, tolerance_w: float = 5.0, tolerance: float = 0.03
+    ) -> tuple[float, bool]:
+        """Wait until the computing device's polled power is flat, at most ``max_s``: after
+        a load, NVML's averaged power and the clocks take seconds to fall, and an idle
+        baseline taken meanwhile is too high (net energy too low). Flat: every sample of the
+        last ``flat_s`` within max(``tolerance_w``, ``tolerance`` x their mean) of each
+        other. Returns (seconds waited, whether it settled); (0, True) where no power is
+        polled. Also kept for ``describe``."""
+        readers = [
+            c.read_power_w
+            for d in self.domains
+            if d.name == self.primary_domain
+            for c in d.counters
+            if isinstance(c, PolledPower)
+        ]
+        if max_s <= 0 or not readers:
+            return 0.0, True
+        read, step = readers[0], self.poll_interval_s
+        start = self.clock()
+        samples: list[tuple[float, float]] = []  # (time, W)
+        settled = False
+        for _ in range(math.ceil(max_s / step) + 1):  # bounded even where the clock stalls
+            now = self.clock()
+            try:
+                samples.append((now, float(read())))
+            except Exception:  # noqa: BLE001  (a failed sample only delays settling)
+                pass
+            recent = [w for t, w in samples if t >= now - flat_s]
+            if samples and now - samples[0][0] >= flat_s and len(recent) >= 2:
+                mean = sum(recent) / len(recent)
+                if max(recent) - min(recent) <= max(tolerance_w, tolerance * mean):
+                    settled = True
+                    break
+            if now - start >= max_s:
+                break
+            self.sleep(step)
+        self.settling = (self.clock() - start, settled)
+        return self.settling
+
+    def measure_idle(self, seconds: float, settle_max_s: float = 0.0) -> WindowResult | None:
         """Power with nothing running (data and model already resident), per counter; later
         windows subtract it x their duration as ``net_joules``. 0 seconds: no baseline.
         Skipped where every counter is an estimate of this process's own work (no idle part
-        to measure: its idle power is 0 by construction)."""
+        to measure: its idle power is 0 by construction). ``settle_max_s``: first wait up to
+        this long for the power to stop falling (``settle``); a baseline taken before it
+        settled says so in its problems."""
         if seconds <= 0 or not any(c.includes_idle for d in self.domains for c in d.counters):
             return None
+        _, settled = self.settle(settle_max_s)
         self.begin_window("idle")
         self.sleep(seconds)
         self.idle = self.end_window("idle")
+        if not settled:
+            self.idle = dataclasses.replace(
+                self.idle,
+                problems=self.idle.problems
+                + (f"power still changing after {self.settling[0]:.1f} s of waiting: the idle baseline may be high",),
+            )
         self._idle_power = {
             (domain, source): joules / self.idle.time_s
             for domain, energy in self.idle.energy.items()
@@ -365,6 +402,12 @@ class Meter:
                     f"{domain.name} {counter.source}: counter went back by {-delta:.3f} J (wrap or reset); not used"
                 )
                 delta = None
+            why = _untrustworthy(counter, delta, time_s)
+            if why is not None:
+                window.problems.append(
+                    f"{domain.name} {counter.source}: {why}; not used (the next source gives the energy)"
+                )
+                delta = None
             by_source[counter.source] = delta
         source = next((s for s, j in by_source.items() if j is not None), None)
         if source is None:
@@ -397,19 +440,41 @@ class Meter:
             "peak_memory_kinds": [g.kind for g in self.gauges],
             "poll_interval_s": self.poll_interval_s,
             "idle_measured_s": self.idle.time_s if self.idle is not None else 0.0,
+            "idle_settle_s": self.settling[0] if self.settling is not None else None,
+            "idle_settled": self.settling[1] if self.settling is not None else None,
             "idle_note": None
             if self.idle is not None or any(c.includes_idle for d in self.domains for c in d.counters)
             else "no idle baseline: every counter estimates this process's own work (idle part 0)",
         }
 
 
+def _untrustworthy(counter: EnergyCounter, delta: float | None, time_s: float) -> str | None:
+    """Why a reading of a whole device (board, package) cannot be this window's energy, or
+    None: a window shorter than the counter's update period (it reads 0 J, or one update's
+    worth, however busy the device was), or 0 J over a real span of time (a powered device
+    never draws nothing: the counter did not move). Zeus warns on the same two."""
+    if delta is None or not counter.includes_idle or time_s <= 0:
+        return None
+    if time_s < counter.update_period_s:
+        return (
+            f"window of {1e3 * time_s:.0f} ms is shorter than the counter's update period "
+            f"(~{1e3 * counter.update_period_s:.0f} ms), read {delta:.3f} J"
+        )
+    if delta == 0:
+        return f"read 0 J over {time_s:.3f} s (a powered device never draws nothing: the counter did not move)"
+    return None
+
+
 def gpu_domain(gpu: NvmlGpu, clock: Callable[[], float] = time.perf_counter) -> Domain:
     """The NVML counter where the board has one, with polling always alongside: it is the
     fallback, and the two side by side are a check on each other."""
     polled = PolledPower(nvml_power_w(gpu.nvml, gpu.handle), clock=clock)
+    notes = [gpu.problem] if gpu.problem else []
+    if gpu.mig:
+        notes.append("a MIG instance: NVML reports power and energy for whole boards, not for instances")
     if gpu.energy_counter_error is None:
-        return Domain("gpu", [NvmlEnergyCounter(gpu.nvml, gpu.handle), polled])
-    return Domain("gpu", [polled], note=gpu.energy_counter_error)
+        return Domain("gpu", [NvmlEnergyCounter(gpu.nvml, gpu.handle), polled], note="; ".join(notes) or None)
+    return Domain("gpu", [polled], note="; ".join(notes + [gpu.energy_counter_error]))
 
 
 def _device_used(gpu: NvmlGpu) -> Callable[[], float]:
