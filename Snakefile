@@ -1,6 +1,6 @@
 # bpfree: the study's grid (each BP-free method next to its BP twin, per dataset and seed)
-# -> download -> tune -> train -> aggregate -> figures, and `snakemake --report`. This file
-# only loads and checks the config and includes one .smk per stage.
+# -> download -> tune -> spec -> train -> aggregate -> figures, and `snakemake --report`. This
+# file only loads and checks the config and includes one .smk per stage.
 import sys
 from pathlib import Path
 
@@ -9,7 +9,7 @@ sys.path.insert(0, workflow.basedir)
 from snakemake.utils import min_version, validate
 
 from bpfree.errors import BpfreeError
-from bpfree.workflow import check_config, job_config_file
+from bpfree.workflow import check_config, job_config_file, register_gpus
 
 min_version("9.0")
 
@@ -22,14 +22,16 @@ if not workflow.configfiles:
 
 
 try:  # one clear line, before any job is planned
-    check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+    CONFIG = check_config(config)  # typed, every default filled in (bpfree/spec.py)
     CONFIGFILE = job_config_file(workflow.configfiles, workflow.config_settings.config)
 except BpfreeError as err:
     sys.exit(f"bpfree: config error: {err}")
-validate(config, "workflow/schemas/config.schema.yaml")  # fills in the defaults
+# the schema is generated from bpfree/spec.py (bpfree schema); this fills in its defaults
+validate(config, "workflow/schemas/config.schema.yaml")
+register_gpus(workflow, CONFIG.device)
 
 
-container: config["container"]
+container: CONFIG.container
 
 
 report: "workflow/report/workflow.rst"

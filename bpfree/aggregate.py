@@ -25,7 +25,8 @@ from pathlib import Path
 import polars as pl
 
 from bpfree.errors import BpfreeError
-from bpfree.workflow import BASELINE
+from bpfree.outputs import BASELINE
+from bpfree.record import read_record
 
 KEYS = ["algorithm", "arch", "dataset"]
 SUMMARY_COLUMNS = [
@@ -80,11 +81,7 @@ def read_metrics(paths: Iterable[str | Path]) -> pl.DataFrame:
     lowest validation loss of the run's last stage) from the history.csv beside it."""
     rows = []
     for path in map(Path, paths):
-        try:
-            metrics = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise BpfreeError(f"cannot read run metrics {path}: {err}") from None
-        row = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+        row = read_record(path).scalars()
         history = path.with_name("history.csv")
         if history.exists():
             row["min_val_loss"] = _final_stage_min_val_loss(read_history(history))

@@ -13,12 +13,14 @@ from bpfree.errors import BpfreeError
 
 COMMANDS = [
     "bpfree.commands.train",
+    "bpfree.commands.spec",
     "bpfree.commands.tune",
     "bpfree.commands.catalogue",
     "bpfree.commands.download",
     "bpfree.commands.aggregate",
     "bpfree.commands.figures",
     "bpfree.commands.bench",
+    "bpfree.commands.schema",
 ]
 
 
@@ -29,6 +31,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bpfree", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first: it registers algorithms or datasets (also: $BPFREE_PLUGINS, comma-separated)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
@@ -38,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "catalog", False):  # commands that build things by name
+            from bpfree import catalog
+
+            catalog.load(args.plugin)
         return int(args.func(args) or 0)
     except BpfreeError as err:
         print(f"bpfree: error: {err}", file=sys.stderr)

@@ -19,7 +19,7 @@ import polars as pl
 from bpfree.aggregate import BASELINE, METRIC, metric_title
 from bpfree.errors import BpfreeError
 from bpfree.io import write_bytes_atomic, write_text_atomic
-from bpfree.workflow import FIGURE_NAMES
+from bpfree.outputs import FIGURE_NAMES
 
 # one colour per algorithm in every figure; bp, the reference, in grey
 PALETTE = {"bp": "#7f7f7f", "ff": "#1f77b4", "mf": "#ff7f0e", "cafo-rand": "#2ca02c", "cafo-dfa": "#d62728"}
@@ -371,7 +371,7 @@ FIGURES: dict[str, Callable[[Tables], alt.Chart]] = {
     "memory": memory,
     "paper": paper,
 }
-assert list(FIGURES) == FIGURE_NAMES, "bpfree.workflow.FIGURE_NAMES names the workflow's targets"
+assert list(FIGURES) == FIGURE_NAMES, "bpfree.outputs.FIGURE_NAMES names the workflow's targets"
 
 
 def save(chart: alt.Chart, stem: str | Path) -> list[Path]:

@@ -1,76 +1,54 @@
 """One training run end to end: data, algorithm, fit, test, and its files on disk.
 
-``RunConfig`` comes in (from the CLI or the workflow), ``RunResult`` goes out, and
-``DIR/metrics.json`` + ``DIR/history.csv`` are written atomically."""
+A resolved :class:`~bpfree.spec.RunSpec` comes in (from ``spec.yaml``, the workflow, or the
+CLI's flags), a :class:`RunResult` goes out, and ``DIR/spec.yaml``, ``DIR/metrics.json`` (a
+:class:`~bpfree.record.RunRecord`) and ``DIR/history.csv`` are written atomically."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bpfree import __version__
-from bpfree.algorithms import Algorithm, build_algorithm, params_from_mapping
-from bpfree.checkpoint import Checkpoint
+from bpfree.algorithms import build_algorithm
+from bpfree.checkpoint import Checkpoint, CheckpointState
 from bpfree.data import DataSplits, load_splits
-from bpfree.errors import BpfreeError
-from bpfree.io import writable_directory, write_csv_atomic, write_json_atomic
+from bpfree.errors import BpfreeError, is_out_of_memory
+from bpfree.io import writable_directory, write_csv_atomic, write_json_atomic, write_text_atomic
 from bpfree.measure import (
     CarbonResult,
     CarbonTracker,
     EnergyResult,
-    MeasurementSettings,
     Meter,
     WindowResult,
     combine_windows,
     hardware_metadata,
 )
 from bpfree.models import ArchSpec, parse_arch
-from bpfree.precision import check_precision, precision_context
-from bpfree.registry import ALGORITHMS, DATASETS
-from bpfree.training import (
-    EarlyStopping,
-    FitResult,
-    check_checkpoint_every_s,
-    fit,
-    resolve_device,
-    seed_everything,
-)
+from bpfree.precision import check_precision, precision_context, precision_flags
+from bpfree.record import RunRecord, read_record
+from bpfree.registry import DATASETS
+from bpfree.resolve import resolve
+from bpfree.spec import EarlyStopping, Measurement, RunSpec, dump_yaml
+from bpfree.training import Checkpointing, FitResult, fit, resolve_device, seed_everything
+from bpfree.warmup import warm_up
 
 HISTORY_COLUMNS = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy", "epoch_time_s"]
-
-
-@dataclass
-class RunConfig:
-    algorithm: str
-    dataset: str
-    seed: int
-    arch: ArchSpec | None = None  # None: the algorithm's default
-    params: dict[str, Any] = field(default_factory=dict)
-    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
-    device: str = "auto"
-    data_root: str = "data"
-    download: bool = False
-    measurement: MeasurementSettings = field(default_factory=MeasurementSettings)
-    checkpoint_every_s: float = 60.0  # a checkpoint after an epoch once this has passed; 0: every epoch
-    precision: str = "fp32"  # fp32 (the paper's), tf32 (CUDA only) or bf16 autocast: bpfree.precision
-
-    def __post_init__(self) -> None:
-        check_checkpoint_every_s(self.checkpoint_every_s)
-        check_precision(self.precision)
+CHECKPOINT = "checkpoint.pt"
+SPEC = "spec.yaml"
+METRICS = "metrics.json"
 
 
 @dataclass
 class RunMeasurement:
     """What the meter saw besides the fit window (which is in ``FitResult.measurement``)."""
 
-    settings: MeasurementSettings
+    settings: Measurement
     primary_domain: str  # "gpu" or "cpu": the device the run computed on
     primary_peak: str  # the memory kind reported as peak_memory_mb
     idle: WindowResult | None
@@ -119,7 +97,7 @@ class RunMeasurement:
             "peak_rss_kind": rss_kind,
             "measurement_problems": problems,
             "measurement": {
-                **dataclasses.asdict(self.settings),
+                **self.settings.model_dump(),
                 **self.sources,
                 "codecarbon_csv": self.carbon.csv and Path(self.carbon.csv).name,
                 "codecarbon_start_s": self.carbon.start_s,
@@ -142,40 +120,42 @@ def _peaks_over(windows: list[WindowResult]) -> dict[str, float | None]:
 
 @dataclass
 class RunResult:
-    config: RunConfig
+    spec: RunSpec  # resolved: every default filled in
+    digest: str  # the spec's hash with the device type: the run's identity
     fit: FitResult
     test_accuracy: float
     best_val_accuracy: float
     arch: ArchSpec
-    params: dict[str, Any]
     device: str
     measurement: RunMeasurement | None = None
     checkpoint_set_aside: Path | None = None  # a corrupt or foreign checkpoint found at the start
+    precision_flags: dict[str, Any] | None = None
 
-    def metrics(self) -> dict[str, Any]:
-        metrics = {
-            "algorithm": self.config.algorithm,
+    def record(self) -> RunRecord:
+        spec, fit = self.spec, self.fit
+        fields: dict[str, Any] = {
+            "spec_digest": self.digest,
+            "algorithm": spec.algorithm,
             "arch": str(self.arch),
-            "dataset": self.config.dataset,
-            "seed": self.config.seed,
-            "status": self.fit.status,
+            "dataset": spec.dataset,
+            "seed": spec.seed,
+            "status": fit.status,
             "test_accuracy": self.test_accuracy,
             "best_val_accuracy": self.best_val_accuracy,
-            "epochs": self.fit.epochs,
-            # killed and resumed from its checkpoint: time, energy and CO2 are summed over
-            # the pieces, peaks are their max (see energy_covers, pieces_measured)
-            "resumed": self.fit.pieces > 1,
-            "pieces": self.fit.pieces,
+            "epochs": fit.epochs,
+            "resumed": fit.pieces > 1,
+            "pieces": fit.pieces,
             "checkpoint_set_aside": self.checkpoint_set_aside and self.checkpoint_set_aside.name,
-            "train_time_s": self.fit.train_time_s,
-            "checkpoints": self.fit.checkpoints,
-            "checkpoint_every_s": self.config.checkpoint_every_s,
-            "checkpoint_time_s": self.fit.checkpoint_time_s,  # included in train_time_s and energy_j
-            "time_per_epoch_s": self.fit.train_time_s / max(self.fit.epochs, 1),
+            "train_time_s": fit.train_time_s,
+            "checkpoints": fit.checkpoints,
+            "checkpoint_every_s": spec.checkpoint_every_s,
+            "checkpoint_time_s": fit.checkpoint_time_s,
+            "time_per_epoch_s": fit.train_time_s / max(fit.epochs, 1),
             "device": self.device,
-            "params": self.params,
-            "early_stopping": dataclasses.asdict(self.config.early_stopping),
-            "precision": self.config.precision,
+            "params": spec.params,
+            "early_stopping": spec.early_stopping.model_dump(),
+            "precision": spec.precision,
+            "precision_flags": self.precision_flags,
             "bpfree_version": __version__,
             "torch_version": torch.__version__,
             "torch_threads": torch.get_num_threads(),
@@ -184,30 +164,30 @@ class RunResult:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         if self.measurement is not None:
-            metrics.update(self.measurement.metrics(self.fit.measurement))
-            metrics["energy_covers"] = (
+            fields.update(self.measurement.metrics(fit.measurement))
+            fields["energy_covers"] = (
                 "whole fit"
-                if self.fit.pieces == 1
+                if fit.pieces == 1
                 else (
-                    f"sum of {self.fit.pieces} pieces, each up to its last checkpoint"
-                    if len(self.fit.pieces_measured) == self.fit.pieces
+                    f"sum of {fit.pieces} pieces, each up to its last checkpoint"
+                    if len(fit.pieces_measured) == fit.pieces
                     else "last piece (the checkpoint held no measurement of the earlier ones)"
                 )
             )
-            metrics["pieces_measured"] = list(self.fit.pieces_measured) or None
+            fields["pieces_measured"] = list(fit.pieces_measured) or None
             carbon_pieces = self.measurement.carbon.pieces
-            metrics["codecarbon_pieces"] = carbon_pieces
-            metrics["co2_covers"] = (
+            fields["codecarbon_pieces"] = carbon_pieces
+            fields["co2_covers"] = (
                 None
                 if self.measurement.carbon.co2_kg is None
                 else "whole fit"
-                if self.fit.pieces == 1
+                if fit.pieces == 1
                 else (
-                    f"{carbon_pieces} of {self.fit.pieces} pieces, each up to its last 30 s flush"
-                    + ("" if carbon_pieces == self.fit.pieces else " (a piece killed before its first flush has none)")
+                    f"{carbon_pieces} of {fit.pieces} pieces, each up to its last 30 s flush"
+                    + ("" if carbon_pieces == fit.pieces else " (a piece killed before its first flush has none)")
                 )
             )
-        return metrics
+        return RunRecord(**fields)
 
 
 def check_output_dir(out: str | Path) -> Path:
@@ -223,92 +203,78 @@ def check_output_dir(out: str | Path) -> Path:
     return out
 
 
-CHECKPOINT = "checkpoint.pt"
-IDENTITY_KEYS = ("algorithm", "arch", "dataset", "seed", "params", "early_stopping", "precision")
-
-
-def run_identity(cfg: RunConfig) -> dict[str, Any]:
-    """What makes a run this run, as metrics.json states it: a checkpoint or a metrics.json
-    with another identity in the same directory belongs to another configuration."""
-    klass = ALGORITHMS.get(cfg.algorithm)
-    arch = cfg.arch or parse_arch(klass.default_arch)
-    params = dataclasses.asdict(params_from_mapping(cfg.algorithm, cfg.params))
-    identity = {
-        "algorithm": cfg.algorithm,
-        "arch": str(arch),
-        "dataset": cfg.dataset,
-        "seed": cfg.seed,
-        "params": params,
-        "early_stopping": dataclasses.asdict(cfg.early_stopping),
-        "precision": cfg.precision,
-    }
-    return json.loads(json.dumps(identity))  # as it reads back from metrics.json
-
-
-def completed_metrics(cfg: RunConfig, out: str | Path) -> dict[str, Any] | None:
-    """The metrics.json in ``out`` if it is this configuration's finished run (ok or
-    diverged): a re-run command (a requeued SLURM job) then has nothing to do."""
-    try:
-        metrics = json.loads((Path(out) / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None  # none yet, or unreadable: train
-    if not isinstance(metrics, dict) or metrics.get("status") not in ("ok", "diverged"):
+def completed_record(digest: str, out: str | Path) -> RunRecord | None:
+    """The metrics.json in ``out`` if it is this run's finished record (ok or diverged; same
+    spec digest): a re-run command (a requeued SLURM job) then has nothing to do."""
+    path = Path(out) / METRICS
+    if not path.exists():
         return None
-    return metrics if {k: metrics.get(k) for k in IDENTITY_KEYS} == run_identity(cfg) else None
+    try:
+        record = read_record(path)
+    except BpfreeError:
+        return None  # unreadable or another bpfree's: train
+    return record if record.spec_digest == digest else None
 
 
-def _is_out_of_memory(err: BaseException) -> bool:
-    # the CPU allocator raises a plain RuntimeError, CUDA's a torch.OutOfMemoryError
-    return isinstance(err, torch.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
-    )
+def prepare(spec: RunSpec) -> tuple[RunSpec, torch.device, str]:
+    """The resolved spec, the device and the run's digest; every check made before any work."""
+    device = resolve_device(spec.machine.device)
+    check_precision(spec.precision, device)
+    spec = resolve(spec)
+    return spec, device, spec.digest(device.type)
 
 
-def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
-    device = resolve_device(cfg.device)
-    check_precision(cfg.precision, device)  # before any work
+def train(spec: RunSpec, out: str | Path | None = None) -> RunResult:
+    """Run ``spec`` (resolved here if it is not yet); with ``out``, write its files there and
+    resume from a checkpoint left there by the same run."""
+    spec, device, digest = prepare(spec)
     if out is not None:
         out = check_output_dir(out)
-    seed_everything(cfg.seed)
-    identity = run_identity(cfg)  # checks the params before anything is built
-    checkpoint = Checkpoint(out / CHECKPOINT, identity) if out is not None else None
+        text = dump_yaml(spec)
+        if not (out / SPEC).exists() or (out / SPEC).read_text() != text:
+            write_text_atomic(out / SPEC, text)
+    seed_everything(spec.seed)
+    checkpoint = Checkpoint(out / CHECKPOINT, spec.identity(device.type)) if out is not None else None
+    arch = parse_arch(spec.arch)
     try:
-        # build first: bad parameters or an unfit architecture fail before any data is read
-        info = DATASETS.get(cfg.dataset).info
-        algo = build_algorithm(cfg.algorithm, cfg.arch, info, cfg.params, device=device, seed=cfg.seed)
-        data = load_splits(cfg.dataset, root=cfg.data_root, seed=cfg.seed, device=device, download=cfg.download)
-        with precision_context(cfg.precision, device):  # training, validation and test alike
+        # build first: bad parameters fail before any data is read
+        info = DATASETS.get(spec.dataset).info
+        algo = build_algorithm(spec.algorithm, arch, info, spec.params, device=device, seed=spec.seed)
+        data = load_splits(
+            spec.dataset, root=spec.machine.data_root, seed=spec.seed, device=device, download=spec.machine.download
+        )
+        with precision_context(spec.precision, device):  # training, validation and test alike
+            flags = precision_flags(device)
             result, test_acc, measurement = measured_fit(
                 algo,
                 data,
-                cfg.early_stopping,
-                seed=cfg.seed,
-                settings=cfg.measurement,
+                spec.early_stopping,
+                seed=spec.seed,
+                settings=spec.measurement,
                 out=out,
-                checkpoint=checkpoint,
-                checkpoint_every_s=cfg.checkpoint_every_s,
+                checkpointing=Checkpointing(checkpoint, spec.checkpoint_every_s) if checkpoint is not None else None,
             )
+            val_acc = algo.accuracy(data.val) if result.status == "ok" else float("nan")
     except (torch.OutOfMemoryError, RuntimeError) as err:
-        if not _is_out_of_memory(err):
+        if not is_out_of_memory(err):
             raise
         raise BpfreeError(
-            f"out of memory on {device} training {cfg.algorithm} {identity['arch']} with batch size "
-            f"{identity['params'].get('batch_size', '?')} on {cfg.dataset}: lower batch_size (--params) "
+            f"out of memory on {device} training {spec.algorithm} {arch} with batch size "
+            f"{spec.params.get('batch_size', '?')} on {spec.dataset}: lower batch_size (--params) "
             "or use a smaller architecture; the last checkpoint is kept, so the same "
             "command resumes"
         ) from None
-    with precision_context(cfg.precision, device):
-        val_acc = algo.accuracy(data.val) if result.status == "ok" else float("nan")
     run = RunResult(
-        cfg,
+        spec,
+        digest,
         result,
         test_acc,
         val_acc,
         algo.arch,
-        dataclasses.asdict(algo.params),
         str(device),
         measurement,
         checkpoint.set_aside if checkpoint is not None else None,
+        flags,
     )
     if out is not None:
         write_outputs(run, out)
@@ -317,45 +283,34 @@ def train(cfg: RunConfig, out: str | Path | None = None) -> RunResult:
 
 
 def measured_fit(
-    algo: Algorithm,
+    algo,
     data: DataSplits,
     policy: EarlyStopping,
     *,
     seed: int,
-    settings: MeasurementSettings,
+    settings: Measurement,
     out: Path | None = None,
-    checkpoint: Checkpoint | None = None,
-    checkpoint_every_s: float = 0.0,
+    checkpointing: Checkpointing | None = None,
 ) -> tuple[FitResult, float, RunMeasurement]:
     """Idle baseline, then ``fit`` (CodeCarbon around it), then test accuracy in its own
     window: (fit result, test accuracy, what was measured). CodeCarbon's CSV goes to ``out``.
 
-    A run resumed from ``checkpoint`` is summed over its pieces: each checkpoint keeps what
+    A run resumed from a checkpoint is summed over its pieces: each checkpoint keeps what
     the fit window and CodeCarbon measured so far (the earlier pieces' and this one's), and
     the fit window returned covers them all, each piece up to its last checkpoint (the work
     of a killed epoch is lost, and measured again when it is redone)."""
-    resume = checkpoint.load() if checkpoint is not None else None
+    resume = checkpointing.checkpoint.load() if checkpointing is not None else None
     earlier = PiecesMeasured.from_checkpoint(resume)
     warm_up(algo.device)
     with Meter.for_device(algo.device, settings) as meter:
         # idle with the data and model resident: net energy is what the training added
-        idle = meter.measure_idle(settings.idle_seconds)
-        carbon = _carbon_tracker(settings, out, earlier.carbon_rows)
-
-        def so_far() -> dict[str, Any]:
-            return earlier.plus(meter.peek_window("fit"), carbon, str(algo.device)).to_dict()
-
+        # on a GPU, wait (up to 10 s) for the power reading to settle after the warm-up first
+        idle = meter.measure_idle(settings.idle_seconds, settle_max_s=10.0 if algo.device.type == "cuda" else 0.0)
+        carbon = _carbon_tracker(settings, out, earlier.carbon_rows, gpu_ids=meter.nvml_gpu_ids)
+        if checkpointing is not None:
+            checkpointing.measured = lambda: earlier.plus(meter.peek_window("fit"), carbon, str(algo.device)).to_dict()
         try:
-            result = fit(
-                algo,
-                data,
-                policy,
-                seed=seed,
-                meter=meter,
-                checkpoint=checkpoint,
-                checkpoint_extra=so_far,
-                checkpoint_every_s=checkpoint_every_s,
-            )
+            result = fit(algo, data, policy, seed=seed, meter=meter, checkpointing=checkpointing)
         finally:
             carbon_result = carbon.stop()
         if result.measurement is not None and earlier.windows:
@@ -392,8 +347,8 @@ class PiecesMeasured:
     summary: tuple[dict[str, Any], ...] = ()
 
     @classmethod
-    def from_checkpoint(cls, state: dict[str, Any] | None) -> PiecesMeasured:
-        extra = (state or {}).get("extra") or {}
+    def from_checkpoint(cls, state: CheckpointState | None) -> PiecesMeasured:
+        extra = (state.measured if state is not None else None) or {}
         return cls(
             tuple(WindowResult.from_dict(w) for w in extra.get("windows", ())),
             tuple(extra.get("carbon_rows", ())),
@@ -421,16 +376,6 @@ class PiecesMeasured:
         }
 
 
-def warm_up(device: torch.device) -> None:
-    """Pay torch's one-time lazy costs before anything is measured: the first optimiser
-    built imports torch._dynamo (1-2 s of CPU here), which on a small run was most of what
-    the fit window measured; on a GPU, the first matmul creates the cuBLAS handle."""
-    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
-    if device.type == "cuda":
-        ones = torch.ones(8, 8, device=device)
-        (ones @ ones).sum().item()
-
-
 class _NoCarbon:
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -443,14 +388,18 @@ class _NoCarbon:
 
 
 def _carbon_tracker(
-    settings: MeasurementSettings, out: Path | None, earlier: tuple[dict[str, Any], ...] = ()
+    settings: Measurement,
+    out: Path | None,
+    earlier: tuple[dict[str, Any], ...] = (),
+    gpu_ids: list[int] | None = None,
 ) -> CarbonTracker | _NoCarbon:
-    """Started here, outside every window: its start costs about a second."""
+    """Started here, outside every window: its start costs about a second. ``gpu_ids``: the
+    run's own GPU (NVML index), so that CodeCarbon does not count every visible board."""
     if not settings.codecarbon:
         return _NoCarbon("off (measurement.codecarbon: false)")
     if out is None:
         return _NoCarbon("off (no run directory for its CSV)")
-    tracker = CarbonTracker(out, settings.country_iso_code, earlier=earlier)
+    tracker = CarbonTracker(out, settings.country_iso_code, earlier=earlier, gpu_ids=gpu_ids)
     tracker.start()
     return tracker
 
@@ -459,4 +408,4 @@ def write_outputs(run: RunResult, out: Path) -> None:
     rows = [r.row() for r in run.fit.history]
     extra = [k for r in rows for k in r if k not in HISTORY_COLUMNS]
     write_csv_atomic(out / "history.csv", rows, HISTORY_COLUMNS + list(dict.fromkeys(extra)))
-    write_json_atomic(out / "metrics.json", run.metrics())
+    write_json_atomic(out / METRICS, run.record().model_dump())

@@ -17,35 +17,13 @@ import numpy as np
 import torch
 
 from bpfree.algorithms.base import Algorithm, Stage
-from bpfree.checkpoint import Checkpoint, arm_mid_pass_kill, rng_state, set_rng_state
+from bpfree.checkpoint import Checkpoint, CheckpointState, StopperState, rng_state, set_rng_state
 from bpfree.data import Batches, DataSplits
 from bpfree.errors import BpfreeError
+from bpfree.spec import EarlyStopping
 
 if TYPE_CHECKING:
     from bpfree.measure import Meter, WindowResult
-
-
-@dataclass(frozen=True)
-class EarlyStopping:
-    """One declared policy for every algorithm and stage (the paper's code varied it)."""
-
-    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
-    mode: Literal["min", "max"] = "min"
-    patience: int = 10
-    min_delta: float = 0.0
-    max_epochs: int = 100
-    restore_best: bool = True
-
-    def __post_init__(self) -> None:
-        if self.monitor not in ("val_loss", "val_accuracy"):
-            raise BpfreeError(f"early_stopping.monitor must be val_loss or val_accuracy, got {self.monitor!r}")
-        if self.mode not in ("min", "max"):
-            raise BpfreeError(f"early_stopping.mode must be min or max, got {self.mode!r}")
-        if self.patience < 1 or self.max_epochs < 1 or self.min_delta < 0:
-            raise BpfreeError(
-                "early_stopping needs patience >= 1, max_epochs >= 1 and min_delta >= 0, got "
-                f"patience={self.patience}, max_epochs={self.max_epochs}, min_delta={self.min_delta}"
-            )
 
 
 class EarlyStopper:
@@ -131,9 +109,36 @@ def set_threads(threads: int | None) -> None:
 
 
 def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
-
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # a bare cluster environment (site torch, no tqdm): no bar
+        return _NoBar()
     return tqdm(total=total, desc=desc, unit="epoch", leave=False, disable=None)
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **values) -> None:
+        pass
+
+
+@dataclass
+class Checkpointing:
+    """How a fit keeps its state: ``checkpoint`` is written after an epoch once ``every_s``
+    seconds have passed since the last one (0: after every epoch); ``measured()`` gives what
+    the meter saw so far, kept in each checkpoint so that a resumed run's energy adds up."""
+
+    checkpoint: Checkpoint
+    every_s: float = 0.0
+    measured: Callable[[], dict[str, Any]] | None = None
 
 
 def fit(
@@ -142,11 +147,9 @@ def fit(
     policy: EarlyStopping,
     *,
     seed: int,
-    on_epoch_end=None,
     meter: Meter | None = None,
-    checkpoint: Checkpoint | None = None,
-    checkpoint_extra: Callable[[], dict[str, Any]] | None = None,
-    checkpoint_every_s: float = 0.0,
+    checkpointing: Checkpointing | None = None,
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
 ) -> FitResult:
     """Train ``algo`` stage by stage. ``on_epoch_end(record)`` may add to ``record.extra``.
 
@@ -154,29 +157,33 @@ def fit(
     paper, in a window named "fit", and each epoch in "epoch N"; an epoch's energy goes into
     its record's ``extra`` before ``on_epoch_end`` sees it.
 
-    ``checkpoint``: written after an epoch once ``checkpoint_every_s`` have passed since the
-    last one (0: after every epoch); if it holds a killed run's state, the fit
-    resumes from it and ends as the uninterrupted run would (same batches, same weights).
-    ``checkpoint_extra()``: more to keep in each checkpoint (what was measured so far); the
-    caller reads it back with ``checkpoint.load()["extra"]``."""
-    batches = Batches(data.train, seed=seed, augment=data.info.augment)
-    arm_mid_pass_kill(batches)  # a no-op outside the tests
-    resume = checkpoint.load() if checkpoint is not None else None
-    run = _RunState(algo, batches, checkpoint, resume, checkpoint_extra, checkpoint_every_s)
+    ``checkpointing``: if its checkpoint holds a killed run's state, the fit resumes from it
+    and ends as the uninterrupted run would (same batches, same weights)."""
+    resume = checkpointing.checkpoint.load() if checkpointing is not None else None
+    run = _FitState(
+        algo,
+        data,
+        policy,
+        Batches(data.train, seed=seed, augment=data.info.augment),
+        meter,
+        checkpointing,
+        on_epoch_end,
+        resume,
+    )
     if meter is not None:
         meter.begin_window("fit")
     status: Literal["ok", "diverged"] = "ok"
     try:
         for index, stage in enumerate(algo.stages()):
             max_epochs = min(stage.max_epochs or policy.max_epochs, policy.max_epochs)
-            if resume is not None and index < resume["stage_index"]:
+            if resume is not None and index < resume.stage_index:
                 # done before the kill: its weights come with the checkpoint; replay its
                 # begin/end so that what end_stage does (freezing) holds again
                 algo.begin_stage(stage, max_epochs)
                 algo.end_stage(stage)
                 continue
-            stage_resume = resume if resume is not None and index == resume["stage_index"] else None
-            if not _fit_stage(algo, stage, index, max_epochs, data, policy, run, on_epoch_end, meter, stage_resume):
+            stage_resume = resume if resume is not None and index == resume.stage_index else None
+            if not _fit_stage(run, stage, index, max_epochs, stage_resume):
                 status = "diverged"
                 break
     except BaseException:  # e.g. a pruned trial: leave the meter reusable
@@ -196,32 +203,22 @@ def fit(
     )
 
 
-def check_checkpoint_every_s(value: object) -> float:
-    """``value`` as seconds between checkpoints, if it is a number >= 0 (0: every epoch)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-        raise BpfreeError(f"checkpoint_every_s must be a number >= 0 (seconds; 0: every epoch), got {value!r}")
-    return float(value)
-
-
-class _RunState:
+class _FitState:
     """What a fit carries from epoch to epoch, and what its checkpoint holds."""
 
-    def __init__(
-        self, algo, batches: Batches, checkpoint: Checkpoint | None, resume: dict | None, extra, every_s: float
-    ) -> None:
-        check_checkpoint_every_s(every_s)
-        self.algo, self.batches, self.checkpoint, self.extra = algo, batches, checkpoint, extra
-        self.every_s = every_s
+    def __init__(self, algo, data, policy, batches, meter, checkpointing, on_epoch_end, resume) -> None:
+        self.algo, self.data, self.policy, self.batches = algo, data, policy, batches
+        self.meter, self.checkpointing, self.on_epoch_end = meter, checkpointing, on_epoch_end
         self.history: list[EpochRecord] = []
         self.time_before = 0.0  # training time of the pieces before a kill
         self.pieces = 1
         self.checkpoints, self.checkpoint_time_s = 0, 0.0  # written, and the time writing took
         if resume is not None:
-            self.history = [EpochRecord(**row) for row in resume["history"]]
-            self.time_before = resume["train_time_s"]
-            self.pieces = resume["pieces"] + 1
-            self.checkpoints = resume.get("checkpoints", 0)
-            self.checkpoint_time_s = resume.get("checkpoint_time_s", 0.0)
+            self.history = [EpochRecord(**row) for row in resume.history]
+            self.time_before = resume.train_time_s
+            self.pieces = resume.pieces + 1
+            self.checkpoints = resume.checkpoints
+            self.checkpoint_time_s = resume.checkpoint_time_s
         self.start = self.last_save = time.perf_counter()
 
     def elapsed(self) -> float:
@@ -231,28 +228,27 @@ class _RunState:
         """A checkpoint, if ``every_s`` have passed since the last one. Writing one costs time
         and energy inside the measured fit (about 0.4 s for a 4x2000 MLP's 109 MB of weights
         here, more with optimiser state), hence not after every epoch of a long run."""
+        keeping = self.checkpointing
         t0 = time.perf_counter()
-        if self.checkpoint is None or t0 - self.last_save < self.every_s:
+        if keeping is None or t0 - self.last_save < keeping.every_s:
             return
         self.checkpoints += 1
-        self.checkpoint.save(
-            {
-                "stage_index": stage_index,
-                "stage_epochs": stage_epochs,
-                "stopper": {"best": stopper.best, "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs},
-                "best_state": best_state,
-                "algorithm": self.algo.state_dict(),
-                "batches": self.batches.state_dict(),
-                "rng": rng_state(),
-                "history": [asdict(r) for r in self.history],
-                "train_time_s": self.elapsed(),
-                "pieces": self.pieces,
-                "checkpoints": self.checkpoints,
-                "checkpoint_time_s": self.checkpoint_time_s + time.perf_counter() - t0,
-                "extra": self.extra() if self.extra is not None else None,
-            },
-            epoch=len(self.history),
+        state = CheckpointState(
+            stage_index=stage_index,
+            stage_epochs=stage_epochs,
+            stopper=StopperState(stopper.best, stopper.best_epoch, stopper.bad_epochs),
+            best_state=best_state,
+            algorithm=self.algo.state_dict(),
+            batches=self.batches.state_dict(),
+            rng=rng_state(self.algo.device),
+            history=[asdict(r) for r in self.history],
+            train_time_s=self.elapsed(),
+            pieces=self.pieces,
+            checkpoints=self.checkpoints,
+            checkpoint_time_s=self.checkpoint_time_s + time.perf_counter() - t0,
+            measured=keeping.measured() if keeping.measured is not None else None,
         )
+        keeping.checkpoint.save(state, epoch=len(self.history))
         self.last_save = time.perf_counter()
         self.checkpoint_time_s += self.last_save - t0
 
@@ -262,21 +258,22 @@ def _epoch_energy(meter: Meter, window: WindowResult) -> dict[str, Any]:
     return {"energy_j": energy.joules, "energy_source": energy.source, "net_energy_j": energy.net_joules}
 
 
-def _fit_stage(algo, stage: Stage, index, max_epochs, data, policy, run, on_epoch_end, meter, resume) -> bool:
+def _fit_stage(run: _FitState, stage: Stage, index: int, max_epochs: int, resume: CheckpointState | None) -> bool:
+    algo, policy, meter = run.algo, run.policy, run.meter
     stopper = EarlyStopper(policy)
     best_state = None
     stage_epochs = 0
     algo.begin_stage(stage, max_epochs)
     if resume is not None:
-        algo.load_state_dict(resume["algorithm"])
-        run.batches.load_state_dict(resume["batches"])
-        set_rng_state(resume["rng"])
+        algo.load_state_dict(resume.algorithm)
+        run.batches.load_state_dict(resume.batches)
+        set_rng_state(resume.rng, algo.device)
         stopper.best, stopper.best_epoch, stopper.bad_epochs = (
-            resume["stopper"]["best"],
-            resume["stopper"]["best_epoch"],
-            resume["stopper"]["bad_epochs"],
+            resume.stopper.best,
+            resume.stopper.best_epoch,
+            resume.stopper.bad_epochs,
         )
-        best_state, stage_epochs = resume["best_state"], resume["stage_epochs"]
+        best_state, stage_epochs = resume.best_state, resume.stage_epochs
     history = run.history
     with _progress(max_epochs, f"{algo.name} {stage.name}") as bar:
         bar.update(stage_epochs)
@@ -286,12 +283,12 @@ def _fit_stage(algo, stage: Stage, index, max_epochs, data, policy, run, on_epoc
                 meter.begin_window(f"epoch {epoch}")
             t0 = time.perf_counter()
             train_loss = algo.train_epoch(stage, run.batches)
-            val = algo.evaluate(stage, data.val)
+            val = algo.evaluate(stage, run.data.val)
             record = EpochRecord(epoch, stage.name, train_loss, val.loss, val.accuracy, time.perf_counter() - t0)
             if meter is not None:
                 record.extra.update(_epoch_energy(meter, meter.end_window(f"epoch {epoch}")))
-            if on_epoch_end is not None:
-                on_epoch_end(record)
+            if run.on_epoch_end is not None:
+                run.on_epoch_end(record)
             history.append(record)
             stage_epochs += 1
             bar.update(1)

@@ -24,13 +24,11 @@ import os
 import socket
 import sys
 import time
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import optuna
@@ -47,13 +45,15 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from bpfree import __version__
-from bpfree.algorithms import build_algorithm, params_from_mapping
+from bpfree.algorithms import build_algorithm, check_trainable, params_from_mapping
 from bpfree.data import load_splits
-from bpfree.errors import BpfreeError
+from bpfree.errors import BpfreeError, is_out_of_memory
 from bpfree.io import write_bytes_atomic, write_yaml_atomic
 from bpfree.models import ArchSpec, parse_arch
+from bpfree.precision import check_precision, precision_context
 from bpfree.registry import ALGORITHMS, DATASETS
-from bpfree.training import EarlyStopping, fit, resolve_device, seed_everything
+from bpfree.spec import EarlyStopping, Tuning
+from bpfree.training import fit, resolve_device, seed_everything
 
 OBJECTIVE = "val_accuracy"  # the final model's accuracy on the validation split, maximised
 MAX_CONSECUTIVE_FAILURES = 5  # a study whose every trial raises has a bug, not bad luck
@@ -204,67 +204,6 @@ def _check_values(space: SearchSpace) -> None:
         raise BpfreeError(f"search space of {space.algorithm}: {err}") from None
 
 
-# -- the config's tuning section --------------------------------------------------------------
-@dataclass(frozen=True)
-class TuningSettings:
-    """``tuning:`` in the workflow config (workflow/schemas/config.schema.yaml)."""
-
-    n_trials: int = 0  # COMPLETE trials per study; 0: the workflow does not tune
-    max_epochs: int | None = None  # one trial's epoch budget; None: early_stopping.max_epochs
-    timeout: float | None = None  # seconds after which a worker starts no new trial
-    seed: int = 42  # the TPE sampler's seed and every trial's training seed (split, init)
-    multivariate: bool = True  # multivariate TPE (Optuna 5's default, set explicitly)
-    startup_trials: int = 10  # random trials before TPE models the space (Optuna's default)
-    pruner: Literal["median", "none"] = "median"
-    pruner_startup_trials: int = 5  # trials that finish before the median pruner prunes
-    pruner_warmup_epochs: int = 0  # epochs of each trial never pruned
-    stale_after: float = 1800.0  # seconds without a heartbeat before a RUNNING trial is failed
-    search_spaces: dict[str, Any] = field(default_factory=dict)
-
-
-def tuning_settings_from_mapping(mapping: Mapping[str, Any] | None) -> TuningSettings:
-    mapping = mapping or {}
-    if not isinstance(mapping, Mapping):
-        raise BpfreeError("tuning must be a mapping (see config/README.md)")
-    hints = typing.get_type_hints(TuningSettings)
-    unknown = sorted(map(str, set(mapping) - set(hints)))
-    if unknown:
-        raise BpfreeError(f"unknown tuning key(s) {', '.join(unknown)}; valid: {', '.join(hints)}")
-    for key, value in mapping.items():
-        if not _fits(value, hints[key]):
-            raise BpfreeError(f"tuning.{key} has the wrong type: {value!r}")
-    settings = TuningSettings(**mapping)
-    checks = {
-        "n_trials": settings.n_trials >= 0,
-        "seed": settings.seed >= 0,
-        "max_epochs": settings.max_epochs is None or settings.max_epochs >= 1,
-        "timeout": settings.timeout is None or settings.timeout > 0,
-        "startup_trials": settings.startup_trials >= 0,
-        "pruner_startup_trials": settings.pruner_startup_trials >= 0,
-        "pruner_warmup_epochs": settings.pruner_warmup_epochs >= 0,
-        "stale_after": settings.stale_after > 0,
-    }
-    bad = [key for key, ok in checks.items() if not ok]
-    if bad:
-        raise BpfreeError(f"tuning.{bad[0]} is out of range: {getattr(settings, bad[0])!r}")
-    return settings
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return value in typing.get_args(hint)
-    allowed = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
-    allowed = tuple(typing.get_origin(a) or a for a in allowed)  # dict[str, Any] -> dict
-    if value is None:
-        return type(None) in allowed
-    if isinstance(value, bool):
-        return bool in allowed
-    if isinstance(value, int) and float in allowed:
-        return True
-    return isinstance(value, allowed)
-
-
 # -- one tuning job ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TuneJob:
@@ -272,12 +211,13 @@ class TuneJob:
     dataset: str
     n_trials: int  # COMPLETE trials the study must hold when the job ends
     storage: Path  # the journal file
-    settings: TuningSettings = field(default_factory=TuningSettings)
+    settings: Tuning = field(default_factory=Tuning)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     arch: ArchSpec | None = None  # None: the algorithm's default
     study_name: str | None = None  # None: "{algorithm}-{dataset}-{arch}"
     device: str = "auto"
     data_root: str = "data"
+    precision: str = "fp32"  # as the runs train: a trial in fp32 would tune another model
 
 
 @dataclass(frozen=True)
@@ -329,15 +269,13 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     klass = ALGORITHMS.get(job.algorithm)
     DATASETS.get(job.dataset)
     arch = job.arch or parse_arch(klass.default_arch)
-    if arch.kind not in klass.arch_kinds:
-        raise BpfreeError(
-            f"algorithm {job.algorithm!r} runs on {' or '.join(klass.arch_kinds)} architectures, not {arch}"
-        )
+    check_trainable(job.algorithm, arch)
     space = search_space(job.algorithm, job.settings.search_spaces)
     device = resolve_device(job.device)
+    check_precision(job.precision, device)
     policy = job.early_stopping
     if job.settings.max_epochs is not None:
-        policy = dataclasses.replace(policy, max_epochs=job.settings.max_epochs)
+        policy = policy.replace(max_epochs=job.settings.max_epochs)
     study_name = job.study_name or f"{job.algorithm}-{job.dataset}-{arch}"
     set_aside = repair_journal(job.storage)
     study = open_study(job.storage, study_name, job.settings)
@@ -382,7 +320,7 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
 
 
 # -- the study in its journal -------------------------------------------------------------------
-def open_study(storage: str | Path, study_name: str, settings: TuningSettings) -> optuna.Study:
+def open_study(storage: str | Path, study_name: str, settings: Tuning) -> optuna.Study:
     """Create the study, or load it when the journal already holds it (resume, or join)."""
     path = Path(storage)
     try:
@@ -459,7 +397,7 @@ def _readable_prefix(data: bytes) -> int:
     return end
 
 
-def make_sampler(settings: TuningSettings, trials_so_far: int) -> optuna.samplers.TPESampler:
+def make_sampler(settings: Tuning, trials_so_far: int) -> optuna.samplers.TPESampler:
     """TPE for the study's next trial, seeded with the ``trials_so_far``-th number of a stream
     seeded by the study's seed: a resumed study draws what an uninterrupted one would have,
     instead of replaying its first random draws."""
@@ -472,7 +410,7 @@ def make_sampler(settings: TuningSettings, trials_so_far: int) -> optuna.sampler
     )
 
 
-def make_pruner(settings: TuningSettings) -> optuna.pruners.BasePruner:
+def make_pruner(settings: Tuning) -> optuna.pruners.BasePruner:
     if settings.pruner == "none":
         return optuna.pruners.NopPruner()
     # steps are epochs counted from 1; Optuna's warmup protects steps < n_warmup_steps
@@ -491,8 +429,9 @@ def _check_identity(
         "dataset": job.dataset,
         "arch": str(arch),
         "seed": job.settings.seed,
-        "early_stopping": dataclasses.asdict(policy),
+        "early_stopping": policy.model_dump(),
         "search_space": space.describe(),
+        "precision": job.precision,
     }
     # YAML round trip: what was stored (JSON in the journal) compares equal to what is asked
     identity = yaml.safe_load(yaml.safe_dump(identity))
@@ -652,21 +591,22 @@ def _run_trial(trial, space, job, arch, policy, data, device) -> TrialOutcome:
         seed_everything(seed)
         params = space.params(trial.params)
         algo = build_algorithm(job.algorithm, arch, data.info, params, device=device, seed=seed)
-        result = fit(algo, data, policy, seed=seed, on_epoch_end=on_epoch_end)
+        with precision_context(job.precision, device):
+            result = fit(algo, data, policy, seed=seed, on_epoch_end=on_epoch_end)
+            value = algo.accuracy(data.val) if result.status == "ok" else float("nan")
         if result.status != "ok":
             return ended(TrialState.PRUNED, f"{result.status}: non-finite loss at epoch {result.epochs}")
-        value = algo.accuracy(data.val)
         if not math.isfinite(value):
             return ended(TrialState.PRUNED, f"non-finite {OBJECTIVE}")
         return TrialOutcome(TrialState.COMPLETE, value, "", result.epochs, result.train_time_s)
     except optuna.TrialPruned as pruned:
         return ended(TrialState.PRUNED, str(pruned))
-    except torch.OutOfMemoryError as err:
-        return ended(TrialState.FAIL, f"out of memory: {_first_line(err)}")
     except KeyboardInterrupt:
         _finish(trial.study, trial, ended(TrialState.FAIL, "interrupted"))
         raise
     except Exception as err:  # noqa: BLE001  (any failure of one configuration is that trial's)
+        if is_out_of_memory(err):
+            return ended(TrialState.FAIL, f"out of memory: {_first_line(err)}")
         return ended(TrialState.FAIL, f"{type(err).__name__}: {_first_line(err)}")
     finally:
         del algo

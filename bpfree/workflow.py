@@ -10,19 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import yaml
-
 from bpfree.errors import BpfreeError
+from bpfree.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES
 from bpfree.registry import ALGORITHMS, DATASETS
+from bpfree.spec import WorkflowConfig, parse
 
-# bpfree.models (parse_arch) imports torch: imported where the grid is planned, so that
-# the tables and figures (which only need BASELINE and the slugs) start without it.
-
-BASELINE = "bp"  # every BP-free method is compared with bp on its own architecture
-TABLE_NAMES = ["summary", "methods", "deltas", "paper"]  # results/tables/NAME.{csv,md,tex}
-# results/figures/NAME.{svg,png,html}; each is a workflow target: fig_NAME
-FIGURE_NAMES = ["accuracy", "energy", "time", "pareto", "val_loss", "memory", "paper"]
+__all__ = ["BASELINE", "FIGURE_NAMES", "TABLE_NAMES", "Run", "Study", "check_config", "expand_runs"]
 
 
 @dataclass(frozen=True, order=True)
@@ -68,50 +61,32 @@ def slug_to_arch(slug: str) -> str:
 
 
 # -- the config, checked before any job is planned ----------------------------------------
-def check_config(config: dict[str, Any], schema_path: str | Path) -> None:
-    """Raise :class:`BpfreeError` with one line for the first thing wrong with ``config``:
-    a key the schema does not know, a value of the wrong type, an unregistered algorithm or
-    dataset, an architecture that does not parse or that the algorithm cannot train."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
-    if error is not None:
-        raise BpfreeError(_schema_message(error))
+def check_config(config: dict[str, Any]) -> WorkflowConfig:
+    """The config as a checked :class:`WorkflowConfig` (every default filled in), or a
+    :class:`BpfreeError` with one line for the first thing wrong: a key the spec does not
+    know, a value of the wrong type or out of range, an unregistered algorithm or dataset,
+    an architecture that the algorithm or its BP twin cannot train, a bad search space."""
+    checked = parse(WorkflowConfig, config)
 
-    import bpfree.algorithms  # noqa: F401  (registers the algorithms)
-    import bpfree.data  # noqa: F401  (registers the datasets)
+    from bpfree import catalog
+    from bpfree.algorithms import check_trainable
     from bpfree.models import parse_arch
+    from bpfree.tuning import search_space
 
-    for i, exp in enumerate(config["experiments"]):
-        where = f"experiments[{i}]"
+    catalog.load()
+    for i, exp in enumerate(checked.experiments):
         try:
-            klass = ALGORITHMS.get(exp["algorithm"])
-            arch = parse_arch(exp["arch"])
-            for dataset in exp["datasets"]:
+            arch = parse_arch(exp.arch)
+            for dataset in exp.datasets:
                 DATASETS.get(dataset)
+            for name in dict.fromkeys([exp.algorithm, BASELINE]):
+                check_trainable(name, arch)
         except BpfreeError as err:
-            raise BpfreeError(f"{where}: {err}") from None
-        for name in dict.fromkeys([exp["algorithm"], BASELINE]):
-            kinds = ALGORITHMS.get(name).arch_kinds
-            if arch.kind not in kinds:
-                raise BpfreeError(
-                    f"{where}: {name} cannot train {arch} (its architectures: "
-                    f"{', '.join(kinds)}; e.g. {klass.default_arch})"
-                )
-
-
-def _schema_message(error: jsonschema.ValidationError) -> str:
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    where = where.lstrip(".") or "top level"
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        unknown = sorted(map(str, set(error.instance) - set(allowed)))  # YAML keys: any type
-        return (
-            f"unknown key(s) {', '.join(map(repr, unknown))} at {where}; "
-            f"valid keys: {', '.join(allowed)} (see config/README.md)"
-        )
-    if error.validator == "required":
-        return f"{where}: {error.message} (see config/README.md)"
-    return f"{where}: {error.message}"
+            raise BpfreeError(f"experiments[{i}]: {err}") from None
+    if checked.tuning.n_trials > 0:
+        for algorithm in sorted({a for exp in checked.experiments for a in (exp.algorithm, BASELINE)}):
+            search_space(algorithm, checked.tuning.search_spaces)
+    return checked
 
 
 # -- the grid -----------------------------------------------------------------------------
@@ -132,17 +107,50 @@ def expand_runs(config: dict[str, Any]) -> list[Run]:
     return sorted(Run(s.dataset, s.arch, s.algorithm, seed) for s in expand_studies(config) for seed in seeds)
 
 
-def tuning_trials(config: dict[str, Any]) -> int:
-    """Trials per study; 0 (no ``tuning`` section, or n_trials 0) trains with the defaults."""
-    tuning = config.get("tuning") or {}
-    return int(tuning.get("n_trials", 0) or 0)
-
-
 def needs_download(dataset: str) -> bool:
     """torchvision datasets are fetched once (on a login node); digits ships with sklearn."""
     import bpfree.data  # noqa: F401
 
     return hasattr(DATASETS.get(dataset), "download")
+
+
+# the config sections a run's spec is made of: a change to one rewrites its spec.yaml
+RUN_SECTIONS_KEYS = ("early_stopping", "measurement", "checkpoint_every_s", "precision", "job_threads")
+
+
+def visible_gpus() -> int:
+    """GPUs this machine shows (NVML, honouring CUDA_VISIBLE_DEVICES); 0 without a driver."""
+    import os
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001  (no driver, no library: no GPU)
+        return 0
+
+
+def gpus_per_job(device: str) -> int:
+    """1 where a measured job computes on a GPU (device cuda, or auto on a machine with one)."""
+    if device == "cpu":
+        return 0
+    return 1 if device.startswith("cuda") or visible_gpus() > 0 else 0
+
+
+def register_gpus(workflow: Any, device: str) -> None:
+    """Unless the user gave ``--resources gpu=N``: one GPU for the whole local run, so that
+    measured jobs use the board one at a time. (Jobs are not yet pinned to one of several
+    GPUs: with device auto every job computes on cuda:0, hence one at a time; on SLURM each
+    job gets its own GPU from the scheduler.)"""
+    if gpus_per_job(device) and "gpu" not in workflow.global_resources:
+        workflow.register_resource("gpu", 1)
 
 
 # Keys only the Snakefile reads; jobs (bpfree train, bpfree tune) read every other section

@@ -1,5 +1,7 @@
 """Shared fixtures: tiny datasets written in the real on-disk formats that torchvision reads,
-and one real ``bpfree train`` run (a subprocess) that several test files inspect.
+each with its own recorded checksums (``ROOT/.bpfree/checksums.json``, as ``bpfree download``
+writes for real files), and one real ``bpfree train`` run (a subprocess) that several test
+files inspect.
 
 Every image written here encodes its own row index in its pixels, so a test can tell which
 source row an image came from after loading, splitting and normalising."""
@@ -61,6 +63,13 @@ def mnist_label(index: np.ndarray) -> np.ndarray:
     return (index * 7 + 3) % 10  # not the identity, so a label/image mix-up shows
 
 
+def record_checksums(root: Path, folder: str) -> None:
+    """Record the SHA-256 of every file under ``root/folder`` in the root's checksum record."""
+    from bpfree.data.checksums import record_files
+
+    record_files(root, sorted(p for p in (root / folder).rglob("*") if p.is_file()))
+
+
 def write_mnist_like(root: Path, folder: str, n_train: int, n_test: int) -> None:
     raw = root / folder / "raw"
     raw.mkdir(parents=True)
@@ -70,6 +79,7 @@ def write_mnist_like(root: Path, folder: str, n_train: int, n_test: int) -> None
         images[:, 0, 0], images[:, 0, 1] = index % 256, index // 256
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", mnist_label(index).astype(np.uint8))
+    record_checksums(root, folder)
 
 
 @pytest.fixture(scope="session")
@@ -135,6 +145,7 @@ def write_cifar10(root: Path) -> None:
             "num_vis": 3072,
         },
     )
+    record_checksums(root, "cifar-10-batches-py")
 
 
 def write_cifar100(root: Path) -> None:
@@ -158,6 +169,7 @@ def write_cifar100(root: Path) -> None:
             "coarse_label_names": [f"coarse{c}" for c in range(20)],
         },
     )
+    record_checksums(root, "cifar-100-python")
 
 
 @pytest.fixture(scope="session")
@@ -202,3 +214,35 @@ def bp_digits_mlp_run(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     return proc, out, metrics
+
+
+# -- run records -------------------------------------------------------------------------------
+RECORD_DEFAULTS = {
+    "schema_version": 1,
+    "spec_digest": "0123456789abcdef",
+    "best_val_accuracy": None,
+    "epochs": 1,
+    "resumed": False,
+    "pieces": 1,
+    "checkpoint_set_aside": None,
+    "train_time_s": 1.0,
+    "checkpoints": 0,
+    "checkpoint_every_s": 60.0,
+    "checkpoint_time_s": 0.0,
+    "time_per_epoch_s": 1.0,
+    "device": "cpu",
+    "params": {},
+    "early_stopping": {},
+    "precision": "fp32",
+    "bpfree_version": "0",
+    "torch_version": "0",
+    "torch_threads": 1,
+    "python_version": "3.11",
+    "host": "test",
+    "finished_at": "2026-01-01T00:00:00+0000",
+}
+
+
+def record(fields: dict) -> dict:
+    """A complete metrics.json (a RunRecord) with ``fields`` and plain values for the rest."""
+    return {**RECORD_DEFAULTS, "test_accuracy": None, **fields}

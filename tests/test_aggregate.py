@@ -8,6 +8,7 @@ import math
 
 import polars as pl
 import pytest
+from conftest import record
 
 from bpfree.aggregate import (
     bp_deltas,
@@ -171,7 +172,7 @@ def test_tables_from_run_files(tmp_path):
             d = tmp_path / algorithm / str(seed)
             d.mkdir(parents=True)
             status = "diverged" if (algorithm, seed) == ("mf", 2) else "ok"
-            (d / "metrics.json").write_text(json.dumps(run(algorithm, seed, 0.9 + seed / 100, status=status)))
+            (d / "metrics.json").write_text(json.dumps(record(run(algorithm, seed, 0.9 + seed / 100, status=status))))
             (d / "history.csv").write_text(
                 "epoch,stage,train_loss,val_loss,val_accuracy,epoch_time_s\n"
                 "1,layer1,1.0,0.9,0.5,0.1\n2,layer1,0.8,0.5,0.6,0.1\n"

@@ -15,7 +15,8 @@ from bpfree.cli import main
 from bpfree.errors import BpfreeError
 from bpfree.models import CNN, MLP, parse_arch
 from bpfree.registry import DATASETS
-from bpfree.run import RunConfig, train
+from bpfree.run import train
+from bpfree.spec import Machine, RunSpec
 from bpfree.training import EarlyStopping
 
 DIGITS = DATASETS.get("digits").info
@@ -55,13 +56,13 @@ def test_bp_cnn_learns_digits(tmp_path, capsys):
 
 
 def small_run(seed: int):
-    cfg = RunConfig(
-        "bp",
-        "digits",
-        seed,
-        parse_arch("mlp:32"),
+    cfg = RunSpec(
+        algorithm="bp",
+        dataset="digits",
+        seed=seed,
+        arch="mlp:32",
         early_stopping=EarlyStopping(max_epochs=3),
-        device="cpu",
+        machine=Machine(device="cpu"),
     )
     history = train(cfg).fit.history
     return [(r.epoch, r.stage, r.train_loss, r.val_loss, r.val_accuracy) for r in history]

@@ -7,6 +7,7 @@ import json
 
 import polars as pl
 import pytest
+from conftest import record
 
 from bpfree.aggregate import build_tables, write_tables
 from bpfree.figures import FIGURES, draw, pareto_front, read_tables
@@ -34,7 +35,7 @@ def write_runs(root, energy_source="nvml-counter", energy_device="gpu", with_ene
             }
             if with_energy:
                 metrics |= {"energy_j": 100.0 + seed, "energy_source": energy_source, "energy_device": energy_device}
-            (d / "metrics.json").write_text(json.dumps(metrics))
+            (d / "metrics.json").write_text(json.dumps(record(metrics)))
             (d / "history.csv").write_text(
                 "epoch,stage,train_loss,val_loss,val_accuracy,epoch_time_s\n"
                 "1,train,1.0,0.9,0.5,0.1\n2,train,0.8,0.5,0.6,0.1\n3,train,0.7,0.6,0.7,0.1\n"

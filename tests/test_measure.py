@@ -9,6 +9,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,7 +19,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bpfree.config import measurement_from_config
 from bpfree.errors import BpfreeError
 from bpfree.measure import CarbonTracker, EnergyResult, MeasurementSettings, Meter, WindowResult, combine_windows
 from bpfree.measure.carbon import FLUSH_S
@@ -26,6 +26,7 @@ from bpfree.measure.energy import CpuTimeEstimate, PolledPower, RaplCounter
 from bpfree.measure.memory import PeakGauge
 from bpfree.measure.meter import Domain, gpu_domain
 from bpfree.measure.nvml import open_gpu
+from bpfree.resolve import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -251,22 +252,21 @@ def test_a_failing_nvml_does_not_fail_the_run(fake_gpu, monkeypatch, tmp_path):
     import time
 
     from bpfree import run as run_module
-    from bpfree.models import parse_arch
-    from bpfree.training import EarlyStopping
+    from bpfree.spec import EarlyStopping, Machine, Measurement, RunSpec
 
     _, nvml, _ = fake_gpu(power_w=lambda t: 100.0, energy_j=lambda t: 100.0 * t)
     real_time = gpu_domain(open_gpu(index=0)[0], clock=time.perf_counter)  # a real run takes real time
     meter = Meter([real_time], [], poll_interval_s=0.01, primary_domain="gpu")
     nvml.fail.add("nvmlDeviceGetTotalEnergyConsumption")  # broken from the first epoch
     monkeypatch.setattr(run_module.Meter, "for_device", lambda device, settings: meter)
-    cfg = run_module.RunConfig(
-        "bp",
-        "digits",
-        0,
-        parse_arch("mlp:16"),
+    cfg = RunSpec(
+        algorithm="bp",
+        dataset="digits",
+        seed=0,
+        arch="mlp:16",
         early_stopping=EarlyStopping(max_epochs=2),
-        device="cpu",
-        measurement=MeasurementSettings(idle_seconds=0, codecarbon=False),
+        machine=Machine(device="cpu"),
+        measurement=Measurement(idle_seconds=0, codecarbon=False),
     )
     result = run_module.train(cfg, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -574,26 +574,18 @@ def test_codecarbon_rows_of_earlier_pieces_are_added_and_written_once_each(tmp_p
 def test_measurement_section_is_read_and_checked(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("measurement: {idle_seconds: 2, codecarbon: false, country_iso_code: DEU}\n")
-    assert measurement_from_config(path) == MeasurementSettings(
+    assert load_settings(path).measurement == MeasurementSettings(
         idle_seconds=2, codecarbon=False, country_iso_code="DEU"
     )
     for bad, message in [
-        ("{idle_s: 2}", "unknown measurement key(s) idle_s; valid: idle_seconds"),
-        ("{codecarbon: 1}", "measurement.codecarbon has the wrong type"),
-        ("{idle_seconds: -1}", "measurement.idle_seconds must be >= 0"),
-        ("{country_iso_code: france}", "3 capital letters"),
+        ("{idle_s: 2}", "unknown key 'idle_s' at measurement; valid keys: idle_seconds"),
+        ("{codecarbon: 1}", "measurement.codecarbon: Input should be a valid boolean, got 1"),
+        ("{idle_seconds: -1}", "measurement.idle_seconds: Input should be greater than or equal to 0"),
+        ("{country_iso_code: france}", "measurement.country_iso_code: String should match pattern"),
     ]:
         path.write_text(f"measurement: {bad}\n")
-        with pytest.raises(BpfreeError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            measurement_from_config(path)
-
-
-def test_schema_defaults_are_the_settings_defaults():
-    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-    properties = schema["properties"]["measurement"]["properties"]
-    defaults = {key: spec["default"] for key, spec in properties.items()}
-    assert defaults == vars(MeasurementSettings())
-    assert measurement_from_config(ROOT / "config/config.yaml").codecarbon is True
+        with pytest.raises(BpfreeError, match=re.escape(message)):
+            load_settings(path)
 
 
 # -- the GPU check script --------------------------------------------------------------------
@@ -607,3 +599,235 @@ def test_gpu_check_says_so_on_a_machine_without_a_gpu():
     )
     assert proc.returncode == 0, proc.stderr
     assert "no CUDA GPU" in proc.stdout and "Traceback" not in proc.stderr
+
+
+# -- counters that cannot be trusted (issue 17 #4) -------------------------------------------
+def test_a_counter_reading_0_j_while_polling_reads_more_gives_polling_and_says_so(fake_gpu):
+    # a counter that never moves: 0 J for a whole fit would read as a free fit
+    meter, _, clock = fake_gpu(power_w=lambda t: 200.0, energy_j=lambda t: 0.0)
+    result = window(meter, clock, 5.0)
+    energy = result.of("gpu")
+    assert energy.source == "nvml-polling" and energy.joules == pytest.approx(1000.0, rel=1e-6)
+    assert energy.by_source["nvml-counter"] is None  # not kept for combine_windows to pick
+    assert any("nvml-counter: read 0 J over 5.000 s" in p and "not used" in p for p in result.problems)
+
+
+def test_a_window_shorter_than_the_counters_update_period_uses_polling(fake_gpu):
+    # the counter moves in 100 ms steps: a 60 ms test window reads 0 J, or one step's worth
+    meter, _, clock = fake_gpu(power_w=lambda t: 300.0, energy_j=lambda t: 300.0 * 0.1 * math.floor(t / 0.1))
+    clock.advance(1.01)
+    meter.begin_window("test")
+    clock.advance(0.06)
+    result = meter.end_window("test")
+    energy = result.of("gpu")
+    assert energy.source == "nvml-polling" and energy.joules == pytest.approx(300.0 * 0.06, rel=1e-6)
+    assert any("shorter than the counter's update period" in p for p in result.problems)
+
+
+def test_a_counter_that_never_moves_with_no_polling_gives_no_energy_not_0_j(fake_gpu):
+    meter, nvml, clock = fake_gpu(power_w=lambda t: 200.0, energy_j=lambda t: 0.0)
+    nvml.fail.add("nvmlDeviceGetPowerUsage")
+    result = window(meter, clock, 5.0)
+    assert result.of("gpu").joules is None
+    assert any("read 0 J" in p for p in result.problems)
+
+
+def test_an_idle_process_estimate_of_0_j_is_kept():
+    # the CPU-time estimate counts this process's work only: 0 J for no work is right
+    class Still(CpuTimeEstimate):
+        def read_j(self) -> float:
+            return 7.0
+
+    clock = FakeClock()
+    meter = Meter([Domain("cpu", [Still(10.0, 2)])], [], clock=clock)
+    meter.begin_window("w")
+    clock.advance(2.0)
+    result = meter.end_window("w")
+    assert result.of("cpu").joules == 0.0 and result.problems == ()
+
+
+# -- waiting for the power to settle before the idle baseline (issue 17 #5) -------------------
+def falling_then_idle(t: float) -> float:  # W: a board coming down from a full-load fit
+    return 60.0 + 240.0 * math.exp(-t / 1.5)
+
+
+def falling_energy(t: float) -> float:
+    return 60.0 * t + 240.0 * 1.5 * (1 - math.exp(-t / 1.5))
+
+
+@pytest.mark.parametrize("settle_max_s", [0.0, 30.0])
+def test_idle_baseline_waits_for_the_power_to_settle(fake_gpu, settle_max_s):
+    meter, _, clock = fake_gpu(power_w=falling_then_idle, energy_j=falling_energy)
+    meter.sleep = lambda s: run(meter, clock, s, poll_s=0.1)
+    meter.poll_interval_s = 0.1
+    meter.measure_idle(5.0, settle_max_s=settle_max_s)
+    idle_w = meter._idle_power["gpu", "nvml-counter"]
+    if settle_max_s:
+        waited, settled = meter.settling
+        assert settled and 3.0 <= waited < 30.0
+        assert idle_w == pytest.approx(60.0, abs=2.0)
+        assert meter.describe()["idle_settled"] is True
+    else:  # straight after the load: the baseline is far too high
+        assert idle_w > 100.0
+
+
+def test_power_that_never_settles_is_waited_for_at_most_max_s_and_flagged(fake_gpu):
+    meter, _, clock = fake_gpu()  # board_power: ramping and breathing, never flat
+    meter.sleep = lambda s: run(meter, clock, s, poll_s=0.1)
+    meter.poll_interval_s = 0.1
+    idle = meter.measure_idle(2.0, settle_max_s=4.0)
+    waited, settled = meter.settling
+    assert not settled and waited == pytest.approx(4.0, abs=0.15)
+    assert any("power still changing" in p for p in idle.problems)
+
+
+def test_settle_is_bounded_when_the_clock_does_not_move():
+    clock = FakeClock()
+    meter = Meter([Domain("gpu", [PolledPower(lambda: 100.0, clock=clock)])], [], clock=clock, primary_domain="gpu")
+    meter.sleep = lambda s: None
+    assert meter.settle(1.0) == (0.0, False)
+
+
+# -- finding torch's GPU in NVML (issue 17 #8) ------------------------------------------------
+class MigNvml(FakeNvml):
+    """One board (index 0, GPU-aaaa...) in MIG mode with two instances, and a plain board
+    (index 1, GPU-bbbb...). ``by_uuid_takes_mig``: whether nvmlDeviceGetHandleByUUID knows
+    MIG UUIDs (newer drivers) or only boards' (then the instances must be enumerated)."""
+
+    BOARDS = {0: "GPU-aaaaaaaa-0000-0000-0000-000000000000", 1: "GPU-bbbbbbbb-0000-0000-0000-000000000000"}
+    INSTANCES = {0: "MIG-11111111-0000-0000-0000-000000000000", 1: "MIG-22222222-0000-0000-0000-000000000000"}
+
+    def __init__(self, by_uuid_takes_mig: bool) -> None:
+        super().__init__(FakeClock(), board_power, board_energy)
+        self.by_uuid_takes_mig = by_uuid_takes_mig
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        for i, u in self.BOARDS.items():
+            if uuid == u:
+                return ("board", i)
+        for j, u in self.INSTANCES.items():
+            if uuid == u and self.by_uuid_takes_mig:
+                return ("mig", 0, j)
+        raise self.NVMLError("Not Found")
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return ("board", index)
+
+    def nvmlDeviceGetCount(self):
+        return len(self.BOARDS)
+
+    def nvmlDeviceGetMigMode(self, handle):
+        return (1, 1) if handle == ("board", 0) else (0, 0)
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle):
+        return 7
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle, j):
+        if j not in self.INSTANCES:
+            raise self.NVMLError("Not Found")
+        return ("mig", handle[1], j)
+
+    def nvmlDeviceGetUUID(self, handle):
+        return (self.BOARDS[handle[1]] if handle[0] == "board" else self.INSTANCES[handle[2]]).encode()
+
+    def nvmlDeviceIsMigDeviceHandle(self, handle):
+        return handle[0] == "mig"
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle):
+        return ("board", handle[1])
+
+    def nvmlDeviceGetIndex(self, handle):
+        return handle[1]
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        if handle[0] == "mig":
+            raise self.NVMLError("Not Supported")
+        return super().nvmlDeviceGetTotalEnergyConsumption(handle)
+
+
+@pytest.fixture
+def torch_sees(monkeypatch):
+    """torch's cuda:0 is the device whose bare UUID is given (as torch prints it)."""
+    import torch
+
+    def see(uuid: str) -> None:
+        props = types.SimpleNamespace(uuid=uuid)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+    return see
+
+
+@pytest.mark.parametrize("by_uuid_takes_mig", [True, False])
+def test_a_mig_instance_is_found_by_its_uuid_not_by_index(monkeypatch, torch_sees, by_uuid_takes_mig):
+    import torch
+
+    monkeypatch.setitem(sys.modules, "pynvml", MigNvml(by_uuid_takes_mig))
+    torch_sees("22222222-0000-0000-0000-000000000000")
+    gpu, why = open_gpu(torch.device("cuda:0"))
+    assert why is None
+    assert gpu.handle == ("mig", 0, 1) and gpu.mig and gpu.problem is None
+    assert gpu.index == 0  # its board's NVML index (CodeCarbon's gpu_ids)
+    domain = gpu_domain(gpu)
+    assert "MIG instance" in domain.note and [c.source for c in domain.counters] == ["nvml-polling"]
+
+
+def test_a_board_is_found_by_its_uuid_under_cuda_visible_devices(monkeypatch, torch_sees):
+    import torch
+
+    monkeypatch.setitem(sys.modules, "pynvml", MigNvml(True))
+    torch_sees("bbbbbbbb-0000-0000-0000-000000000000")  # CUDA_VISIBLE_DEVICES=1: torch's cuda:0
+    gpu, _ = open_gpu(torch.device("cuda:0"))
+    assert gpu.handle == ("board", 1) and gpu.index == 1 and not gpu.mig and gpu.problem is None
+
+
+def test_falling_back_to_the_handle_by_index_is_flagged(monkeypatch, torch_sees):
+    import torch
+
+    monkeypatch.setitem(sys.modules, "pynvml", MigNvml(True))
+    torch_sees("99999999-0000-0000-0000-000000000000")
+    gpu, _ = open_gpu(torch.device("cuda:0"))
+    assert gpu.handle == ("board", 0)
+    assert "fell back to NVML index 0" in gpu.problem and "another GPU's" in gpu.problem
+    assert "fell back" in gpu_domain(gpu).note
+
+
+# -- CodeCarbon optional, and restricted to the run's GPU (issue 17 #2, #12) ---------------------
+def test_codecarbon_not_installed_is_stated_not_raised(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "codecarbon", None)  # import codecarbon -> ImportError
+    tracker = CarbonTracker(tmp_path, "FRA")
+    tracker.start()
+    assert tracker.rows_so_far() == []
+    result = tracker.stop()
+    assert result.error == "codecarbon not installed" and result.co2_kg is None
+
+
+@pytest.mark.parametrize("gpu_ids", [None, [3]])
+def test_codecarbon_counts_only_the_runs_gpu(tmp_path, monkeypatch, gpu_ids):
+    import codecarbon
+
+    seen = {}
+
+    class Recording:
+        final_emissions_data = None
+
+        def __init__(self, gpu_ids=None, **kwargs):  # as CodeCarbon's own: a keyword
+            seen["gpu_ids"] = gpu_ids
+
+        def start(self):
+            pass
+
+        def stop(self):
+            return None
+
+    monkeypatch.setattr(codecarbon, "OfflineEmissionsTracker", Recording)
+    CarbonTracker(tmp_path, "FRA", gpu_ids=gpu_ids).start()
+    assert seen["gpu_ids"] == gpu_ids
+
+
+def test_the_installed_codecarbon_takes_gpu_ids():
+    from codecarbon import OfflineEmissionsTracker
+
+    from bpfree.measure.carbon import _accepts
+
+    assert _accepts(OfflineEmissionsTracker, "gpu_ids")

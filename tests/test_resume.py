@@ -21,6 +21,7 @@ CASES = {  # algorithm -> (arch, epoch to die after): multi-stage ones die insid
 # the pass over the training data to die half-way through: a later stage of mf and cafo
 # trains on cached features, not on passes over the data, so these die in its first stage
 MID_PASS = {"mf": 4, "ff": 4, "cafo-dfa": 3}
+HOOKS = Path(__file__).parent / "hooks"
 COMPARED = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy"]  # not time or energy
 
 
@@ -28,8 +29,9 @@ def train(out: Path, algorithm: str, kill: str | None = None) -> subprocess.Comp
     arch, _ = CASES[algorithm]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("BPFREE_TEST_KILL_AT_EPOCH", None)
-    if kill is not None:
+    if kill is not None:  # tests/hooks/sitecustomize.py kills the process there
         env["BPFREE_TEST_KILL_AT_EPOCH"] = kill
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HOOKS), env.get("PYTHONPATH")]))
     cmd = [
         sys.executable,
         "-m",
@@ -143,15 +145,14 @@ def test_out_of_memory_names_the_batch_size_and_architecture(tmp_path, monkeypat
 
     from bpfree.algorithms.bp import Backprop
     from bpfree.errors import BpfreeError
-    from bpfree.models import parse_arch
-    from bpfree.run import RunConfig
     from bpfree.run import train as train_run
+    from bpfree.spec import RunSpec
 
     def exhausted(self, stage, batches):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(Backprop, "train_epoch", exhausted)
-    cfg = RunConfig("bp", "digits", 1, arch=parse_arch("mlp:16"), params={"batch_size": 64})
+    cfg = RunSpec(algorithm="bp", dataset="digits", seed=1, arch="mlp:16", params={"batch_size": 64})
     with pytest.raises(BpfreeError, match=r"out of memory .* bp mlp:16 with batch size 64"):
         train_run(cfg, tmp_path / "run")
 

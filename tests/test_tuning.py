@@ -20,7 +20,8 @@ from bpfree.algorithms.bp import Backprop
 from bpfree.cli import main
 from bpfree.errors import BpfreeError
 from bpfree.models import parse_arch
-from bpfree.tuning import TuneJob, TuningSettings, open_study, search_space, tune
+from bpfree.spec import Tuning
+from bpfree.tuning import TuneJob, open_study, search_space, tune
 
 
 def make_job(tmp_path, n_trials: int, journal: str = "study.journal", **settings) -> TuneJob:
@@ -30,7 +31,7 @@ def make_job(tmp_path, n_trials: int, journal: str = "study.journal", **settings
         dataset="digits",
         n_trials=n_trials,
         storage=tmp_path / journal,
-        settings=TuningSettings(**settings),
+        settings=Tuning(**settings),
         arch=parse_arch("mlp:32"),
         device="cpu",
     )

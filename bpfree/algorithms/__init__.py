@@ -8,6 +8,7 @@ from bpfree.algorithms.base import (
     Evaluation,
     Stage,
     build_algorithm,
+    check_trainable,
     params_from_mapping,
 )
 
@@ -16,4 +17,4 @@ from bpfree.algorithms.base import (
 for _module in sorted(m.name for m in _pkgutil.iter_modules(__path__)):
     _importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["Algorithm", "Evaluation", "Stage", "build_algorithm", "params_from_mapping"]
+__all__ = ["Algorithm", "Evaluation", "Stage", "build_algorithm", "check_trainable", "params_from_mapping"]

@@ -204,6 +204,17 @@ def _describe(hint: Any) -> str:
     return " or ".join("a finite float" if n == "float" else n for n in names)
 
 
+def check_trainable(algorithm: str, arch: ArchSpec) -> type[Algorithm]:
+    """The algorithm's class, if it can train ``arch`` (the one place this is decided)."""
+    klass = ALGORITHMS.get(algorithm)
+    if arch.kind not in klass.arch_kinds:
+        raise BpfreeError(
+            f"algorithm {algorithm!r} cannot train {arch} (its architectures: {', '.join(klass.arch_kinds)}; "
+            f"e.g. {klass.default_arch})"
+        )
+    return klass
+
+
 def build_algorithm(
     name: str,
     arch: ArchSpec | None,
@@ -215,8 +226,6 @@ def build_algorithm(
 ) -> Algorithm:
     from bpfree.models import parse_arch
 
-    klass = ALGORITHMS.get(name)
-    arch = arch or parse_arch(klass.default_arch)
-    if arch.kind not in klass.arch_kinds:
-        raise BpfreeError(f"algorithm {name!r} runs on {' or '.join(klass.arch_kinds)} architectures, not {arch}")
+    arch = arch or parse_arch(ALGORITHMS.get(name).default_arch)
+    klass = check_trainable(name, arch)
     return klass(arch, info, params_from_mapping(name, params), torch.device(device), seed)

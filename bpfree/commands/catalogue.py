@@ -6,8 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("algorithms", help="list the registered algorithms").set_defaults(func=algorithms)
-    sub.add_parser("datasets", help="list the registered datasets").set_defaults(func=datasets)
+    sub.add_parser("algorithms", help="list the registered algorithms").set_defaults(func=algorithms, catalog=True)
+    sub.add_parser("datasets", help="list the registered datasets").set_defaults(func=datasets, catalog=True)
 
 
 def algorithms(args: argparse.Namespace) -> int:

@@ -1,19 +1,31 @@
-"""Arguments that ``train`` and ``tune`` share: what is trained, and where."""
+"""Arguments that ``train``, ``spec`` and ``tune`` share: what is trained, and where. Their
+help texts and defaults come from the run specification (bpfree/spec.py)."""
 
 from __future__ import annotations
 
 import argparse
 
+from bpfree.spec import Machine, RunSpec, describe
 
-def add_subject_arguments(p: argparse.ArgumentParser) -> None:
+
+def add_subject_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
     """--algorithm, --dataset, --arch: what is trained."""
-    p.add_argument("--algorithm", required=True, help="e.g. bp, ff, mf, cafo-rand (see: bpfree algorithms)")
-    p.add_argument("--dataset", required=True, help="e.g. digits, mnist (see: bpfree datasets)")
-    p.add_argument("--arch", help="mlp:W1,W2,... or cnn:C1,C2,... (default: the algorithm's native one)")
+    p.add_argument("--algorithm", required=required, help=describe(RunSpec, "algorithm"))
+    p.add_argument("--dataset", required=required, help=describe(RunSpec, "dataset"))
+    p.add_argument("--arch", help=describe(RunSpec, "arch"))
 
 
 def add_machine_arguments(p: argparse.ArgumentParser) -> None:
-    """--device, --threads, --data-root: where it runs and reads its data."""
-    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: every core)")
-    p.add_argument("--data-root", default="data", help="where datasets are (default: data)")
+    """--device, --threads, --data-root: where it runs and reads its data (None: the config's,
+    else the spec's default)."""
+    p.add_argument("--device", help=describe(Machine, "device"))
+    p.add_argument("--threads", type=int, help=describe(Machine, "threads"))
+    p.add_argument("--data-root", help=describe(Machine, "data_root"))
+
+
+def machine_overrides(args: argparse.Namespace) -> dict:
+    """The machine settings given on the command line (the rest stay as configured)."""
+    given = {"device": args.device, "threads": args.threads, "data_root": args.data_root}
+    if getattr(args, "download", False):
+        given["download"] = True
+    return {k: v for k, v in given.items() if v is not None}

@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("download", help="download a dataset (digits ships with scikit-learn)")
     p.add_argument("dataset")
     p.add_argument("--root", default="data")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, catalog=True)
 
 
 def run(args: argparse.Namespace) -> int:

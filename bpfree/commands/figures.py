@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bpfree.workflow import FIGURE_NAMES
+from bpfree.outputs import FIGURE_NAMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,101 +1,134 @@
-"""``bpfree train``: one run, writing DIR/metrics.json and DIR/history.csv."""
+"""``bpfree train``: one run, writing DIR/spec.yaml, DIR/metrics.json and DIR/history.csv.
+
+Either ``--spec FILE`` (a resolved spec.yaml, as the workflow writes into every run folder:
+the run is re-run exactly) or the subject flags with ``--config`` and ``--params``, which build
+the same spec (``bpfree spec`` writes it without training)."""
 
 from __future__ import annotations
 
 import argparse
 
-from bpfree.commands.common import add_machine_arguments, add_subject_arguments
+from bpfree.commands.common import add_machine_arguments, add_subject_arguments, machine_overrides
+from bpfree.spec import CheckpointEvery, EarlyStopping, Measurement, describe
+
+
+def add_spec_arguments(p: argparse.ArgumentParser) -> None:
+    """Everything that builds a run's spec from flags (shared with ``bpfree spec``)."""
+    add_subject_arguments(p, required=False)
+    p.add_argument("--seed", type=int, help="seeds the split, the initial weights and the batch order")
+    p.add_argument("--params", help="YAML of hyperparameters (a flat mapping or bpfree tune's output)")
+    p.add_argument("--config", help="workflow config: its run settings (early_stopping, measurement, ...)")
+    p.add_argument(
+        "--max-epochs", type=int, help="override early_stopping.max_epochs: " + describe(EarlyStopping, "max_epochs")
+    )
+    p.add_argument(
+        "--measure-idle-s",
+        type=float,
+        help="override measurement.idle_seconds: " + describe(Measurement, "idle_seconds"),
+    )
+    p.add_argument("--measure-poll-s", type=float, help="override measurement.poll_interval_s")
+    p.add_argument("--measure-country", help="override measurement.country_iso_code (e.g. USA, FRA)")
+    p.add_argument("--measure-codecarbon", choices=["on", "off"], help="override measurement.codecarbon")
+    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="override precision")
+    p.add_argument("--checkpoint-every-s", type=float, help="override checkpoint_every_s: " + _checkpoint_help())
+    add_machine_arguments(p)
+    p.add_argument("--download", action="store_true", help="download the dataset if missing")
+
+
+def _checkpoint_help() -> str:
+    from typing import get_args
+
+    field = get_args(CheckpointEvery)[1]
+    return f"{field.description} (default: {field.default})".replace("%", "%%")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one algorithm on one dataset with one seed")
-    add_subject_arguments(p)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--params", help="YAML of hyperparameters (a flat mapping or bpfree tune's output)")
-    p.add_argument("--config", help="workflow config: its early_stopping and measurement sections")
-    p.add_argument("--max-epochs", type=int, help="override early_stopping.max_epochs")
-    p.add_argument("--measure-idle-s", type=float, help="override measurement.idle_seconds (idle baseline)")
-    p.add_argument("--measure-poll-s", type=float, help="override measurement.poll_interval_s")
-    p.add_argument("--measure-country", help="override measurement.country_iso_code (e.g. USA, FRA)")
-    p.add_argument("--measure-codecarbon", choices=["on", "off"], help="override measurement.codecarbon")
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "tf32", "bf16"],
-        help="matmul precision: fp32 (the paper's; default), tf32 (CUDA), bf16 autocast (override precision)",
-    )
-    p.add_argument(
-        "--checkpoint-every-s",
-        type=float,
-        help="seconds between checkpoints, 0: every epoch (override checkpoint_every_s; default 60)",
-    )
-    add_machine_arguments(p)
-    p.add_argument("--download", action="store_true", help="download the dataset if missing")
+    p.add_argument("--spec", help="a run's spec.yaml: run exactly that (flags other than the machine's refused)")
+    add_spec_arguments(p)
     p.add_argument("--out", required=True, help="output directory")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, catalog=True)
 
 
-def run(args: argparse.Namespace) -> int:
-    # imported here, not at the top: every bpfree command would otherwise pay for torch
-    import dataclasses
-
-    from bpfree.config import (
-        checkpoint_every_s_from_config,
-        early_stopping_from_config,
-        measurement_from_config,
-        precision_from_config,
-        read_params_file,
-    )
+def spec_from_args(args: argparse.Namespace):
+    """The RunSpec the flags describe (not yet resolved), or the one --spec names."""
     from bpfree.errors import BpfreeError
-    from bpfree.models import parse_arch
-    from bpfree.registry import ALGORITHMS, DATASETS
-    from bpfree.run import RunConfig, completed_metrics, train
-    from bpfree.training import set_threads
+    from bpfree.resolve import load_settings, read_params_file, run_spec
+    from bpfree.spec import load_spec
 
-    set_threads(args.threads)
-    if args.seed < 0:  # numpy's generators take no negative seed
-        raise BpfreeError(f"--seed must be >= 0, got {args.seed}")
-    ALGORITHMS.get(args.algorithm)  # fail on names before anything else
-    DATASETS.get(args.dataset)
-    arch = parse_arch(args.arch) if args.arch else None
+    machine = machine_overrides(args)
+    if getattr(args, "spec", None):
+        given = [f"--{k.replace('_', '-')}" for k in SPEC_FLAGS if getattr(args, k, None) not in (None, False)]
+        if given:
+            raise BpfreeError(
+                f"--spec gives the whole run: drop {', '.join(given)} (only --device, --threads, --data-root may change)"
+            )
+        spec = load_spec(args.spec)
+        return spec.replace(machine=spec.machine.replace("machine", **machine)) if machine else spec
+    missing = [f"--{k}" for k in ("algorithm", "dataset", "seed") if getattr(args, k) is None]
+    if missing:
+        raise BpfreeError(f"give --spec FILE, or {', '.join(missing)}")
+    settings = load_settings(args.config)
     params = read_params_file(args.params, args.algorithm) if args.params else {}
-    policy = early_stopping_from_config(args.config)
-    if args.max_epochs is not None:
-        policy = dataclasses.replace(policy, max_epochs=args.max_epochs)
-    overrides = {
+    spec = run_spec(
+        settings, algorithm=args.algorithm, dataset=args.dataset, seed=args.seed, arch=args.arch, params=params
+    )
+    measurement = {
         "idle_seconds": args.measure_idle_s,
         "poll_interval_s": args.measure_poll_s,
         "country_iso_code": args.measure_country,
         "codecarbon": None if args.measure_codecarbon is None else args.measure_codecarbon == "on",
     }
-    measurement = dataclasses.replace(
-        measurement_from_config(args.config), **{k: v for k, v in overrides.items() if v is not None}
-    )
-    cfg = RunConfig(
-        algorithm=args.algorithm,
-        dataset=args.dataset,
-        seed=args.seed,
-        arch=arch,
-        params=params,
-        early_stopping=policy,
-        device=args.device,
-        data_root=args.data_root,
-        download=args.download,
-        measurement=measurement,
-        checkpoint_every_s=checkpoint_every_s_from_config(args.config)
-        if args.checkpoint_every_s is None
-        else args.checkpoint_every_s,
-        precision=precision_from_config(args.config) if args.precision is None else args.precision,
-    )
-    done = completed_metrics(cfg, args.out)
+    changes: dict = {"machine": spec.machine.replace("machine", **machine)}
+    if any(v is not None for v in measurement.values()):
+        changes["measurement"] = spec.measurement.replace(
+            "measurement", **{k: v for k, v in measurement.items() if v is not None}
+        )
+    if args.max_epochs is not None:
+        changes["early_stopping"] = spec.early_stopping.replace("early_stopping", max_epochs=args.max_epochs)
+    if args.precision is not None:
+        changes["precision"] = args.precision
+    if args.checkpoint_every_s is not None:
+        changes["checkpoint_every_s"] = args.checkpoint_every_s
+    return spec.replace(**changes)
+
+
+# flags that describe the run itself: with --spec they would silently differ from the file
+SPEC_FLAGS = (
+    "algorithm",
+    "dataset",
+    "arch",
+    "seed",
+    "params",
+    "config",
+    "max_epochs",
+    "measure_idle_s",
+    "measure_poll_s",
+    "measure_country",
+    "measure_codecarbon",
+    "precision",
+    "checkpoint_every_s",
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    # imported here, not at the top: every bpfree command would otherwise pay for torch
+    from bpfree.run import completed_record, prepare, train
+    from bpfree.training import set_threads
+
+    spec = spec_from_args(args)
+    set_threads(spec.machine.threads)
+    resolved, _, digest = prepare(spec)  # every check, before any work
+    done = completed_record(digest, args.out)
     if done is not None:  # e.g. a requeued job that had finished: keep its measurements
         print(
-            f"{cfg.algorithm} {done['arch']} on {cfg.dataset} seed {cfg.seed}: already trained "
-            f"(status {done['status']}) -> {args.out}; remove its metrics.json to train again"
+            f"{done.algorithm} {done.arch} on {done.dataset} seed {done.seed}: already trained "
+            f"(status {done.status}) -> {args.out}; remove its metrics.json to train again"
         )
         return 0
-    result = train(cfg, args.out)
+    result = train(resolved, args.out)
     print(
-        f"{cfg.algorithm} {result.arch} on {cfg.dataset} seed {cfg.seed}: status {result.fit.status}, "
+        f"{resolved.algorithm} {result.arch} on {resolved.dataset} seed {resolved.seed}: status {result.fit.status}, "
         f"test accuracy {result.test_accuracy:.4f}, {result.fit.epochs} epochs, "
         f"{result.fit.train_time_s:.1f} s{_energy_note(result)} -> {args.out}"
     )

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, help="seconds after which this worker starts no new trial")
     p.add_argument("--max-epochs", type=int, help="epoch budget of one trial (default: tuning.max_epochs)")
     add_machine_arguments(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, catalog=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,28 +36,26 @@ def run(args: argparse.Namespace) -> int:
 
     import optuna
 
-    from bpfree.config import early_stopping_from_mapping, read_yaml
     from bpfree.errors import BpfreeError
     from bpfree.io import writable_directory
     from bpfree.models import parse_arch
     from bpfree.registry import ALGORITHMS, DATASETS
+    from bpfree.resolve import load_settings
+    from bpfree.spec import Tuning, parse
     from bpfree.training import set_threads
-    from bpfree.tuning import TuneJob, tune, tuning_settings_from_mapping, write_best_params
+    from bpfree.tuning import TuneJob, tune, write_best_params
 
-    set_threads(args.threads)
+    settings = load_settings(args.config)
+    threads = args.threads if args.threads is not None else settings.job_threads
+    set_threads(threads)
     ALGORITHMS.get(args.algorithm)  # fail on names before anything else
     DATASETS.get(args.dataset)
     arch = parse_arch(args.arch) if args.arch else None
-    config = (read_yaml(args.config) or {}) if args.config else {}
-    if not isinstance(config, dict):
-        raise BpfreeError(f"{args.config} must hold a mapping")
-    tuning_settings_from_mapping(config.get("tuning"))  # the file's own section first
     overrides = {"seed": args.seed, "timeout": args.timeout, "max_epochs": args.max_epochs}
     # the command line's values are checked as the config's would be (a negative --seed...)
-    settings = tuning_settings_from_mapping(
-        {**(config.get("tuning") or {}), **{k: v for k, v in overrides.items() if v is not None}}
-    )
-    n_trials = args.n_trials if args.n_trials is not None else settings.n_trials
+    given = {k: v for k, v in overrides.items() if v is not None}
+    tuning = parse(Tuning, {**settings.tuning.model_dump(), **given}, where="tuning")
+    n_trials = args.n_trials if args.n_trials is not None else tuning.n_trials
     if n_trials < 1:
         raise BpfreeError("give --n-trials N (N >= 1) or tuning.n_trials in --config")
     # both are written to only after trials: find out now that they can be
@@ -68,12 +66,13 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         n_trials=n_trials,
         storage=Path(args.storage),
-        settings=settings,
-        early_stopping=early_stopping_from_mapping(config.get("early_stopping")),
+        settings=tuning,
+        early_stopping=settings.early_stopping,
         arch=arch,
         study_name=args.study_name,
-        device=args.device,
-        data_root=args.data_root,
+        device=args.device or settings.device,
+        data_root=args.data_root or settings.data_root,
+        precision=settings.precision,
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # bpfree prints one line per trial
     # SLURM ends a job with SIGTERM: let the running trial be recorded FAIL ("interrupted")

@@ -19,4 +19,4 @@ rule aggregate:
     params:
         out_dir=lambda wc, output: Path(output.summary).parent,
     shell:
-        "bpfree aggregate {input.metrics} --out-dir {params.out_dir} > {log} 2>&1"
+        "bpfree aggregate {input.metrics:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -1,21 +1,27 @@
-# Helpers shared by the rules: the run grid and tuning studies from the config, and paths.
+# Helpers shared by the rules: the run grid and tuning studies from the checked config, and paths.
 from bpfree.workflow import (
     FIGURE_NAMES,
+    RUN_SECTIONS_KEYS,
     TABLE_NAMES,
     expand_runs,
+    gpus_per_job,
     needs_download,
     slug_to_arch,
-    tuning_trials,
 )
 
 # every run, each method's BP twin included; the tuning studies follow from them
 RUNS = expand_runs(config)
 # trials per study; 0: no tuning, every run uses the algorithm's defaults
-N_TRIALS = tuning_trials(config)
-TUNE_WORKERS = config["tune_workers"]  # jobs sharing each study's journal
-DATA_ROOT = config["data_root"]
+N_TRIALS = CONFIG.tuning.n_trials
+TUNE_WORKERS = CONFIG.tune_workers  # jobs sharing each study's journal
+DATA_ROOT = CONFIG.data_root
 TABLES = TABLE_NAMES
 FIGURES = FIGURE_NAMES
+# a measured job that computes on a GPU holds one (resources: gpu), so that two runs never
+# share a board and neither's time or energy includes the other's
+GPU_PER_JOB = gpus_per_job(CONFIG.device)
+# what a run's spec is made of, as the spec rule's params: a change rewrites the spec
+RUN_SECTIONS = {key: config.get(key) for key in RUN_SECTIONS_KEYS}
 
 
 wildcard_constraints:
@@ -31,7 +37,7 @@ def every_core(wildcards):
     core of a local run, so that it runs alone and no other job's work lands in its time or
     energy. A callable, so that modes without --cores (--report) need none; on SLURM the
     profile's set-threads decides."""
-    return config.get("job_threads") or workflow.cores
+    return CONFIG.job_threads or workflow.cores
 
 
 def all_metrics():
@@ -65,19 +71,22 @@ def dataset_ready(wildcards):
     return {}
 
 
-def train_inputs(wildcards):
-    inputs = dataset_ready(wildcards)
-    if N_TRIALS > 0:
-        study = (
-            f"results/tuning/{wildcards.dataset}/{wildcards.arch}/{wildcards.algorithm}"
-        )
-        inputs["params"] = f"{study}/best_params.yaml"
-        # extra workers run beside the first; the runs wait for all of them
-        inputs["workers"] = [
-            f"{study}/worker{k}.yaml" for k in range(2, TUNE_WORKERS + 1)
-        ]
-    return inputs
+def study_dir(wildcards):
+    return f"results/tuning/{wildcards.dataset}/{wildcards.arch}/{wildcards.algorithm}"
+
+
+def spec_inputs(wildcards):
+    if N_TRIALS == 0:
+        return {}
+    # extra workers run beside the first; the runs wait for all of them
+    return {
+        "params": f"{study_dir(wildcards)}/best_params.yaml",
+        "workers": [
+            f"{study_dir(wildcards)}/worker{k}.yaml" for k in range(2, TUNE_WORKERS + 1)
+        ],
+    }
 
 
 def params_option(wildcards, input):
-    return f"--params {input.params}" if N_TRIALS > 0 else ""
+    """``--params FILE`` as two arguments (each quoted by :q), or nothing."""
+    return ["--params", input.params] if N_TRIALS > 0 else []

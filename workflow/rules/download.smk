@@ -9,4 +9,4 @@ rule download:
     params:
         root=lambda wc, output: Path(output[0]).parent.parent,
     shell:
-        "bpfree download {wildcards.dataset} --root {params.root} > {log} 2>&1"
+        "bpfree download {wildcards.dataset:q} --root {params.root:q} > {log:q} 2>&1"

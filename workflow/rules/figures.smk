@@ -22,8 +22,8 @@ for name in FIGURES:
             tables=lambda wc, input: Path(input.histories).parent,
             out_dir=lambda wc, output: Path(output.svg).parent,
         shell:
-            "bpfree figures {params.name} --tables {params.tables} "
-            "--out {params.out_dir} > {log} 2>&1"
+            "bpfree figures {params.name:q} --tables {params.tables:q} "
+            "--out {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule figures:

@@ -1,8 +1,34 @@
-# One run: an algorithm on a dataset and architecture with one seed, with the tuned
-# hyperparameters when tuning is configured.
+# One run: an algorithm on a dataset and architecture with one seed. `spec` resolves it once
+# (the config's settings, the study's best params, every default filled in) into the run's
+# folder; `train` runs exactly that spec: `bpfree train --spec RUN/spec.yaml --out OTHER`
+# re-runs it anywhere.
+rule spec:
+    input:
+        unpack(spec_inputs),
+    output:
+        "results/runs/{dataset}/{arch}/{algorithm}/seed{seed}/spec.yaml",
+    log:
+        "logs/spec/{dataset}/{arch}/{algorithm}/seed{seed}.log",
+    localrule: True
+    params:
+        arch=lambda wc: slug_to_arch(wc.arch),
+        tuned=params_option,
+        config_path=CONFIGFILE,
+        device=CONFIG.device,
+        data_root=DATA_ROOT,
+        # not on the command line: a changed section rewrites the spec (and reruns the run)
+        sections=RUN_SECTIONS,
+    shell:
+        "bpfree spec --algorithm {wildcards.algorithm:q} --dataset {wildcards.dataset:q} "
+        "--seed {wildcards.seed:q} --arch {params.arch:q} {params.tuned:q} "
+        "--device {params.device:q} --data-root {params.data_root:q} "
+        "--config {params.config_path:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule train:
     input:
-        unpack(train_inputs),
+        unpack(dataset_ready),
+        spec="results/runs/{dataset}/{arch}/{algorithm}/seed{seed}/spec.yaml",
     output:
         metrics="results/runs/{dataset}/{arch}/{algorithm}/seed{seed}/metrics.json",
         history="results/runs/{dataset}/{arch}/{algorithm}/seed{seed}/history.csv",
@@ -11,25 +37,9 @@ rule train:
     # all local cores: one measured run at a time, so no run's time or energy is shared
     # with another's (on SLURM the profile's set-threads decides)
     threads: every_core
+    resources:
+        gpu=GPU_PER_JOB,
     params:
-        arch=lambda wc: slug_to_arch(wc.arch),
         outdir=lambda wc, output: Path(output.metrics).parent,
-        tuned=params_option,
-        config_path=CONFIGFILE,
-        device=config["device"],
-        data_root=DATA_ROOT,
-        # not on the command line: a changed section reruns the runs
-        sections={
-            k: config.get(k)
-            for k in (
-                "early_stopping",
-                "measurement",
-                "checkpoint_every_s",
-                "precision",
-            )
-        },
     shell:
-        "bpfree train --algorithm {wildcards.algorithm} --dataset {wildcards.dataset} "
-        "--seed {wildcards.seed} --arch {params.arch} {params.tuned} "
-        "--device {params.device} --threads {threads} --data-root {params.data_root} "
-        "--config {params.config_path} --out {params.outdir} > {log} 2>&1"
+        "bpfree train --spec {input.spec:q} --threads {threads} --out {params.outdir:q} > {log:q} 2>&1"

@@ -6,10 +6,10 @@
 
 
 TUNE_SHELL = (
-    "bpfree tune --algorithm {wildcards.algorithm} --dataset {wildcards.dataset} "
-    "--arch {params.arch} --n-trials {params.n_trials} --storage {params.journal} "
-    "--out {output.best} --config {params.config_path} "
-    "--device {params.device} --threads {threads} --data-root {params.data_root} > {log} 2>&1"
+    "bpfree tune --algorithm {wildcards.algorithm:q} --dataset {wildcards.dataset:q} "
+    "--arch {params.arch:q} --n-trials {params.n_trials} --storage {params.journal:q} "
+    "--out {output.best:q} --config {params.config_path:q} "
+    "--device {params.device:q} --threads {threads} --data-root {params.data_root:q} > {log:q} 2>&1"
 )
 
 
@@ -18,10 +18,10 @@ TUNE_PARAMS = dict(
     journal=lambda wc: f"results/tuning/{wc.dataset}/{wc.arch}/{wc.algorithm}/study.journal",
     n_trials=N_TRIALS,
     config_path=CONFIGFILE,
-    device=config["device"],
+    device=CONFIG.device,
     data_root=DATA_ROOT,
     # not on the command line: a changed section reruns the study's jobs
-    sections={k: config.get(k) for k in ("tuning", "early_stopping")},
+    sections={k: config.get(k) for k in ("tuning", "early_stopping", "precision")},
 )
 
 
@@ -33,6 +33,8 @@ rule tune:
     log:
         "logs/tune/{dataset}/{arch}/{algorithm}.log",
     threads: every_core
+    resources:
+        gpu=GPU_PER_JOB,
     params:
         **TUNE_PARAMS,
     shell:
@@ -47,6 +49,8 @@ rule tune_worker:
     log:
         "logs/tune/{dataset}/{arch}/{algorithm}.worker{worker}.log",
     threads: every_core
+    resources:
+        gpu=GPU_PER_JOB,
     params:
         **TUNE_PARAMS,
     shell:

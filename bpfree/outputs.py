@@ -1,0 +1,7 @@
+"""What the study produces, by name: shared by the workflow planner, the tables and the
+figures, without importing any of them (or torch)."""
+
+BASELINE = "bp"  # every BP-free method is compared with bp on its own architecture
+TABLE_NAMES = ["summary", "methods", "deltas", "paper"]  # results/tables/NAME.{csv,md,tex}
+# results/figures/NAME.{svg,png,html}; each is a workflow target: fig_NAME
+FIGURE_NAMES = ["accuracy", "energy", "time", "pareto", "val_loss", "memory", "paper"]

@@ -1,0 +1,118 @@
+"""The record of a finished run (``DIR/metrics.json``): typed and versioned.
+
+``bpfree train`` writes it through :class:`RunRecord`; ``bpfree aggregate`` reads it back
+through the same type, so a field that is renamed or missing fails in one line naming the
+file, not as a silent empty column. No torch here: the tables are built without it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bpfree.errors import BpfreeError
+from bpfree.spec import SCHEMA_VERSION
+
+Status = Literal["ok", "diverged"]
+
+
+class RunRecord(BaseModel):
+    """Every field of metrics.json. Energies in joules, times in seconds, memory in MiB;
+    each energy comes with its source (nvml-counter, nvml-polling, rapl, estimate, or a
+    ``+``-joined list where pieces of a resumed run differed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    spec_digest: str = Field(description="hash of the resolved spec and device type: the run's identity")
+    algorithm: str
+    arch: str
+    dataset: str
+    seed: int
+    status: Status
+    test_accuracy: float | None
+    best_val_accuracy: float | None
+    epochs: int
+    # killed and resumed from its checkpoint: time, energy and CO2 are summed over the
+    # pieces, peaks are their max (see energy_covers, pieces_measured)
+    resumed: bool
+    pieces: int
+    checkpoint_set_aside: str | None
+    train_time_s: float
+    checkpoints: int
+    checkpoint_every_s: float
+    checkpoint_time_s: float  # included in train_time_s and energy_j
+    time_per_epoch_s: float
+    device: str
+    params: dict[str, Any]
+    early_stopping: dict[str, Any]
+    precision: str
+    precision_flags: dict[str, Any] | None = None  # TF32 switches in force during the run
+    bpfree_version: str
+    torch_version: str
+    torch_threads: int
+    python_version: str
+    host: str
+    finished_at: str
+    # -- what the meter saw (None: not measured) ----------------------------------------
+    energy_j: float | None = None  # the computing device's energy over the fit (validation included)
+    energy_source: str | None = None
+    energy_device: str | None = None
+    idle_power_w: float | None = None
+    net_energy_j: float | None = None
+    gpu_energy_counter_j: float | None = None  # the GPU board by each source, side by side
+    gpu_energy_polled_j: float | None = None
+    cpu_energy_j: float | None = None
+    cpu_energy_source: str | None = None
+    cpu_idle_power_w: float | None = None
+    cpu_net_energy_j: float | None = None
+    test_energy_j: float | None = None
+    test_energy_source: str | None = None
+    test_net_energy_j: float | None = None
+    test_time_s: float | None = None
+    co2_kg: float | None = None
+    codecarbon_energy_j: float | None = None  # CodeCarbon's whole-machine estimate, training only
+    codecarbon_error: str | None = None
+    peak_memory_mb: float | None = None
+    peak_memory_kind: str | None = None
+    peak_allocated_mb: float | None = None
+    peak_reserved_mb: float | None = None
+    peak_device_used_mb: float | None = None
+    peak_rss_mb: float | None = None
+    peak_rss_kind: str | None = None
+    measurement_problems: list[str] = Field(default_factory=list)
+    measurement: dict[str, Any] | None = None
+    hardware: dict[str, Any] | None = None
+    energy_covers: str | None = None
+    pieces_measured: list[dict[str, Any]] | None = None
+    codecarbon_pieces: int | None = None
+    co2_covers: str | None = None
+
+    def scalars(self) -> dict[str, Any]:
+        """The flat fields (one table row per run); sections and lists left out."""
+        return {k: v for k, v in self.model_dump().items() if not isinstance(v, (dict, list))}
+
+
+def read_record(path: str | Path) -> RunRecord:
+    """A metrics.json, checked against this bpfree's RunRecord; one line if it is not one."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise BpfreeError(f"cannot read run metrics {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise BpfreeError(f"{path} is not a run's metrics (not a JSON object)")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BpfreeError(
+            f"{path} has schema_version {version!r}, this bpfree reads {SCHEMA_VERSION}: "
+            "it was written by another bpfree; train the run again (remove its metrics.json)"
+        )
+    try:
+        return RunRecord.model_validate(data)
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        where = ".".join(map(str, first["loc"]))
+        raise BpfreeError(f"{path}: field {where!r}: {first['msg']}") from None

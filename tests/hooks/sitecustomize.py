@@ -1,0 +1,52 @@
+"""Test-only fault injection, kept out of bpfree's own modules: a subprocess started with this
+folder on PYTHONPATH and ``BPFREE_TEST_KILL_AT_EPOCH`` set SIGKILLs itself
+
+- ``N``: right after the checkpoint of epoch N is written,
+- ``write:N``: half-way through writing that checkpoint (a partial temporary file is left),
+- ``mid:N``: half-way through the N-th pass over the training data (mid-epoch),
+
+so that tests/test_resume.py can check that a killed run resumes exactly."""
+
+import os
+import signal
+
+KILL_HOOK = "BPFREE_TEST_KILL_AT_EPOCH"
+_hook = os.environ.get(KILL_HOOK, "")
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _arm() -> None:
+    from bpfree.checkpoint import Checkpoint
+    from bpfree.data.batches import Batches
+
+    save = Checkpoint.save
+
+    def killing_save(self, state, epoch):
+        if _hook == f"write:{epoch}":  # die half-way through the temporary file
+            data = self.encode(state)
+            self.path.with_name(f".{self.path.name}.partial.tmp").write_bytes(data[: len(data) // 2])
+            _die()
+        save(self, state, epoch)
+        if _hook == str(epoch):
+            _die()
+
+    Checkpoint.save = killing_save
+    if _hook.startswith("mid:"):
+        target, passes, epoch = int(_hook[4:]), [0], Batches.epoch
+
+        def killing_epoch(self, batch_size, **kwargs):
+            passes[0] += 1
+            half = -(-len(self) // batch_size) // 2
+            for i, item in enumerate(epoch(self, batch_size, **kwargs)):
+                if passes[0] == target and i == half:
+                    _die()
+                yield item
+
+        Batches.epoch = killing_epoch
+
+
+if _hook:
+    _arm()
