@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -95,6 +96,12 @@ def resolve_device(device: str | None) -> torch.device:
         raise BpfreeError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BpfreeError(f"device {device!r} asked for, but CUDA is not available here; use cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise BpfreeError(
+            f"device {device!r} asked for, but {torch.cuda.device_count()} GPU(s) are visible "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); valid: cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}"
+        )
     return dev
 
 

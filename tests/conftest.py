@@ -24,6 +24,13 @@ os.environ["OMP_NUM_THREADS"] = "1"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Hypothesis: derandomized by default (the same examples on every run, so CI is no lottery:
+# a failure found once is found again); HYPOTHESIS_PROFILE=explore draws new, and more, ones.
+settings.register_profile("repeatable", derandomize=True, max_examples=150, print_blob=True)
+settings.register_profile("explore", max_examples=2000, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 torch.set_num_threads(1)
 

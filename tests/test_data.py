@@ -24,7 +24,7 @@ from bpfree.data.core import train_val_indices
 from bpfree.errors import BpfreeError, DatasetMissing
 from bpfree.registry import DATASETS
 
-# ALGORITHMS.md, "Data" (the contract)
+# docs/algorithms.md#data-protocol (the contract)
 PAPER_NORMALISATION = {
     "mnist": ((0.1307,), (0.3081,)),
     "fashion-mnist": ((0.2860,), (0.3530,)),

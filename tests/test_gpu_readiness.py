@@ -263,3 +263,16 @@ def test_gpu_check_skips_what_would_pass_its_budget(tmp_path):
     proc = subprocess.run(cmd, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "bp: skipped" in proc.stdout and "over --budget-s 1" in proc.stdout
+
+
+def test_a_gpu_index_beyond_those_visible_is_one_line(monkeypatch):
+    import torch
+
+    from bpfree.errors import BpfreeError
+    from bpfree.training import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1").index == 1
+    with pytest.raises(BpfreeError, match=r"'cuda:2' asked for, but 2 GPU\(s\) are visible .*valid: cuda:0 to cuda:1"):
+        resolve_device("cuda:2")

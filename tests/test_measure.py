@@ -581,7 +581,7 @@ def test_measurement_section_is_read_and_checked(tmp_path):
         ("{idle_s: 2}", "unknown key 'idle_s' at measurement; valid keys: idle_seconds"),
         ("{codecarbon: 1}", "measurement.codecarbon: Input should be a valid boolean, got 1"),
         ("{idle_seconds: -1}", "measurement.idle_seconds: Input should be greater than or equal to 0"),
-        ("{country_iso_code: france}", "measurement.country_iso_code: String should match pattern"),
+        ("{country_iso_code: france}", "measurement.country_iso_code: expected CodeCarbon's carbon intensity"),
     ]:
         path.write_text(f"measurement: {bad}\n")
         with pytest.raises(BpfreeError, match=re.escape(message)):

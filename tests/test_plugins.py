@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 PLUGIN = '''
 """A toy plugin: BP under another name with its own search space, and digits again."""
 from bpfree.algorithms.bp import Backprop
@@ -40,6 +42,7 @@ def bpfree(site: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bpfree", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_plugin_algorithm_and_dataset_are_listed_trained_and_tuned(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
@@ -105,3 +108,21 @@ def test_a_broken_plugin_is_one_line_naming_it(tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "bpfree plugin 'broken_plugin'" in lines[0] and "ModuleNotFoundError" in lines[0]
+
+
+def test_a_one_off_plugin_module_by_flag_or_environment(tmp_path):
+    """No packaging needed: ``bpfree --plugin MODULE`` or ``BPFREE_PLUGINS=MODULE``."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "my_methods.py").write_text(textwrap.dedent(PLUGIN))
+    by_flag = bpfree(site, "--plugin", "my_methods", "algorithms")
+    assert by_flag.returncode == 0 and "toy-bp" in by_flag.stdout, by_flag.stderr
+    assert "toy-bp" not in bpfree(site, "algorithms").stdout  # nothing imported it this time
+    env = {**os.environ, "PYTHONPATH": str(site), "BPFREE_PLUGINS": "my_methods"}
+    by_env = subprocess.run([sys.executable, "-m", "bpfree", "datasets"], env=env, capture_output=True, text=True)
+    assert by_env.returncode == 0 and "toy-digits" in by_env.stdout, by_env.stderr
+    missing = bpfree(site, "--plugin", "no_such_module", "algorithms")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().startswith(
+        "bpfree: error: bpfree plugin 'no_such_module' (--plugin) failed to import"
+    )

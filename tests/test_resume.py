@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# every test here trains in subprocesses, killing and resuming them: the slow tier
+pytestmark = pytest.mark.slow
+
 CASES = {  # algorithm -> (arch, epoch to die after): multi-stage ones die inside a later stage
     "mf": ("mlp:32,32", 7),
     "ff": ("mlp:32,32", 3),

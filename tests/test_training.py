@@ -16,6 +16,7 @@ from bpfree.algorithms.base import Algorithm, Evaluation, Stage
 from bpfree.data import DatasetInfo, DataSplits, Split
 from bpfree.errors import BpfreeError
 from bpfree.models import parse_arch
+from bpfree.spec import RunSpec, parse
 from bpfree.training import EarlyStopping, fit
 
 INFO = DatasetInfo("scripted", 2, (1, 1, 1), (0.0,), (1.0,))
@@ -165,8 +166,8 @@ def test_on_epoch_end_can_add_columns():
     [dict(patience=0), dict(max_epochs=0), dict(min_delta=-0.1), dict(monitor="loss"), dict(mode="up")],
 )
 def test_bad_policy_is_refused(bad):
-    with pytest.raises(BpfreeError):
-        EarlyStopping(**bad)
+    with pytest.raises(BpfreeError, match=f"early_stopping.{next(iter(bad))}"):
+        parse(EarlyStopping, bad, "early_stopping")
 
 
 @pytest.mark.parametrize(("every_s", "saved_after"), [(0.0, [1, 2, 3, 4, 5, 6]), (60.0, [3, 6]), (1e9, [])])
@@ -175,6 +176,7 @@ def test_checkpoints_are_written_once_every_s_have_passed(tmp_path, monkeypatch,
 
     from bpfree import training
     from bpfree.checkpoint import Checkpoint
+    from bpfree.training import Checkpointing
 
     now = [0.0]
     monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
@@ -187,17 +189,11 @@ def test_checkpoints_are_written_once_every_s_have_passed(tmp_path, monkeypatch,
     checkpoint = Checkpoint(tmp_path / "checkpoint.pt")
     monkeypatch.setattr(checkpoint, "save", lambda state, epoch: saved.append(epoch))
     result = fit(
-        algo, tiny_data(), EarlyStopping(max_epochs=6), seed=0, checkpoint=checkpoint, checkpoint_every_s=every_s
+        algo, tiny_data(), EarlyStopping(max_epochs=6), seed=0, checkpointing=Checkpointing(checkpoint, every_s)
     )
     assert result.epochs == 6 and saved == saved_after and result.checkpoints == len(saved_after)
 
 
 def test_a_negative_checkpoint_interval_is_refused():
-    with pytest.raises(BpfreeError, match="checkpoint_every_s must be a number >= 0"):
-        fit(
-            Scripted({"train": losses(1)}, [Stage("train")]),
-            tiny_data(),
-            EarlyStopping(max_epochs=1),
-            seed=0,
-            checkpoint_every_s=-1,
-        )
+    with pytest.raises(BpfreeError, match="checkpoint_every_s: Input should be greater than or equal to 0"):
+        RunSpec(algorithm="bp", dataset="digits", seed=0).replace(checkpoint_every_s=-1)

@@ -274,6 +274,7 @@ def test_best_params_round_trip_into_bpfree_train(tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["params"] == doc["params"]
 
 
+@pytest.mark.slow
 def test_parallel_workers_share_one_study_without_overshooting(tmp_path):
     args = [
         "tune",
@@ -340,6 +341,7 @@ def test_an_ask_lock_left_by_a_worker_killed_while_holding_it_is_broken(tmp_path
     assert not list(tmp_path.glob("*.lock"))
 
 
+@pytest.mark.slow
 def test_a_sigkilled_tune_resumes_to_its_trial_count_with_nothing_left_running(tmp_path):
     import signal
     import time

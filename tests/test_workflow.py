@@ -93,7 +93,7 @@ def test_both_configs_pass_the_check():
         ),
         (
             lambda c: c["experiments"][0].update(arch="mlp:10,x"),
-            r"experiments\[0\]\.arch: String should match pattern .*, got 'mlp:10,x'",
+            r"experiments\[0\]\.arch: expected mlp:W1,W2,\.\.\. or cnn:C1,C2,\.\.\., got 'mlp:10,x'",
         ),
         (
             lambda c: c["experiments"][0].update(algorithm="mf", arch="cnn:8,8"),
@@ -145,6 +145,7 @@ def test_paper_grid_covers_every_method_and_twin_on_all_four_datasets():
 
 
 # -- Snakemake itself ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_bad_config_stops_before_any_job(tmp_path):
     config = load("config.yaml") | {"experiments": [{"algorithm": "nope", "arch": "mlp:8", "datasets": ["digits"]}]}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
@@ -154,6 +155,7 @@ def test_bad_config_stops_before_any_job(tmp_path):
     assert "Building DAG" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_default_config_dry_run_plans_every_table_and_figure(tmp_path):
     config = load("config.yaml")
     proc = snakemake("-n", "--cores", "2", "--configfile", str(REPO / "config" / "config.yaml"), cwd=tmp_path)
@@ -167,6 +169,7 @@ def test_default_config_dry_run_plans_every_table_and_figure(tmp_path):
     assert {f"fig_{name}" for name in FIGURE_NAMES} <= set(jobs)
 
 
+@pytest.mark.slow
 def test_paper_config_dry_run_through_the_slurm_profile(tmp_path, stand_in_apptainer):
     env, log = stand_in_apptainer
     proc = snakemake(
@@ -257,6 +260,7 @@ def test_tiny_workflow_runs_inside_the_container(tmp_path, stand_in_apptainer):
     assert set(job_counts(rest.stdout)) == {f"fig_{n}" for n in FIGURE_NAMES} - {"fig_accuracy"} | {"all"}
 
 
+@pytest.mark.slow
 def test_the_workflow_is_formatted_and_lints_clean():
     """Conventions of the Snakemake catalog: snakefmt's layout and `snakemake --lint`."""
     fmt = subprocess.run(
@@ -265,3 +269,21 @@ def test_the_workflow_is_formatted_and_lints_clean():
     assert fmt.returncode == 0, fmt.stderr + fmt.stdout
     lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True)
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+
+
+@pytest.mark.slow
+def test_config_values_and_paths_never_reach_the_shell_as_commands(tmp_path):
+    """Issue 18: a data root, a config path and a working directory with spaces and shell
+    metacharacters are passed as single arguments; nothing they say is run."""
+    work = tmp_path / "my work dir"
+    work.mkdir()
+    config = dict(TINY, data_root="my data;touch INJECTED_DATA", device="cpu")
+    config.pop("container")
+    path = work / "conf $(touch INJECTED_SUB);touch INJECTED_CFG.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake("aggregate", "--cores", "2", "--configfile", path.name, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (work / "results" / "tables" / "summary.csv").exists()
+    assert not [p.name for p in tmp_path.rglob("INJECTED*")]
+    spec = yaml.safe_load((work / "results/runs/digits/mlp-16/bp/seed1/spec.yaml").read_text())
+    assert spec["machine"]["data_root"] == "my data;touch INJECTED_DATA"

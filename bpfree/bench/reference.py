@@ -14,7 +14,7 @@ the way the paper's code does it:
 - FF's goodness prediction as a Python loop over the C labels;
 - CaFo's and MF's frozen features recomputed for every batch of every epoch.
 
-The math is written out here a second time, from ALGORITHMS.md, rather than calling the
+The math is written out here a second time, from docs/algorithms.md, rather than calling the
 algorithm's own methods: tests train both on the same batches and compare the losses, so
 each implementation checks the other. Only the pure equations (RMS norm, goodness, the FF
 loss, the wrong-label draw) are shared.
