@@ -52,7 +52,7 @@ from bpfree.io import write_bytes_atomic, write_yaml_atomic
 from bpfree.models import ArchSpec, parse_arch
 from bpfree.precision import check_precision, precision_context
 from bpfree.registry import ALGORITHMS, DATASETS
-from bpfree.spec import EarlyStopping, Tuning
+from bpfree.spec import EarlyStopping, Machine, Settings, Tuning
 from bpfree.training import fit, resolve_device, seed_everything
 
 OBJECTIVE = "val_accuracy"  # the final model's accuracy on the validation split, maximised
@@ -215,9 +215,8 @@ class TuneJob:
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     arch: ArchSpec | None = None  # None: the algorithm's default
     study_name: str | None = None  # None: "{algorithm}-{dataset}-{arch}"
-    device: str = "auto"
-    data_root: str = "data"
-    precision: str = "fp32"  # as the runs train: a trial in fp32 would tune another model
+    machine: Machine = Machine()  # device and data root (threads are set by the caller)
+    precision: str = Settings().precision  # as the runs train: a trial in fp32 would tune another model
 
 
 @dataclass(frozen=True)
@@ -271,7 +270,7 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     arch = job.arch or parse_arch(klass.default_arch)
     check_trainable(job.algorithm, arch)
     space = search_space(job.algorithm, job.settings.search_spaces)
-    device = resolve_device(job.device)
+    device = resolve_device(job.machine.device)
     check_precision(job.precision, device)
     policy = job.early_stopping
     if job.settings.max_epochs is not None:
@@ -283,7 +282,7 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
 
     start = time.perf_counter()
     # read before any trial is asked for, so a missing dataset leaves no trial RUNNING
-    data = load_splits(job.dataset, root=job.data_root, seed=job.settings.seed, device=device)
+    data = load_splits(job.dataset, root=job.machine.data_root, seed=job.settings.seed, device=device)
     trials_run = consecutive_failures = 0
     disable = None if progress is None else not progress  # None: a bar only on a terminal
     with tqdm(total=job.n_trials, desc=f"tune {job.algorithm}", unit="trial", disable=disable) as bar:

@@ -288,7 +288,7 @@ def tune_job(tmp_path, n_trials: int) -> TuneJob:
         tmp_path / "study.journal",
         Tuning(max_epochs=1, pruner="none"),
         arch=parse_arch("mlp:8"),
-        device="cpu",
+        machine=Machine(device="cpu"),
     )
 
 

@@ -20,7 +20,7 @@ from bpfree.algorithms.bp import Backprop
 from bpfree.cli import main
 from bpfree.errors import BpfreeError
 from bpfree.models import parse_arch
-from bpfree.spec import Tuning
+from bpfree.spec import Machine, Tuning
 from bpfree.tuning import TuneJob, open_study, search_space, tune
 
 
@@ -33,7 +33,7 @@ def make_job(tmp_path, n_trials: int, journal: str = "study.journal", **settings
         storage=tmp_path / journal,
         settings=Tuning(**settings),
         arch=parse_arch("mlp:32"),
-        device="cpu",
+        machine=Machine(device="cpu"),
     )
 
 

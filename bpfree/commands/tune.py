@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from bpfree.models import parse_arch
     from bpfree.registry import ALGORITHMS, DATASETS
     from bpfree.resolve import load_settings
-    from bpfree.spec import Tuning, parse
+    from bpfree.spec import Machine, Tuning, parse
     from bpfree.training import set_threads
     from bpfree.tuning import TuneJob, tune, write_best_params
 
@@ -70,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
         early_stopping=settings.early_stopping,
         arch=arch,
         study_name=args.study_name,
-        device=args.device or settings.device,
-        data_root=args.data_root or settings.data_root,
+        machine=Machine(device=args.device or settings.device, data_root=args.data_root or settings.data_root),
         precision=settings.precision,
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # bpfree prints one line per trial
