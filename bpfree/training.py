@@ -88,8 +88,18 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``auto`` is a GPU if there is one; ``auto`` or ``cuda`` on a machine with several GPUs
+    claims one that no other bpfree process holds (bpfree.gpus), so parallel jobs never share."""
+    if device in (None, "auto", "cuda"):
+        if not torch.cuda.is_available():
+            if device == "cuda":
+                raise BpfreeError("device 'cuda' asked for, but CUDA is not available here; use cpu or auto")
+            return torch.device("cpu")
+        if torch.cuda.device_count() > 1:
+            from bpfree.gpus import claim_slot
+
+            return torch.device("cuda", claim_slot(torch.cuda.device_count()))
+        return torch.device("cuda", 0)
     try:
         dev = torch.device(device)
     except RuntimeError:

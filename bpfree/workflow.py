@@ -145,12 +145,11 @@ def gpus_per_job(device: str) -> int:
 
 
 def register_gpus(workflow: Any, device: str) -> None:
-    """Unless the user gave ``--resources gpu=N``: one GPU for the whole local run, so that
-    measured jobs use the board one at a time. (Jobs are not yet pinned to one of several
-    GPUs: with device auto every job computes on cuda:0, hence one at a time; on SLURM each
-    job gets its own GPU from the scheduler.)"""
+    """Unless the user gave ``--resources gpu=N``: as many GPU jobs at once as this machine
+    has GPUs; each claims a board of its own (bpfree.gpus). A fixed ``cuda:N`` device puts
+    every job on that one board, so then one at a time. On SLURM the scheduler decides."""
     if gpus_per_job(device) and "gpu" not in workflow.global_resources:
-        workflow.register_resource("gpu", 1)
+        workflow.register_resource("gpu", max(visible_gpus(), 1) if device in ("auto", "cuda") else 1)
 
 
 # Keys only the Snakefile reads; jobs (bpfree train, bpfree tune) read every other section
