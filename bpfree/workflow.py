@@ -12,7 +12,7 @@ from typing import Any
 
 from bpfree.errors import BpfreeError
 from bpfree.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES
-from bpfree.registry import ALGORITHMS, DATASETS
+from bpfree.registry import DATASETS
 from bpfree.spec import WorkflowConfig, parse
 
 __all__ = ["BASELINE", "FIGURE_NAMES", "TABLE_NAMES", "Run", "Study", "check_config", "expand_runs"]
