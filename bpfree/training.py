@@ -11,7 +11,8 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -65,6 +66,58 @@ class EpochRecord:
         return row
 
 
+class TimedBatches(Batches):
+    """Batches that keep the time spent cutting them (``data_s``: index selection and
+    augmentation inside ``epoch``, not the algorithm's work on each batch). On a GPU it is the
+    host's time to launch that work: kernels run asynchronously."""
+
+    def __init__(self, split, *, seed: int, augment: bool = False) -> None:
+        super().__init__(split, seed=seed, augment=augment)
+        self.data_s = 0.0
+
+    def epoch(self, batch_size: int, *, shuffle: bool = True):
+        inner = super().epoch(batch_size, shuffle=shuffle)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = next(inner)
+            except StopIteration:
+                self.data_s += time.perf_counter() - t0
+                return
+            self.data_s += time.perf_counter() - t0
+            yield item
+
+
+@dataclass
+class TimeSplit:
+    """Where a fit's wall time went, from the loop's own timers (seconds): ``data`` cutting
+    batches, ``compute`` the rest of ``train_epoch`` (forward, backward, step), ``eval`` the
+    validation passes, ``checkpoint`` writing checkpoints, ``measurement`` opening and closing
+    the meter's windows and the profiler, ``other`` the loop's bookkeeping (copying the best
+    weights, the progress bar)."""
+
+    data_s: float = 0.0
+    compute_s: float = 0.0
+    eval_s: float = 0.0
+    checkpoint_s: float = 0.0
+    measurement_s: float = 0.0
+    other_s: float = 0.0
+    covers: str = "whole fit"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Profiling:
+    """Profile epoch ``epoch`` (counted over all stages, from 1) with torch.profiler and save
+    its trace as ``out/profile_epoch<N>.json`` (chrome://tracing, Perfetto). The profiler slows
+    that epoch; its time and energy stay in the run's totals, and its history row says so."""
+
+    epoch: int
+    out: Path
+
+
 @dataclass
 class FitResult:
     status: Literal["ok", "diverged"]
@@ -75,6 +128,8 @@ class FitResult:
     pieces_measured: tuple[dict[str, Any], ...] = ()  # per piece, when a resumed run was measured
     checkpoints: int = 0  # written over all pieces
     checkpoint_time_s: float = 0.0  # spent writing them (inside train_time_s and the fit window)
+    time_split: TimeSplit | None = None
+    profile_trace: Path | None = None  # torch.profiler's trace of Profiling.epoch, when asked for
 
     @property
     def epochs(self) -> int:
@@ -167,6 +222,7 @@ def fit(
     meter: Meter | None = None,
     checkpointing: Checkpointing | None = None,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    profiling: Profiling | None = None,
 ) -> FitResult:
     """Train ``algo`` stage by stage. ``on_epoch_end(record)`` may add to ``record.extra``.
 
@@ -175,18 +231,21 @@ def fit(
     its record's ``extra`` before ``on_epoch_end`` sees it.
 
     ``checkpointing``: if its checkpoint holds a killed run's state, the fit resumes from it
-    and ends as the uninterrupted run would (same batches, same weights)."""
+    and ends as the uninterrupted run would (same batches, same weights).
+
+    ``profiling``: one epoch under torch.profiler, its trace saved (see :class:`Profiling`)."""
     resume = checkpointing.checkpoint.load() if checkpointing is not None else None
     run = _FitState(
         algo,
         data,
         policy,
-        Batches(data.train, seed=seed, augment=data.info.augment),
+        TimedBatches(data.train, seed=seed, augment=data.info.augment),
         meter,
         checkpointing,
         on_epoch_end,
         resume,
     )
+    run.profiling = profiling
     if meter is not None:
         meter.begin_window("fit")
     status: Literal["ok", "diverged"] = "ok"
@@ -217,6 +276,8 @@ def fit(
         run.pieces,
         checkpoints=run.checkpoints,
         checkpoint_time_s=run.checkpoint_time_s,
+        time_split=run.time_split(),
+        profile_trace=run.profile_trace,
     )
 
 
@@ -230,13 +291,48 @@ class _FitState:
         self.time_before = 0.0  # training time of the pieces before a kill
         self.pieces = 1
         self.checkpoints, self.checkpoint_time_s = 0, 0.0  # written, and the time writing took
+        self.times = TimeSplit()  # of this piece (a checkpoint does not keep it)
+        self.profiling: Profiling | None = None
+        self.profile_trace: Path | None = None
         if resume is not None:
             self.history = [EpochRecord(**row) for row in resume.history]
             self.time_before = resume.train_time_s
             self.pieces = resume.pieces + 1
             self.checkpoints = resume.checkpoints
             self.checkpoint_time_s = resume.checkpoint_time_s
+            self.times.covers = f"last of {self.pieces} pieces"
+        self.checkpoint_time_before = self.checkpoint_time_s
         self.start = self.last_save = time.perf_counter()
+
+    def time_split(self) -> TimeSplit:
+        """This piece's split; ``other`` is what the timers did not see."""
+        split = replace(
+            self.times,
+            data_s=self.batches.data_s,
+            compute_s=self.times.compute_s - self.batches.data_s,  # train_epoch's time, less cutting batches
+            checkpoint_s=self.checkpoint_time_s - self.checkpoint_time_before,
+        )
+        seen = split.data_s + split.compute_s + split.eval_s + split.checkpoint_s + split.measurement_s
+        split.other_s = max(time.perf_counter() - self.start - seen, 0.0)
+        return split
+
+    def start_profile(self, epoch: int):
+        if self.profiling is None or self.profiling.epoch != epoch:
+            return None
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU]
+        if self.algo.device.type == "cuda":
+            activities.append(ProfilerActivity.CUDA)
+        profiler = profile(activities=activities, record_shapes=True, with_flops=True)
+        profiler.start()
+        return profiler
+
+    def finish_profile(self, profiler, epoch: int) -> None:
+        profiler.stop()
+        path = Path(self.profiling.out) / f"profile_epoch{epoch}.json"
+        profiler.export_chrome_trace(str(path))
+        self.profile_trace = path
 
     def elapsed(self) -> float:
         return self.time_before + time.perf_counter() - self.start
@@ -296,14 +392,24 @@ def _fit_stage(run: _FitState, stage: Stage, index: int, max_epochs: int, resume
         bar.update(stage_epochs)
         while stage_epochs < max_epochs and not (stage.early_stopping and stopper.should_stop):
             epoch = len(history) + 1
+            t_meter = time.perf_counter()
             if meter is not None:
                 meter.begin_window(f"epoch {epoch}")
+            profiler = run.start_profile(epoch)
             t0 = time.perf_counter()
             train_loss = algo.train_epoch(stage, run.batches)
+            t1 = time.perf_counter()
             val = algo.evaluate(stage, run.data.val)
-            record = EpochRecord(epoch, stage.name, train_loss, val.loss, val.accuracy, time.perf_counter() - t0)
+            t2 = time.perf_counter()
+            record = EpochRecord(epoch, stage.name, train_loss, val.loss, val.accuracy, t2 - t0)
             if meter is not None:
                 record.extra.update(_epoch_energy(meter, meter.end_window(f"epoch {epoch}")))
+            if profiler is not None:
+                run.finish_profile(profiler, epoch)
+                record.extra["profiled"] = True
+            run.times.compute_s += t1 - t0
+            run.times.eval_s += t2 - t1
+            run.times.measurement_s += (t0 - t_meter) + (time.perf_counter() - t2)
             if run.on_epoch_end is not None:
                 run.on_epoch_end(record)
             history.append(record)
@@ -314,7 +420,7 @@ def _fit_stage(run: _FitState, stage: Stage, index: int, max_epochs: int, resume
                 return False
             if stage.early_stopping:
                 monitored = val.loss if policy.monitor == "val_loss" else val.accuracy
-                if stopper.update(monitored, record.epoch) and policy.restore_best:
+                if stopper.update(monitored, record.epoch) and policy.restore_best and stage.restore_best:
                     best_state = copy.deepcopy(algo.net.state_dict())
             run.save(index, stage_epochs, stopper, best_state)
     if best_state is not None:

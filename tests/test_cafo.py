@@ -99,9 +99,10 @@ def test_ridge_solve_matches_least_squares_on_the_augmented_system():
     assert not torch.allclose(w, torch.linalg.lstsq(x, y).solution, atol=1e-3)  # λ matters
 
 
-def test_mse_predictors_are_the_ridge_solution_on_the_frozen_features():
+@pytest.mark.parametrize("bias", [False, True])
+def test_mse_predictors_are_the_ridge_solution_on_the_frozen_features(bias):
     data = random_splits(SMALL, n=80)
-    algo = build("cafo-rand", predictor_loss="mse", ridge_lambda=0.5)
+    algo = build("cafo-rand", predictor_loss="mse", ridge_lambda=0.5, predictor_bias=bias)
     (stage,) = algo.stages()
     assert (stage.max_epochs, stage.early_stopping) == (1, False)
     fit(algo, data, EarlyStopping(), seed=0)
@@ -109,9 +110,16 @@ def test_mse_predictors_are_the_ridge_solution_on_the_frozen_features():
     y = F.one_hot(data.train.y, SMALL.num_classes).double()
     for x, predictor in zip(features, algo.net.predictors):
         x = x.double()
+        if bias:  # a column of ones whose weight is the bias (penalised like the rest)
+            x = torch.cat([x, torch.ones(len(x), 1, dtype=torch.float64)], 1)
         a = torch.cat([x, 0.5**0.5 * torch.eye(x.shape[1], dtype=torch.float64)])
         b = torch.cat([y, torch.zeros(x.shape[1], SMALL.num_classes, dtype=torch.float64)])
         expected = torch.linalg.lstsq(a, b).solution.T.float()
+        if bias:
+            assert torch.allclose(predictor.bias, expected[:, -1], atol=1e-4)
+            expected = expected[:, :-1]
+        else:
+            assert predictor.bias is None
         assert torch.allclose(predictor.weight, expected, atol=1e-4)
 
 
@@ -216,15 +224,45 @@ def test_predictions_do_not_depend_on_the_test_batch_size(name):
     whole = algo.predict(x)
     one_by_one = torch.cat([algo.predict(x[i : i + 1]) for i in range(len(x))])
     assert torch.allclose(whole, one_by_one, atol=1e-5)
-    assert torch.allclose(whole.sum(1), torch.full((len(x),), 3.0))  # 3 blocks' probabilities
+    probabilities = build(name, dfa_epochs=1, aggregate="probabilities")
+    probabilities.load_state_dict(algo.state_dict())
+    assert torch.allclose(probabilities.predict(x).sum(1), torch.full((len(x),), 3.0))  # 3 blocks'
+
+
+def test_default_predicts_with_summed_logits_of_biased_predictors():
+    """The paper's code: predictors with a bias, the cascade's scores are the summed logits."""
+    data = random_splits(SMALL, n=64)
+    algo = build("cafo-rand")
+    assert all(p.bias is not None for p in algo.net.predictors)
+    fit(algo, data, EarlyStopping(max_epochs=2), seed=0)
+    assert any(p.bias.abs().sum() > 0 for p in algo.net.predictors)  # the bias learns
+    features = algo.block_features(data.test.x)
+    logits = [f @ p.weight.T + p.bias for f, p in zip(features, algo.net.predictors)]
+    assert torch.allclose(algo.predict(data.test.x), sum(logits), atol=1e-5)
+    unbiased = build("cafo-rand", predictor_bias=False)
+    assert all(p.bias is None for p in unbiased.net.predictors)
 
 
 def test_sl_predicts_with_summed_sparsemax_probabilities():
     data = random_splits(SMALL, n=64)
-    algo = build("cafo-rand", predictor_loss="sl")
+    algo = build("cafo-rand", predictor_loss="sl", aggregate="probabilities")
     fit(algo, data, EarlyStopping(max_epochs=2), seed=0)
     scores = algo.block_scores(algo.block_features(data.test.x))
     assert torch.allclose(algo.predict(data.test.x), sum(sparsemax(s) for s in scores))
+
+
+def test_batchnorm_keep_leaves_random_blocks_statistics_at_their_initial_values():
+    """The paper's code never runs cafo-rand's blocks in train mode: BatchNorm keeps 0/1."""
+    data = random_splits(SMALL, n=64)
+    data.train.x.mul_(3).add_(1)
+    kept = build("cafo-rand", batchnorm="keep")
+    fit(kept, data, EarlyStopping(max_epochs=2), seed=0)
+    bn = kept.net.body.blocks[0][3]
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+    assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+    recomputed = build("cafo-rand")
+    fit(recomputed, data, EarlyStopping(max_epochs=2), seed=0)
+    assert not torch.equal(recomputed.net.body.blocks[0][3].running_mean, bn.running_mean)
 
 
 # -- parameters ---------------------------------------------------------------------------------

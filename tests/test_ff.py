@@ -1,4 +1,4 @@
-"""Forward-Forward: the equations of ALGORITHMS.md "FF", gradient isolation, and a smoke run."""
+"""Forward-Forward: the equations of docs/algorithms.md#forward-forward-ff, gradient isolation, and a smoke run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from bpfree.algorithms import build_algorithm
 from bpfree.algorithms.ff import (
     ff_loss,
+    ff_relu,
     goodness,
     hard_wrong_labels,
     rms_normalise,
@@ -36,11 +37,15 @@ def test_goodness_is_the_sum_of_squares_and_threshold_is_the_width():
     h = torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 4.0]])
     assert goodness(h).tolist() == [5.0, 25.0]
     assert build("mlp:5,7,3").thresholds == [5.0, 7.0, 3.0]
-    # L = softplus(−(G⁺ − θ)) + softplus(G⁻ − θ), averaged over the batch
-    expected = (softplus(-(5 - 3)) + softplus(25 - 3)) / 1
+    # BCE with logits G − θ over positives (label 1) and negatives (label 0), averaged over all
+    # 2N samples as the paper's code: (softplus(−(G⁺ − θ)) + softplus(G⁻ − θ)) / 2 per pair
+    expected = (softplus(-(5 - 3)) + softplus(25 - 3)) / 2
     assert ff_loss(torch.tensor([5.0]), torch.tensor([25.0]), 3.0).item() == pytest.approx(expected)
     pair = ff_loss(torch.tensor([5.0, 25.0]), torch.tensor([25.0, 5.0]), 3.0).item()
-    assert pair == pytest.approx((softplus(-2) + softplus(22) + softplus(-22) + softplus(2)) / 2)
+    assert pair == pytest.approx((softplus(-2) + softplus(22) + softplus(-22) + softplus(2)) / 4)
+    g_pos, g_neg = torch.tensor([5.0, 1.0]), torch.tensor([25.0, 2.0])
+    bce = F.binary_cross_entropy_with_logits(torch.cat([g_pos, g_neg]) - 3.0, torch.tensor([1.0, 1, 0, 0]))
+    assert ff_loss(g_pos, g_neg, 3.0).item() == pytest.approx(bce.item())
 
 
 def test_rms_normalise_scales_without_subtracting_the_mean():
@@ -66,7 +71,7 @@ def test_layer_loss_on_hand_set_weights():
     scale = 1 / math.sqrt((4 + 1 + 1) / 6)
     g = (1 * scale) ** 2 + (2 * scale) ** 2  # same for any label: the weights ignore the slots
     (loss,) = algo.layer_losses(x, torch.tensor([0]), torch.tensor([1]))
-    assert loss.item() == pytest.approx(softplus(-(g - 2)) + softplus(g - 2), rel=1e-5)
+    assert loss.item() == pytest.approx((softplus(-(g - 2)) + softplus(g - 2)) / 2, rel=1e-5)
 
 
 def test_label_embedding_and_neutral_label():
@@ -79,6 +84,36 @@ def test_label_embedding_and_neutral_label():
     assert torch.equal(embedded[:, 4:], x.flatten(1)[:, 4:])
     assert torch.allclose(algo.embed_neutral(x)[:, :4], torch.full((3, 4), value / 4))
     assert torch.equal(x, original)  # the batch itself is not written into
+    # the paper's code writes 1.0 into the normalised image (0.0 in the other slots)
+    paper = build(label_value="one").embed(x, torch.tensor([2, 0, 3]))
+    assert torch.equal(paper[:, :4], F.one_hot(torch.tensor([2, 0, 3]), 4).float())
+
+
+def test_straight_through_relu_passes_the_gradient_of_units_that_are_off():
+    z = torch.tensor([-2.0, -0.5, 0.0, 1.5], requires_grad=True)
+    out = ff_relu(z, straight_through=True)
+    assert out.tolist() == [0.0, 0.0, 0.0, 1.5]
+    out.backward(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert z.grad.tolist() == [1.0, 2.0, 3.0, 4.0]  # identity backward, negatives included
+    z.grad = None
+    ff_relu(z, straight_through=False).backward(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert z.grad.tolist() == [0.0, 0.0, 0.0, 4.0]
+
+
+@pytest.mark.parametrize("relu_grad", ["straight_through", "standard"])
+def test_relu_gradient_option_reaches_units_that_are_off(relu_grad):
+    """∂G/∂h = 2h is 0 where a unit is off, so the FF loss never moves it either way; the peer
+    term (linear in h) does, through the straight-through gradient only."""
+    algo = build("mlp:6", relu_grad=relu_grad, peer_weight=0.03)
+    with torch.no_grad():
+        algo.layers[0].weight.zero_()
+        algo.layers[0].bias.copy_(torch.tensor([-1.0, -1.0, -1.0, 1.0, 2.0, 3.0]))  # 3 units off
+    x, y = torch.randn(8, 1, 2, 3), torch.randint(0, 4, (8,))
+    (loss,) = algo.layer_losses(x, y, uniform_wrong_labels(y, 4, algo.generator))
+    loss.backward()
+    off_units_moved = algo.layers[0].bias.grad[:3].abs().sum().item() > 0
+    assert off_units_moved == (relu_grad == "straight_through")
+    assert algo.layers[0].bias.grad[3:].abs().sum().item() > 0
 
 
 def test_uniform_negatives_never_carry_the_true_label_and_cover_the_rest_evenly():
@@ -127,11 +162,22 @@ def test_classifier_gradient_never_reaches_ff_weights():
 
 
 def test_one_layer_net_reads_out_from_its_only_layer():
-    algo = build("mlp:6")
+    algo = build("mlp:6", prediction="softmax")
     assert algo.readout == [0] and algo.net.classifier.in_features == 6
     x = torch.randn(5, 1, 2, 3)
     assert algo.predict(x).shape == (5, 4)
     assert build("mlp:6", prediction="goodness").predict(x).shape == (5, 4)
+
+
+def test_default_predicts_by_goodness_and_trains_no_classifier():
+    """The paper's code reports goodness prediction; the softmax classifier is an option."""
+    data = mnist_shaped(n_train=100, n_eval=20)
+    algo = build("mlp:16,16", info=data.info)
+    assert algo.params.prediction == "goodness"
+    fit(algo, data, EarlyStopping(max_epochs=1), seed=0)
+    assert torch.equal(algo.net.classifier.weight, torch.zeros_like(algo.net.classifier.weight))
+    x = data.test.x
+    assert torch.equal(algo.predict(x), algo.goodness_per_label(x))
 
 
 def test_batched_goodness_prediction_equals_a_loop_over_labels():
@@ -145,12 +191,21 @@ def test_batched_goodness_prediction_equals_a_loop_over_labels():
         assert torch.allclose(batched[:, label], looped, rtol=1e-5)
 
 
-def test_kaiming_init_puts_first_layer_goodness_at_the_threshold():
+@pytest.mark.parametrize("init, expected", [("kaiming", 1000.0), ("paper", 392.0)])
+def test_init_sets_where_first_layer_goodness_starts(init, expected):
+    # kaiming N(0, 2/n_in): E[G] = n = θ. paper N(0, 1/n_out): E[G] = n_in / 2 = 392 on MNIST
     info = DATASETS.get("mnist").info
-    algo = build("mlp:1000", info=info)
+    algo = build("mlp:1000", info=info, init=init)
+    assert torch.equal(algo.layers[0].bias, torch.zeros(1000))
     with torch.no_grad():
         h = next(algo.activities(algo.embed(torch.randn(512, 1, 28, 28), torch.zeros(512, dtype=torch.long))))
-    assert goodness(h).mean().item() == pytest.approx(1000.0, rel=0.15)
+    assert goodness(h).mean().item() == pytest.approx(expected, rel=0.15)
+
+
+def test_paper_init_draws_weights_with_std_one_over_sqrt_fan_out():
+    algo = build("mlp:400,100", info=DATASETS.get("mnist").info)  # the default init
+    assert algo.layers[0].weight.std().item() == pytest.approx(400**-0.5, rel=0.02)
+    assert algo.layers[1].weight.std().item() == pytest.approx(100**-0.5, rel=0.02)
 
 
 def test_peer_running_mean_and_cooldown():
@@ -183,8 +238,13 @@ def mnist_shaped(n_train=200, n_eval=64, seed=0) -> DataSplits:
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"prediction": "goodness"}, {"negatives": "hard", "optimizer": "sgd"}],
-    ids=["softmax", "goodness", "hard-sgd"],
+    [
+        {},
+        {"prediction": "softmax"},
+        {"negatives": "hard", "optimizer": "sgd"},
+        {"init": "kaiming", "label_value": "one", "relu_grad": "standard"},
+    ],
+    ids=["goodness", "softmax", "hard-sgd", "other-options"],
 )
 def test_smoke_one_epoch_on_mnist_shaped_data(params):
     data = mnist_shaped()

@@ -1,4 +1,4 @@
-"""Mono-Forward: local gradients equal ALGORITHMS.md's closed forms, layers stay isolated and
+"""Mono-Forward: local gradients equal the closed forms of docs/algorithms.md#mono-forward-mf, layers stay isolated and
 frozen, stages are the layers, and a smoke run."""
 
 from __future__ import annotations
@@ -133,3 +133,24 @@ def test_smoke_one_epoch_on_mnist_shaped_data(training):
     assert [r.stage for r in result.history] == expected
     assert algo.predict(data.test.x).shape == (128, 10)
     assert 0.0 <= algo.accuracy(data.test) <= 1.0
+
+
+@pytest.mark.parametrize("layer_end", ["last", "best"])
+def test_a_layer_ends_with_its_last_epoch_or_its_best(layer_end):
+    """The paper's code keeps each layer's last epoch; ``best`` restores the epoch of lowest
+    validation CE when the run's policy restores."""
+    data = small_splits(n=96)
+    algo = build("mlp:32,32", lr=0.05, layer_end=layer_end)  # a high rate: the CE wanders
+    snapshots = []
+
+    def snapshot(record):
+        layer = algo.layers[0] if record.stage == "layer1" else algo.layers[1]
+        snapshots.append((record.stage, record.val_loss, layer.weight.detach().clone()))
+
+    fit(algo, data, EarlyStopping(max_epochs=6, patience=6, restore_best=True), seed=0, on_epoch_end=snapshot)
+    for i, stage in enumerate(["layer1", "layer2"]):
+        mine = [(loss, w) for s, loss, w in snapshots if s == stage]
+        best = min(range(len(mine)), key=lambda k: mine[k][0])
+        assert best != len(mine) - 1 or stage == "layer2"  # layer 1's best is not its last here
+        expected = mine[-1][1] if layer_end == "last" else mine[best][1]
+        assert torch.equal(algo.layers[i].weight, expected)

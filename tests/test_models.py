@@ -82,7 +82,20 @@ def test_conv_block_is_cafos():
     assert conv.stride == (1, 1) and conv.padding == (1, 1)
     assert isinstance(relu, nn.ReLU)
     assert isinstance(pool, nn.MaxPool2d) and pool.kernel_size == 2
-    assert isinstance(norm, nn.BatchNorm2d) and norm.eps == 1e-4 and norm.num_features == 5
+    assert isinstance(norm, nn.BatchNorm2d) and norm.eps == 1e-5 and norm.num_features == 5
+    # the paper's code: no conv bias, Kaiming-uniform for ReLU, bound sqrt(6 / fan_in)
+    assert conv.bias is None
+    bound = (6 / (3 * 3 * 3)) ** 0.5
+    big = ConvBlock(3, 256)[0].weight
+    assert big.abs().max() <= bound and big.abs().max() > 0.95 * bound
+
+
+def test_mlp_init_is_the_papers_zero_biases_default_weights():
+    mlp = MLP((400, 300), (1, 28, 28))
+    for layer in mlp.layers:
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+        bound = 1 / layer.in_features**0.5  # PyTorch's default U(±1/sqrt(fan_in))
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.95 * bound
 
 
 def test_build_body_by_spec():

@@ -37,6 +37,7 @@ class Stage:
     name: str
     max_epochs: int | None = None  # None: the run's early-stopping budget
     early_stopping: bool = True  # False: run exactly max_epochs (e.g. a closed-form solve: 1)
+    restore_best: bool = True  # False: the stage keeps its last epoch even if the policy restores
 
 
 @dataclass(frozen=True)

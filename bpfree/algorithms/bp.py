@@ -1,5 +1,5 @@
 """Backpropagation: the BP-free model's own body plus one Linear(n_L, C) head, trained end to
-end with cross-entropy and AdamW (ALGORITHMS.md, "BP")."""
+end with cross-entropy and AdamW (docs/algorithms.md#backpropagation-bp)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,13 @@
-"""Cascaded-Forward (Zhao et al. 2023, arXiv 2303.09728) on the CNN, as ALGORITHMS.md "CaFo"
+"""Cascaded-Forward (Zhao et al. 2023, arXiv 2303.09728) on the CNN, as docs/algorithms.md#cascaded-forward-cafo-rand-cafo-dfa
 states.
 
 The blocks h_i = Block_i(h_{i-1}) (Conv3x3 → ReLU → MaxPool2 → BatchNorm) are *frozen* when the
-predictors learn; each block i has a bias-free linear predictor W_i on flatten(h_i):
+predictors learn; each block i has a linear predictor (W_i, b_i) on flatten(h_i):
 
-    s_i = flatten(h_i) W_iᵀ                       (N, C) scores of block i
-    prediction = argmax Σ_i softmax(s_i)          (sparsemax(s_i) for the SL loss)
+    s_i = flatten(h_i) W_iᵀ + b_i                 (N, C) scores of block i (``predictor_bias``)
+    prediction = argmax Σ_i s_i                   (``aggregate: logits``, the paper's code)
+              or argmax Σ_i softmax(s_i)          (``aggregate: probabilities``, the CaFo paper;
+                                                   sparsemax(s_i) for the SL loss)
 
 Block features, two registered variants sharing :class:`CaFoParams`:
 - ``cafo-rand``: blocks keep their random initialisation (never updated).
@@ -23,9 +25,14 @@ Predictors (stage "predictors"), all blocks in the same pass, loss ``predictor_l
 - ``mse``: ridge regression in closed form, W_iᵀ = (X_iᵀX_i + λI)⁻¹ X_iᵀY, by one solve (no
   inverse) after one pass that accumulates X_iᵀX_i and X_iᵀY; a single epoch.
 
-BatchNorm: before the predictors learn, the running statistics are refilled from one pass over
-the training data in train mode (a cumulative average, not the 0.1-momentum one); from then on
-the blocks run in eval mode only, so features and test predictions never depend on the batch.
+BatchNorm (``batchnorm``): the blocks run in eval mode whenever features are taken, so
+features and test predictions never depend on the batch. With ``recompute`` (default) the
+running statistics are first refilled from one pass over the training data in train mode (a
+cumulative average, not the 0.1-momentum one); with ``keep`` (the paper's code) they stay as
+they are: PyTorch's initial 0/1 for cafo-rand's random blocks (so BatchNorm does nothing), the
+0.1-momentum averages of the last DFA steps for cafo-dfa.
+
+docs/paper-code.md lists every difference from the paper's code, with its default and reason.
 """
 
 from __future__ import annotations
@@ -58,6 +65,9 @@ class CaFoParams:
     dfa_lr: float = 1e-4  # Adam on the blocks and the auxiliary head (cafo-dfa only)
     dfa_epochs: int = 10
     dfa_weight_decay: float = 0.0
+    predictor_bias: bool = True  # the paper's code's predictors have a bias (the CaFo paper's none)
+    aggregate: Literal["logits", "probabilities"] = "logits"  # Σ_i s_i (paper's code) or Σ_i softmax(s_i)
+    batchnorm: Literal["recompute", "keep"] = "recompute"  # refill running statistics, or the paper's
 
 
 # -- the predictor losses, as functions of the block's scores s (N, C) and labels y (N,) ------------
@@ -72,6 +82,14 @@ def predictor_loss(kind: str, scores: torch.Tensor, y: torch.Tensor) -> torch.Te
 
 def predictor_probabilities(kind: str, scores: torch.Tensor) -> torch.Tensor:
     return sparsemax(scores) if kind == "sl" else torch.softmax(scores, dim=1)
+
+
+def combine_block_scores(kind: str, aggregate: str, scores: list[torch.Tensor]) -> torch.Tensor:
+    """The cascade's (N, C) class scores: Σ_i s_i (``logits``, as the paper's code evaluates) or
+    Σ_i softmax(s_i) (``probabilities``, sparsemax for the SL loss, as the CaFo paper)."""
+    if aggregate == "logits":
+        return sum(scores)
+    return sum(predictor_probabilities(kind, s) for s in scores)
 
 
 def ridge_solve(gram: torch.Tensor, cross: torch.Tensor, ridge_lambda: float) -> torch.Tensor:
@@ -108,9 +126,12 @@ class CascadedForward(Algorithm):
         self.blocks = self.net.body.blocks
         self.block_sizes = [math.prod(shape) for shape in self.net.body.block_shapes]
         num_classes = info.num_classes
-        self.net.predictors = nn.ModuleList(nn.Linear(size, num_classes, bias=False) for size in self.block_sizes)
+        self.net.predictors = nn.ModuleList(
+            nn.Linear(size, num_classes, bias=params.predictor_bias) for size in self.block_sizes
+        )
         if self.train_blocks:
             self.net.head = nn.Linear(self.block_sizes[-1], num_classes)  # DFA's auxiliary head
+            nn.init.zeros_(self.net.head.bias)  # as the paper's code
             for i, b in enumerate(feedback_matrices(num_classes, self.block_sizes[:-1], seed)):
                 self.net.register_buffer(f"feedback{i}", b)
         else:
@@ -156,7 +177,8 @@ class CascadedForward(Algorithm):
         if stage.name == "dfa":
             return self._dfa_epoch(batches)
         if not self._calibrated:
-            self.calibrate_batchnorm(batches)
+            if self.params.batchnorm == "recompute":
+                self.calibrate_batchnorm(batches)
             self._calibrated = True
         if self.params.predictor_loss == "mse":
             return self._ridge_epoch(batches)
@@ -266,28 +288,37 @@ class CascadedForward(Algorithm):
     def _ridge_epoch(self, batches: Batches) -> float:
         """MSE: accumulate X_iᵀX_i and X_iᵀY over one pass, then solve for each W_i. The training
         loss Σ_i mean_n ||x W_i − y||² follows from the same sums:
-        tr(WᵀXᵀXW) − 2 tr(WᵀXᵀY) + N, with no second pass."""
-        grams = [torch.zeros(d, d, dtype=torch.float64, device=self.device) for d in self.block_sizes]
+        tr(WᵀXᵀXW) − 2 tr(WᵀXᵀY) + N, with no second pass. With ``predictor_bias`` X gets a
+        column of ones, whose weight is the bias (penalised by λ like the rest)."""
+        bias = self.params.predictor_bias
+        sizes = [d + bias for d in self.block_sizes]
+        grams = [torch.zeros(d, d, dtype=torch.float64, device=self.device) for d in sizes]
         c = self.info.num_classes
-        crosses = [torch.zeros(d, c, dtype=torch.float64, device=self.device) for d in self.block_sizes]
+        crosses = [torch.zeros(d, c, dtype=torch.float64, device=self.device) for d in sizes]
         n = 0
         for features, y in self._feature_batches(batches):
             target = F.one_hot(y, c).to(features[0].dtype)
             for gram, cross, x in zip(grams, crosses, features):
+                if bias:
+                    x = torch.cat([x, torch.ones_like(x[:, :1])], 1)
                 gram += x.T @ x
                 cross += x.T @ target
             n += len(y)
         loss = 0.0
         for predictor, gram, cross in zip(self.net.predictors, grams, crosses):
             w = ridge_solve(gram, cross, self.params.ridge_lambda)
-            predictor.weight.copy_(w.T)
+            if bias:
+                predictor.weight.copy_(w[:-1].T)
+                predictor.bias.copy_(w[-1])
+            else:
+                predictor.weight.copy_(w.T)
             loss += float(((w * (gram @ w)).sum() - 2 * (w * cross).sum() + n) / n)
         return loss
 
     @torch.no_grad()
     def evaluate(self, stage: Stage, split: Split) -> Evaluation:
         """DFA stage: the auxiliary head's CE and accuracy. Predictor stage: the summed predictor
-        losses (what the predictors minimise) and the accuracy of the summed probabilities."""
+        losses (what the predictors minimise) and the accuracy of the combined scores."""
         self.net.eval()
         if stage.name == "dfa":
             return evaluate_scores(lambda x: self.net.head(self.block_features(x)[-1]), split)
@@ -295,16 +326,16 @@ class CascadedForward(Algorithm):
         features = list(self._cached_features(split).split(self.block_sizes, 1))
         scores = self.block_scores(features)
         loss = sum(float(predictor_loss(kind, s, split.y)) for s in scores)
-        probabilities = sum(predictor_probabilities(kind, s) for s in scores)
-        accuracy = float((probabilities.argmax(1) == split.y).float().mean())
+        combined = combine_block_scores(kind, self.params.aggregate, scores)
+        accuracy = float((combined.argmax(1) == split.y).float().mean())
         return Evaluation(loss, accuracy)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Σ_i softmax(s_i) (sparsemax for SL): summed probabilities, as in the paper."""
+        """Σ_i s_i (``aggregate: logits``) or Σ_i softmax(s_i) (sparsemax for SL)."""
         self.net.eval()
-        kind = self.params.predictor_loss
-        return sum(predictor_probabilities(kind, s) for s in self.block_scores(self.block_features(x)))
+        scores = self.block_scores(self.block_features(x))
+        return combine_block_scores(self.params.predictor_loss, self.params.aggregate, scores)
 
     def extra_state(self) -> dict:
         # "calibrated": the BatchNorm statistics (buffers in self.net) are already refilled; a

@@ -1,4 +1,4 @@
-"""Forward-Forward (Hinton 2022, arXiv 2212.13345) on an MLP, as ALGORITHMS.md "FF" states.
+"""Forward-Forward (Hinton 2022, arXiv 2212.13345) on an MLP, as docs/algorithms.md#forward-forward-ff states.
 
 Each layer is trained on its own to tell positive data (the image with its true label written
 into the first C inputs) from negative data (the same image with a wrong label):
@@ -6,21 +6,33 @@ into the first C inputs) from negative data (the same image with a wrong label):
     x̂ = x / sqrt(mean(x²) + eps)                 RMS norm, no mean subtraction
     h_i = ReLU(W_i sg(x̂_{i-1}) + b_i)             each layer sees a detached input
     G_i = Σ_j h_ij²,  θ_i = n_i                   goodness (a SUM) against the layer's width
-    L_i = softplus(−(G⁺_i − θ_i)) + softplus(G⁻_i − θ_i) + λ·peer_i
+    L_i = ½ [mean softplus(−(G⁺_i − θ_i)) + mean softplus(G⁻_i − θ_i)] + λ·peer_i
 
-All layers step on every minibatch. Their graphs share no parameters (each input is
-detached), so one backward of Σ_i L_i with one optimiser gives every layer exactly its own
-gradient: the same as one optimiser step per layer.
+(the FF term is the paper's code's BCE-with-logits averaged over the 2N positives and
+negatives together). All layers step on every minibatch. Their graphs share no parameters
+(each input is detached), so one backward of Σ_i L_i with one optimiser gives every layer
+exactly its own gradient: the same as one optimiser step per layer.
 
 Prediction (``params.prediction``):
-- ``softmax`` (default, the paper's code): one pass with the neutral label, then a bias-free
-  linear classifier on the normalised activities of the readout layers, trained with CE on
-  detached activities (it never moves an FF weight).
-- ``goodness``: Σ_i G_i over the readout layers for each of the C labels, argmax; all C
-  labels go through the net as one batched pass.
+- ``goodness`` (default; what the paper's code reports and early-stops on): Σ_i G_i over the
+  readout layers for each of the C labels, argmax; all C labels go through the net as one
+  batched pass. No classifier is trained (the paper's code trains one it never uses).
+- ``softmax`` (loeweX's, cheaper; not what the paper reports): one pass with the neutral label,
+  then a bias-free linear classifier on the normalised activities of the readout layers,
+  trained with CE on detached activities (it never moves an FF weight).
 
 Readout layers are 2..L (the first layer's goodness mostly measures the label it was just
 given). A 1-layer net has no layer 2, so it reads out from its only layer.
+
+Choices where the paper's code and the FF paper differ (docs/paper-code.md gives each, with
+its default and the reason):
+- ``init``: ``paper`` N(0, 1/n_out) weights (default) or ``kaiming`` N(0, 2/n_in); biases 0.
+- ``label_value``: ``pixel_max`` (default: a fully-on pixel in the normalised scale, 2.82 on
+  MNIST; measured better than the paper's on real MNIST images) or ``one`` (the paper's: 1.0
+  written into the already normalised image, a raw intensity of 0.44 on MNIST).
+- ``relu_grad``: ``straight_through`` (default, the paper's: ReLU forward, identity backward
+  while training) or ``standard``. ∂G/∂h = 2h is 0 where a unit is off, so only the peer
+  term's gradient (linear in h) differs between the two.
 """
 
 from __future__ import annotations
@@ -52,9 +64,12 @@ class FFParams:
     momentum: float = 0.9  # SGD only
     peer_weight: float = 0.03  # λ of peer normalisation; 0 turns it off
     peer_momentum: float = 0.9  # running mean m ← 0.9 m + 0.1 mean_batch(h)
-    prediction: Literal["softmax", "goodness"] = "softmax"
+    prediction: Literal["goodness", "softmax"] = "goodness"
     negatives: Literal["uniform", "hard"] = "uniform"
     eps: float = 1e-8  # of the RMS norm
+    init: Literal["paper", "kaiming"] = "paper"  # N(0, 1/n_out) or N(0, 2/n_in) weights; biases 0
+    label_value: Literal["pixel_max", "one"] = "pixel_max"  # a fully-on pixel, or 1.0 (normalised)
+    relu_grad: Literal["straight_through", "standard"] = "straight_through"
 
 
 # -- the equations ----------------------------------------------------------------------------
@@ -70,8 +85,27 @@ def goodness(h: torch.Tensor) -> torch.Tensor:
 
 
 def ff_loss(goodness_pos: torch.Tensor, goodness_neg: torch.Tensor, threshold: float) -> torch.Tensor:
-    """softplus(−(G⁺ − θ)) + softplus(G⁻ − θ), i.e. BCE with logits G − θ, mean over samples."""
-    return (F.softplus(-(goodness_pos - threshold)) + F.softplus(goodness_neg - threshold)).mean()
+    """BCE with logits G − θ (label 1 for positives, 0 for negatives) averaged over all 2N
+    samples, as the paper's code: (mean softplus(−(G⁺ − θ)) + mean softplus(G⁻ − θ)) / 2."""
+    return (F.softplus(-(goodness_pos - threshold)).mean() + F.softplus(goodness_neg - threshold).mean()) / 2
+
+
+class _StraightThroughReLU(torch.autograd.Function):
+    """max(z, 0) forward; the gradient passes through unchanged, negative inputs included."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
+        return z.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+def ff_relu(z: torch.Tensor, straight_through: bool) -> torch.Tensor:
+    """ReLU; with ``straight_through`` its gradient is the identity (the paper's code, while
+    training), so a unit that is off still learns to switch on."""
+    return _StraightThroughReLU.apply(z) if straight_through else torch.relu(z)
 
 
 def uniform_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -104,8 +138,9 @@ class ForwardForward(Algorithm):
                 f"has only {info.input_features}"
             )
         self.num_classes = info.num_classes
-        # the value of a fully-on pixel in the normalised scale (1.0 on [0, 1] inputs)
-        self.label_value = (1.0 - info.mean[0]) / info.std[0]
+        # pixel_max: the value of a fully-on pixel in the normalised scale (1.0 on [0, 1] inputs);
+        # one: 1.0 in the normalised scale, as the paper's code writes it
+        self.label_value = (1.0 - info.mean[0]) / info.std[0] if params.label_value == "pixel_max" else 1.0
         self.net.body = build_body(arch, info.input_shape)
         self.layers = self.net.body.layers
         self.thresholds = [float(layer.out_features) for layer in self.layers]
@@ -137,10 +172,14 @@ class ForwardForward(Algorithm):
         self.max_epochs = 1
 
     def _init_weights(self) -> None:
-        # Kaiming-normal on RMS-normalised inputs (mean x² = 1) gives E[G_i] = n_i = θ_i at the
-        # start; N(0, 1/n) starts far below θ and spends its first epochs catching up.
+        # paper: N(0, 1/n_out), the paper's code. On RMS-normalised inputs (mean x² = 1) it
+        # starts G_i at n_in/(2 n_out)·θ_i (0.39·θ on MNIST's first layer, 0.5·θ above).
+        # kaiming: N(0, 2/n_in) gives E[G_i] = n_i = θ_i at the start.
         for layer in self.layers:
-            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            if self.params.init == "kaiming":
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            else:
+                nn.init.normal_(layer.weight, 0.0, layer.out_features**-0.5)
             nn.init.zeros_(layer.bias)
         nn.init.zeros_(self.net.classifier.weight)  # starts at uniform predictions
 
@@ -159,10 +198,12 @@ class ForwardForward(Algorithm):
 
     # -- forward --------------------------------------------------------------------------------
     def activities(self, x_embedded: torch.Tensor) -> Iterator[torch.Tensor]:
-        """h_i for each layer in turn; layer i+1 sees rms_normalise(sg(h_i))."""
+        """h_i for each layer in turn; layer i+1 sees rms_normalise(sg(h_i)). The ReLU's
+        gradient is ``params.relu_grad`` (it only matters where a graph is built)."""
         z = rms_normalise(x_embedded, self.params.eps)
+        straight_through = self.params.relu_grad == "straight_through"
         for layer in self.layers:
-            h = torch.relu(layer(z.detach()))
+            h = ff_relu(layer(z.detach()), straight_through)
             yield h
             z = rms_normalise(h, self.params.eps)
 

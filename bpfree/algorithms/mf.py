@@ -1,4 +1,4 @@
-"""Mono-Forward (Gong, Li & Abdulla 2025, arXiv 2501.09238) on an MLP, as ALGORITHMS.md "MF"
+"""Mono-Forward (Gong, Li & Abdulla 2025, arXiv 2501.09238) on an MLP, as docs/algorithms.md#mono-forward-mf
 states.
 
 Each layer learns from its own projection onto the classes, never from the layers above:
@@ -15,6 +15,11 @@ Training (``params.training``):
 
 Prediction (``params.prediction``): argmax a_L M_Lᵀ (``last``, default) or argmax Σ_i a_i M_iᵀ
 (``sum``).
+
+Initialisation as the paper's code: PyTorch's default weights for W_i and M_i, zero biases
+(the MLP body's). Its per-layer early stopping keeps a layer's *last* epoch (no restore);
+``layer_end`` chooses: ``last`` (default, the paper's) or ``best`` (the run's policy decides,
+``early_stopping.restore_best``). docs/paper-code.md lists every difference from the paper's code.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ class MFParams:
     epochs_per_layer: int | None = None  # cap per stage; None: the run's max_epochs
     training: Literal["layerwise", "simultaneous"] = "layerwise"
     prediction: Literal["last", "sum"] = "last"
+    # layer-wise: a layer ends with its last epoch (the paper's code) or, when the run's policy
+    # restores, with its best one (by its validation CE, which favours an early epoch of layer 2+)
+    layer_end: Literal["last", "best"] = "last"
 
 
 @ALGORITHMS.register("mf")
@@ -95,7 +103,8 @@ class MonoForward(Algorithm):
         cap = self.params.epochs_per_layer
         if self.params.training == "simultaneous":
             return [Stage("train", max_epochs=cap)]
-        return [Stage(f"layer{i + 1}", max_epochs=cap) for i in range(len(self.layers))]
+        restore = self.params.layer_end == "best"
+        return [Stage(f"layer{i + 1}", max_epochs=cap, restore_best=restore) for i in range(len(self.layers))]
 
     def _trained_layers(self, stage: Stage) -> list[int]:
         if self.params.training == "simultaneous":

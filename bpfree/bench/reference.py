@@ -36,8 +36,8 @@ from torchvision.transforms import v2
 
 from bpfree.algorithms import Algorithm
 from bpfree.algorithms.bp import Backprop
-from bpfree.algorithms.cafo import CascadedForward, predictor_loss, predictor_probabilities
-from bpfree.algorithms.ff import ForwardForward, ff_loss, goodness, rms_normalise, uniform_wrong_labels
+from bpfree.algorithms.cafo import CascadedForward, combine_block_scores, predictor_loss
+from bpfree.algorithms.ff import ForwardForward, ff_loss, ff_relu, goodness, rms_normalise, uniform_wrong_labels
 from bpfree.algorithms.mf import MonoForward
 from bpfree.data import Split
 from bpfree.errors import BpfreeError
@@ -160,9 +160,10 @@ class ReferenceFF(ReferenceLoop):
 
     def hidden(self, z: torch.Tensor) -> list[torch.Tensor]:
         eps, hs = self.params.eps, []
+        straight_through = self.params.relu_grad == "straight_through"
         z = rms_normalise(z, eps)
         for layer in self.layers:
-            h = torch.relu(layer(z.detach()))
+            h = ff_relu(layer(z.detach()), straight_through)
             hs.append(h)
             z = rms_normalise(h, eps)
         return hs
@@ -285,7 +286,8 @@ class ReferenceCaFo(ReferenceLoop):
         if self.algo.train_blocks:
             history += self.fit_dfa(epochs)
             self.blocks.requires_grad_(False)
-        self.fill_batchnorm_statistics()
+        if self.params.batchnorm == "recompute":
+            self.fill_batchnorm_statistics()
         p = self.params
         optimizer = torch.optim.Adam(
             self.predictors.parameters(), lr=p.predictor_lr, weight_decay=p.predictor_weight_decay
@@ -351,8 +353,8 @@ class ReferenceCaFo(ReferenceLoop):
         return features
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        kind = self.params.predictor_loss
-        return sum(predictor_probabilities(kind, w(f)) for w, f in zip(self.predictors, self.block_features(x)))
+        scores = [w(f) for w, f in zip(self.predictors, self.block_features(x))]
+        return combine_block_scores(self.params.predictor_loss, self.params.aggregate, scores)
 
 
 REFERENCES: dict[type[Algorithm], type[ReferenceLoop]] = {

@@ -32,13 +32,13 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import Dataset
-from torch.utils.flop_counter import FlopCounterMode
 
 from bpfree.algorithms import Algorithm, build_algorithm
 from bpfree.bench.reference import PixelDataset, ReferenceFF, ReferenceLoop, reference_loop, tensor_dataset
 from bpfree.data import Batches, DatasetInfo, DataSplits, Split
 from bpfree.data.core import normalise
 from bpfree.errors import BpfreeError
+from bpfree.hardware import flop_count
 from bpfree.models import ArchSpec, parse_arch
 from bpfree.precision import precision_context, precision_flags
 from bpfree.registry import ALGORITHMS
@@ -58,7 +58,7 @@ class Case:
 
 CASES = [
     Case("bp-mlp", "bp", "mlp:1000,1000"),
-    Case("ff", "ff", "mlp:1000,1000,1000"),
+    Case("ff", "ff", "mlp:1000,1000,1000", (("prediction", "softmax"),)),  # FF's default is goodness
     Case("ff-goodness", "ff", "mlp:1000,1000,1000", (("prediction", "goodness"),)),
     Case("mf", "mf", "mlp:1000,1000"),
     Case("bp-cnn", "bp", "cnn:32,128,512"),
@@ -233,9 +233,9 @@ class Count:
 @contextlib.contextmanager
 def counting() -> Iterator[Count]:
     count = Count()
-    with FlopCounterMode(display=False) as counter, MatmulShapes() as shapes:
+    with flop_count() as total, MatmulShapes() as shapes:
         yield count
-    count.flops = int(counter.get_total_flops())
+    count.flops = total.flops
     count.gemms = shapes.flops
 
 

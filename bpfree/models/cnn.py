@@ -8,15 +8,16 @@ from bpfree.registry import ARCHITECTURES
 
 
 class ConvBlock(nn.Sequential):
-    """CaFo's block: Conv3x3 (stride 1, pad 1) -> ReLU -> MaxPool2x2 -> BatchNorm2d(eps 1e-4)."""
+    """CaFo's block: Conv3x3 (stride 1, pad 1, no bias) -> ReLU -> MaxPool2x2 -> BatchNorm2d.
+
+    As the paper's code (its CaFoBlock, also the BP twin's body): the convolution has no bias
+    (a block with BatchNorm is built without one), its weights are Kaiming-uniform for ReLU
+    (U(±√(6/fan_in))), and BatchNorm keeps PyTorch's defaults (eps 1e-5, momentum 0.1)."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.BatchNorm2d(out_channels, eps=1e-4),
-        )
+        conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_uniform_(conv.weight, mode="fan_in", nonlinearity="relu")
+        super().__init__(conv, nn.ReLU(), nn.MaxPool2d(2), nn.BatchNorm2d(out_channels))
 
 
 @ARCHITECTURES.register("cnn")
