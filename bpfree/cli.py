@@ -21,6 +21,7 @@ COMMANDS = [
     "bpfree.commands.figures",
     "bpfree.commands.bench",
     "bpfree.commands.schema",
+    "bpfree.commands.plan",
 ]
 
 

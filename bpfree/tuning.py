@@ -13,6 +13,11 @@ across restarts and workers alike.
 
 A trial never kills the study: divergence (NaN loss) is recorded PRUNED, an exception (out of
 memory included) FAIL, each with its reason in the trial's ``reason`` user attribute.
+
+Every trial is accounted for, pruned and failed ones included: its epochs, wall time and
+energy (a bpfree.measure Meter window around it, with the energy's source) are user
+attributes in the journal, and after each trial the worker rewrites the study's trial table,
+``STUDY.trials.csv`` beside the journal (:mod:`bpfree.cost` reads it into the cost table).
 """
 
 from __future__ import annotations
@@ -48,11 +53,12 @@ from bpfree import __version__
 from bpfree.algorithms import build_algorithm, check_trainable, params_from_mapping
 from bpfree.data import load_splits
 from bpfree.errors import BpfreeError, is_out_of_memory
-from bpfree.io import write_bytes_atomic, write_yaml_atomic
+from bpfree.io import write_bytes_atomic, write_text_atomic, write_yaml_atomic
+from bpfree.measure import Meter
 from bpfree.models import ArchSpec, parse_arch
 from bpfree.precision import check_precision, precision_context
 from bpfree.registry import ALGORITHMS, DATASETS
-from bpfree.spec import EarlyStopping, Machine, Settings, Tuning
+from bpfree.spec import EarlyStopping, Machine, Measurement, Settings, Tuning
 from bpfree.training import fit, resolve_device, seed_everything
 
 OBJECTIVE = "val_accuracy"  # the final model's accuracy on the validation split, maximised
@@ -217,6 +223,8 @@ class TuneJob:
     study_name: str | None = None  # None: "{algorithm}-{dataset}-{arch}"
     machine: Machine = Machine()  # device and data root (threads are set by the caller)
     precision: str = Settings().precision  # as the runs train: a trial in fp32 would tune another model
+    measurement: Measurement = Measurement()  # the meter around each trial (no idle baseline, no CodeCarbon)
+    trials_csv: Path | None = None  # None: beside the journal, STUDY.trials.csv (trials_csv_path)
 
 
 @dataclass(frozen=True)
@@ -249,6 +257,7 @@ class TuneResult:
     trials_run: int  # by this worker
     elapsed_s: float
     journal_set_aside: Path | None = None  # a damaged journal's copy (see repair_journal)
+    trials_csv: Path | None = None  # the study's trial table (every trial's epochs, time, energy)
 
 
 @dataclass(frozen=True)
@@ -258,6 +267,15 @@ class TrialOutcome:
     reason: str  # "" when complete
     epochs: int
     train_time_s: float
+    time_s: float | None = None  # the trial's measured window: building, fitting, validating
+    energy_j: float | None = None  # the computing device's energy over that window
+    energy_source: str | None = None  # nvml-counter, rapl, estimate... (never an estimate called measured)
+
+
+def trials_csv_path(storage: str | Path) -> Path:
+    """The study's trial table beside its journal: ``study.journal`` -> ``study.trials.csv``."""
+    storage = Path(storage)
+    return storage.with_name(f"{storage.stem}.trials.csv")
 
 
 def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
@@ -277,15 +295,23 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
         policy = policy.replace(max_epochs=job.settings.max_epochs)
     study_name = job.study_name or f"{job.algorithm}-{job.dataset}-{arch}"
     set_aside = repair_journal(job.storage)
-    study = open_study(job.storage, study_name, job.settings)
+    budget = None
+    if job.settings.pruner == "hyperband":
+        from bpfree.cost import worst_case_epochs
+
+        # hyperband's largest resource: the most epochs a trial can train, every stage counted
+        budget = worst_case_epochs(job.algorithm, arch, job.dataset, space, policy.max_epochs)
+    study = open_study(job.storage, study_name, job.settings, max_resource=budget)
     _check_identity(study, job, arch, space, policy)
+    table = job.trials_csv or trials_csv_path(job.storage)
 
     start = time.perf_counter()
     # read before any trial is asked for, so a missing dataset leaves no trial RUNNING
     data = load_splits(job.dataset, root=job.machine.data_root, seed=job.settings.seed, device=device)
     trials_run = consecutive_failures = 0
     disable = None if progress is None else not progress  # None: a bar only on a terminal
-    with tqdm(total=job.n_trials, desc=f"tune {job.algorithm}", unit="trial", disable=disable) as bar:
+    meter = Meter.for_device(device, job.measurement)
+    with meter, tqdm(total=job.n_trials, desc=f"tune {job.algorithm}", unit="trial", disable=disable) as bar:
         while job.settings.timeout is None or time.perf_counter() - start < job.settings.timeout:
             trial, counts = _next_trial(study, job, space)
             bar.n = counts.complete
@@ -295,8 +321,9 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
                     break
                 time.sleep(WAIT_POLL_S)  # the last trials run elsewhere; one may yet be pruned
                 continue
-            outcome = _run_trial(trial, space, job, arch, policy, data, device)
+            outcome = _run_trial(trial, space, job, arch, policy, data, device, meter)
             _finish(study, trial, outcome)
+            write_trials_csv(table, study, job.settings.pruner)
             trials_run += 1
             _log_trial(bar, trial, outcome)
             consecutive_failures = consecutive_failures + 1 if outcome.state == TrialState.FAIL else 0
@@ -306,6 +333,7 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
                     f"stopping study {study_name!r} in {job.storage}"
                 )
 
+    write_trials_csv(table, study, job.settings.pruner)  # stale trials this worker failed are in it too
     counts = StudyCounts.of(study)
     if counts.complete == 0:
         raise BpfreeError(
@@ -315,12 +343,13 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     best = study.best_trial
     best_params = dataclasses.asdict(params_from_mapping(job.algorithm, space.params(best.params)))
     elapsed = time.perf_counter() - start
-    return TuneResult(job, arch, study_name, space, best, best_params, counts, trials_run, elapsed, set_aside)
+    return TuneResult(job, arch, study_name, space, best, best_params, counts, trials_run, elapsed, set_aside, table)
 
 
 # -- the study in its journal -------------------------------------------------------------------
-def open_study(storage: str | Path, study_name: str, settings: Tuning) -> optuna.Study:
-    """Create the study, or load it when the journal already holds it (resume, or join)."""
+def open_study(storage: str | Path, study_name: str, settings: Tuning, max_resource: int | None = None) -> optuna.Study:
+    """Create the study, or load it when the journal already holds it (resume, or join).
+    ``max_resource``: a trial's epoch budget, every stage counted (hyperband's)."""
     path = Path(storage)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,7 +361,7 @@ def open_study(storage: str | Path, study_name: str, settings: Tuning) -> optuna
         study_name=study_name,
         direction="maximize",
         sampler=make_sampler(settings, 0),
-        pruner=make_pruner(settings),
+        pruner=make_pruner(settings, max_resource),
         load_if_exists=True,
     )
 
@@ -409,14 +438,30 @@ def make_sampler(settings: Tuning, trials_so_far: int) -> optuna.samplers.TPESam
     )
 
 
-def make_pruner(settings: Tuning) -> optuna.pruners.BasePruner:
+def make_pruner(settings: Tuning, max_resource: int | None = None) -> optuna.pruners.BasePruner:
+    """The study's pruner. Steps are epochs counted from 1 over all stages of a trial.
+
+    - median: a trial below the median of earlier trials at the same epoch stops
+      (``pruner_startup_trials`` finish first; epochs up to ``pruner_warmup_epochs`` are safe).
+    - successive-halving (ASHA): rungs at epochs w, w*r, w*r^2, ... (w = warmup + 1, r =
+      ``pruner_reduction_factor``); at each rung only the top 1/r of the trials that reached it
+      go on.
+    - hyperband: several successive-halving brackets, from aggressive to none, with the
+      resource running from w to ``max_resource`` epochs (the trial's epoch budget; Optuna
+      estimates it from the first complete trial when None). A trial's bracket is fixed by
+      the study name and trial number, so a resumed study keeps its brackets.
+    """
+    warmup = settings.pruner_warmup_epochs + 1  # the first epoch that may be pruned
+    rate = settings.pruner_reduction_factor
     if settings.pruner == "none":
         return optuna.pruners.NopPruner()
-    # steps are epochs counted from 1; Optuna's warmup protects steps < n_warmup_steps
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=settings.pruner_startup_trials,
-        n_warmup_steps=settings.pruner_warmup_epochs + 1,
-    )
+    if settings.pruner == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=warmup, reduction_factor=rate)
+    if settings.pruner == "hyperband":
+        top = "auto" if max_resource is None else max(int(max_resource), warmup)
+        return optuna.pruners.HyperbandPruner(min_resource=warmup, max_resource=top, reduction_factor=rate)
+    # Optuna's warmup protects steps < n_warmup_steps
+    return optuna.pruners.MedianPruner(n_startup_trials=settings.pruner_startup_trials, n_warmup_steps=warmup)
 
 
 def _check_identity(
@@ -565,10 +610,25 @@ def _alive(pid: Any, started: Any = None) -> bool:
 
 
 # -- one trial ------------------------------------------------------------------------------
-def _run_trial(trial, space, job, arch, policy, data, device) -> TrialOutcome:
+def _run_trial(trial, space, job, arch, policy, data, device, meter: Meter | None = None) -> TrialOutcome:
+    """One trial in its own measurement window ("trial": building the model, every epoch,
+    the final validation), whatever its end: its time and energy are part of the study's cost."""
+    if meter is None:
+        return _train_trial(trial, space, job, arch, policy, data, device)
+    meter.begin_window("trial")
+    try:
+        outcome = _train_trial(trial, space, job, arch, policy, data, device)
+    finally:
+        window = meter.end_window("trial")
+    energy = window.of(meter.primary_domain)
+    return dataclasses.replace(outcome, time_s=window.time_s, energy_j=energy.joules, energy_source=energy.source)
+
+
+def _train_trial(trial, space, job, arch, policy, data, device) -> TrialOutcome:
     """Train one configuration; report validation accuracy per epoch (global epoch number as
     the step) so the pruner can stop it. Nothing raised here escapes but KeyboardInterrupt."""
     epochs, started = 0, time.perf_counter()
+    pruner = job.settings.pruner
 
     def on_epoch_end(record) -> None:
         nonlocal epochs
@@ -578,7 +638,7 @@ def _run_trial(trial, space, job, arch, policy, data, device) -> TrialOutcome:
         _set_attr(trial, "heartbeat", time.time())
         if trial.should_prune():
             raise optuna.TrialPruned(
-                f"pruned at epoch {record.epoch}: val accuracy {record.val_accuracy:.4f} below the median"
+                f"pruned at epoch {record.epoch} by the {pruner} pruner: val accuracy {record.val_accuracy:.4f}"
             )
 
     def ended(state: TrialState, reason: str) -> TrialOutcome:
@@ -620,6 +680,11 @@ def _first_line(err: BaseException) -> str:
 def _finish(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
     _set_attr(trial, "epochs", outcome.epochs)
     _set_attr(trial, "train_time_s", round(outcome.train_time_s, 3))
+    if outcome.time_s is not None:
+        _set_attr(trial, "time_s", round(outcome.time_s, 3))
+    if outcome.energy_j is not None:
+        _set_attr(trial, "energy_j", outcome.energy_j)
+        _set_attr(trial, "energy_source", outcome.energy_source)
     if outcome.reason:
         _set_attr(trial, "reason", outcome.reason)
     values = outcome.value if outcome.state == TrialState.COMPLETE else None
@@ -673,6 +738,7 @@ def best_params_document(result: TuneResult) -> dict[str, Any]:
             "name": settings.pruner,
             "startup_trials": settings.pruner_startup_trials,
             "warmup_epochs": settings.pruner_warmup_epochs,
+            "reduction_factor": settings.pruner_reduction_factor,
         },
         "max_epochs": settings.max_epochs or result.job.early_stopping.max_epochs,
         "search_space": result.space.describe(),
@@ -686,3 +752,80 @@ def best_params_document(result: TuneResult) -> dict[str, Any]:
 
 def write_best_params(path: str | Path, result: TuneResult) -> None:
     write_yaml_atomic(path, best_params_document(result))
+
+
+# one row per trial, every state: what the study cost (bpfree.cost reads it)
+TRIAL_COLUMNS = [
+    "study",
+    "algorithm",
+    "arch",
+    "dataset",
+    "pruner",
+    "number",
+    "state",
+    "value",
+    "epochs",
+    "time_s",
+    "train_time_s",
+    "energy_j",
+    "energy_source",
+    "reason",
+    "params",
+]
+
+
+def trial_records(study: optuna.Study, pruner: str = "") -> list[dict[str, Any]]:
+    """Every trial of the study with its epochs, time and energy (None: not measured).
+
+    A trial failed as stale (its worker died) has no recorded end: its epochs are the last
+    it reported, its time runs from its start to its last heartbeat, its energy is unknown."""
+    identity = study.user_attrs.get("bpfree") or {}
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        epochs = attrs.get("epochs")
+        if epochs is None and trial.intermediate_values:
+            epochs = max(trial.intermediate_values)
+        time_s = attrs.get("time_s", attrs.get("train_time_s"))
+        if time_s is None and trial.datetime_start is not None and attrs.get("heartbeat") is not None:
+            time_s = round(max(0.0, attrs["heartbeat"] - trial.datetime_start.timestamp()), 3)
+        rows.append(
+            {
+                "study": study.study_name,
+                "algorithm": identity.get("algorithm"),
+                "arch": identity.get("arch"),
+                "dataset": identity.get("dataset"),
+                "pruner": pruner,
+                "number": trial.number,
+                "state": "failed" if trial.state == TrialState.FAIL else trial.state.name.lower(),
+                "value": trial.value if trial.state == TrialState.COMPLETE else None,
+                "epochs": epochs,
+                "time_s": time_s,
+                "train_time_s": attrs.get("train_time_s"),
+                "energy_j": attrs.get("energy_j"),
+                "energy_source": attrs.get("energy_source"),
+                "reason": attrs.get("reason", ""),
+                "params": json.dumps(trial.params, sort_keys=True),
+            }
+        )
+    return rows
+
+
+def write_trials_csv(path: str | Path, study: optuna.Study, pruner: str = "") -> None:
+    """The study's trial table, rewritten whole (atomically) from the journal; left alone
+    when unchanged, so that a worker ending after the others does not touch its time stamp."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=TRIAL_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(trial_records(study, pruner))
+    text = buffer.getvalue()
+    path = Path(path)
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    write_text_atomic(path, text)

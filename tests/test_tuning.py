@@ -395,3 +395,137 @@ def test_a_sigkilled_tune_resumes_to_its_trial_count_with_nothing_left_running(t
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
     assert not any(t.state == TrialState.RUNNING for t in trials)
     assert trials[running_at_kill].state == TrialState.FAIL
+
+
+# -- every trial accounted for (issue 16) ------------------------------------------------------
+def read_trial_table(path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_trial_has_its_epochs_time_and_energy_pruned_and_failed_ones_included(tmp_path, monkeypatch):
+    # trial 0 trains; 1 raises in setup; 2 diverges at its first epoch; 3 trains; then an
+    # orphan left RUNNING by a dead worker is failed as stale on the next run
+    plan = iter(["ok", "raise", "nan", "ok"])
+    original_begin, original_epoch = Backprop.begin_stage, Backprop.train_epoch
+
+    def begin_stage(self, stage, max_epochs):
+        self.behaviour = next(plan, "ok")
+        if self.behaviour == "raise":
+            raise RuntimeError("boom in trial setup")
+        original_begin(self, stage, max_epochs)
+
+    def train_epoch(self, stage, batches):
+        loss = original_epoch(self, stage, batches)
+        return math.nan if self.behaviour == "nan" else loss
+
+    monkeypatch.setattr(Backprop, "begin_stage", begin_stage)
+    monkeypatch.setattr(Backprop, "train_epoch", train_epoch)
+    result = tune(make_job(tmp_path, 2), progress=False)
+    assert result.trials_csv == tmp_path / "study.trials.csv"
+
+    rows = read_trial_table(result.trials_csv)
+    assert [r["state"] for r in rows] == ["complete", "failed", "pruned", "complete"]
+    assert {(r["algorithm"], r["arch"], r["dataset"]) for r in rows} == {("bp", "mlp:32", "digits")}
+    complete, failed, pruned = rows[0], rows[1], rows[2]
+    assert int(complete["epochs"]) == 2 and float(complete["value"]) > 0.5
+    assert int(failed["epochs"]) == 0 and failed["reason"] == "RuntimeError: boom in trial setup"
+    assert int(pruned["epochs"]) == 1 and pruned["value"] == ""  # diverged: pruned, no value
+    for row in rows:  # the failed trial's setup took time and energy too
+        assert float(row["time_s"]) > 0 and float(row["energy_j"]) > 0
+        assert row["energy_source"] in ("estimate", "rapl")  # a CPU: never "measured" by a GPU counter
+    journal = stored_trials(tmp_path / "study.journal")
+    assert [t.user_attrs["energy_source"] for t in journal] == [r["energy_source"] for r in rows]
+    assert journal[0].user_attrs["time_s"] >= journal[0].user_attrs["train_time_s"]
+
+    # a trial whose worker died has no end of its own: it still gets a row (its last epoch)
+    study = open_study(tmp_path / "study.journal", "bp-digits-mlp:32", make_job(tmp_path, 3).settings)
+    orphan = study.ask(search_space("bp").distributions)
+    orphan.report(0.5, 1)
+    tune(make_job(tmp_path, 3), progress=False)
+    rows = read_trial_table(result.trials_csv)
+    assert [r["state"] for r in rows] == ["complete", "failed", "pruned", "complete", "failed", "complete"]
+    assert rows[4]["reason"].startswith("stale") and rows[4]["epochs"] == "1" and rows[4]["energy_j"] == ""
+
+
+@pytest.mark.parametrize("pruner", ["median", "successive-halving", "hyperband", "none"])
+def test_each_pruner_is_built_as_configured(pruner):
+    from bpfree.tuning import make_pruner
+
+    settings = Tuning(pruner=pruner, pruner_warmup_epochs=1, pruner_reduction_factor=2, pruner_startup_trials=4)
+    built = make_pruner(settings, max_resource=30)
+    kind = {
+        "median": optuna.pruners.MedianPruner,
+        "successive-halving": optuna.pruners.SuccessiveHalvingPruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "none": optuna.pruners.NopPruner,
+    }[pruner]
+    assert type(built) is kind
+    if pruner == "hyperband":  # the resource is epochs: from the first prunable one to the budget
+        assert (built._min_resource, built._max_resource, built._reduction_factor) == (2, 30, 2)
+    if pruner == "successive-halving":
+        assert (built._min_resource, built._reduction_factor) == (2, 2)
+    if pruner == "median":
+        assert (built._n_startup_trials, built._n_warmup_steps) == (4, 2)
+
+
+def test_the_pruner_must_be_one_we_know():
+    with pytest.raises(BpfreeError, match="successive-halving"):
+        from bpfree.spec import parse
+
+        parse(Tuning, {"pruner": "asha"}, where="tuning")
+
+
+@pytest.mark.parametrize("pruner", ["hyperband", "successive-halving"])
+def test_a_multi_fidelity_study_prunes_and_resumes_from_its_journal(tmp_path, pruner):
+    space = {"bp": {"lr": {"type": "float", "low": 1e-7, "high": 1e-1, "log": True}}}
+    job = make_job(tmp_path, 2, max_epochs=4, pruner=pruner, search_spaces=space)
+    study = open_study(job.storage, "bp-digits-mlp:32", job.settings, max_resource=4)
+    for lr in (1e-2, 1e-7, 1e-7, 1e-2):  # good, hopeless, hopeless, good
+        study.enqueue_trial({"lr": lr})
+    tune(job, progress=False)
+    trials = stored_trials(job.storage)
+    assert sum(t.state == TrialState.PRUNED for t in trials) >= 1
+    assert all(f"by the {pruner} pruner" in t.user_attrs["reason"] for t in trials if t.state == TrialState.PRUNED)
+
+    # resumed for more trials, the same pruner picks the study up where it stopped
+    resumed = tune(make_job(tmp_path, 4, max_epochs=4, pruner=pruner, search_spaces=space), progress=False)
+    assert resumed.counts.complete == 4 and resumed.counts.running == 0
+    rows = read_trial_table(resumed.trials_csv)
+    assert len(rows) == len(stored_trials(job.storage)) and {r["pruner"] for r in rows} == {pruner}
+
+
+def test_cli_tune_takes_the_pruner_and_writes_the_trial_table(tmp_path, capsys):
+    out = tmp_path / "best.yaml"
+    code = main(
+        [
+            "tune",
+            "--algorithm",
+            "bp",
+            "--dataset",
+            "digits",
+            "--arch",
+            "mlp:16",
+            "--n-trials",
+            "2",
+            "--max-epochs",
+            "2",
+            "--pruner",
+            "hyperband",
+            "--storage",
+            str(tmp_path / "s.journal"),
+            "--trials-out",
+            str(tmp_path / "t.csv"),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    document = yaml.safe_load(out.read_text())
+    assert document["pruner"]["name"] == "hyperband" and document["pruner"]["reduction_factor"] == 3
+    assert [r["pruner"] for r in read_trial_table(tmp_path / "t.csv")][:2] == ["hyperband", "hyperband"]
+    assert "t.csv" in capsys.readouterr().out

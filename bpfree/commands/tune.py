@@ -10,7 +10,9 @@ from bpfree.commands.common import add_machine_arguments, add_subject_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tune", help="tune an algorithm's hyperparameters with Optuna (TPE, median pruner)")
+    p = sub.add_parser(
+        "tune", help="tune an algorithm's hyperparameters with Optuna (TPE; median, successive-halving or hyperband)"
+    )
     add_subject_arguments(p)
     p.add_argument(
         "--n-trials",
@@ -27,6 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study-name", help="default: ALGORITHM-DATASET-ARCH")
     p.add_argument("--timeout", type=float, help="seconds after which this worker starts no new trial")
     p.add_argument("--max-epochs", type=int, help="epoch budget of one trial (default: tuning.max_epochs)")
+    p.add_argument(
+        "--pruner",
+        choices=["median", "successive-halving", "hyperband", "none"],
+        help="default: tuning.pruner of --config (median)",
+    )
+    p.add_argument(
+        "--trials-out",
+        help="the study's trial table: every trial's state, epochs, time and energy "
+        "(default: beside the journal, STORAGE-without-suffix.trials.csv)",
+    )
     add_machine_arguments(p)
     p.set_defaults(func=run, catalog=True)
 
@@ -51,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     ALGORITHMS.get(args.algorithm)  # fail on names before anything else
     DATASETS.get(args.dataset)
     arch = parse_arch(args.arch) if args.arch else None
-    overrides = {"seed": args.seed, "timeout": args.timeout, "max_epochs": args.max_epochs}
+    overrides = {"seed": args.seed, "timeout": args.timeout, "max_epochs": args.max_epochs, "pruner": args.pruner}
     # the command line's values are checked as the config's would be (a negative --seed...)
     given = {k: v for k, v in overrides.items() if v is not None}
     tuning = parse(Tuning, {**settings.tuning.model_dump(), **given}, where="tuning")
@@ -61,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     # both are written to only after trials: find out now that they can be
     writable_directory(Path(args.storage).parent, "the journal's directory")
     writable_directory(Path(args.out).parent, "the directory of --out")
+    if args.trials_out:
+        writable_directory(Path(args.trials_out).parent, "the directory of --trials-out")
     job = TuneJob(
         algorithm=args.algorithm,
         dataset=args.dataset,
@@ -72,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         study_name=args.study_name,
         machine=Machine(device=args.device or settings.device, data_root=args.data_root or settings.data_root),
         precision=settings.precision,
+        measurement=settings.measurement,
+        trials_csv=Path(args.trials_out) if args.trials_out else None,
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # bpfree prints one line per trial
     # SLURM ends a job with SIGTERM: let the running trial be recorded FAIL ("interrupted")
@@ -87,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         f"{args.algorithm} {result.arch} on {args.dataset}: study {result.study_name!r} has "
         f"{c.complete} complete{short}, {c.pruned} pruned, {c.failed} failed trials; best "
         f"val accuracy {result.best.value:.4f} (trial {result.best.number}); {result.trials_run} "
-        f"trials here in {result.elapsed_s:.1f} s -> {args.out}"
+        f"trials here in {result.elapsed_s:.1f} s -> {args.out}; every trial's cost: {result.trials_csv}"
     )
     return 0
 

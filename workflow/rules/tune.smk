@@ -3,11 +3,14 @@
 # interrupted study resumes. With tune_workers: K, K-1 more jobs (tune_worker) join the
 # same study at once (on SLURM: K jobs on K GPUs); --n-trials counts the study's complete
 # trials across workers, and each worker ends only when the study has them all.
+# Every trial, pruned and failed ones included, is a row of study.trials.csv beside the
+# journal (its epochs, time and energy): the cost table (rule aggregate) reads it.
 
 
 TUNE_SHELL = (
     "bpfree tune --algorithm {wildcards.algorithm:q} --dataset {wildcards.dataset:q} "
     "--arch {params.arch:q} --n-trials {params.n_trials} --storage {params.journal:q} "
+    "--trials-out {params.trials:q} "
     "--out {output.best:q} --config {params.config_path:q} "
     "--device {params.device:q} --threads {threads} --data-root {params.data_root:q} > {log:q} 2>&1"
 )
@@ -16,6 +19,7 @@ TUNE_SHELL = (
 TUNE_PARAMS = dict(
     arch=lambda wc: slug_to_arch(wc.arch),
     journal=lambda wc: f"results/tuning/{wc.dataset}/{wc.arch}/{wc.algorithm}/study.journal",
+    trials=lambda wc: f"results/tuning/{wc.dataset}/{wc.arch}/{wc.algorithm}/study.trials.csv",
     n_trials=N_TRIALS,
     config_path=CONFIGFILE,
     device=CONFIG.device,
@@ -30,6 +34,8 @@ rule tune:
         unpack(dataset_ready),
     output:
         best="results/tuning/{dataset}/{arch}/{algorithm}/best_params.yaml",
+        # rewritten from the journal after each trial by whichever worker ran it
+        trials="results/tuning/{dataset}/{arch}/{algorithm}/study.trials.csv",
     log:
         "logs/tune/{dataset}/{arch}/{algorithm}.log",
     threads: every_core

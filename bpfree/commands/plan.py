@@ -1,0 +1,43 @@
+"""``bpfree plan``: the size of a workflow config's grid before anything runs: the studies and
+runs the Snakefile would plan, their worst-case epochs per phase, and a time estimate where
+earlier results measured seconds per epoch."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan", help="forecast a config's cost before running it: worst-case epochs per phase, time from earlier runs"
+    )
+    p.add_argument("--configfile", required=True, help="the workflow config (as given to snakemake --configfile)")
+    p.add_argument(
+        "--results",
+        default="results",
+        help="where earlier runs and studies are, for seconds per epoch (default: results)",
+    )
+    p.add_argument("--csv", help="also write one row per study here")
+    p.set_defaults(func=run, catalog=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bpfree.cost import plan_rows, plan_text
+    from bpfree.errors import BpfreeError
+    from bpfree.spec import read_yaml
+
+    config = read_yaml(args.configfile)
+    if not isinstance(config, dict):
+        raise BpfreeError(f"{args.configfile} is not a workflow config (not a mapping)")
+    try:
+        rows = plan_rows(config, args.results)
+    except BpfreeError as err:
+        raise BpfreeError(f"{args.configfile}: {err}") from None
+    print(plan_text(rows, args.configfile), end="")
+    if args.csv:
+        import polars as pl
+
+        from bpfree.io import write_text_atomic
+
+        write_text_atomic(args.csv, pl.DataFrame(rows).write_csv())
+    return 0
