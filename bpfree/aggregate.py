@@ -336,6 +336,11 @@ def bp_deltas(runs: pl.DataFrame) -> pl.DataFrame:
 
 
 # -- against the paper --------------------------------------------------------------------
+# our datasets that stand in for one of the paper's: a subset of it, compared with its rows
+PAPER_STAND_INS = {"mnist-5k": "mnist"}
+SUBSET_NOTES = {"mnist-5k": "5,000-image subset of MNIST: compare the changes vs BP, not accuracies"}
+
+
 def paper_results() -> pl.DataFrame:
     """The paper's numbers (package data), with its architectures in our notation."""
     text = resources.files("bpfree.data").joinpath("paper_results.csv").read_text()
@@ -383,6 +388,7 @@ def paper_comparison(methods: pl.DataFrame, deltas: pl.DataFrame) -> pl.DataFram
     paper = _with_bp_change(paper, "paper_accuracy_pct", "paper_accuracy_vs_bp_pp", points=True)
     paper = _with_bp_change(paper, "paper_time_s", "paper_time_vs_bp_pct", points=False)
     paper = _with_bp_change(paper, "paper_energy_j", "paper_energy_vs_bp_pct", points=False)
+    paper = paper.rename({"dataset": "paper_dataset"})
 
     def col(name: str, scale: float = 1.0) -> pl.Expr:
         if name in methods.columns:
@@ -410,9 +416,18 @@ def paper_comparison(methods: pl.DataFrame, deltas: pl.DataFrame) -> pl.DataFram
     for metric, (name, column, scale) in change.items():
         picked = deltas.filter(pl.col("metric") == metric).select(*KEYS, (pl.col(column) * scale).alias(name))
         ours = ours.join(picked, on=KEYS, how="left")
-    table = paper.join(ours, on=KEYS, how="left").with_columns(pl.col("runs").fill_null(0))
+    # a subset of one of the paper's datasets (mnist-5k) is compared with the paper's rows for
+    # the whole dataset: a row each, labelled, the changes against each BP twin the comparable part
+    ours = ours.with_columns(pl.col("dataset").replace(PAPER_STAND_INS).alias("paper_dataset"))
+    table = paper.join(ours, on=["algorithm", "arch", "paper_dataset"], how="left").with_columns(
+        pl.col("runs").fill_null(0),
+        pl.coalesce("dataset", "paper_dataset").alias("dataset"),
+        pl.col("dataset").replace_strict(SUBSET_NOTES, default=None, return_dtype=pl.String).alias("note"),
+    )
     order = [
         *KEYS,
+        "paper_dataset",
+        "note",
         "paper_arch",
         "runs",
         "accuracy_pct",
@@ -561,7 +576,7 @@ def paper_display(paper: pl.DataFrame) -> pl.DataFrame:
             {
                 "algorithm": r["algorithm"],
                 "arch": r["arch"],
-                "dataset": r["dataset"],
+                "dataset": r["dataset"] + (f" (vs paper's {r['paper_dataset']})" if r["note"] else ""),
                 "runs": str(r["runs"]),
                 "accuracy % (ours)": _num(r["accuracy_pct"]),
                 "accuracy % (paper)": _num(r["paper_accuracy_pct"]),
@@ -575,6 +590,138 @@ def paper_display(paper: pl.DataFrame) -> pl.DataFrame:
                 "energy J (paper, GPU NVML)": _num(r["paper_energy_j"], 0),
                 "energy vs bp % (ours)": _num(r["energy_vs_bp_pct"], 1, sign=True),
                 "energy vs bp % (paper)": _num(r["paper_energy_vs_bp_pct"], 1, sign=True),
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+# -- where compute, memory and time go (bpfree.hardware) -----------------------------------
+HARDWARE_MEANS = [
+    "train_flops_per_sample",
+    "infer_flops_per_sample",
+    "run_flops",
+    "achieved_flops_per_s",
+    "energy_per_flop_j",
+    "memory_weights_mb",
+    "memory_gradients_mb",
+    "memory_optimizer_mb",
+    "memory_activations_mb",
+    "memory_cached_features_mb",
+    "memory_data_mb",
+    "memory_breakdown_total_mb",
+    "peak_memory_mb",
+    "train_time_s",
+    "time_data_s",
+    "time_compute_s",
+    "time_eval_s",
+    "time_checkpoint_s",
+    "time_measurement_s",
+    "time_other_s",
+]
+
+
+def _stage_flops(paths: Iterable[str | Path]) -> dict[tuple, str]:
+    """Per (algorithm, arch, dataset): each stage's training FLOPs per sample of one epoch,
+    with what it does once (caches) in brackets, from the first analysed run's record."""
+    out: dict[tuple, str] = {}
+    for path in paths:
+        record = read_record(path)
+        key = (record.algorithm, record.arch, record.dataset)
+        if key in out or not record.flops_by_stage:
+            continue
+        parts = []
+        for stage, entry in record.flops_by_stage.items():
+            text = f"{stage} {entry.get('train_flops_per_sample', math.nan):.3g}"
+            once = entry.get("train_setup_flops_per_sample") or 0.0
+            parts.append(text + (f" (+{once:.3g} once)" if once else ""))
+        out[key] = "; ".join(parts)
+    return out
+
+
+def hardware_table(runs: pl.DataFrame, metrics_paths: Iterable[str | Path] = ()) -> pl.DataFrame:
+    """One row per (algorithm, arch, dataset): means over its ok, analysed runs of FLOPs per
+    sample, FLOPs of the run, achieved FLOP/s, energy per FLOP (where measured), memory by
+    part next to the measured peak, and the time split; ``*_vs_bp``: ratio to the BP twin."""
+    columns = [c for c in HARDWARE_MEANS if c in runs.columns]
+    if "train_flops_per_sample" not in columns:
+        return pl.DataFrame({k: [] for k in KEYS}, schema={k: pl.String for k in KEYS})
+    analysed = runs.filter((pl.col("status") == "ok") & pl.col("train_flops_per_sample").is_not_null())
+    firsts = [c for c in ("memory_breakdown_stage", "memory_breakdown_source", "peak_memory_kind") if c in runs.columns]
+    sources = [c for c in ("energy_per_flop_source",) if c in runs.columns]
+    table = (
+        analysed.group_by(KEYS)
+        .agg(
+            pl.len().alias("runs"),
+            *(pl.col(c).cast(pl.Float64).mean() for c in columns),
+            *(pl.col(c).drop_nulls().first() for c in firsts),
+            *(pl.col(c).drop_nulls().unique().sort().str.join(", ") for c in sources),
+        )
+        .sort("dataset", "arch", "algorithm")
+    )
+    twin = table.filter(pl.col("algorithm") == BASELINE).select(
+        "arch",
+        "dataset",
+        *(
+            pl.col(c).alias(f"_{c}")
+            for c in ("train_flops_per_sample", "infer_flops_per_sample", "memory_breakdown_total_mb")
+            if c in table.columns
+        ),
+    )
+    table = table.join(twin, on=["arch", "dataset"], how="left").with_columns(
+        (pl.col("train_flops_per_sample") / pl.col("_train_flops_per_sample")).alias("train_flops_vs_bp"),
+        (pl.col("infer_flops_per_sample") / pl.col("_infer_flops_per_sample")).alias("infer_flops_vs_bp"),
+        (pl.col("memory_breakdown_total_mb") / pl.col("_memory_breakdown_total_mb")).alias("memory_vs_bp"),
+    )
+    stages = _stage_flops(metrics_paths)
+    table = table.with_columns(
+        pl.Series(
+            "train_flops_by_stage",
+            [stages.get((a, r, d)) for a, r, d in table.select(KEYS).iter_rows()],
+            dtype=pl.String,
+        )
+    )
+    return table.select([c for c in table.columns if not c.startswith("_")])
+
+
+def hardware_display(table: pl.DataFrame) -> pl.DataFrame:
+    def sci(value) -> str:
+        return "–" if value is None else f"{value:.3g}"
+
+    def vs(row, column) -> str:
+        value = row.get(column)
+        return "" if row["algorithm"] == BASELINE or value is None else f" (×{value:.2f} bp)"
+
+    def share(row, column) -> str:
+        total = row.get("train_time_s")
+        value = row.get(column)
+        return "–" if not total or value is None else f"{100 * value / total:.0f}"
+
+    rows = []
+    for r in table.iter_rows(named=True):
+        energy_per_flop = r.get("energy_per_flop_j")
+        memory = " / ".join(
+            _sig(r.get(f"memory_{part}_mb"), 3)
+            for part in ("weights", "gradients", "optimizer", "activations", "cached_features", "data")
+        )
+        rows.append(
+            {
+                "algorithm": r["algorithm"],
+                "arch": r["arch"],
+                "dataset": r["dataset"],
+                "train FLOPs/sample": sci(r.get("train_flops_per_sample")) + vs(r, "train_flops_vs_bp"),
+                "by stage (one epoch)": r.get("train_flops_by_stage") or "–",
+                "inference FLOPs/sample": sci(r.get("infer_flops_per_sample")) + vs(r, "infer_flops_vs_bp"),
+                "GFLOP/s": _num((r.get("achieved_flops_per_s") or math.nan) / 1e9, 2),
+                "pJ/FLOP": "not measured"
+                if energy_per_flop is None
+                else f"{energy_per_flop * 1e12:.3g} ({r.get('energy_per_flop_source')})",
+                "memory MB: weights / grads / optim. / activ. / cached / data": memory,
+                "sum (MB)": _sig(r.get("memory_breakdown_total_mb"), 3) + vs(r, "memory_vs_bp"),
+                "measured peak (MB)": _with_source(_num(r.get("peak_memory_mb"), 0), r.get("peak_memory_kind")),
+                "time %: data / compute / eval / ckpt / meas. / other": " / ".join(
+                    share(r, f"time_{part}_s")
+                    for part in ("data", "compute", "eval", "checkpoint", "measurement", "other")
+                ),
             }
         )
     return pl.DataFrame(rows)
@@ -629,13 +776,27 @@ class Tables:
     deltas: pl.DataFrame
     paper: pl.DataFrame
     histories: pl.DataFrame
+    cost: pl.DataFrame | None = None  # tuning next to the final runs (bpfree.cost)
+    hardware: pl.DataFrame | None = None  # FLOPs, memory by part, time split per method (bpfree.hardware)
+    to_target: pl.DataFrame | None = None  # each run's cost to a target accuracy (bpfree.target)
 
 
-def build_tables(metrics_paths: list[str | Path]) -> Tables:
+def build_tables(
+    metrics_paths: list[str | Path], trials_paths: list[str | Path] = (), *, target_fraction: float = 0.99
+) -> Tables:
+    """``trials_paths``: the studies' trial tables (``STUDY.trials.csv``) for the cost table."""
+    from bpfree.cost import cost_table, read_trials
+
     runs = read_metrics(metrics_paths)
     methods = method_stats(runs)
     deltas = bp_deltas(runs)
-    return Tables(runs, methods, deltas, paper_comparison(methods, deltas), read_histories(metrics_paths))
+    tables = Tables(runs, methods, deltas, paper_comparison(methods, deltas), read_histories(metrics_paths))
+    tables.cost = cost_table(runs, read_trials(trials_paths))
+    from bpfree.target import to_target
+
+    tables.hardware = hardware_table(runs, metrics_paths)
+    tables.to_target = to_target(runs, tables.histories, target_fraction)
+    return tables
 
 
 def write_tables(tables: Tables, out_dir: str | Path) -> list[Path]:
@@ -644,7 +805,17 @@ def write_tables(tables: Tables, out_dir: str | Path) -> list[Path]:
     from bpfree.io import write_text_atomic
 
     out_dir = Path(out_dir)
+    from bpfree.cost import cost_display
+
     display = {"summary": summary_display, "methods": methods_display, "deltas": deltas_display, "paper": paper_display}
+    if tables.cost is not None:
+        display["cost"] = cost_display
+    from bpfree.target import to_target_display
+
+    if tables.hardware is not None:
+        display["hardware"] = hardware_display
+    if tables.to_target is not None:
+        display["to_target"] = to_target_display
     written = []
     for name, shown in display.items():
         frame = getattr(tables, name)

@@ -34,6 +34,9 @@ class Tables:
     methods: pl.DataFrame  # mean, sd, CI per (algorithm, arch, dataset)
     paper: pl.DataFrame  # ours next to the paper
     histories: pl.DataFrame  # one row per epoch of every run
+    cost: pl.DataFrame | None = None  # tuning next to the final runs (cost.csv; bpfree.cost)
+    hardware: pl.DataFrame | None = None  # FLOPs, memory by part, time split (hardware.csv)
+    to_target: pl.DataFrame | None = None  # each run's cost to the target accuracy (to_target.csv)
 
 
 def read_tables(directory: str | Path) -> Tables:
@@ -44,6 +47,11 @@ def read_tables(directory: str | Path) -> Tables:
         if not path.exists():
             raise BpfreeError(f"{path} is missing; write the tables first (bpfree aggregate --out-dir)")
         frames[name] = pl.read_csv(path, infer_schema_length=None)
+    if (directory / "cost.csv").exists():
+        frames["cost"] = pl.read_csv(directory / "cost.csv", infer_schema_length=None)
+    for name in ("hardware", "to_target"):
+        if (directory / f"{name}.csv").exists():
+            frames[name] = pl.read_csv(directory / f"{name}.csv", infer_schema_length=None)
     return Tables(**frames)
 
 
@@ -362,6 +370,255 @@ def paper(tables: Tables) -> alt.Chart:
     )
 
 
+def cost(tables: Tables) -> alt.Chart:
+    from bpfree.cost import cost_chart
+
+    return cost_chart(tables.cost, WIDTH)
+
+
+# -- where compute, memory and energy go (bpfree.hardware, bpfree.target) ----------------------
+MEMORY_PARTS = {
+    "weights": "weights (and buffers)",
+    "gradients": "gradients",
+    "optimizer": "optimiser state",
+    "activations": "activations kept for backward",
+    "cached_features": "cached features",
+    "data": "data on the device",
+}
+
+
+def flops(tables: Tables) -> alt.Chart:
+    """Training and inference FLOPs per sample of each method next to its BP twin (log)."""
+    title = "FLOPs per sample, each method vs its BP twin"
+    table = tables.hardware
+    if table is None or not has_values(table, "train_flops_per_sample"):
+        return not_measured(title, "no run was analysed (measurement.hardware_analysis off, or older runs)")
+    quantities = {
+        "train_flops_per_sample": "training (per sample per epoch, run average)",
+        "infer_flops_per_sample": "inference (per sample)",
+    }
+    data = (
+        with_label(table)
+        .unpivot(index=["dataset", "arch", "algorithm", "label"], on=list(quantities), variable_name="q")
+        .with_columns(pl.col("q").replace_strict(quantities).alias("quantity"))
+        .drop_nulls("value")
+    )
+    bars = (
+        alt.Chart()
+        .mark_bar(opacity=0.85)
+        .encode(
+            y=alt.Y("label:N", sort=None, title=None, axis=alt.Axis(labelLimit=400)),
+            x=alt.X("value:Q", title="FLOPs per sample", axis=alt.Axis(format="~s")),
+            color=colour(data["algorithm"].to_list()),
+            tooltip=["label:N", "quantity:N", alt.Tooltip("value:Q", format=".3s")],
+        )
+    )
+    return (
+        alt.layer(bars, data=data)
+        .properties(width=WIDTH * 2 // 3)
+        .facet(
+            row=alt.Row("dataset:N", title=None),
+            column=alt.Column("quantity:N", title=None, sort=list(quantities.values())),
+        )
+        .resolve_scale(x="independent", y="independent")
+        .properties(
+            title=alt.Title(
+                title,
+                subtitle="matrix products and convolutions counted by torch's FlopCounterMode on the algorithms' "
+                "own training and prediction code; mean over seeds",
+            )
+        )
+    )
+
+
+def memory_breakdown(tables: Tables) -> alt.Chart:
+    """Memory by part (stacked) of each method's largest stage, the measured peak beside it."""
+    title = "Memory by part, each method vs its BP twin"
+    table = tables.hardware
+    if table is None or not has_values(table, "memory_breakdown_total_mb"):
+        return not_measured(title, "no run was analysed (measurement.hardware_analysis off, or older runs)")
+    labelled = with_label(table)
+    order = labelled["label"].to_list()
+    parts = (
+        labelled.unpivot(
+            index=["dataset", "label", "memory_breakdown_stage"],
+            on=[f"memory_{p}_mb" for p in MEMORY_PARTS],
+            variable_name="part",
+            value_name="mb",
+        )
+        .with_columns(pl.col("part").str.strip_prefix("memory_").str.strip_suffix("_mb").replace_strict(MEMORY_PARTS))
+        .drop_nulls("mb")
+    )
+    peaks = labelled.select("label", *(c for c in ("peak_memory_mb", "peak_memory_kind") if c in labelled.columns))
+    parts = parts.join(peaks, on="label", how="left")
+    y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=400))
+    layers = [
+        alt.Chart()
+        .mark_bar()
+        .encode(
+            y=y,
+            x=alt.X("sum(mb):Q", title="MiB (tensor sizes; the stage that holds the most)"),
+            color=alt.Color("part:N", sort=list(MEMORY_PARTS.values()), title="held by"),
+            order=alt.Order("part:N"),
+            tooltip=["label:N", "memory_breakdown_stage:N", "part:N", alt.Tooltip("mb:Q", format=".2f")],
+        )
+    ]
+    subtitle = "bars: weights, gradients, optimiser state, saved activations, caches and data, from tensor sizes"
+    if has_values(parts, "peak_memory_mb"):
+        # the measured peak as text at each bar's end: a process's RSS holds the Python and
+        # torch runtime too (hundreds of MiB) and would dwarf the bars on the same axis
+        parts = parts.with_columns(
+            pl.format(
+                "measured peak {} MiB ({})", pl.col("peak_memory_mb").round(0).cast(pl.Int64), "peak_memory_kind"
+            ).alias("peak_text")
+        )
+        layers.append(
+            alt.Chart()
+            .mark_text(align="left", dx=4, fontSize=10, color="#444444")
+            .encode(y=y, x="sum(mb):Q", text="max(peak_text):N")
+        )
+        subtitle += "; text: the measured total peak of the run"
+    else:
+        subtitle += "; no measured peak"
+    return (
+        alt.layer(*layers, data=parts)
+        .properties(width=WIDTH)
+        .facet(row=alt.Row("dataset:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")))
+        .resolve_scale(x="independent", y="independent")
+        .properties(title=alt.Title(title, subtitle=subtitle))
+    )
+
+
+def _estimated(histories: pl.DataFrame) -> bool:
+    """True where some epoch's energy is an estimate or missing: plot against time instead."""
+    if not has_values(histories, "energy_j") or "energy_source" not in histories.columns:
+        return True
+    sources = histories["energy_source"]
+    return bool(sources.is_null().any() or sources.str.contains("estimate").any())
+
+
+def to_target(tables: Tables) -> alt.Chart:
+    """Validation accuracy against cumulative energy (time where energy is an estimate) of
+    each run's last stage, with the target line and where each run first reached it."""
+    from bpfree.target import cumulative
+
+    title = "Validation accuracy vs cost, to the target"
+    history = tables.histories
+    if not has_values(history, "val_accuracy"):
+        return not_measured(title, "no run history with val_accuracy")
+    by_time = _estimated(history)
+    cost, cost_title = ("cum_time_s", "training time so far (s)") if by_time else ("cum_energy_j", "energy so far (J)")
+    if not by_time:
+        sources = sorted(history["energy_source"].drop_nulls().unique().to_list())
+        cost_title = f"energy so far (J, {', '.join(sources)})"
+    rows = []
+    for _, run in history.group_by(["algorithm", "arch", "dataset", "seed"], maintain_order=True):
+        rows += [r for r in cumulative(run) if r["final_stage"]]
+    curves = pl.DataFrame(rows, infer_schema_length=None).select(
+        "algorithm",
+        "arch",
+        "dataset",
+        "seed",
+        "epoch",
+        "stage",
+        (pl.col("val_accuracy") * 100).alias("accuracy"),
+        pl.col(cost).alias("cost"),
+        (pl.col("dataset") + " · " + pl.col("arch")).alias("panel"),
+        (pl.col("algorithm") + " seed " + pl.col("seed").cast(pl.String)).alias("run"),
+    )
+    curves = curves.drop_nulls("cost").filter(pl.col("accuracy").is_finite())
+    if curves.is_empty():
+        return not_measured(title, "no epoch with both a validation accuracy and a cost")
+    x = alt.X("cost:Q", title=cost_title + " (log)", scale=alt.Scale(type="log"))
+    y = alt.Y("accuracy:Q", title="validation accuracy (%)", scale=alt.Scale(zero=False))
+    pick = alt.selection_point(fields=["algorithm"], bind="legend")
+    layers = [
+        alt.Chart()
+        .mark_line(point=alt.OverlayMarkDef(size=12))
+        .encode(
+            x=x,
+            y=y,
+            color=colour(curves["algorithm"].to_list()),
+            detail="run:N",
+            opacity=alt.condition(pick, alt.value(0.9), alt.value(0.1)),
+            tooltip=["run:N", "stage:N", "epoch:Q", alt.Tooltip("cost:Q", format=".4g"), "accuracy:Q"],
+        )
+        .add_params(pick)
+    ]
+    target = tables.to_target
+    subtitle = "last stage's epochs; x includes every earlier stage"
+    if target is not None and has_values(target, "target_val_accuracy"):
+        lines = (
+            target.group_by("dataset", "arch")
+            .agg((pl.col("target_val_accuracy").mean() * 100).alias("target"), pl.col("target_fraction").first())
+            .with_columns((pl.col("dataset") + " · " + pl.col("arch")).alias("panel"))
+        )
+        curves = curves.join(lines.select("panel", "target"), on="panel", how="left")
+        layers.append(
+            alt.Chart()
+            .mark_rule(color="black", strokeDash=[4, 3])
+            .encode(y="mean(target):Q", tooltip=["mean(target):Q"])
+        )
+        fraction = lines["target_fraction"].drop_nulls()
+        if len(fraction):
+            subtitle = (
+                f"dashed: target, {100 * fraction[0]:.0f}% of the BP twin's best validation accuracy "
+                f"(mean over seeds); {subtitle}"
+            )
+    if by_time:
+        subtitle += "; energy not measured per epoch (estimate or missing): time instead"
+    panels = curves["panel"].n_unique()
+    return (
+        alt.layer(*layers, data=curves)
+        .properties(width=WIDTH * 3 // 4, height=220)
+        .facet(facet=alt.Facet("panel:N", title=None), columns=min(panels, 3))
+        .resolve_scale(x="independent", y="independent")
+        .properties(title=alt.Title(title, subtitle=subtitle))
+    )
+
+
+def power(tables: Tables) -> alt.Chart:
+    """GPU power over time of one run per method (each epoch's energy over its time), only
+    where a GPU's energy was measured (NVML); otherwise a panel that says none was."""
+    title = "GPU power over time, one run per method"
+    history = tables.histories
+    sources = (
+        sorted(history["energy_source"].drop_nulls().unique().to_list()) if "energy_source" in history.columns else []
+    )
+    measured = history.filter(pl.col("energy_source").str.starts_with("nvml")) if sources else history.clear()
+    if measured.is_empty() or not has_values(measured, "energy_j"):
+        seen = ", ".join(sources) or "none"
+        return not_measured(title, f"no GPU power was measured in these runs (energy sources: {seen})")
+    first_seed = measured.group_by("algorithm", "arch", "dataset").agg(pl.col("seed").min())
+    data = (
+        measured.join(first_seed, on=["algorithm", "arch", "dataset", "seed"])
+        .sort("epoch")
+        .with_columns(
+            (pl.col("energy_j") / pl.col("epoch_time_s")).alias("power_w"),
+            pl.col("epoch_time_s").cum_sum().over("algorithm", "arch", "dataset").alias("time_s"),
+            (pl.col("dataset") + " · " + pl.col("arch")).alias("panel"),
+        )
+        .filter(pl.col("power_w").is_finite())
+    )
+    lines = (
+        alt.Chart()
+        .mark_line(point=alt.OverlayMarkDef(size=12), interpolate="step-before")
+        .encode(
+            x=alt.X("time_s:Q", title="time in the fit (s, validation included)"),
+            y=alt.Y("power_w:Q", title=f"mean GPU power per epoch (W, {', '.join(sources)})"),
+            color=colour(data["algorithm"].to_list()),
+            tooltip=["algorithm:N", "seed:Q", "epoch:Q", "stage:N", alt.Tooltip("power_w:Q", format=".1f")],
+        )
+    )
+    return (
+        alt.layer(lines, data=data)
+        .properties(width=WIDTH, height=200)
+        .facet(facet=alt.Facet("panel:N", title=None), columns=2)
+        .resolve_scale(x="independent")
+        .properties(title=alt.Title(title, subtitle="each epoch's measured energy over its time; lowest seed"))
+    )
+
+
 FIGURES: dict[str, Callable[[Tables], alt.Chart]] = {
     "accuracy": accuracy,
     "energy": energy,
@@ -370,6 +627,11 @@ FIGURES: dict[str, Callable[[Tables], alt.Chart]] = {
     "val_loss": val_loss,
     "memory": memory,
     "paper": paper,
+    "cost": cost,
+    "flops": flops,
+    "memory_breakdown": memory_breakdown,
+    "to_target": to_target,
+    "power": power,
 }
 assert list(FIGURES) == FIGURE_NAMES, "bpfree.outputs.FIGURE_NAMES names the workflow's targets"
 

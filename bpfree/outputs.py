@@ -2,6 +2,20 @@
 figures, without importing any of them (or torch)."""
 
 BASELINE = "bp"  # every BP-free method is compared with bp on its own architecture
-TABLE_NAMES = ["summary", "methods", "deltas", "paper"]  # results/tables/NAME.{csv,md,tex}
+# results/tables/NAME.{csv,md,tex}
+TABLE_NAMES = ["summary", "methods", "deltas", "paper", "cost", "hardware", "to_target"]
 # results/figures/NAME.{svg,png,html}; each is a workflow target: fig_NAME
-FIGURE_NAMES = ["accuracy", "energy", "time", "pareto", "val_loss", "memory", "paper"]
+FIGURE_NAMES = [
+    "accuracy",
+    "energy",
+    "time",
+    "pareto",
+    "val_loss",
+    "memory",
+    "paper",
+    "cost",
+    "flops",
+    "memory_breakdown",
+    "to_target",
+    "power",
+]

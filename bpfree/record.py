@@ -89,6 +89,38 @@ class RunRecord(BaseModel):
     pieces_measured: list[dict[str, Any]] | None = None
     codecarbon_pieces: int | None = None
     co2_covers: str | None = None
+    # -- where compute, memory and time went (bpfree.hardware; None: not analysed) -----------
+    # FLOPs: matrix products and convolutions counted by torch's FlopCounterMode on one
+    # minibatch per stage, scaled to the splits; training + validation over the fit window
+    train_flops_per_sample: float | None = None  # the run's training FLOPs / (training samples x epochs)
+    infer_flops_per_sample: float | None = None  # one prediction (predict), per sample
+    train_flops: float | None = None
+    eval_flops: float | None = None
+    run_flops: float | None = None  # train_flops + eval_flops
+    achieved_flops_per_s: float | None = None  # run_flops / train_time_s
+    energy_per_flop_j: float | None = None  # energy_j / run_flops, only where energy was measured
+    energy_per_flop_source: str | None = None
+    flops_by_stage: dict[str, Any] | None = None  # per stage: epochs, FLOPs, per-sample counts, memory
+    # memory by part (MiB) of the stage that holds the most, from tensor sizes
+    memory_breakdown_stage: str | None = None
+    memory_breakdown_source: str | None = None
+    memory_breakdown_total_mb: float | None = None
+    memory_weights_mb: float | None = None
+    memory_gradients_mb: float | None = None
+    memory_optimizer_mb: float | None = None
+    memory_activations_mb: float | None = None
+    memory_cached_features_mb: float | None = None
+    memory_data_mb: float | None = None
+    hardware_analysis_s: float | None = None  # the analysis' own time, before (outside) the fit
+    # the fit's wall time by the loop's timers (bpfree.training.TimeSplit)
+    time_data_s: float | None = None
+    time_compute_s: float | None = None
+    time_eval_s: float | None = None
+    time_checkpoint_s: float | None = None
+    time_measurement_s: float | None = None
+    time_other_s: float | None = None
+    time_split_covers: str | None = None
+    profile_trace: str | None = None  # torch.profiler's trace of measurement.profile_epoch
 
     def scalars(self) -> dict[str, Any]:
         """The flat fields (one table row per run); sections and lists left out."""

@@ -19,6 +19,7 @@ from bpfree.algorithms import build_algorithm
 from bpfree.checkpoint import Checkpoint, CheckpointState
 from bpfree.data import DataSplits, load_splits
 from bpfree.errors import BpfreeError, is_out_of_memory
+from bpfree.hardware import Analysis, analyse, epoch_flops, run_costs
 from bpfree.io import writable_directory, write_csv_atomic, write_json_atomic, write_text_atomic
 from bpfree.measure import (
     CarbonResult,
@@ -35,7 +36,7 @@ from bpfree.record import RunRecord, read_record
 from bpfree.registry import DATASETS
 from bpfree.resolve import resolve
 from bpfree.spec import EarlyStopping, Measurement, RunSpec, dump_yaml
-from bpfree.training import Checkpointing, FitResult, fit, resolve_device, seed_everything
+from bpfree.training import Checkpointing, FitResult, Profiling, fit, resolve_device, seed_everything
 from bpfree.warmup import warm_up
 
 HISTORY_COLUMNS = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy", "epoch_time_s"]
@@ -130,6 +131,37 @@ class RunResult:
     measurement: RunMeasurement | None = None
     checkpoint_set_aside: Path | None = None  # a corrupt or foreign checkpoint found at the start
     precision_flags: dict[str, Any] | None = None
+    analysis: Analysis | None = None  # FLOPs and memory by part (bpfree.hardware), counted before the fit
+    split_sizes: tuple[int, int] = (0, 0)  # training and validation samples
+
+    def epoch_flops(self) -> list[float] | None:
+        """FLOPs of each epoch of the history (training and validation), or None."""
+        if self.analysis is None:
+            return None
+        per_epoch = epoch_flops(self.analysis, [r.stage for r in self.fit.history], *self.split_sizes)
+        return [t + v for t, v in per_epoch]
+
+    def _hardware_fields(self, energy_j: float | None, energy_source: str | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        split = self.fit.time_split
+        if split is not None:
+            fields |= {
+                "time_data_s": split.data_s,
+                "time_compute_s": split.compute_s,
+                "time_eval_s": split.eval_s,
+                "time_checkpoint_s": split.checkpoint_s,
+                "time_measurement_s": split.measurement_s,
+                "time_other_s": split.other_s,
+                "time_split_covers": split.covers,
+            }
+        if self.fit.profile_trace is not None:
+            fields["profile_trace"] = self.fit.profile_trace.name
+        if self.analysis is not None:
+            stages = [r.stage for r in self.fit.history]
+            fields |= run_costs(
+                self.analysis, stages, *self.split_sizes, self.fit.train_time_s, energy_j, energy_source
+            )
+        return fields
 
     def record(self) -> RunRecord:
         spec, fit = self.spec, self.fit
@@ -187,6 +219,7 @@ class RunResult:
                     + ("" if carbon_pieces == fit.pieces else " (a piece killed before its first flush has none)")
                 )
             )
+        fields.update(self._hardware_fields(fields.get("energy_j"), fields.get("energy_source")))
         return RunRecord(**fields)
 
 
@@ -245,6 +278,14 @@ def train(spec: RunSpec, out: str | Path | None = None) -> RunResult:
         )
         with precision_context(spec.precision, device):  # training, validation and test alike
             flags = precision_flags(device)
+            analysis = None
+            if spec.measurement.hardware_analysis:  # on a copy, before the fit; the RNGs are restored
+                analysis = analyse(
+                    lambda: build_algorithm(spec.algorithm, arch, info, spec.params, device=device, seed=spec.seed),
+                    data,
+                    max_epochs=spec.early_stopping.max_epochs,
+                )
+            profile_epoch = spec.measurement.profile_epoch
             result, test_acc, measurement = measured_fit(
                 algo,
                 data,
@@ -253,6 +294,7 @@ def train(spec: RunSpec, out: str | Path | None = None) -> RunResult:
                 settings=spec.measurement,
                 out=out,
                 checkpointing=Checkpointing(checkpoint, spec.checkpoint_every_s) if checkpoint is not None else None,
+                profiling=Profiling(profile_epoch, out) if profile_epoch is not None and out is not None else None,
             )
             val_acc = algo.accuracy(data.val) if result.status == "ok" else float("nan")
     except (torch.OutOfMemoryError, RuntimeError) as err:
@@ -275,6 +317,8 @@ def train(spec: RunSpec, out: str | Path | None = None) -> RunResult:
         measurement,
         checkpoint.set_aside if checkpoint is not None else None,
         flags,
+        analysis,
+        (len(data.train), len(data.val)),
     )
     if out is not None:
         write_outputs(run, out)
@@ -291,6 +335,7 @@ def measured_fit(
     settings: Measurement,
     out: Path | None = None,
     checkpointing: Checkpointing | None = None,
+    profiling: Profiling | None = None,
 ) -> tuple[FitResult, float, RunMeasurement]:
     """Idle baseline, then ``fit`` (CodeCarbon around it), then test accuracy in its own
     window: (fit result, test accuracy, what was measured). CodeCarbon's CSV goes to ``out``.
@@ -310,7 +355,7 @@ def measured_fit(
         if checkpointing is not None:
             checkpointing.measured = lambda: earlier.plus(meter.peek_window("fit"), carbon, str(algo.device)).to_dict()
         try:
-            result = fit(algo, data, policy, seed=seed, meter=meter, checkpointing=checkpointing)
+            result = fit(algo, data, policy, seed=seed, meter=meter, checkpointing=checkpointing, profiling=profiling)
         finally:
             carbon_result = carbon.stop()
         if result.measurement is not None and earlier.windows:
@@ -406,6 +451,9 @@ def _carbon_tracker(
 
 def write_outputs(run: RunResult, out: Path) -> None:
     rows = [r.row() for r in run.fit.history]
+    flops = run.epoch_flops()
+    if flops is not None:  # each epoch's training and validation FLOPs (bpfree.hardware)
+        rows = [row | {"flops": f} for row, f in zip(rows, flops)]
     extra = [k for r in rows for k in r if k not in HISTORY_COLUMNS]
     write_csv_atomic(out / "history.csv", rows, HISTORY_COLUMNS + list(dict.fromkeys(extra)))
     write_json_atomic(out / METRICS, run.record().model_dump())

@@ -135,6 +135,17 @@ class Measurement(_Model):
     cpu_tdp_w: float | None = Field(
         None, gt=0, description="CPU power for the estimate where RAPL is missing; null: 4 W per logical CPU"
     )
+    hardware_analysis: bool = Field(
+        True,
+        description="before the measured fit, count FLOPs and size memory by part on a copy of the algorithm, "
+        "one minibatch per stage (bpfree/hardware.py; docs/measurement.md)",
+    )
+    profile_epoch: int | None = Field(
+        None,
+        ge=1,
+        description="profile this epoch (counted over all stages, from 1) with torch.profiler and save its trace "
+        "as RUN/profile_epochN.json; it slows that epoch; null: no profiling",
+    )
 
 
 class Machine(_Model):
@@ -199,9 +210,18 @@ class Tuning(_Model):
     seed: int = Field(42, ge=0, description="TPE sampler seed and every trial's training seed")
     multivariate: bool = Field(True, description="multivariate TPE")
     startup_trials: int = Field(10, ge=0, description="random trials before TPE models the space")
-    pruner: Literal["median", "none"] = Field("median", description="median (on per-epoch validation accuracy) or none")
-    pruner_startup_trials: int = Field(5, ge=0, description="trials that finish before the pruner prunes")
+    pruner: Literal["median", "successive-halving", "hyperband", "none"] = Field(
+        "median",
+        description="on the per-epoch validation accuracy: median, successive-halving or hyperband "
+        "(multi-fidelity: the resource is epochs, up to a trial's epoch budget), or none",
+    )
+    pruner_startup_trials: int = Field(
+        5, ge=0, description="trials that finish before the median pruner prunes (median only)"
+    )
     pruner_warmup_epochs: int = Field(0, ge=0, description="epochs of every trial never pruned")
+    pruner_reduction_factor: int = Field(
+        3, ge=2, description="successive-halving and hyperband: 1/this of a rung's trials go on to the next"
+    )
     stale_after: float = Field(
         1800.0, gt=0, description="seconds without a heartbeat before a RUNNING trial of a vanished worker is failed"
     )
@@ -254,6 +274,13 @@ class WorkflowConfig(Settings):
     )
     experiments: list[Experiment] = Field(
         min_length=1, description="each BP-free method on its architecture; its BP twin is added automatically"
+    )
+    target_fraction: float = Field(
+        0.99,
+        gt=0,
+        le=1,
+        description="the to_target table's target: this fraction of the BP twin's best validation accuracy "
+        "(same seed); each run's cost (epochs, time, energy, FLOPs) to first reach it",
     )
 
 

@@ -165,6 +165,20 @@ def test_ours_vs_paper_matches_algorithm_arch_and_dataset():
     assert unrun["runs"].to_list() == [0] * unrun.height and unrun["accuracy_pct"].null_count() == unrun.height
 
 
+def test_mnist_5k_runs_sit_next_to_the_papers_mnist_rows_labelled_as_a_subset():
+    runs = frame(
+        [run("mf", s, 0.95, arch="mlp:1000,1000", dataset="mnist-5k") for s in (1, 2)]
+        + [run("bp", s, 0.94, arch="mlp:1000,1000", dataset="mnist-5k") for s in (1, 2)]
+    )
+    table = paper_comparison(method_stats(runs), bp_deltas(runs))
+    mf = table.filter((pl.col("algorithm") == "mf") & (pl.col("arch") == "mlp:1000,1000"))
+    row = mf.filter(pl.col("paper_dataset") == "mnist").row(0, named=True)
+    assert row["dataset"] == "mnist-5k" and "5,000-image subset" in row["note"]
+    assert row["accuracy_vs_bp_pp"] == pytest.approx(1.0) and row["paper_accuracy_vs_bp_pp"] == pytest.approx(0.09)
+    other = table.filter(pl.col("paper_dataset") == "cifar10").row(0, named=True)
+    assert other["note"] is None and other["runs"] == 0
+
+
 def test_tables_from_run_files(tmp_path):
     paths = []
     for algorithm in ("bp", "mf"):
@@ -207,3 +221,43 @@ def test_methods_table_shows_co2_in_significant_digits():
     rows = [run("mf", s, 0.9, 1.0) | {"co2_kg": c} for s, c in ((1, 1.0e-6), (2, 1.2e-6), (3, 1.1e-6))]
     shown = methods_display(method_stats(frame(rows)))["CO2 (g)"].to_list()
     assert shown[0].startswith("0.0011 ± 0.0001 [")  # grams: not "0.001 ± 0.000"
+
+
+def test_hardware_and_to_target_tables_from_analysed_runs(tmp_path):
+    from bpfree.aggregate import hardware_table
+
+    paths = []
+    for algorithm, flops, memory in (("bp", 3.0e4, 4.0), ("ff", 9.0e4, 5.0)):
+        for seed in (1, 2):
+            d = tmp_path / algorithm / str(seed)
+            d.mkdir(parents=True)
+            fields = run(algorithm, seed, 0.9) | {
+                "train_flops_per_sample": flops,
+                "infer_flops_per_sample": flops / 3 * (10 if algorithm == "ff" else 1),
+                "memory_breakdown_total_mb": memory + seed,  # means 5.5 and 6.5
+                "memory_activations_mb": memory,
+                "flops_by_stage": {"train": {"train_flops_per_sample": flops, "train_setup_flops_per_sample": 0.0}},
+            }
+            (d / "metrics.json").write_text(json.dumps(record(fields)))
+            accuracies = (0.5, 0.8, 0.9) if algorithm == "bp" else (0.3, 0.6, 0.95)
+            (d / "history.csv").write_text(
+                "epoch,stage,train_loss,val_loss,val_accuracy,epoch_time_s,energy_j,energy_source,flops\n"
+                + "".join(f"{e},train,1.0,0.5,{a},1.0,2.0,rapl,100.0\n" for e, a in enumerate(accuracies, 1))
+            )
+            paths.append(d / "metrics.json")
+    hardware = hardware_table(read_metrics(paths), paths)
+    ff = hardware.filter(pl.col("algorithm") == "ff").to_dicts()[0]
+    assert ff["runs"] == 2 and ff["train_flops_vs_bp"] == 3.0 and ff["infer_flops_vs_bp"] == 30.0
+    assert ff["memory_vs_bp"] == pytest.approx(6.5 / 5.5) and ff["train_flops_by_stage"] == "train 9e+04"
+    tables = build_tables(paths, target_fraction=0.9)
+    written = {p.name for p in write_tables(tables, tmp_path / "tables")}
+    assert {"hardware.csv", "hardware.md", "hardware.tex", "to_target.csv", "to_target.md"} <= written
+    target = tables.to_target.filter(pl.col("algorithm") == "ff")
+    assert target["epoch"].to_list() == [3, 3] and target["energy_vs_bp"].to_list() == [1.0, 1.0]
+    assert "(×3.00 bp)" in (tmp_path / "tables" / "hardware.md").read_text()
+
+
+def test_runs_without_the_analysis_give_an_empty_hardware_table(tmp_path):
+    from bpfree.aggregate import hardware_table
+
+    assert hardware_table(frame([run("bp", 1, 0.9)])).is_empty()

@@ -107,3 +107,59 @@ def test_unknown_figure_is_refused(tmp_path):
 
     with pytest.raises(BpfreeError, match="valid: accuracy, energy"):
         draw("nope", None, tmp_path)
+
+
+def write_analysed_runs(root, energy_source="nvml-counter"):
+    """bp and mf runs with the hardware analysis's fields and per-epoch energy and FLOPs."""
+    paths = []
+    for algorithm, flops in (("bp", 3.0e4), ("mf", 1.5e4)):
+        for seed in (1, 2):
+            d = root / "runs" / algorithm / str(seed)
+            d.mkdir(parents=True)
+            metrics = {
+                "algorithm": algorithm,
+                "arch": "mlp:8,8",
+                "dataset": "digits",
+                "seed": seed,
+                "status": "ok",
+                "test_accuracy": 0.9,
+                "train_time_s": 0.3,
+                "epochs": 3,
+                "energy_j": 30.0,
+                "energy_source": energy_source,
+                "peak_memory_mb": 500.0,
+                "peak_memory_kind": "torch-allocated",
+                "train_flops_per_sample": flops,
+                "infer_flops_per_sample": flops / 3,
+                "memory_breakdown_total_mb": 6.0,
+                "memory_breakdown_stage": "train",
+            }
+            metrics |= {f"memory_{p}_mb": 1.0 for p in ("weights", "gradients", "optimizer", "activations")}
+            metrics |= {"memory_cached_features_mb": 0.0, "memory_data_mb": 2.0}
+            (d / "metrics.json").write_text(json.dumps(record(metrics)))
+            (d / "history.csv").write_text(
+                "epoch,stage,train_loss,val_loss,val_accuracy,epoch_time_s,energy_j,energy_source,flops\n"
+                + "".join(f"{e},train,1.0,0.9,{0.5 + e / 10},0.1,10.0,{energy_source},1e6\n" for e in (1, 2, 3))
+            )
+            paths.append(d / "metrics.json")
+    write_tables(build_tables(paths), root / "tables")
+    return read_tables(root / "tables")
+
+
+def test_hardware_figures_draw_flops_memory_parts_target_and_gpu_power(tmp_path):
+    tables = write_analysed_runs(tmp_path / "gpu")
+    assert "FLOPs per sample" in spec_text(FIGURES["flops"](tables))
+    memory = spec_text(FIGURES["memory_breakdown"](tables))
+    assert "optimiser state" in memory and "measured peak 500 MiB (torch-allocated)" in memory
+    target = spec_text(FIGURES["to_target"](tables))
+    assert "energy so far (J, nvml-counter)" in target and "99% of the BP twin" in target
+    power = spec_text(FIGURES["power"](tables))
+    assert "mean GPU power per epoch (W, nvml-counter)" in power and '"power_w": 100.0' in power
+
+
+def test_without_gpu_energy_power_says_so_and_the_target_plots_time(tmp_path):
+    tables = write_analysed_runs(tmp_path / "cpu", energy_source="estimate")
+    assert "no GPU power was measured in these runs (energy sources: estimate)" in spec_text(FIGURES["power"](tables))
+    assert "training time so far (s)" in spec_text(FIGURES["to_target"](tables))
+    unanalysed = write_runs(tmp_path / "old")
+    assert "no run was analysed" in spec_text(FIGURES["flops"](unanalysed))

@@ -7,17 +7,18 @@ epoch is best and can read from the weight which epoch's state the loop restored
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import pytest
 import torch
 
 from bpfree.algorithms.base import Algorithm, Evaluation, Stage
-from bpfree.data import DatasetInfo, DataSplits, Split
+from bpfree.data import Batches, DatasetInfo, DataSplits, Split
 from bpfree.errors import BpfreeError
 from bpfree.models import parse_arch
 from bpfree.spec import RunSpec, parse
-from bpfree.training import EarlyStopping, fit
+from bpfree.training import EarlyStopping, Profiling, TimedBatches, fit
 
 INFO = DatasetInfo("scripted", 2, (1, 1, 1), (0.0,), (1.0,))
 
@@ -197,3 +198,46 @@ def test_checkpoints_are_written_once_every_s_have_passed(tmp_path, monkeypatch,
 def test_a_negative_checkpoint_interval_is_refused():
     with pytest.raises(BpfreeError, match="checkpoint_every_s: Input should be greater than or equal to 0"):
         RunSpec(algorithm="bp", dataset="digits", seed=0).replace(checkpoint_every_s=-1)
+
+
+# -- the loop's own timers and the profiler ------------------------------------------------------
+class Sleepy(Scripted):
+    """Scripted, with known time spent cutting batches, training and validating."""
+
+    def train_epoch(self, stage, batches):
+        for _ in batches.epoch(2):
+            time.sleep(0.01)  # compute: 2 batches of the 4 samples
+        return super().train_epoch(stage, batches)
+
+    def evaluate(self, stage, split):
+        time.sleep(0.03)
+        return super().evaluate(stage, split)
+
+
+def test_timed_batches_cut_the_same_batches_and_keep_their_time():
+    split = Split(torch.arange(10.0)[:, None, None, None], torch.arange(10) % 2)
+    plain, timed = Batches(split, seed=3), TimedBatches(split, seed=3)
+    for _ in range(2):
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(plain.epoch(4), timed.epoch(4)))
+    assert timed.data_s > 0
+
+
+def test_fit_splits_its_time_by_the_loops_timers():
+    algo = Sleepy({"train": losses(1.0, 0.9, 0.8)}, [Stage("train")])
+    result = fit(algo, tiny_data(), EarlyStopping(max_epochs=3), seed=0)
+    split = result.time_split
+    assert split.compute_s == pytest.approx(3 * 0.02, abs=0.03)
+    assert split.eval_s == pytest.approx(3 * 0.03, abs=0.03)
+    assert 0 < split.data_s < split.compute_s
+    assert split.checkpoint_s == 0 and split.covers == "whole fit"
+    parts = split.data_s + split.compute_s + split.eval_s + split.checkpoint_s + split.measurement_s + split.other_s
+    assert parts == pytest.approx(result.train_time_s, abs=0.01)
+    assert sum(r.epoch_time_s for r in result.history) == pytest.approx(split.data_s + split.compute_s + split.eval_s)
+
+
+def test_profiling_one_epoch_saves_its_trace(tmp_path):
+    algo = Sleepy({"train": losses(1.0, 0.9, 0.8)}, [Stage("train")])
+    result = fit(algo, tiny_data(), EarlyStopping(max_epochs=3), seed=0, profiling=Profiling(2, tmp_path))
+    assert result.profile_trace == tmp_path / "profile_epoch2.json"
+    assert "traceEvents" in result.profile_trace.read_text()
+    assert [r.extra.get("profiled") for r in result.history] == [None, True, None]

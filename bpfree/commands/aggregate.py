@@ -12,6 +12,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out-dir", help="write summary, methods, deltas and paper tables (.csv, .md, .tex) and histories.csv here"
     )
     p.add_argument("--summary", help="write only the one-row-per-run CSV here")
+    p.add_argument(
+        "--trials", nargs="*", default=[], help="the tuning studies' trial tables (STUDY.trials.csv) for the cost table"
+    )
+    p.add_argument(
+        "--target-fraction",
+        type=float,
+        default=0.99,
+        help="to_target table: the target is this fraction of the BP twin's best validation accuracy (default 0.99)",
+    )
     p.set_defaults(func=run)
 
 
@@ -25,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     if args.summary:
         write_text_atomic(args.summary, read_metrics(args.metrics).write_csv())
     if args.out_dir:
-        tables = build_tables(args.metrics)
+        if not 0 < args.target_fraction <= 1:
+            raise BpfreeError(f"--target-fraction must be in (0, 1], got {args.target_fraction}")
+        tables = build_tables(args.metrics, args.trials, target_fraction=args.target_fraction)
         write_tables(tables, args.out_dir)
         not_ok = tables.summary.filter(tables.summary["status"] != "ok").height
         print(

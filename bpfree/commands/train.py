@@ -29,6 +29,11 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--measure-poll-s", type=float, help="override measurement.poll_interval_s")
     p.add_argument("--measure-country", help="override measurement.country_iso_code (e.g. USA, FRA)")
     p.add_argument("--measure-codecarbon", choices=["on", "off"], help="override measurement.codecarbon")
+    p.add_argument(
+        "--profile-epoch",
+        type=int,
+        help="override measurement.profile_epoch: " + describe(Measurement, "profile_epoch"),
+    )
     p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="override precision")
     p.add_argument("--checkpoint-every-s", type=float, help="override checkpoint_every_s: " + _checkpoint_help())
     add_machine_arguments(p)
@@ -78,6 +83,7 @@ def spec_from_args(args: argparse.Namespace):
         "poll_interval_s": args.measure_poll_s,
         "country_iso_code": args.measure_country,
         "codecarbon": None if args.measure_codecarbon is None else args.measure_codecarbon == "on",
+        "profile_epoch": args.profile_epoch,
     }
     changes: dict = {"machine": spec.machine.replace("machine", **machine)}
     if any(v is not None for v in measurement.values()):
@@ -106,6 +112,7 @@ SPEC_FLAGS = (
     "measure_poll_s",
     "measure_country",
     "measure_codecarbon",
+    "profile_epoch",
     "precision",
     "checkpoint_every_s",
 )

@@ -1,8 +1,29 @@
-# Every run's metrics.json and history.csv -> the study's tables (CSV, Markdown, LaTeX).
+# Every run's metrics.json and history.csv, and every study's trial table (what tuning
+# cost) -> the study's tables (CSV, Markdown, LaTeX); cost.csv sets tuning next to the runs.
+
+
+def all_trial_tables():
+    """Each tuning study's trial table (rule tune); none when tuning is off."""
+    if N_TRIALS == 0:
+        return []
+    return sorted(
+        {
+            f"results/tuning/{r.dataset}/{r.arch_slug}/{r.algorithm}/study.trials.csv"
+            for r in RUNS
+        }
+    )
+
+
+def trials_option(wildcards, input):
+    """``--trials FILE...`` (each quoted by :q), or nothing."""
+    return ["--trials", *input.trials] if input.trials else []
+
+
 rule aggregate:
     input:
         metrics=all_metrics(),
         histories=all_histories(),
+        trials=all_trial_tables(),
     output:
         **{
             name: report(
@@ -18,5 +39,8 @@ rule aggregate:
         "logs/aggregate.log",
     params:
         out_dir=lambda wc, output: Path(output.summary).parent,
+        trials=trials_option,
+        target=CONFIG.target_fraction,  # the to_target table's target (fraction of the BP twin's best)
     shell:
-        "bpfree aggregate {input.metrics:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "bpfree aggregate {input.metrics:q} {params.trials:q} --target-fraction {params.target} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
