@@ -49,3 +49,22 @@ def test_auto_on_a_machine_with_several_gpus_claims_one(monkeypatch, tmp_path):
         assert resolve_device("cuda:3") == torch.device("cuda", 3)  # a fixed board is not claimed
     finally:
         gpus.release()
+
+
+def test_measured_jobs_hold_a_gpu_wherever_they_compute_on_one(monkeypatch):
+    from bpfree import workflow
+
+    monkeypatch.setattr(workflow, "visible_gpus", lambda: 0)
+    assert workflow.gpus_per_job("cpu") == 0 and workflow.gpus_per_job("auto") == 0
+    assert workflow.gpus_per_job("cuda") == 1 and workflow.gpus_per_job("cuda:1") == 1
+    monkeypatch.setattr(workflow, "visible_gpus", lambda: 4)
+    assert workflow.gpus_per_job("auto") == 1 and workflow.gpus_per_job("cpu") == 0
+
+
+def test_visible_gpus_honours_cuda_visible_devices(monkeypatch):
+    from bpfree.workflow import visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert visible_gpus() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert visible_gpus() == 0
