@@ -20,7 +20,7 @@ def _die() -> None:
 
 def _arm() -> None:
     from bpfree.checkpoint import Checkpoint
-    from bpfree.data.batches import Batches
+    from bpfree.training import TimedBatches as Batches  # the fit's own passes, not the FLOP count's
 
     save = Checkpoint.save
 

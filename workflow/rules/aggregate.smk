@@ -2,23 +2,6 @@
 # cost) -> the study's tables (CSV, Markdown, LaTeX); cost.csv sets tuning next to the runs.
 
 
-def all_trial_tables():
-    """Each tuning study's trial table (rule tune); none when tuning is off."""
-    if N_TRIALS == 0:
-        return []
-    return sorted(
-        {
-            f"results/tuning/{r.dataset}/{r.arch_slug}/{r.algorithm}/study.trials.csv"
-            for r in RUNS
-        }
-    )
-
-
-def trials_option(wildcards, input):
-    """``--trials FILE...`` (each quoted by :q), or nothing."""
-    return ["--trials", *input.trials] if input.trials else []
-
-
 rule aggregate:
     input:
         metrics=all_metrics(),

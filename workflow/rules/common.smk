@@ -90,3 +90,20 @@ def spec_inputs(wildcards):
 def params_option(wildcards, input):
     """``--params FILE`` as two arguments (each quoted by :q), or nothing."""
     return ["--params", input.params] if N_TRIALS > 0 else []
+
+
+def all_trial_tables():
+    """Each tuning study's trial table (rule tune); none when tuning is off."""
+    if N_TRIALS == 0:
+        return []
+    return sorted(
+        {
+            f"results/tuning/{r.dataset}/{r.arch_slug}/{r.algorithm}/study.trials.csv"
+            for r in RUNS
+        }
+    )
+
+
+def trials_option(wildcards, input):
+    """``--trials FILE...`` (each quoted by :q), or nothing."""
+    return ["--trials", *input.trials] if input.trials else []
