@@ -365,10 +365,6 @@ def read_yaml(path: str | Path) -> Any:
         raise BpfreeError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
 
 
-def load(model: type[M], path: str | Path) -> M:
-    return parse(model, read_yaml(path), where="")
-
-
 def load_spec(path: str | Path) -> RunSpec:
     """A run's spec.yaml (as ``bpfree spec`` or the workflow wrote it)."""
     data = read_yaml(path)

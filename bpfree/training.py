@@ -145,27 +145,30 @@ def seed_everything(seed: int) -> None:
 def resolve_device(device: str | None) -> torch.device:
     """``auto`` is a GPU if there is one; ``auto`` or ``cuda`` on a machine with several GPUs
     claims one that no other bpfree process holds (bpfree.gpus), so parallel jobs never share."""
-    if device in (None, "auto", "cuda"):
+    if device in (None, "auto"):
         if not torch.cuda.is_available():
-            if device == "cuda":
-                raise BpfreeError("device 'cuda' asked for, but CUDA is not available here; use cpu or auto")
             return torch.device("cpu")
-        if torch.cuda.device_count() > 1:
-            from bpfree.gpus import claim_slot
-
-            return torch.device("cuda", claim_slot(torch.cuda.device_count()))
-        return torch.device("cuda", 0)
+        device = "cuda"
     try:
         dev = torch.device(device)
     except RuntimeError:
         raise BpfreeError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    if dev.type != "cuda":
+        return dev
+    if not torch.cuda.is_available():
         raise BpfreeError(f"device {device!r} asked for, but CUDA is not available here; use cpu or auto")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+    count = torch.cuda.device_count()
+    if dev.index is None:
+        if count > 1:
+            from bpfree.gpus import claim_slot
+
+            return torch.device("cuda", claim_slot(count))
+        return torch.device("cuda", 0)
+    if dev.index >= count:
         raise BpfreeError(
-            f"device {device!r} asked for, but {torch.cuda.device_count()} GPU(s) are visible "
+            f"device {device!r} asked for, but {count} GPU(s) are visible "
             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); valid: cuda:0 to "
-            f"cuda:{torch.cuda.device_count() - 1}"
+            f"cuda:{count - 1}"
         )
     return dev
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from bpfree.commands.common import add_machine_arguments, add_subject_arguments, machine_overrides
-from bpfree.spec import CheckpointEvery, EarlyStopping, Measurement, describe
+from bpfree.spec import EarlyStopping, Measurement, RunSpec, describe
 
 
 def add_spec_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,16 +35,13 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
         help="override measurement.profile_epoch: " + describe(Measurement, "profile_epoch"),
     )
     p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="override precision")
-    p.add_argument("--checkpoint-every-s", type=float, help="override checkpoint_every_s: " + _checkpoint_help())
+    p.add_argument(
+        "--checkpoint-every-s",
+        type=float,
+        help="override checkpoint_every_s: " + describe(RunSpec, "checkpoint_every_s"),
+    )
     add_machine_arguments(p)
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
-
-
-def _checkpoint_help() -> str:
-    from typing import get_args
-
-    field = get_args(CheckpointEvery)[1]
-    return f"{field.description} (default: {field.default})".replace("%", "%%")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
