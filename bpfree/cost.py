@@ -424,9 +424,10 @@ def plan_rows(config: Mapping[str, Any], results: str | Path = "results") -> lis
     trials (``RESULTS/tuning/.../study.trials.csv``) of the same study, where there are any.
     ``config``: a workflow config as read from its file; it is checked as the Snakefile
     checks it, and the studies and runs come from the same planner."""
+    from bpfree.paper import paper_row
     from bpfree.record import read_record
     from bpfree.tuning import search_space
-    from bpfree.workflow import arch_to_slug, check_config, expand_runs, expand_studies
+    from bpfree.workflow import arch_to_slug, check_config, expand_runs, expand_studies, study_params
 
     checked = check_config(dict(config))
     plain = checked.model_dump(mode="json")
@@ -436,12 +437,20 @@ def plan_rows(config: Mapping[str, Any], results: str | Path = "results") -> lis
     runs = expand_runs(plain)
     results = Path(results)
     rows = []
+    modes = study_params(checked)
     for study in expand_studies(plain):
-        space = search_space(study.algorithm, tuning.search_spaces) if tuning.n_trials > 0 else None
+        tuned = tuning.n_trials > 0 and modes.get(study) == "tuned"  # a paper study has none
+        space = search_space(study.algorithm, tuning.search_spaces) if tuned else None
         seeds = [r for r in runs if r.study == study]
         where = f"{study.dataset}/{arch_to_slug(study.arch)}/{study.algorithm}"
         per_trial = worst_case_epochs(study.algorithm, study.arch, study.dataset, space, trial_budget) if space else 0
-        per_run = worst_case_epochs(study.algorithm, study.arch, study.dataset, space, run_budget)
+        if modes.get(study) == "paper":  # the paper's row: its own stage lengths and budget
+            row = paper_row(study.algorithm, study.arch, study.dataset)
+            per_run = sum(
+                stage_budgets(study.algorithm, study.arch, study.dataset, row.params, row.early_stopping.max_epochs)
+            )
+        else:
+            per_run = worst_case_epochs(study.algorithm, study.arch, study.dataset, space, run_budget)
         # earlier measurements of this study: seconds per epoch, and on what device
         run_rates, devices = [], set()
         for path in sorted((results / "runs" / where).glob("seed*/metrics.json")):
@@ -469,9 +478,9 @@ def plan_rows(config: Mapping[str, Any], results: str | Path = "results") -> lis
                 "dataset": study.dataset,
                 "arch": study.arch,
                 "algorithm": study.algorithm,
-                "trials": tuning.n_trials,
+                "trials": tuning.n_trials if tuned else 0,
                 "trial_epochs": per_trial,
-                "tuning_epochs": tuning.n_trials * per_trial,
+                "tuning_epochs": (tuning.n_trials if tuned else 0) * per_trial,
                 "runs": len(seeds),
                 "run_epochs": per_run,
                 "runs_epochs": len(seeds) * per_run,

@@ -238,6 +238,12 @@ class Experiment(_Model):
     datasets: Annotated[list[str], AfterValidator(_unique), Unique] = Field(
         min_length=1, description="registered datasets (bpfree datasets)"
     )
+    params: Literal["tuned", "paper"] = Field(
+        "tuned",
+        description="tuned: each run (and its BP twin's) takes its study's best parameters (the algorithm's "
+        "defaults when tuning.n_trials is 0); paper: the paper's code's final hyperparameters and early "
+        "stopping for this algorithm, architecture and dataset (bpfree/paper_params.yaml), and no study",
+    )
 
 
 class Settings(_Model):
@@ -274,6 +280,11 @@ class WorkflowConfig(Settings):
     )
     experiments: list[Experiment] = Field(
         min_length=1, description="each BP-free method on its architecture; its BP twin is added automatically"
+    )
+    data_from: dict[str, Path_] = Field(
+        default_factory=dict,
+        description="per dataset, a local copy that the download rule imports and checks instead of "
+        "downloading (bpfree download NAME --from PATH), e.g. {fashion-mnist: /usr/share/datasets/fashion-mnist}",
     )
     target_fraction: float = Field(
         0.99,
@@ -419,6 +430,9 @@ def _rows(model: type[_Model], prefix: str, rows: list[str]) -> None:
         rows.append(
             f"| `{key}` | {_type_name(annotation)} | {default} | {_allowed(field)} | {field.description or ''} |"
         )
+        items = get_args(annotation) if get_origin(annotation) is list else ()
+        if items and isinstance(items[0], type) and issubclass(items[0], _Model):
+            _rows(items[0], key + "[].", rows)  # the keys of each item (experiments[].params)
 
 
 def _show(value: Any) -> str:

@@ -83,10 +83,45 @@ def check_config(config: dict[str, Any]) -> WorkflowConfig:
                 check_trainable(name, arch)
         except BpfreeError as err:
             raise BpfreeError(f"experiments[{i}]: {err}") from None
+    modes = study_params(checked)
+    for name in checked.data_from:
+        source = DATASETS.get(name)
+        if not hasattr(source, "import_from"):
+            raise BpfreeError(f"data_from.{name}: dataset {name!r} ships with its package; there is nothing to import")
     if checked.tuning.n_trials > 0:
-        for algorithm in sorted({a for exp in checked.experiments for a in (exp.algorithm, BASELINE)}):
+        for algorithm in sorted({s.algorithm for s, mode in modes.items() if mode == "tuned"}):
             search_space(algorithm, checked.tuning.search_spaces)
     return checked
+
+
+def study_params(checked: WorkflowConfig) -> dict[Study, str]:
+    """Where each study's runs take their parameters: ``tuned`` (the study, or the defaults
+    when tuning is off) or ``paper`` (the paper's code's values: no study). A BP twin shared by
+    two experiments must be asked for one way; a paper study must have its row."""
+    from bpfree.models import parse_arch
+    from bpfree.paper import paper_row
+
+    modes: dict[Study, str] = {}
+    origin: dict[Study, int] = {}
+    for i, exp in enumerate(checked.experiments):
+        arch = str(parse_arch(exp.arch))
+        for dataset in exp.datasets:
+            for algorithm in dict.fromkeys([exp.algorithm, BASELINE]):
+                study = Study(dataset, arch, algorithm)
+                if modes.get(study, exp.params) != exp.params:
+                    raise BpfreeError(
+                        f"experiments[{i}] asks for params: {exp.params} for {algorithm} {arch} on {dataset}, "
+                        f"experiments[{origin[study]}] for params: {modes[study]}; the BP twin is shared by "
+                        "experiments on one architecture and dataset: give them the same params"
+                    )
+                if exp.params == "paper":
+                    try:
+                        paper_row(algorithm, arch, dataset)
+                    except BpfreeError as err:
+                        raise BpfreeError(f"experiments[{i}] (params: paper): {err}") from None
+                modes[study] = exp.params
+                origin.setdefault(study, i)
+    return modes
 
 
 # -- the grid -----------------------------------------------------------------------------

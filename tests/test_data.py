@@ -424,32 +424,52 @@ def test_the_checksum_cache_avoids_hashing_again(tmp_path, mnist_root, hash_call
     assert hash_calls[4:] == [str(labels)]
 
 
-def test_a_file_without_a_recorded_checksum_is_refused(tmp_path, mnist_root):
+def test_a_file_without_a_record_is_checked_against_its_pinned_content(tmp_path, mnist_root, monkeypatch):
+    """No record in the root: each file is checked against the digest bpfree pins for the
+    dataset's real content (our fakes are not it), and accepted once the pin is theirs."""
     import shutil
 
-    from bpfree.data import DatasetCorrupt
+    from bpfree.data import DatasetCorrupt, content
+    from bpfree.data.checksums import file_digest
 
     shutil.copytree(mnist_root / "MNIST", tmp_path / "MNIST")  # no .bpfree/checksums.json
-    with pytest.raises(DatasetCorrupt, match="no recorded checksum.*bpfree download mnist"):
+    with pytest.raises(DatasetCorrupt, match="train-images-idx3-ubyte fails its sha256 check.*bpfree download mnist"):
         load_splits("mnist", root=tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    monkeypatch.setitem(content.IDX_SHA256, "MNIST", {p.name: file_digest(p) for p in sorted(raw.iterdir())})
+    assert len(load_splits("mnist", root=tmp_path).test) == MNIST_TEST_ROWS
 
 
-def test_cifar_without_a_record_is_checked_against_torchvisions_md5s(tmp_path, cifar_root, monkeypatch):
+def test_a_file_with_neither_record_nor_pin_is_refused(tmp_path):
+    from bpfree.data import DatasetCorrupt, verify_files
+
+    (tmp_path / "plugin.bin").write_bytes(b"x")
+    with pytest.raises(DatasetCorrupt, match="no recorded checksum.*bpfree download mine"):
+        verify_files(tmp_path, ["plugin.bin"], dataset="mine")
+
+
+def test_cifar_without_a_record_is_checked_against_the_pinned_md5s(tmp_path, cifar_root, monkeypatch):
     import shutil
 
-    import torchvision.datasets as tvd
-
-    from bpfree.data import DatasetCorrupt
+    from bpfree.data import DatasetCorrupt, content
     from bpfree.data.checksums import file_digest
 
     shutil.copytree(cifar_root / "cifar-10-batches-py", tmp_path / "cifar-10-batches-py")
     with pytest.raises(DatasetCorrupt, match="data_batch_1 fails its md5 check"):  # ours are not the real files
         load_splits("cifar10", root=tmp_path)
     base = tmp_path / "cifar-10-batches-py"
-    md5 = {name: file_digest(base / name, "md5") for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]}
-    monkeypatch.setattr(tvd.CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
-    monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    monkeypatch.setitem(content.CIFAR_MD5, "cifar-10-batches-py", {n: file_digest(base / n, "md5") for n in names})
     assert len(load_splits("cifar10", root=tmp_path).test) == CIFAR_TEST_ROWS
+
+
+def test_pinned_cifar_md5s_are_torchvisions():
+    import torchvision.datasets as tvd
+
+    from bpfree.data import content
+
+    for klass, base in ((tvd.CIFAR10, "cifar-10-batches-py"), (tvd.CIFAR100, "cifar-100-python")):
+        assert content.CIFAR_MD5[base] == dict(klass.train_list + klass.test_list)
 
 
 def test_a_pickle_that_would_run_code_runs_none(tmp_path, cifar_root):
@@ -477,42 +497,44 @@ def test_a_pickle_that_would_run_code_runs_none(tmp_path, cifar_root):
     assert marker.exists()
 
 
-def test_download_records_digests_from_the_checked_archives(tmp_path, mnist_root, monkeypatch):
-    """``bpfree download`` of MNIST (torchvision skips the fetch when the files exist): each
-    extracted file's SHA-256 comes from its .gz, whose MD5 torchvision knows; an extracted file
-    that differs from its archive is restored; an altered archive is refused."""
+def test_download_checks_content_against_the_pins_and_restores_from_an_archive(tmp_path, mnist_root, monkeypatch):
+    """``bpfree download`` of MNIST with a copy already in the root (torchvision is never
+    asked): each file's content is checked against its pinned SHA-256, whether it lies
+    extracted or gzipped; an extracted file that differs is restored from its archive; a copy
+    whose every form differs is refused in one line naming the file and the expected digest."""
     import gzip
     import shutil
 
     import torchvision.datasets as tvd
 
-    from bpfree.data import DatasetCorrupt
+    from bpfree.data import DatasetCorrupt, content
     from bpfree.data.checksums import file_digest, recorded
 
+    def no_network(*args, **kwargs):
+        raise AssertionError("torchvision was asked to download")
+
+    monkeypatch.setattr(tvd.MNIST, "download", no_network)
     raw = tmp_path / "MNIST" / "raw"
     shutil.copytree(mnist_root / "MNIST", tmp_path / "MNIST")
-    resources = []
-    for name in (
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    ):
-        (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
-        resources.append((f"{name}.gz", file_digest(raw / f"{name}.gz", "md5")))
-    monkeypatch.setattr(tvd.MNIST, "resources", resources)
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    monkeypatch.setitem(content.IDX_SHA256, "MNIST", {n: file_digest(raw / n) for n in names})
+    for name in names:  # archives with other bytes than any original's (another compressor's)
+        (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes(), compresslevel=1, mtime=1))
     tamper(raw / "train-labels-idx1-ubyte")
     DATASETS.get("mnist").download(tmp_path)
-    digests = recorded(tmp_path)
-    assert digests["MNIST/raw/train-labels-idx1-ubyte"] == (
+    assert recorded(tmp_path)["MNIST/raw/train-labels-idx1-ubyte"] == (
         "sha256",
         file_digest(mnist_root / "MNIST" / "raw" / "train-labels-idx1-ubyte"),
     )
     data = load_splits("mnist", root=tmp_path)  # restored from its archive
     np.testing.assert_array_equal(data.test.y.numpy(), mnist_label(50_000 + np.arange(MNIST_TEST_ROWS)))
-    tamper(raw / "t10k-images-idx3-ubyte.gz")
-    with pytest.raises(DatasetCorrupt, match="t10k-images-idx3-ubyte.gz is missing or altered"):
+    tamper(raw / "t10k-images-idx3-ubyte")
+    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress((raw / "t10k-images-idx3-ubyte").read_bytes()))
+    with pytest.raises(DatasetCorrupt) as caught:
         DATASETS.get("mnist").download(tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and "t10k-images-idx3-ubyte" in message
+    assert content.IDX_SHA256["MNIST"]["t10k-images-idx3-ubyte"] in message  # what was expected
 
 
 def test_a_read_only_root_loads_without_a_cache(tmp_path, mnist_root, monkeypatch, hash_calls):

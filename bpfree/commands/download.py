@@ -1,4 +1,7 @@
-"""``bpfree download NAME --root DIR``: fetch a torchvision dataset (needs network)."""
+"""``bpfree download NAME --root DIR [--from PATH]``: fetch a torchvision dataset (network), or
+import a local copy of it (``--from``: a folder of its files, gzipped or not, flat or in
+torchvision's layout, or CIFAR's .tar.gz). Either way every file's content is checked
+against the digest bpfree pins for it before the root is changed (bpfree/data/content.py)."""
 
 from __future__ import annotations
 
@@ -7,21 +10,39 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("download", help="download a dataset (digits ships with scikit-learn)")
+    p = sub.add_parser(
+        "download", help="download a dataset, or import a local copy with --from (digits ships with scikit-learn)"
+    )
     p.add_argument("dataset")
-    p.add_argument("--root", default="data")
+    p.add_argument("--root", default="data", help="the data root to write it into (default: data)")
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="PATH",
+        help="import this local copy instead of downloading: a folder holding the files (gzipped or not, "
+        "flat or in torchvision's layout), or CIFAR's .tar.gz; checked against pinned digests",
+    )
     p.set_defaults(func=run, catalog=True)
 
 
 def run(args: argparse.Namespace) -> int:
     import bpfree.data  # noqa: F401
+    from bpfree.errors import BpfreeError
     from bpfree.registry import DATASETS
 
     source = DATASETS.get(args.dataset)
     root = Path(args.root)
-    if hasattr(source, "download"):
+    if not hasattr(source, "download"):
+        if args.source:
+            raise BpfreeError(f"{args.dataset} ships with its package: there is nothing to import with --from")
+        print(f"{args.dataset} ships with its package; nothing to download")
+        return 0
+    if args.source:
+        if not hasattr(source, "import_from"):
+            raise BpfreeError(f"dataset {args.dataset!r} cannot import a local copy (--from); download it instead")
+        source.import_from(root, Path(args.source))
+        print(f"{args.dataset}: imported from {args.source}, checked, under {root}")
+    else:
         source.download(root)
         print(f"{args.dataset} is under {root}")
-    else:
-        print(f"{args.dataset} ships with its package; nothing to download")
     return 0

@@ -17,6 +17,12 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
     add_subject_arguments(p, required=False)
     p.add_argument("--seed", type=int, help="seeds the split, the initial weights and the batch order")
     p.add_argument("--params", help="YAML of hyperparameters (a flat mapping or bpfree tune's output)")
+    p.add_argument(
+        "--paper-params",
+        action="store_true",
+        help="the paper's code's final hyperparameters and early stopping for this algorithm, --arch and "
+        "--dataset (bpfree/paper_params.yaml; docs/paper-code.md)",
+    )
     p.add_argument("--config", help="workflow config: its run settings (early_stopping, measurement, ...)")
     p.add_argument(
         "--max-epochs", type=int, help="override early_stopping.max_epochs: " + describe(EarlyStopping, "max_epochs")
@@ -72,6 +78,14 @@ def spec_from_args(args: argparse.Namespace):
         raise BpfreeError(f"give --spec FILE, or {', '.join(missing)}")
     settings = load_settings(args.config)
     params = read_params_file(args.params, args.algorithm) if args.params else {}
+    if args.paper_params:
+        if args.params:
+            raise BpfreeError("give --params FILE or --paper-params, not both")
+        from bpfree.paper import paper_row
+
+        row = paper_row(args.algorithm, args.arch, args.dataset)
+        params = row.params
+        settings = settings.replace(early_stopping=row.early_stopping)  # that config's own stopping rule
     spec = run_spec(
         settings, algorithm=args.algorithm, dataset=args.dataset, seed=args.seed, arch=args.arch, params=params
     )
@@ -103,6 +117,7 @@ SPEC_FLAGS = (
     "arch",
     "seed",
     "params",
+    "paper_params",
     "config",
     "max_epochs",
     "measure_idle_s",

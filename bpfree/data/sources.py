@@ -5,7 +5,6 @@ checked against its recorded digest first (:mod:`bpfree.data.checksums`)."""
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import shlex
 from dataclasses import dataclass
@@ -13,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bpfree.data.checksums import DatasetCorrupt, file_digest, record, verify_files
+from bpfree.data.checksums import DatasetCorrupt, verify_files
+from bpfree.data.content import collect_cifar, collect_files, install, pinned, wanted_files
 from bpfree.data.core import DatasetInfo, FixedTail, RawData, ValRule
 from bpfree.errors import BpfreeError, DatasetMissing
-from bpfree.io import write_bytes_atomic
 from bpfree.registry import DATASETS
 
 
@@ -50,9 +49,10 @@ class Digits:
 @dataclass(frozen=True)
 class TorchvisionImages:
     """MNIST, Fashion-MNIST, CIFAR-10/100 in torchvision's on-disk layout. ``bpfree download``
-    fetches them with torchvision (which checks its MD5s) and records each file's digest
-    (:mod:`bpfree.data.checksums`); every load checks the files against that record before
-    parsing them. MNIST's IDX files are parsed by torchvision; CIFAR's pickles by
+    fetches them with torchvision, or imports a local copy (``--from PATH``); either way each
+    file's content is checked against the digest pinned in :mod:`bpfree.data.content` and
+    recorded (:mod:`bpfree.data.checksums`), and every load checks the files against that
+    record before parsing them. MNIST's IDX files are parsed by torchvision; CIFAR's pickles by
     :func:`read_cifar`, which builds arrays and plain containers only."""
 
     info: DatasetInfo
@@ -63,6 +63,11 @@ class TorchvisionImages:
     def _cifar(self) -> bool:
         return self.klass.startswith("CIFAR")
 
+    @property
+    def layout(self) -> str:
+        """The folder under the root: torchvision's class name (MNIST-like) or CIFAR's base folder."""
+        return {"CIFAR10": "cifar-10-batches-py", "CIFAR100": "cifar-100-python"}.get(self.klass, self.klass)
+
     def _class(self):
         import torchvision.datasets as tvd
 
@@ -70,26 +75,18 @@ class TorchvisionImages:
 
     def files(self, train: bool | None = None) -> list[str]:
         """The files a load parses, relative to the root (``train``: only that part)."""
-        klass = self._class()
-        if self._cifar:
-            lists = {True: klass.train_list, False: klass.test_list}
-            parts = [train] if train is not None else [True, False]
-            return [f"{klass.base_folder}/{name}" for part in parts for name, _ in lists[part]]
-        names = [name.removesuffix(".gz") for name, _ in klass.resources]
-        if train is not None:
-            names = [n for n in names if n.startswith("train" if train else "t10k")]
-        return [f"{self.klass}/raw/{name}" for name in names]
+        rels = [w.rel for w in wanted_files(self.layout)]
+        if train is None:
+            return rels
+        names = ("data_batch", "train") if train else ("test", "t10k")
+        return [rel for rel in rels if Path(rel).name.startswith(names)]
 
     def known_digests(self) -> dict[str, tuple[str, str]]:
-        """torchvision's MD5s of the files a load parses, where it has them (CIFAR; MNIST's
-        are of the .gz archives, checked at download)."""
-        if not self._cifar:
-            return {}
-        klass = self._class()
-        return {f"{klass.base_folder}/{name}": ("md5", md5) for name, md5 in klass.train_list + klass.test_list}
+        """The pinned content digests of the files a load parses (bpfree.data.content)."""
+        return pinned(self.layout)
 
     def load(self, root: Path, download: bool = False) -> RawData:
-        if download:
+        if download and not all((root / f).is_file() for f in self.files()):
             self.download(root)
         files = self.files()
         if not all((root / f).is_file() for f in files):
@@ -109,46 +106,55 @@ class TorchvisionImages:
             x = read_image_file(str(root / images)).numpy()
             y = read_label_file(str(root / labels)).numpy()
         except (RuntimeError, ValueError, OSError) as err:
-            raise BpfreeError(f"cannot read dataset {self.info.name!r} under {root}: {_first_line(err)}") from err
+            raise BpfreeError(f"cannot read dataset {self.info.name!r} under {root}: {_first_line(err)}") from None
         return (x.astype(np.float32) / 255.0)[:, None], y.astype(np.int64)
 
+    def import_from(self, root: Path, source: Path) -> None:
+        """Import a local copy (``bpfree download NAME --root ROOT --from PATH``): every file
+        checked against its pinned digest before anything is written into the root."""
+        source = Path(source)
+        if not source.exists():
+            raise DatasetMissing(f"--from {source}: no such file or folder")
+        if self._cifar:
+            contents = collect_cifar(source, self.layout, self.info.name)
+        else:
+            contents = collect_files(source, wanted_files(self.layout), self.info.name)
+        install(Path(root), contents, self.known_digests())
+
     def download(self, root: Path) -> None:
-        """Fetch with torchvision (it checks its MD5s), then record the digests a load checks."""
+        """Record a copy already under the root (the files a load reads, or their archives:
+        torchvision's or a distribution's recompressed ones), else fetch with torchvision; then
+        check every file's content against its pinned digest and record it."""
+        root = Path(root)
+        refetch = (
+            f"delete {root / self.layout} and run: bpfree download {self.info.name} --root {shlex.quote(str(root))}"
+        )
+        try:
+            self.import_from(root, root)  # nothing to fetch when a checked copy is here
+            return
+        except DatasetMissing:
+            pass
+        except DatasetCorrupt as err:
+            raise DatasetCorrupt(f"{err}; {refetch}") from None
         klass = self._class()
         for train in (True, False):
             try:
                 klass(str(root), train=train, download=True)
             except (RuntimeError, OSError) as err:  # OSError: urllib's URLError, unreadable files
                 raise BpfreeError(
-                    f"could not download dataset {self.info.name!r} to {root}: {_first_line(err)}"
-                ) from err
-        if self._cifar:
-            record(root, self.known_digests())  # torchvision found the files matching these
-        else:
-            record(root, self._idx_digests(root))
+                    f"could not download dataset {self.info.name!r} to {root}: {_one_line(err)}"
+                ) from None
+        try:
+            self.import_from(root, root)
+        except (DatasetMissing, DatasetCorrupt) as err:
+            raise DatasetCorrupt(f"downloaded {self.info.name!r} fails its check: {err}; {refetch}") from None
 
-    def _idx_digests(self, root: Path) -> dict[str, tuple[str, str]]:
-        """SHA-256 of each extracted IDX file, taken from its .gz archive after checking the
-        archive against torchvision's MD5; an extracted file that differs from its archive is
-        written again from it. (torchvision skips the download when the extracted files exist,
-        so their own presence proves nothing.)"""
-        import gzip
 
-        raw = root / self.klass / "raw"
-        refetch = f"delete {raw} and run: bpfree download {self.info.name} --root {shlex.quote(str(root))}"
-        digests: dict[str, tuple[str, str]] = {}
-        for archive_name, md5 in self._class().resources:
-            archive, extracted = raw / archive_name, raw / archive_name.removesuffix(".gz")
-            if not archive.is_file() or file_digest(archive, "md5") != md5:
-                raise DatasetCorrupt(
-                    f"cannot check {extracted}: its archive {archive} is missing or altered; {refetch}"
-                )
-            content = gzip.decompress(archive.read_bytes())
-            sha = hashlib.sha256(content).hexdigest()
-            if file_digest(extracted, "sha256") != sha:
-                write_bytes_atomic(extracted, content)
-            digests[f"{self.klass}/raw/{extracted.name}"] = ("sha256", sha)
-        return digests
+def _one_line(err: BaseException) -> str:
+    """The whole message of an error on one line (torchvision's download error puts its cause,
+    urllib's, on the lines after a colon)."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return text or type(err).__name__
 
 
 def _first_line(err: BaseException) -> str:

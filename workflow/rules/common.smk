@@ -7,12 +7,16 @@ from bpfree.workflow import (
     gpus_per_job,
     needs_download,
     slug_to_arch,
+    study_params,
 )
+from bpfree.workflow import Study as _Study
 
 # every run, each method's BP twin included; the tuning studies follow from them
 RUNS = expand_runs(config)
 # trials per study; 0: no tuning, every run uses the algorithm's defaults
 N_TRIALS = CONFIG.tuning.n_trials
+# per study: "tuned" (its study, when N_TRIALS > 0) or "paper" (the paper's values, no study)
+STUDY_PARAMS = study_params(CONFIG)
 TUNE_WORKERS = CONFIG.tune_workers  # jobs sharing each study's journal
 DATA_ROOT = CONFIG.data_root
 TABLES = TABLE_NAMES
@@ -75,8 +79,18 @@ def study_dir(wildcards):
     return f"results/tuning/{wildcards.dataset}/{wildcards.arch}/{wildcards.algorithm}"
 
 
+def params_mode(wildcards):
+    study = _Study(wildcards.dataset, slug_to_arch(wildcards.arch), wildcards.algorithm)
+    return STUDY_PARAMS.get(study, "tuned")
+
+
+def is_tuned(wildcards):
+    """A study runs for this run: tuning is on and its experiment does not take the paper's values."""
+    return N_TRIALS > 0 and params_mode(wildcards) == "tuned"
+
+
 def spec_inputs(wildcards):
-    if N_TRIALS == 0:
+    if not is_tuned(wildcards):
         return {}
     # extra workers run beside the first; the runs wait for all of them
     return {
@@ -87,9 +101,22 @@ def spec_inputs(wildcards):
     }
 
 
+def paper_values(wildcards):
+    """The paper's row a run takes (its params and early stopping), or None: a spec rule
+    param, so that a changed row rewrites the run's spec."""
+    if params_mode(wildcards) != "paper":
+        return None
+    from bpfree.paper import paper_row
+
+    row = paper_row(wildcards.algorithm, slug_to_arch(wildcards.arch), wildcards.dataset)
+    return {"params": row.params, "early_stopping": row.early_stopping.model_dump()}
+
+
 def params_option(wildcards, input):
-    """``--params FILE`` as two arguments (each quoted by :q), or nothing."""
-    return ["--params", input.params] if N_TRIALS > 0 else []
+    """``--params FILE`` as two arguments (each quoted by :q), ``--paper-params``, or nothing."""
+    if params_mode(wildcards) == "paper":
+        return ["--paper-params"]
+    return ["--params", input.params] if is_tuned(wildcards) else []
 
 
 def all_trial_tables():
@@ -100,8 +127,15 @@ def all_trial_tables():
         {
             f"results/tuning/{r.dataset}/{r.arch_slug}/{r.algorithm}/study.trials.csv"
             for r in RUNS
+            if STUDY_PARAMS.get(r.study) == "tuned"
         }
     )
+
+
+def import_option(wildcards):
+    """``--from PATH`` where the config's data_from names a local copy of the dataset."""
+    source = CONFIG.data_from.get(wildcards.dataset)
+    return ["--from", source] if source else []
 
 
 def trials_option(wildcards, input):

@@ -13,6 +13,7 @@ rule spec:
     params:
         arch=lambda wc: slug_to_arch(wc.arch),
         tuned=params_option,
+        paper=paper_values,  # not on the command line: a changed row rewrites the spec
         config_path=CONFIGFILE,
         device=CONFIG.device,
         data_root=DATA_ROOT,
