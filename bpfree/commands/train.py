@@ -76,11 +76,11 @@ def spec_from_args(args: argparse.Namespace):
     missing = [f"--{k}" for k in ("algorithm", "dataset", "seed") if getattr(args, k) is None]
     if missing:
         raise BpfreeError(f"give --spec FILE, or {', '.join(missing)}")
+    if args.paper_params and args.params:
+        raise BpfreeError("give --params FILE or --paper-params, not both")
     settings = load_settings(args.config)
     params = read_params_file(args.params, args.algorithm) if args.params else {}
     if args.paper_params:
-        if args.params:
-            raise BpfreeError("give --params FILE or --paper-params, not both")
         from bpfree.paper import paper_row
 
         row = paper_row(args.algorithm, args.arch, args.dataset)
