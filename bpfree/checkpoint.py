@@ -186,8 +186,8 @@ def check_fits(state: CheckpointState, algo: Any, policy: Any, record_type: type
         value = getattr(state, name)
         if not _is_number(value) or not math.isfinite(value) or value < low:
             raise ValueError(f"{name} is {value!r}, not a finite number >= {low}")
-    _int(state.pieces, "pieces", 1, None)
-    _int(state.checkpoints, "checkpoints", 1, None)
+    _int(state.pieces, "pieces", 1, 10**6)
+    _int(state.checkpoints, "checkpoints", 1, 10**9)
     if not isinstance(state.extra, Mapping):
         raise ValueError(f"extra is a {type(state.extra).__name__}, not a mapping")
     _measured(state.measured)
