@@ -241,7 +241,10 @@ def read_yaml(path: str | Path, what: str = "") -> Any:
 def loads_yaml(text: str, label: str = "YAML") -> Any:
     """YAML text as plain data: composed first, its size with every alias followed checked,
     only then built."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # refuses control characters already
+    except yaml.YAMLError as err:
+        raise BpfreeError(f"{label} is not valid YAML: {str(err).splitlines()[0]}") from None
     try:
         node = loader.get_single_node()
         if node is None:
