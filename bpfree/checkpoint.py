@@ -179,7 +179,7 @@ def check_fits(state: CheckpointState, algo: Any, policy: Any, record_type: type
     stopper = state.stopper
     if not _is_number(stopper.best) or math.isnan(stopper.best):
         raise ValueError(f"stopper.best is {stopper.best!r}, not a number")
-    _int(stopper.best_epoch, "stopper.best_epoch", 0, None)
+    _int(stopper.best_epoch, "stopper.best_epoch", -1, None)  # -1: none yet (or no early stopping)
     _int(stopper.bad_epochs, "stopper.bad_epochs", 0, None)
     _history(state.history, record_type, {stage.name for stage in stages}, state.stage_epochs)
     for name, low in (("train_time_s", 0.0), ("checkpoint_time_s", 0.0)):
