@@ -23,8 +23,9 @@ if not workflow.configfiles:
 
 
 try:  # one clear line, before any job is planned
-    for _configfile in workflow.configfiles:  # read with bpfree's limits: size, UTF-8, aliases
-        read_yaml(_configfile, "config")
+    # each config file read again, with bpfree's limits (size, UTF-8, aliases bounded)
+    for _file in workflow.configfiles:
+        read_yaml(_file, "config")
     CONFIG = check_config(config)  # typed, every default filled in (bpfree/spec.py)
     CONFIGFILE = job_config_file(workflow.configfiles, workflow.config_settings.config)
 except BpfreeError as err:

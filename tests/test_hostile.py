@@ -339,7 +339,7 @@ def test_an_alias_bomb_in_the_workflow_config_stops_snakemake_in_one_line(tmp_pa
     (tmp_path / "bomb.yaml").write_text(config.replace("  search_spaces:\n", "  search_spaces:\n    bp:\n" + bomb, 1))
     proc = snakemake("-n", "--cores", "1", "--configfile", "bomb.yaml", cwd=tmp_path, timeout=120)
     assert proc.returncode != 0
-    assert "bpfree: config error: config bomb.yaml: its YAML expands to more than 100000 values" in proc.stderr
+    assert f"bpfree: config error: config {tmp_path / 'bomb.yaml'}: its YAML expands to more than 100000" in proc.stderr
     assert "Traceback" not in proc.stderr and "Building DAG" not in proc.stdout + proc.stderr
 
 
