@@ -850,6 +850,6 @@ def write_trials_csv(path: str | Path, study: optuna.Study, pruner: str = "") ->
     try:
         if path.read_text() == text:
             return
-    except OSError:
+    except (OSError, ValueError):  # missing, or not text: rewritten
         pass
     write_text_atomic(path, text)
