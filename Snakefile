@@ -9,6 +9,7 @@ sys.path.insert(0, workflow.basedir)
 from snakemake.utils import min_version, validate
 
 from bpfree.errors import BpfreeError
+from bpfree.io import read_yaml
 from bpfree.workflow import check_config, job_config_file, register_gpus
 
 min_version("9.0")
@@ -22,6 +23,9 @@ if not workflow.configfiles:
 
 
 try:  # one clear line, before any job is planned
+    # each config file read again, with bpfree's limits (size, UTF-8, aliases bounded)
+    for _file in workflow.configfiles:
+        read_yaml(_file, "config")
     CONFIG = check_config(config)  # typed, every default filled in (bpfree/spec.py)
     CONFIGFILE = job_config_file(workflow.configfiles, workflow.config_settings.config)
 except BpfreeError as err:

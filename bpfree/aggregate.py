@@ -14,8 +14,11 @@ Diverged runs are never dropped silently: they are counted and noted in every ta
 
 from __future__ import annotations
 
-import json
+import csv
+import io
 import math
+import os
+import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ import polars as pl
 
 from bpfree.errors import BpfreeError
 from bpfree.outputs import BASELINE
-from bpfree.record import read_record
+from bpfree.record import RunRecord, read_record
 
 KEYS = ["algorithm", "arch", "dataset"]
 SUMMARY_COLUMNS = [
@@ -76,15 +79,63 @@ METRIC = {m.column: m for m in METRICS}
 
 
 # -- runs ---------------------------------------------------------------------------------
-def read_metrics(paths: Iterable[str | Path]) -> pl.DataFrame:
+# the columns every history.csv begins with (bpfree.run.HISTORY_COLUMNS), in this order
+HISTORY_COLUMNS = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy", "epoch_time_s"]
+MAX_HISTORY_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """One run as given to aggregate: its metrics.json, the record in it, and its history
+    (None where history.csv is missing: said once, in a warning)."""
+
+    path: Path
+    record: RunRecord
+    history: pl.DataFrame | None
+
+
+def read_runs(paths: Iterable[str | Path], *, warn: bool = True) -> list[RunFiles]:
+    """Every metrics.json and the history.csv beside it, each checked: a file given twice, or
+    two runs of the same algorithm, arch, dataset and seed (they would count as two seeds),
+    and a malformed history are refused in one line; a missing history is a one-line warning
+    (the run's min_val_loss and epochs are left out). Paths are literal: no wildcards."""
+    runs: list[RunFiles] = []
+    files: dict[str, Path] = {}
+    keys: dict[tuple, Path] = {}
+    for path in map(Path, paths):
+        real = os.path.realpath(path)
+        if real in files:
+            raise BpfreeError(f"{path} is given twice (also as {files[real]}): give each run once")
+        files[real] = path
+        record = read_record(path)
+        key = (record.algorithm, record.arch, record.dataset, record.seed)
+        if key in keys:
+            raise BpfreeError(
+                f"two runs of {record.algorithm} {record.arch} on {record.dataset} seed {record.seed}: "
+                f"{keys[key]} and {path} (they would count as two seeds); give each run once"
+            )
+        keys[key] = path
+        history_path = path.with_name("history.csv")
+        history = None
+        if history_path.exists() or history_path.is_symlink():
+            history = read_history(history_path)
+        elif warn:
+            print(
+                f"bpfree: warning: {history_path} is missing: that run's min_val_loss and epoch history are left out",
+                file=sys.stderr,
+            )
+        runs.append(RunFiles(path, record, history))
+    return runs
+
+
+def read_metrics(paths: Iterable[str | Path] | list[RunFiles]) -> pl.DataFrame:
     """One row per run: the scalar fields of each metrics.json, plus ``min_val_loss`` (the
     lowest validation loss of the run's last stage) from the history.csv beside it."""
     rows = []
-    for path in map(Path, paths):
-        row = read_record(path).scalars()
-        history = path.with_name("history.csv")
-        if history.exists():
-            row["min_val_loss"] = _final_stage_min_val_loss(read_history(history))
+    for run in _runs(paths):
+        row = run.record.scalars()
+        if run.history is not None:
+            row["min_val_loss"] = _final_stage_min_val_loss(run.history)
         rows.append(row)
     if not rows:
         raise BpfreeError("no metrics files given to aggregate")
@@ -95,14 +146,49 @@ def read_metrics(paths: Iterable[str | Path]) -> pl.DataFrame:
     )
 
 
+def _runs(paths: Iterable[str | Path] | list[RunFiles], warn: bool = True) -> list[RunFiles]:
+    paths = list(paths)
+    if paths and all(isinstance(p, RunFiles) for p in paths):
+        return paths
+    return read_runs(paths, warn=warn)
+
+
 # a diverged run's history holds "nan" and "inf", which polars infers as text unless told
 HISTORY_FLOATS = ["train_loss", "val_loss", "val_accuracy", "epoch_time_s", "energy_j", "net_energy_j"]
 
 
 def read_history(path: Path) -> pl.DataFrame:
+    """A run's history.csv, checked row by row (read here, not by a path polars would expand
+    as a wildcard): UTF-8, the columns bpfree writes first, every row whole, epochs counted
+    from 1, numbers where numbers belong. One line naming the file and row otherwise."""
+    from bpfree.io import decode_utf8, read_limited
+
+    data = read_limited(path, MAX_HISTORY_BYTES, f"run history {path}")
+    text = decode_utf8(data, f"run history {path}")
+    rows = list(csv.reader(io.StringIO(text)))
+
+    def refuse(what: str) -> BpfreeError:
+        return BpfreeError(f"run history {path} {what}: it is not a history bpfree wrote; train the run again")
+
+    if not rows or rows[0][: len(HISTORY_COLUMNS)] != HISTORY_COLUMNS:
+        header = ",".join(rows[0])[:60] if rows else ""
+        raise refuse(f"does not begin with the columns {','.join(HISTORY_COLUMNS)} (it has {header!r})")
+    header = rows[0]
+    floats = [i for i, name in enumerate(header) if name in HISTORY_FLOATS]
+    for number, row in enumerate(rows[1:], start=1):
+        if len(row) != len(header):
+            raise refuse(f"row {number} has {len(row)} of {len(header)} fields (cut short?)")
+        if row[0] != str(number):
+            raise refuse(f"row {number} is epoch {row[0][:20]!r}, not {number}")
+        for i in floats:
+            try:
+                if row[i] != "":
+                    float(row[i])
+            except ValueError:
+                raise refuse(f"row {number}: {header[i]} is {row[i][:20]!r}, not a number") from None
     try:
-        return pl.read_csv(path, schema_overrides={c: pl.Float64 for c in HISTORY_FLOATS})
-    except (OSError, pl.exceptions.PolarsError) as err:
+        return pl.read_csv(data, schema_overrides={c: pl.Float64 for c in HISTORY_FLOATS if c in header})
+    except pl.exceptions.PolarsError as err:
         raise BpfreeError(f"cannot read run history {path}: {str(err).splitlines()[0]}") from None
 
 
@@ -114,16 +200,15 @@ def _final_stage_min_val_loss(history: pl.DataFrame) -> float | None:
     return None if finite.is_empty() else float(finite.min())
 
 
-def read_histories(paths: Iterable[str | Path]) -> pl.DataFrame:
+def read_histories(paths: Iterable[str | Path] | list[RunFiles]) -> pl.DataFrame:
     """Every run's history.csv (beside its metrics.json), one row per epoch, with the run's
     algorithm, arch, dataset and seed in front."""
     frames = []
-    for path in map(Path, paths):
-        history = path.with_name("history.csv")
-        if not history.exists():
+    for run in _runs(paths, warn=False):
+        if run.history is None:
             continue
-        run = json.loads(path.read_text())
-        frames.append(read_history(history).with_columns(**{k: pl.lit(run[k]) for k in (*KEYS, "seed")}))
+        values = {k: getattr(run.record, k) for k in (*KEYS, "seed")}
+        frames.append(run.history.with_columns(**{k: pl.lit(v) for k, v in values.items()}))
     if not frames:
         return pl.DataFrame(schema={k: pl.String for k in KEYS} | {"seed": pl.Int64})
     frame = pl.concat(frames, how="diagonal_relaxed")
@@ -624,16 +709,18 @@ def _stage_flops(paths: Iterable[str | Path]) -> dict[tuple, str]:
     """Per (algorithm, arch, dataset): each stage's training FLOPs per sample of one epoch,
     with what it does once (caches) in brackets, from the first analysed run's record."""
     out: dict[tuple, str] = {}
-    for path in paths:
-        record = read_record(path)
+    for item in paths:
+        record = item.record if isinstance(item, RunFiles) else read_record(item)
         key = (record.algorithm, record.arch, record.dataset)
         if key in out or not record.flops_by_stage:
             continue
         parts = []
         for stage, entry in record.flops_by_stage.items():
-            text = f"{stage} {entry.get('train_flops_per_sample', math.nan):.3g}"
-            once = entry.get("train_setup_flops_per_sample") or 0.0
-            parts.append(text + (f" (+{once:.3g} once)" if once else ""))
+            entry = entry if isinstance(entry, dict) else {}
+            flops, once = entry.get("train_flops_per_sample"), entry.get("train_setup_flops_per_sample")
+            flops = flops if isinstance(flops, (int, float)) else math.nan
+            once = once if isinstance(once, (int, float)) else 0.0
+            parts.append(f"{stage} {flops:.3g}" + (f" (+{once:.3g} once)" if once else ""))
         out[key] = "; ".join(parts)
     return out
 
@@ -782,19 +869,23 @@ class Tables:
 
 
 def build_tables(
-    metrics_paths: list[str | Path], trials_paths: list[str | Path] = (), *, target_fraction: float = 0.99
+    metrics_paths: list[str | Path] | list[RunFiles],
+    trials_paths: list[str | Path] = (),
+    *,
+    target_fraction: float = 0.99,
 ) -> Tables:
     """``trials_paths``: the studies' trial tables (``STUDY.trials.csv``) for the cost table."""
     from bpfree.cost import cost_table, read_trials
 
-    runs = read_metrics(metrics_paths)
+    given = _runs(metrics_paths)  # read and checked once
+    runs = read_metrics(given)
     methods = method_stats(runs)
     deltas = bp_deltas(runs)
-    tables = Tables(runs, methods, deltas, paper_comparison(methods, deltas), read_histories(metrics_paths))
+    tables = Tables(runs, methods, deltas, paper_comparison(methods, deltas), read_histories(given))
     tables.cost = cost_table(runs, read_trials(trials_paths))
     from bpfree.target import to_target
 
-    tables.hardware = hardware_table(runs, metrics_paths)
+    tables.hardware = hardware_table(runs, given)
     tables.to_target = to_target(runs, tables.histories, target_fraction)
     return tables
 

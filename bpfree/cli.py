@@ -1,7 +1,8 @@
 """``bpfree`` command line. Each subcommand lives in ``bpfree/commands/<name>.py`` with
 ``register(subparsers)``; a new one is a new module plus one line in ``COMMANDS``.
 
-User errors (:class:`BpfreeError`) print one line naming what is valid and exit 2."""
+User errors (:class:`BpfreeError`) print one line naming what is valid and exit 2; so does an
+OSError that no command turned into one (the disk, the file system)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BpfreeError as err:
         print(f"bpfree: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the machine's, not ours (a write of a library's, a device): one line
+        where = f": {err.filename}" if err.filename else ""
+        print(f"bpfree: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bpfree: interrupted", file=sys.stderr)

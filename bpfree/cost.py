@@ -133,7 +133,7 @@ def read_trials(paths: Iterable[str | Path]) -> pl.DataFrame:
     frames = []
     for path in paths:
         try:
-            frame = pl.read_csv(path, schema_overrides=TRIAL_SCHEMA, infer_schema_length=0)
+            frame = pl.read_csv(path, schema_overrides=TRIAL_SCHEMA, infer_schema_length=0, glob=False)
         except (OSError, pl.exceptions.PolarsError) as err:
             raise BpfreeError(f"cannot read the trial table {path}: {str(err).splitlines()[0]}") from None
         missing = sorted(set(TRIAL_SCHEMA) - set(frame.columns))

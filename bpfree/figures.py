@@ -46,12 +46,12 @@ def read_tables(directory: str | Path) -> Tables:
         path = directory / f"{name}.csv"
         if not path.exists():
             raise BpfreeError(f"{path} is missing; write the tables first (bpfree aggregate --out-dir)")
-        frames[name] = pl.read_csv(path, infer_schema_length=None)
+        frames[name] = pl.read_csv(path, infer_schema_length=None, glob=False)
     if (directory / "cost.csv").exists():
-        frames["cost"] = pl.read_csv(directory / "cost.csv", infer_schema_length=None)
+        frames["cost"] = pl.read_csv(directory / "cost.csv", infer_schema_length=None, glob=False)
     for name in ("hardware", "to_target"):
         if (directory / f"{name}.csv").exists():
-            frames[name] = pl.read_csv(directory / f"{name}.csv", infer_schema_length=None)
+            frames[name] = pl.read_csv(directory / f"{name}.csv", infer_schema_length=None, glob=False)
     return Tables(**frames)
 
 

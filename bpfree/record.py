@@ -6,13 +6,13 @@ file, not as a silent empty column. No torch here: the tables are built without 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bpfree.errors import BpfreeError
+from bpfree.io import read_json
 from bpfree.spec import SCHEMA_VERSION
 
 Status = Literal["ok", "diverged"]
@@ -130,10 +130,7 @@ class RunRecord(BaseModel):
 def read_record(path: str | Path) -> RunRecord:
     """A metrics.json, checked against this bpfree's RunRecord; one line if it is not one."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise BpfreeError(f"cannot read run metrics {path}: {err}") from None
+    data = read_json(path, "run metrics")  # bounded, UTF-8, one line if it is no JSON
     if not isinstance(data, dict):
         raise BpfreeError(f"{path} is not a run's metrics (not a JSON object)")
     version = data.get("schema_version")

@@ -16,7 +16,7 @@ import torch
 
 from bpfree import __version__
 from bpfree.algorithms import build_algorithm
-from bpfree.checkpoint import Checkpoint, CheckpointState
+from bpfree.checkpoint import Checkpoint, CheckpointState, check_fits
 from bpfree.data import DataSplits, load_splits
 from bpfree.errors import BpfreeError, is_out_of_memory
 from bpfree.hardware import Analysis, analyse, epoch_flops, run_costs
@@ -36,7 +36,7 @@ from bpfree.record import RunRecord, read_record
 from bpfree.registry import DATASETS
 from bpfree.resolve import resolve
 from bpfree.spec import EarlyStopping, Measurement, RunSpec, dump_yaml
-from bpfree.training import Checkpointing, FitResult, Profiling, fit, resolve_device, seed_everything
+from bpfree.training import Checkpointing, EpochRecord, FitResult, Profiling, fit, resolve_device, seed_everything
 from bpfree.warmup import warm_up
 
 HISTORY_COLUMNS = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy", "epoch_time_s"]
@@ -264,7 +264,7 @@ def train(spec: RunSpec, out: str | Path | None = None) -> RunResult:
     if out is not None:
         out = check_output_dir(out)
         text = dump_yaml(spec)
-        if not (out / SPEC).exists() or (out / SPEC).read_text() != text:
+        if not (out / SPEC).is_file() or (out / SPEC).read_bytes() != text.encode():
             write_text_atomic(out / SPEC, text)
     seed_everything(spec.seed)
     checkpoint = Checkpoint(out / CHECKPOINT, spec.identity(device.type)) if out is not None else None
@@ -276,6 +276,8 @@ def train(spec: RunSpec, out: str | Path | None = None) -> RunResult:
         data = load_splits(
             spec.dataset, root=spec.machine.data_root, seed=spec.seed, device=device, download=spec.machine.download
         )
+        if checkpoint is not None:  # one that does not fit this run is set aside before any restore
+            checkpoint.check = lambda state: check_fits(state, algo, spec.early_stopping, EpochRecord, device)
         with precision_context(spec.precision, device):  # training, validation and test alike
             flags = precision_flags(device)
             analysis = None

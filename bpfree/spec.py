@@ -29,8 +29,11 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from bpfree.errors import BpfreeError
+from bpfree.io import read_yaml  # the one YAML reader, with limits (re-exported: spec.read_yaml)
 
 SCHEMA_VERSION = 1  # of spec.yaml and metrics.json; raised when a field changes meaning
+MAX_THREADS = 1024  # torch starts that many threads; far more (1e5) ends in a segmentation fault
+MAX_SEED = 2**63 - 1  # a 64-bit integer: torch's generators, numpy and the tables (Int64) hold it
 PRECISIONS = ("fp32", "tf32", "bf16")
 ARCH_PATTERN = r"^[a-z][a-z0-9_-]*:[0-9]+(,[0-9]+)*$"  # the kind is checked against the registry
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
@@ -99,6 +102,7 @@ Threads = Annotated[
     Field(
         default=None,
         ge=1,
+        le=MAX_THREADS,
         description="CPU threads of each train/tune job (torch.set_num_threads); null: every local core, so "
         "measured jobs run one at a time and no run's time or energy includes another's",
     ),
@@ -163,7 +167,7 @@ class RunSpec(_Model):
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="version of this format")
     algorithm: str = Field(description="a registered algorithm (bpfree algorithms)")
     dataset: str = Field(description="a registered dataset (bpfree datasets)")
-    seed: int = Field(ge=0, description="seeds the split, the initial weights and the batch order")
+    seed: int = Field(ge=0, le=MAX_SEED, description="seeds the split, the initial weights and the batch order")
     arch: str | None = Field(
         None, pattern=ARCH_PATTERN, description="mlp:W1,W2,... or cnn:C1,C2,...; null: the algorithm's own"
     )
@@ -207,7 +211,7 @@ class Tuning(_Model):
         None, ge=1, description="one trial's epoch budget; null is early_stopping.max_epochs"
     )
     timeout: float | None = Field(None, gt=0, description="seconds after which a worker starts no new trial")
-    seed: int = Field(42, ge=0, description="TPE sampler seed and every trial's training seed")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="TPE sampler seed and every trial's training seed")
     multivariate: bool = Field(True, description="multivariate TPE")
     startup_trials: int = Field(10, ge=0, description="random trials before TPE models the space")
     pruner: Literal["median", "successive-halving", "hyperband", "none"] = Field(
@@ -273,7 +277,7 @@ class WorkflowConfig(Settings):
     tune_workers: int = Field(
         1, ge=1, description="jobs working on each Optuna study at once, sharing its journal (e.g. one per GPU)"
     )
-    seeds: Annotated[list[Annotated[int, Field(ge=0)]], AfterValidator(_unique), Unique] = Field(
+    seeds: Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], AfterValidator(_unique), Unique] = Field(
         min_length=1,
         description="distinct seeds; every run of the grid and its BP twin are trained once per seed (split, "
         "initialisation and batch order follow it), so runs pair by seed",
@@ -363,22 +367,9 @@ def _submodel(model: type[_Model], loc: list) -> type[_Model] | None:
     return model
 
 
-def read_yaml(path: str | Path) -> Any:
-    """YAML as plain data (``yaml.safe_load``: no object is ever constructed from a tag)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise BpfreeError(f"cannot read {path}: {err.strerror}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise BpfreeError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-
-
 def load_spec(path: str | Path) -> RunSpec:
     """A run's spec.yaml (as ``bpfree spec`` or the workflow wrote it)."""
-    data = read_yaml(path)
+    data = read_yaml(path, "spec")
     if isinstance(data, Mapping) and data.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
         raise BpfreeError(
             f"{path} has schema_version {data.get('schema_version')!r}; this bpfree reads {SCHEMA_VERSION}"

@@ -53,7 +53,7 @@ from bpfree import __version__
 from bpfree.algorithms import build_algorithm, check_trainable, params_from_mapping
 from bpfree.data import load_splits
 from bpfree.errors import BpfreeError, is_out_of_memory
-from bpfree.io import write_bytes_atomic, write_text_atomic, write_yaml_atomic
+from bpfree.io import write_bytes_atomic, write_failed, write_text_atomic, write_yaml_atomic
 from bpfree.measure import Meter
 from bpfree.models import ArchSpec, parse_arch
 from bpfree.precision import check_precision, precision_context
@@ -353,7 +353,7 @@ def open_study(storage: str | Path, study_name: str, settings: Tuning, max_resou
     path = Path(storage)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        backend = WholeLinesJournal(str(path))
     except OSError as err:
         raise BpfreeError(f"cannot open the journal {path}: {err.strerror}") from None
     return optuna.create_study(
@@ -367,6 +367,30 @@ def open_study(storage: str | Path, study_name: str, settings: Tuning, max_resou
 
 
 NEWLINE = b"\n"  # ends every journal entry
+
+
+class WholeLinesJournal(optuna.storages.journal.JournalFileBackend):
+    """Optuna's journal file, whose entries are appended whole or not at all: a write that
+    fails (a full disk) is cut back to the journal's length before it, under the writers'
+    lock, and ends in one line naming the journal (bpfree.io.WriteFailed). Without this, the
+    last line would be cut and every later start would find a damaged journal."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode()
+        with optuna.storages.journal._file.get_lock_file(self._lock):
+            fd = os.open(self._file_path, os.O_WRONLY | os.O_APPEND)
+            try:
+                before = os.fstat(fd).st_size
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                except OSError as err:
+                    os.ftruncate(fd, before)  # frees what was written: possible on a full disk too
+                    raise write_failed(err, self._file_path, "the tuning journal") from None
+            finally:
+                os.close(fd)
 
 
 def repair_journal(path: str | Path) -> Path | None:
@@ -826,6 +850,6 @@ def write_trials_csv(path: str | Path, study: optuna.Study, pruner: str = "") ->
     try:
         if path.read_text() == text:
             return
-    except OSError:
+    except (OSError, ValueError):  # missing, or not text: rewritten
         pass
     write_text_atomic(path, text)

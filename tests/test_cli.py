@@ -162,28 +162,28 @@ def test_bf16_training_learns_and_is_recorded_as_part_of_the_run(tmp_path, capsy
     assert metrics["precision"] == "bf16" and metrics["test_accuracy"] > 0.85
     with open(tmp_path / "out" / "history.csv") as fh:
         bf16_first = next(csv.DictReader(fh))["train_loss"]
-    # an fp32 run of the same configuration is another run: not "already trained"
-    assert (
-        main(
-            train_args(
-                tmp_path,
-                "--arch",
-                "mlp:64",
-                "--max-epochs",
-                "1",
-                "--device",
-                "cpu",
-                "--measure-idle-s",
-                "0",
-                "--measure-codecarbon",
-                "off",
-            )
-        )
-        == 0
-    )
+    # an fp32 run of the same configuration is another run: not "already trained", and it
+    # does not overwrite the finished bf16 run (refused in one line), it trains elsewhere
+    fp32 = [
+        "--arch",
+        "mlp:64",
+        "--max-epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--measure-idle-s",
+        "0",
+        "--measure-codecarbon",
+        "off",
+    ]
+    capsys.readouterr()
+    assert main(train_args(tmp_path, *fp32)) == 2
+    assert "holds a finished run of another specification" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["precision"] == "bf16"
+    assert main(train_args(tmp_path, *fp32, out=str(tmp_path / "fp32"))) == 0
     assert "already trained" not in capsys.readouterr().out
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["precision"] == "fp32"
-    with open(tmp_path / "out" / "history.csv") as fh:
+    assert json.loads((tmp_path / "fp32" / "metrics.json").read_text())["precision"] == "fp32"
+    with open(tmp_path / "fp32" / "history.csv") as fh:
         fp32_first = next(csv.DictReader(fh))["train_loss"]
     assert float(fp32_first) != float(bf16_first)  # same seed and batches: only the precision differs
 

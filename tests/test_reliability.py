@@ -166,7 +166,7 @@ def test_repeated_seeds_in_the_workflow_config_are_refused():
     "extra, expected",
     [
         (["--out", "blocker/best.yaml"], "the directory of --out blocker is a file, not a directory"),
-        (["--storage", "blocker/study.journal"], "the journal's directory blocker is a file"),
+        (["--storage", "blocker/study.journal"], "the directory of --storage blocker is a file"),
         (["--seed", "-2"], "tuning.seed: Input should be greater than or equal to 0, got -2"),
     ],
 )

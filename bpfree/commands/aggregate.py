@@ -25,18 +25,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpfree.aggregate import build_tables, read_metrics, write_tables
+    from bpfree.aggregate import build_tables, read_metrics, read_runs, write_tables
     from bpfree.errors import BpfreeError
-    from bpfree.io import write_text_atomic
+    from bpfree.io import output_file, writable_directory, write_text_atomic
 
-    if not (args.out_dir or args.summary):
+    if args.out_dir is None and args.summary is None:
         raise BpfreeError("say where the tables go: --out-dir DIR and/or --summary FILE")
-    if args.summary:
-        write_text_atomic(args.summary, read_metrics(args.metrics).write_csv())
-    if args.out_dir:
-        if not 0 < args.target_fraction <= 1:
-            raise BpfreeError(f"--target-fraction must be in (0, 1], got {args.target_fraction}")
-        tables = build_tables(args.metrics, args.trials, target_fraction=args.target_fraction)
+    if not 0 < args.target_fraction <= 1:
+        raise BpfreeError(f"--target-fraction must be in (0, 1], got {args.target_fraction}")
+    # where they go, checked before any run is read
+    if args.summary is not None:
+        output_file(args.summary, "--summary")
+    if args.out_dir is not None:
+        writable_directory(args.out_dir, "--out-dir")
+    runs = read_runs(args.metrics)  # each checked once: a run given twice, a broken history
+    if args.summary is not None:
+        write_text_atomic(args.summary, read_metrics(runs).write_csv(), "the summary table")
+    if args.out_dir is not None:
+        tables = build_tables(runs, args.trials, target_fraction=args.target_fraction)
         write_tables(tables, args.out_dir)
         not_ok = tables.summary.filter(tables.summary["status"] != "ok").height
         print(

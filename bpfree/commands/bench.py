@@ -56,13 +56,16 @@ def run(args: argparse.Namespace) -> int:
 
     from bpfree.bench.runner import BenchConfig, format_table, run_bench
     from bpfree.errors import BpfreeError
-    from bpfree.io import write_json_atomic
+    from bpfree.io import output_file, write_json_atomic
+    from bpfree.spec import MAX_THREADS
     from bpfree.training import resolve_device
 
     device = resolve_device(args.device)
     threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else torch.get_num_threads())
-    if threads < 1:
-        raise BpfreeError(f"--threads must be >= 1, got {threads}")
+    if not 1 <= threads <= MAX_THREADS:
+        raise BpfreeError(f"--threads must be from 1 to {MAX_THREADS}, got {threads}")
+    if args.out is not None:
+        output_file(args.out, "--out")
     torch.set_num_threads(threads)
     overrides = {
         key: value

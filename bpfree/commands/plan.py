@@ -26,7 +26,11 @@ def run(args: argparse.Namespace) -> int:
     from bpfree.errors import BpfreeError
     from bpfree.spec import read_yaml
 
-    config = read_yaml(args.configfile)
+    if args.csv is not None:
+        from bpfree.io import output_file
+
+        output_file(args.csv, "--csv")
+    config = read_yaml(args.configfile, "config")
     if not isinstance(config, dict):
         raise BpfreeError(f"{args.configfile} is not a workflow config (not a mapping)")
     try:

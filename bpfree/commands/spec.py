@@ -18,10 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bpfree.commands.train import spec_from_args
-    from bpfree.io import write_text_atomic
+    from bpfree.io import output_file, write_text_atomic
     from bpfree.resolve import resolve
     from bpfree.spec import dump_yaml
 
+    output_file(args.out, "--out")
     spec = resolve(spec_from_args(args))
     write_text_atomic(args.out, dump_yaml(spec))
     print(f"{spec.algorithm} {spec.arch} on {spec.dataset} seed {spec.seed} -> {args.out}")

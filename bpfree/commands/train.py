@@ -55,6 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", help="a run's spec.yaml: run exactly that (flags other than the machine's refused)")
     add_spec_arguments(p)
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another process is training in --out, wait for it to end instead of failing",
+    )
     p.set_defaults(func=run, catalog=True)
 
 
@@ -132,20 +137,24 @@ SPEC_FLAGS = (
 
 def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: every bpfree command would otherwise pay for torch
+    from bpfree import runfolder
     from bpfree.run import completed_record, prepare, train
     from bpfree.training import set_threads
 
     spec = spec_from_args(args)
+    out = runfolder.check(args.out)  # its kind, before any work
     set_threads(spec.machine.threads)
     resolved, _, digest = prepare(spec)  # every check, before any work
-    done = completed_record(digest, args.out)
-    if done is not None:  # e.g. a requeued job that had finished: keep its measurements
-        print(
-            f"{done.algorithm} {done.arch} on {done.dataset} seed {done.seed}: already trained "
-            f"(status {done.status}) -> {args.out}; remove its metrics.json to train again"
-        )
-        return 0
-    result = train(resolved, args.out)
+    with runfolder.hold(out, wait=args.wait):  # one process per run folder
+        done = completed_record(digest, out)
+        if done is not None:  # e.g. a requeued job that had finished: keep its measurements
+            print(
+                f"{done.algorithm} {done.arch} on {done.dataset} seed {done.seed}: already trained "
+                f"(status {done.status}) -> {args.out}; remove its metrics.json to train again"
+            )
+            return 0
+        runfolder.refuse_other_run(out, digest)  # a finished run of another spec is never overwritten
+        result = train(resolved, out)
     print(
         f"{resolved.algorithm} {result.arch} on {resolved.dataset} seed {resolved.seed}: status {result.fit.status}, "
         f"test accuracy {result.test_accuracy:.4f}, {result.fit.epochs} epochs, "

@@ -49,17 +49,25 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from bpfree.errors import BpfreeError
-    from bpfree.io import writable_directory
+    from bpfree.io import output_file
     from bpfree.models import parse_arch
     from bpfree.registry import ALGORITHMS, DATASETS
     from bpfree.resolve import load_settings
     from bpfree.spec import Machine, Tuning, parse
     from bpfree.training import set_threads
-    from bpfree.tuning import TuneJob, tune, write_best_params
+    from bpfree.tuning import TuneJob, trials_csv_path, tune, write_best_params
 
     settings = load_settings(args.config)
-    threads = args.threads if args.threads is not None else settings.job_threads
-    set_threads(threads)
+    machine = parse(
+        Machine,
+        {
+            "device": args.device or settings.device,
+            "data_root": args.data_root or settings.data_root,
+            "threads": args.threads if args.threads is not None else settings.job_threads,
+        },
+        where="machine",
+    )
+    set_threads(machine.threads)
     ALGORITHMS.get(args.algorithm)  # fail on names before anything else
     DATASETS.get(args.dataset)
     arch = parse_arch(args.arch) if args.arch else None
@@ -70,11 +78,10 @@ def run(args: argparse.Namespace) -> int:
     n_trials = args.n_trials if args.n_trials is not None else tuning.n_trials
     if n_trials < 1:
         raise BpfreeError("give --n-trials N (N >= 1) or tuning.n_trials in --config")
-    # both are written to only after trials: find out now that they can be
-    writable_directory(Path(args.storage).parent, "the journal's directory")
-    writable_directory(Path(args.out).parent, "the directory of --out")
-    if args.trials_out:
-        writable_directory(Path(args.trials_out).parent, "the directory of --trials-out")
+    # written to only after trials: find out now that each is a file that can be written
+    output_file(args.storage, "--storage")
+    output_file(args.out, "--out")
+    output_file(args.trials_out if args.trials_out is not None else trials_csv_path(args.storage), "--trials-out")
     job = TuneJob(
         algorithm=args.algorithm,
         dataset=args.dataset,
@@ -84,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         early_stopping=settings.early_stopping,
         arch=arch,
         study_name=args.study_name,
-        machine=Machine(device=args.device or settings.device, data_root=args.data_root or settings.data_root),
+        machine=machine,
         precision=settings.precision,
         measurement=settings.measurement,
         trials_csv=Path(args.trials_out) if args.trials_out else None,
