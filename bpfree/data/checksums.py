@@ -23,14 +23,13 @@ arrays and plain containers only, so even such a file runs no code.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from bpfree.errors import BpfreeError, DatasetMissing
-from bpfree.io import write_json_atomic
+from bpfree.io import read_json, write_json_atomic
 
 RECORD = Path(".bpfree") / "checksums.json"
 CACHE = Path(".bpfree") / "verified.json"
@@ -55,8 +54,8 @@ def _read_json(path: Path) -> dict:
     """A JSON object from ``path``, or {} if it is missing or not a JSON object (json only:
     nothing in it is executed)."""
     try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
+        obj = read_json(path, "checksum record")  # bounded: size, UTF-8, nesting
+    except BpfreeError:
         return {}
     return obj if isinstance(obj, dict) else {}
 
