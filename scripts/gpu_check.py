@@ -1,22 +1,32 @@
 #!/usr/bin/env python3
 """Check the energy measurement on a real GPU.
 
-Measures how often NVML's energy counter moves, runs a steady matmul load, then every
+Measures how often NVML's energy counter moves (and keeps that period for every run below, so
+that the counter is trusted on windows down to it, not down to an assumed 100 ms) and whether
+the driver offers the instantaneous power field, runs a steady matmul load, then every
 registered algorithm (bp, ff, mf, cafo-rand, cafo-dfa, whichever exist) for a short
 MNIST-shaped run on synthetic data (no download), each through the same measured path as
-``bpfree train`` (idle baseline, fit, test window), and prints per run: energy by NVML's
-total-energy counter and by power polling side by side, idle power, net energy, allocator and
-NVML device peaks, time; then one line on whether counter and polling agree. Before each idle
-baseline it waits (at most --settle-s) for the board's power to stop falling after the
-previous load. Runs that would end past --budget-s are skipped, and said so: with the defaults
-the whole check takes about 3-4 minutes on one GPU (docs/gpu.md). On a machine without a CUDA
-GPU it says so and exits with status 0; ``--device cpu`` runs the same path on the CPU (no GPU
-figures: a check that the script works, in seconds).
+``bpfree train`` (settle once, idle baseline, fit, test window) and inside the same precision
+context (``--precision``, default fp32: TF32 off in cuBLAS and cuDNN; the flags are recorded).
+Each run is sized from a steady epoch of every stage (a sizing fit of two epochs per stage,
+the second timed: the first carries one-off work) to last ``--seconds``. Prints per run:
+energy by NVML's total-energy counter, by the averaged power polled and by the instantaneous
+power polled, side by side, idle power, net energy, allocator and NVML device peaks, time;
+then one line on whether counter and polling agree, judged only on windows of 8 s or more
+(NVML's polled power is a ~1 s average: shorter windows read low whatever the counter's
+quality). Runs that would end past --budget-s are skipped, and said so: with the defaults the
+whole check takes about 3 minutes on one GPU (docs/gpu.md). On a machine without a CUDA GPU
+it says so and exits with status 0; ``--device cpu`` runs the same path on the CPU (no GPU
+figures: a check that the script works).
 
-    timeout 300 python scripts/gpu_check.py [--seconds 10] [--idle-seconds 5] [--settle-s 10]
-        [--poll-interval 0.1] [--algorithms bp,mf] [--budget-s 270] [--out DIR]   (DIR: $OUT)
+    timeout 300 python3 scripts/gpu_check.py [--seconds 10] [--idle-seconds 5] [--settle-s 10]
+        [--poll-interval 0.1] [--algorithms bp,mf] [--precision fp32] [--budget-s 270] [--out DIR]
 
-Imports torch, numpy, PyYAML and bpfree's own modules (and pynvml, CodeCarbon where present).
+What the GPU machine needs: torch (a CUDA build), numpy, PyYAML, tqdm and pydantic (bpfree's
+run specification, bpfree/spec.py, imports it: without it every bpfree command stops at
+import); nvidia-ml-py (module pynvml) for any GPU energy; CodeCarbon for CO2, optional. A lent
+machine with its own PyTorch lacks pydantic and CodeCarbon: scripts/gpu_wheels.sh downloads
+their wheels and scripts/gpu_first_run.sh installs them there and runs this script.
 """
 
 from __future__ import annotations

@@ -6,13 +6,13 @@
 #   scripts/gpu_first_run.sh --only check    # there again: one part (or a comma-separated list)
 #   scripts/gpu_first_run.sh --device cpu    # here: the same path on a CPU, small sizes
 #
-# Parts, in order, each under its own `timeout` and skipped (and said so) where it would
-# pass the whole budget (BUDGET_S, 420 s; expected ~6 min on one H200):
+# Parts, in order, each under its own `timeout` (cut to what is left of the budget, BUDGET_S
+# 420 s) and skipped, said so, where less is left than it takes (expected ~6 min on one H200):
 #   install  pip install --no-index --no-deps --target $BPFREE_SITE the carried wheels
 #            (pydantic and CodeCarbon with their missing dependencies; the machine has torch,
 #            numpy, pyyaml, tqdm, scikit-learn, pynvml, psutil, pandas)               ~5 s
 #   env      the GPU, driver, torch, CUDA, cuDNN, NVML, and where each package comes from ~10 s
-#   check    scripts/gpu_check.py: counter period, matmul, every algorithm 10 s   3-4 min
+#   check    scripts/gpu_check.py: counter period, matmul, every algorithm 10 s    ~3 min
 #   train    `bpfree train` of every algorithm on digits, 5 epochs (short epochs: the
 #            instantaneous-power path), bp with idle baseline and CodeCarbon         ~1 min
 #   resume   scripts/gpu_resume_check.py: SIGTERM mid-epoch, exit 75, the same command
@@ -60,19 +60,23 @@ START=$(date +%s)
 
 wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
 
-# part NAME TIMEOUT_S COMMAND...: run it under its own timeout unless it would pass the budget
+# part NAME EXPECTED_S LIMIT_S COMMAND...: run it under its own timeout, LIMIT_S or what is left
+# of the budget, whichever is less; skipped (and said so) where less than EXPECTED_S is left,
+# unless it is the one part asked for (--only NAME). So the whole ends within BUDGET_S.
 part() {
-    local name=$1 limit=$2; shift 2
+    local name=$1 expected=$2 limit=$3; shift 3
     wanted "$name" || return 0
     local now=$(( $(date +%s) - START ))
-    if [ $(( now + limit )) -gt "$BUDGET_S" ] && [ "$ONLY" != "$name" ]; then
-        echo "=== $name: skipped ($now s in; its $limit s would pass the budget of $BUDGET_S s)"
+    local left=$(( BUDGET_S - now ))
+    if [ "$left" -lt "$expected" ] && [ "$ONLY" != "$name" ]; then
+        echo "=== $name: skipped ($now s in: $left s of the budget of $BUDGET_S s left, it takes ~$expected s)"
         printf '%s\tskipped\t0\t-\n' "$name" >>"$WORK/parts.tsv"
         return 0
     fi
-    echo "=== $name ($now s in; timeout $limit s)"
+    [ "$left" -lt "$limit" ] && [ "$ONLY" != "$name" ] && limit=$left
+    echo "=== $name ($now s in; ~$expected s expected, timeout $limit s)"
     local t0=$(date +%s) rc
-    timeout --kill-after=10 "$limit" "$@"
+    timeout --kill-after=5 "$limit" "$@"
     rc=$?
     local took=$(( $(date +%s) - t0 ))
     local status=ok
@@ -156,16 +160,16 @@ export DEVICE WORK SITE WHEELS PY THREADS
 
 main() {
     echo "gpu_first_run on $DEVICE: $(date -u +%FT%TZ), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'), parts $ONLY"
-    part install 90 bash -c install_wheels
-    part env 60 "$PY" scripts/gpu_env.py --site "$SITE" --out "$WORK/env.json"
-    part check 270 "$PY" scripts/gpu_check.py "${CHECK_ARGS[@]}" --out "$WORK/check"
+    part install 10 90 bash -c install_wheels
+    part env 15 60 "$PY" scripts/gpu_env.py --site "$SITE" --out "$WORK/env.json"
+    part check 170 260 "$PY" scripts/gpu_check.py "${CHECK_ARGS[@]}" --out "$WORK/check"
     [ -f "$WORK/check/gpu_check.json" ] && cp "$WORK/check/gpu_check.json" "$OUT/"
-    part train 150 bash -c train_all
+    part train 50 150 bash -c train_all
     local arch=()
     [ "$DEVICE" = cpu ] && arch=(--arch "$(small_arch mf)")
-    part resume 120 "$PY" scripts/gpu_resume_check.py --device "$DEVICE" --threads "$THREADS" "${arch[@]}" \
+    part resume 25 120 "$PY" scripts/gpu_resume_check.py --device "$DEVICE" --threads "$THREADS" "${arch[@]}" \
         --work "$WORK/resume" --reference "$WORK/train/mf" --out "$WORK/resume.json"
-    part bench 170 "$PY" -m bpfree.bench "${BENCH_ARGS[@]}" --out "$OUT/bench_compute_fp32.json"
+    part bench 80 170 "$PY" -m bpfree.bench "${BENCH_ARGS[@]}" --out "$OUT/bench_compute_fp32.json"
     tar -czf "$OUT/work.tar.gz" -C "$WORK" --exclude='*.pt' . 2>/dev/null || true
     summary
 }
