@@ -106,6 +106,7 @@ train_all() {
         [ "$a" = bp ] && extra=(--measure-idle-s 2 --measure-codecarbon on)
         [ "$DEVICE" = cpu ] && extra+=(--arch "$(small_arch "$a")")  # a GPU trains each default
         echo "--- bpfree train $a"
+        rm -rf "$WORK/train/$a"  # a re-run trains again (a finished run folder would be kept as is)
         timeout 120 "$PY" -m bpfree train --algorithm "$a" --dataset digits --seed 1 --max-epochs 5 \
             --device "$DEVICE" --threads "$THREADS" "${extra[@]}" --out "$WORK/train/$a" || rc=1
     done

@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,10 +100,12 @@ def main(argv=None) -> int:
     reference = Path(args.reference) if args.reference else None
     if reference is None or not (reference / "history.csv").exists():
         reference = work / "uninterrupted"
+        shutil.rmtree(reference, ignore_errors=True)
         done = subprocess.run([sys.executable, "-m", "bpfree", *train_args(args, reference)], env=env, timeout=300)
         report["reference_exit_code"] = done.returncode
 
     stopped, ready = work / "stopped", work / "mid-epoch"
+    shutil.rmtree(stopped, ignore_errors=True)  # a re-run starts afresh
     ready.unlink(missing_ok=True)
     cmd = [sys.executable, "-c", LAUNCH, *train_args(args, stopped)]
     child_env = {**env, "BPFREE_PAUSE_PASS": str(args.pause_pass), "BPFREE_PAUSE_FILE": str(ready)}
