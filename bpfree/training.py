@@ -71,9 +71,10 @@ class EpochRecord:
 # ``bpfree train`` exits with this code when SIGTERM or SIGINT stopped it after writing its
 # checkpoint: EX_TEMPFAIL ("temporary failure, try again"; docs/cluster.md says who retries)
 STOPPED_EXIT_CODE = 75
-# on a stop signal an epoch that began less than this long ago is abandoned (the state it
-# started from is kept in memory, see _FitState.keep_snapshot) and one that is shorter is
-# finished: SLURM's KillWait gives 30 s between SIGTERM and SIGKILL
+# after an epoch this long or longer (and for a piece's first epoch) the state the next epoch
+# starts from is kept in memory (_FitState.keep_snapshot), so that a stop signal abandons that
+# epoch; after a shorter one the running epoch is finished instead (about as long: SLURM's
+# KillWait gives 30 s between SIGTERM and SIGKILL)
 FINISH_EPOCH_S = 10.0
 
 
@@ -93,7 +94,8 @@ class StopRequest:
             raise KeyboardInterrupt  # Ctrl-C twice: stop at once, nothing written
         if self.signal is None:
             self.signal, self.at = name, time.perf_counter()
-            print(f"bpfree: {name}: stopping after a checkpoint (once more Ctrl-C: at once)", file=sys.stderr)
+            again = " (Ctrl-C again: at once, nothing written)" if signum == signal.SIGINT else ""
+            print(f"bpfree: {name}: stopping after a checkpoint{again}", file=sys.stderr)
 
     @property
     def requested(self) -> bool:

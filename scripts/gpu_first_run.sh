@@ -48,10 +48,12 @@ mkdir -p "$OUT" "$WORK"
 export PYTHONPATH="$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if [ "$DEVICE" = cpu ]; then
     THREADS=1
+    TRAIN_LIMIT=270  # five processes of 20-30 s each on 2 busy cores (torch's import and teardown)
     CHECK_ARGS=(--device cpu --seconds 0.2 --idle-seconds 0.1 --train-size 128 --eval-size 128 --algorithms bp,mf --budget-s 100)
     BENCH_ARGS=(--device cpu --quick --regime compute --threads 1)
 else
     THREADS=8
+    TRAIN_LIMIT=150
     CHECK_ARGS=(--device "$DEVICE" --seconds 10 --idle-seconds 3 --budget-s 220)
     BENCH_ARGS=(--device "$DEVICE" --regime compute --train-samples 10000 --test-samples 5000 --epochs 3 --repeats 2 --threads 8)
 fi
@@ -165,7 +167,7 @@ main() {
     part env 15 60 "$PY" scripts/gpu_env.py --site "$SITE" --out "$WORK/env.json"
     part check 170 260 "$PY" scripts/gpu_check.py "${CHECK_ARGS[@]}" --out "$WORK/check"
     [ -f "$WORK/check/gpu_check.json" ] && cp "$WORK/check/gpu_check.json" "$OUT/"
-    part train 50 150 bash -c train_all
+    part train 50 "$TRAIN_LIMIT" bash -c train_all
     local arch=()
     [ "$DEVICE" = cpu ] && arch=(--arch "$(small_arch mf)")
     part resume 25 120 "$PY" scripts/gpu_resume_check.py --device "$DEVICE" --threads "$THREADS" "${arch[@]}" \
