@@ -9,6 +9,8 @@ import copy
 import math
 import os
 import random
+import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -66,18 +68,88 @@ class EpochRecord:
         return row
 
 
+# ``bpfree train`` exits with this code when SIGTERM or SIGINT stopped it after writing its
+# checkpoint: EX_TEMPFAIL ("temporary failure, try again"; docs/cluster.md says who retries)
+STOPPED_EXIT_CODE = 75
+# after an epoch this long or longer (and for a piece's first epoch) the state the next epoch
+# starts from is kept in memory (_FitState.keep_snapshot), so that a stop signal abandons that
+# epoch; after a shorter one the running epoch is finished instead (about as long: SLURM's
+# KillWait gives 30 s between SIGTERM and SIGKILL)
+FINISH_EPOCH_S = 10.0
+
+
+class StopRequest:
+    """A SIGTERM or SIGINT that asked a fit to stop (``bpfree train`` arms it with
+    :func:`stop_on_signals`): the fit keeps its state in a checkpoint, and :class:`Stopped`
+    ends the command with :data:`STOPPED_EXIT_CODE`."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.signal: str | None = None  # the name of the signal that asked, once one did
+        self.at: float | None = None  # when (time.perf_counter)
+
+    def request(self, signum, frame=None) -> None:
+        name = signal.Signals(signum).name
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: stop at once, nothing written
+        if self.signal is None:
+            self.signal, self.at = name, time.perf_counter()
+            again = " (Ctrl-C again: at once, nothing written)" if signum == signal.SIGINT else ""
+            print(f"bpfree: {name}: stopping after a checkpoint{again}", file=sys.stderr)
+
+    @property
+    def requested(self) -> bool:
+        return self.armed and self.signal is not None
+
+
+STOP = StopRequest()
+
+
+class Stopped(Exception):
+    """A fit stopped on a signal after writing its checkpoint; the same command resumes it."""
+
+    def __init__(self, signal_name: str, epochs: int, message: str) -> None:
+        super().__init__(message)
+        self.signal_name, self.epochs = signal_name, epochs
+
+
+class _AbandonEpoch(Exception):
+    """Raised at a batch boundary of an epoch that a stop signal abandons."""
+
+
+class stop_on_signals:  # noqa: N801  (used as ``with stop_on_signals():``)
+    """SIGTERM and SIGINT set :data:`STOP` while the block runs (the previous handlers come
+    back after it), so that a fit inside writes its checkpoint and raises :class:`Stopped`."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self) -> StopRequest:
+        self.previous = {s: signal.signal(s, STOP.request) for s in self.SIGNALS}
+        STOP.armed, STOP.signal, STOP.at = True, None, None
+        return STOP
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        STOP.armed = False
+
+
 class TimedBatches(Batches):
     """Batches that keep the time spent cutting them (``data_s``: index selection and
     augmentation inside ``epoch``, not the algorithm's work on each batch). On a GPU it is the
-    host's time to launch that work: kernels run asynchronously."""
+    host's time to launch that work: kernels run asynchronously. ``abandon()``, when set, is
+    asked before each batch: True abandons the epoch (a stop signal, see :class:`StopRequest`)."""
 
     def __init__(self, split, *, seed: int, augment: bool = False) -> None:
         super().__init__(split, seed=seed, augment=augment)
         self.data_s = 0.0
+        self.abandon: Callable[[], bool] | None = None
 
     def epoch(self, batch_size: int, *, shuffle: bool = True):
         inner = super().epoch(batch_size, shuffle=shuffle)
         while True:
+            if self.abandon is not None and self.abandon():
+                raise _AbandonEpoch
             t0 = time.perf_counter()
             try:
                 item = next(inner)
@@ -249,6 +321,8 @@ def fit(
         resume,
     )
     run.profiling = profiling
+    if checkpointing is not None:  # a stop signal abandons an epoch whose start is kept
+        run.batches.abandon = lambda: STOP.requested and run.snapshot is not None
     if meter is not None:
         meter.begin_window("fit")
     status: Literal["ok", "diverged"] = "ok"
@@ -306,6 +380,8 @@ class _FitState:
             self.times.covers = f"last of {self.pieces} pieces"
         self.checkpoint_time_before = self.checkpoint_time_s
         self.start = self.last_save = time.perf_counter()
+        self.snapshot: CheckpointState | None = None  # the running epoch's start (keep_snapshot)
+        self.last_epoch_s: float | None = None  # this piece's last epoch, once one ran
 
     def time_split(self) -> TimeSplit:
         """This piece's split; ``other`` is what the timers did not see."""
@@ -340,6 +416,38 @@ class _FitState:
     def elapsed(self) -> float:
         return self.time_before + time.perf_counter() - self.start
 
+    def state(
+        self, stage_index: int, stage_epochs: int, stopper: EarlyStopper, best_state, algorithm
+    ) -> CheckpointState:
+        """Where the fit stands now (``algorithm``: its state dict, copied or not); the totals
+        are filled in when it is written (:meth:`write`)."""
+        return CheckpointState(
+            stage_index=stage_index,
+            stage_epochs=stage_epochs,
+            stopper=StopperState(stopper.best, stopper.best_epoch, stopper.bad_epochs),
+            best_state=best_state,
+            algorithm=algorithm,
+            batches=self.batches.state_dict(),
+            rng=rng_state(self.algo.device),
+            history=[asdict(r) for r in self.history],
+            train_time_s=0.0,
+            pieces=self.pieces,
+            checkpoints=0,
+            checkpoint_time_s=0.0,
+        )
+
+    def write(self, state: CheckpointState, t0: float) -> None:
+        """Write ``state`` with the totals up to now (``t0``: when the writing began)."""
+        keeping = self.checkpointing
+        self.checkpoints += 1
+        state.train_time_s = self.elapsed()
+        state.pieces, state.checkpoints = self.pieces, self.checkpoints
+        state.checkpoint_time_s = self.checkpoint_time_s + time.perf_counter() - t0
+        state.measured = keeping.measured() if keeping.measured is not None else None
+        keeping.checkpoint.save(state, epoch=len(state.history))
+        self.last_save = time.perf_counter()
+        self.checkpoint_time_s += self.last_save - t0
+
     def save(self, stage_index: int, stage_epochs: int, stopper: EarlyStopper, best_state) -> None:
         """A checkpoint, if ``every_s`` have passed since the last one. Writing one costs time
         and energy inside the measured fit (about 0.4 s for a 4x2000 MLP's 109 MB of weights
@@ -348,25 +456,47 @@ class _FitState:
         t0 = time.perf_counter()
         if keeping is None or t0 - self.last_save < keeping.every_s:
             return
-        self.checkpoints += 1
-        state = CheckpointState(
-            stage_index=stage_index,
-            stage_epochs=stage_epochs,
-            stopper=StopperState(stopper.best, stopper.best_epoch, stopper.bad_epochs),
-            best_state=best_state,
-            algorithm=self.algo.state_dict(),
-            batches=self.batches.state_dict(),
-            rng=rng_state(self.algo.device),
-            history=[asdict(r) for r in self.history],
-            train_time_s=self.elapsed(),
-            pieces=self.pieces,
-            checkpoints=self.checkpoints,
-            checkpoint_time_s=self.checkpoint_time_s + time.perf_counter() - t0,
-            measured=keeping.measured() if keeping.measured is not None else None,
+        self.write(self.state(stage_index, stage_epochs, stopper, best_state, self.algo.state_dict()), t0)
+
+    def keep_snapshot(self, stage_index: int, stage_epochs: int, stopper: EarlyStopper, best_state) -> None:
+        """At an epoch's start, while a stop signal is armed: keep (in memory, copied) the state
+        the epoch starts from, so that a signal during the epoch can abandon it and write that
+        state. Kept for a piece's first epoch and after an epoch of ``FINISH_EPOCH_S`` or more;
+        after shorter ones the copy would cost more than finishing the epoch does."""
+        self.snapshot = None
+        if self.checkpointing is None or not STOP.armed:
+            return
+        if self.last_epoch_s is not None and self.last_epoch_s < FINISH_EPOCH_S:
+            return
+        t0 = time.perf_counter()
+        weights = copy.deepcopy(self.algo.state_dict())
+        self.snapshot = self.state(stage_index, stage_epochs, stopper, best_state, weights)
+        self.checkpoint_time_s += time.perf_counter() - t0  # keeping state, as writing it is
+
+    def stop(self, state: CheckpointState, abandoned_s: float | None = None):
+        """Write ``state`` (the epoch's end, or the start of the ``abandoned_s`` seconds of an
+        abandoned one) and raise :class:`Stopped`."""
+        t0 = time.perf_counter()
+        state.extra = {**state.extra, "stopped_by": STOP.signal, "abandoned_epoch_s": abandoned_s}
+        self.write(state, t0)
+        epochs = len(state.history)
+        piece = ((state.measured or {}).get("summary") or [{}])[-1]
+        energy = piece.get("energy_j")
+        spent = f"{piece.get('time_s', self.elapsed() - self.time_before):.1f} s" + (
+            f", {energy:.1f} J ({piece.get('energy_source')})" if energy is not None else ""
         )
-        keeping.checkpoint.save(state, epoch=len(self.history))
-        self.last_save = time.perf_counter()
-        self.checkpoint_time_s += self.last_save - t0
+        how = (
+            f"epoch {epochs + 1} abandoned after {abandoned_s:.1f} s"
+            if abandoned_s is not None
+            else "at an epoch's end"
+        )
+        after = time.perf_counter() - (STOP.at if STOP.at is not None else t0)
+        raise Stopped(
+            STOP.signal or "stop",
+            epochs,
+            f"{STOP.signal}: checkpoint written after epoch {epochs} ({how}; {after:.1f} s after the signal); "
+            f"this piece: {spent}; the same command resumes (exit {STOPPED_EXIT_CODE})",
+        )
 
 
 def _epoch_energy(meter: Meter, window: WindowResult) -> dict[str, Any]:
@@ -395,12 +525,18 @@ def _fit_stage(run: _FitState, stage: Stage, index: int, max_epochs: int, resume
         bar.update(stage_epochs)
         while stage_epochs < max_epochs and not (stage.early_stopping and stopper.should_stop):
             epoch = len(history) + 1
+            run.keep_snapshot(index, stage_epochs, stopper, best_state)
             t_meter = time.perf_counter()
             if meter is not None:
                 meter.begin_window(f"epoch {epoch}")
             profiler = run.start_profile(epoch)
             t0 = time.perf_counter()
-            train_loss = algo.train_epoch(stage, run.batches)
+            try:
+                train_loss = algo.train_epoch(stage, run.batches)
+            except _AbandonEpoch:  # a stop signal: write the epoch's start, raise Stopped
+                if profiler is not None:
+                    profiler.stop()
+                run.stop(run.snapshot, abandoned_s=time.perf_counter() - t0)
             t1 = time.perf_counter()
             val = algo.evaluate(stage, run.data.val)
             t2 = time.perf_counter()
@@ -426,6 +562,9 @@ def _fit_stage(run: _FitState, stage: Stage, index: int, max_epochs: int, resume
                 if stopper.update(monitored, record.epoch) and policy.restore_best and stage.restore_best:
                     best_state = copy.deepcopy(algo.net.state_dict())
             run.save(index, stage_epochs, stopper, best_state)
+            run.snapshot, run.last_epoch_s = None, record.epoch_time_s
+            if STOP.requested:  # the epoch finished: write where it ended, raise Stopped
+                run.stop(run.state(index, stage_epochs, stopper, best_state, algo.state_dict()))
     if best_state is not None:
         algo.net.load_state_dict(best_state)
     algo.end_stage(stage)

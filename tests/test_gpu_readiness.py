@@ -242,6 +242,36 @@ def test_gpu_check_calls_a_counter_that_read_0_j_a_disagreement():
     assert "no counter-vs-polling comparison" in verdict([row("a", None, 101.0)], "total-energy counter unavailable")
 
 
+def test_gpu_check_compares_only_windows_long_enough():
+    """NVML's polled power is a ~1 s average: over a 2 s window it reads low whatever the
+    counter's quality, so such a row is shown, not judged."""
+    module = gpu_check_module()
+    short = row("cafo-rand", 100.0, 70.0) | {"long_enough": False}
+    assert "no counter-vs-polling comparison possible" in module.verdict([short], None)
+    assert "raise --seconds" in module.verdict([short], None)
+    line = module.verdict([row("bp", 1000.0, 1010.0) | {"long_enough": True}, short], None)
+    assert "AGREE on all 1 runs of 8 s or more" in line and "1 shorter run(s) not compared" in line
+    instant = row("mf", 1000.0, 1020.0) | {"long_enough": True, "instant_vs_counter": -0.01}
+    assert "instantaneous power within 1.0% (worst: mf)" in module.verdict([instant], None)
+
+
+def test_gpu_check_sizes_its_runs_from_a_steady_epoch(monkeypatch):
+    """The first epoch of a fit carries one-off work: each stage's last (steady) epoch of the
+    sizing fit gives the time of one round of stages."""
+    from types import SimpleNamespace
+
+    from bpfree import training
+
+    module = gpu_check_module()
+    epochs = [("a", 5.0), ("a", 1.0), ("b", 3.0), ("b", 2.0)]
+    history = [SimpleNamespace(stage=stage, epoch_time_s=t) for stage, t in epochs]
+    monkeypatch.setattr(training, "fit", lambda *a, **k: SimpleNamespace(history=history))
+    monkeypatch.setattr(module, "epoch_params", lambda name, n: {})
+    monkeypatch.setattr("bpfree.algorithms.build_algorithm", lambda *a, **k: None)
+    round_s, _ = module.steady_round_s("bp", SimpleNamespace(info=None), torch.device("cpu"))
+    assert round_s == 3.0  # 1.0 + 2.0, not 5.0 + 3.0
+
+
 @pytest.mark.slow
 def test_gpu_check_runs_its_whole_path_on_the_cpu_without_optional_packages(tmp_path):
     # what a GPU machine would run, minus the GPU: catches a broken call before the GPU does
@@ -255,6 +285,11 @@ def test_gpu_check_runs_its_whole_path_on_the_cpu_without_optional_packages(tmp_
     assert not errors, errors
     assert {r["run"] for r in report["rows"]} >= {"(matmul reference)", "bp", "ff", "mf", "cafo-rand", "cafo-dfa"}
     assert report["wall_s"] < 120
+    # every row ran in bpfree train's fp32 context, its flags recorded
+    assert report["precision_flags"]["cublas_allow_tf32"] is False and not report["precision_flags"]["cudnn_allow_tf32"]
+    assert all(
+        r["precision_flags"] == report["precision_flags"] for r in report["rows"] if r["run"] != "(matmul reference)"
+    )
 
 
 def test_gpu_check_skips_what_would_pass_its_budget(tmp_path):

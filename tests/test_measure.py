@@ -51,13 +51,26 @@ class FakeNvml(types.ModuleType):
     class NVMLError(Exception):
         pass
 
-    def __init__(self, clock, power_w, energy_j, *, counter_supported: bool = True) -> None:
+    def __init__(
+        self, clock, power_w, energy_j, *, counter_supported: bool = True, instant_w=None, read_cost_s: float = 0.0
+    ) -> None:
         super().__init__("pynvml")
         self.clock, self.power_w, self.energy_j = clock, power_w, energy_j
         self.counter_supported = counter_supported
         self.fail: set[str] = set()
         self.counter_shift_mj = 0
         self.shutdowns = 0
+        self.read_cost_s = read_cost_s  # each counter read advances the clock (back-to-back reads)
+        if instant_w is not None:  # the driver offers NVML_FI_DEV_POWER_INSTANT (W at time t; None: error)
+            self.instant_w = instant_w
+            self.NVML_FI_DEV_POWER_INSTANT = 186
+            self.nvmlDeviceGetFieldValues = self._field_values
+
+    def _field_values(self, handle, field_ids):
+        assert field_ids == [186]
+        watts = self.instant_w(self.clock())
+        value = types.SimpleNamespace(uiVal=round(1000 * (watts or 0)))
+        return [types.SimpleNamespace(fieldId=186, valueType=1, nvmlReturn=0 if watts is not None else 3, value=value)]
 
     def _check(self, call: str) -> None:
         if call in self.fail:
@@ -75,8 +88,13 @@ class FakeNvml(types.ModuleType):
     def nvmlDeviceGetName(self, handle):
         return b"Fake H100"
 
+    def nvmlDeviceGetIndex(self, handle):
+        return handle[1]
+
     def nvmlDeviceGetTotalEnergyConsumption(self, handle):
         self._check("nvmlDeviceGetTotalEnergyConsumption")
+        if self.read_cost_s:
+            self.clock.advance(self.read_cost_s)
         if not self.counter_supported:
             raise self.NVMLError("Not Supported")
         return 987_654_321 + self.counter_shift_mj + round(1000 * self.energy_j(self.clock()))
@@ -622,6 +640,82 @@ def test_a_window_shorter_than_the_counters_update_period_uses_polling(fake_gpu)
     energy = result.of("gpu")
     assert energy.source == "nvml-polling" and energy.joules == pytest.approx(300.0 * 0.06, rel=1e-6)
     assert any("shorter than the counter's update period" in p for p in result.problems)
+
+
+def stepped(power_w: float, step_s: float):
+    """A counter that moves every ``step_s`` (a board's update period) at a constant power."""
+    return lambda t: power_w * step_s * math.floor(t / step_s + 1e-9)
+
+
+def test_the_counters_update_period_is_measured_and_used(fake_gpu, monkeypatch):
+    """A board whose counter moves every 20 ms: measured once (per process and board), a 60 ms
+    window is then the counter's own, where the assumed 100 ms would refuse it."""
+    from bpfree.measure import energy
+
+    monkeypatch.setattr(energy, "MEASURED_PERIODS", {})
+    meter, nvml, clock = fake_gpu(power_w=lambda t: 300.0, energy_j=stepped(300.0, 0.02), read_cost_s=0.001)
+    counter = meter.domains[0].counters[0]
+    assert counter.update_period_s == 0.1 and not counter.period_measured
+    meter.measure_periods = True
+    meter.measure_idle(0)  # measures before anything else, even with no baseline
+    assert counter.period_measured and counter.update_period_s == pytest.approx(0.02, abs=0.002)
+    assert energy.MEASURED_PERIODS[0] == counter.update_period_s
+    assert meter.describe()["counter_update_periods"]["gpu nvml-counter"]["measured"] is True
+    nvml.read_cost_s = 0.0
+    clock.t = 1.001
+    meter.begin_window("test")
+    clock.advance(0.06)
+    result = meter.end_window("test")
+    assert result.of("gpu").source == "nvml-counter" and result.problems == ()
+    assert result.of("gpu").joules == pytest.approx(300.0 * 0.06, rel=1e-6)
+    # a new meter on the same board in this process takes the measured period, not 100 ms
+    again, _, _ = fake_gpu(power_w=lambda t: 300.0, energy_j=stepped(300.0, 0.02))
+    assert again.domains[0].counters[0].update_period_s == counter.update_period_s
+
+
+def test_a_counter_that_does_not_move_keeps_the_assumed_period(fake_gpu, monkeypatch):
+    from bpfree.measure import energy
+
+    monkeypatch.setattr(energy, "MEASURED_PERIODS", {})
+    meter, _, _ = fake_gpu(power_w=lambda t: 300.0, energy_j=lambda t: 5.0, read_cost_s=0.01)
+    meter.measure_periods = True
+    meter.measure_counter_periods()
+    counter = meter.domains[0].counters[0]
+    assert counter.update_period_s == 0.1 and not counter.period_measured and energy.MEASURED_PERIODS == {}
+
+
+def test_a_window_too_short_for_the_counter_takes_the_instantaneous_power_before_the_average(fake_gpu):
+    """The board jumps from 100 W to 400 W: the averaged reading (~1 s) still says 100 W over
+    a 60 ms window, the instantaneous field says 400 W. The window takes the instantaneous
+    one, labelled, and keeps the averaged one beside it."""
+    meter, _, clock = fake_gpu(
+        power_w=lambda t: 100.0,  # NVML's 1 s average lags the jump
+        energy_j=stepped(400.0, 0.1),
+        instant_w=lambda t: 400.0,
+    )
+    sources = [c.source for c in meter.domains[0].counters]
+    assert sources == ["nvml-counter", "nvml-polling-instant", "nvml-polling"]
+    clock.advance(1.01)
+    meter.begin_window("test")
+    clock.advance(0.06)
+    result = meter.end_window("test")
+    gpu = result.of("gpu")
+    assert gpu.source == "nvml-polling-instant" and gpu.joules == pytest.approx(400.0 * 0.06, rel=1e-6)
+    assert gpu.by_source["nvml-polling"] == pytest.approx(100.0 * 0.06, rel=1e-6)
+    assert any("shorter than the counter's update period (~100 ms, assumed)" in p for p in result.problems)
+    # a long window is the counter's, as before
+    long = window(meter, clock, 2.0)
+    assert long.of("gpu").source == "nvml-counter"
+
+
+def test_where_the_driver_lacks_the_instantaneous_field_the_average_is_used_and_noted(fake_gpu):
+    meter, _, clock = fake_gpu(power_w=lambda t: 300.0, energy_j=stepped(300.0, 0.1), instant_w=lambda t: None)
+    assert [c.source for c in meter.domains[0].counters] == ["nvml-counter", "nvml-polling"]
+    assert "instantaneous power field not offered" in meter.domains[0].note
+    clock.advance(1.01)
+    meter.begin_window("test")
+    clock.advance(0.06)
+    assert meter.end_window("test").of("gpu").source == "nvml-polling"
 
 
 def test_a_counter_that_never_moves_with_no_polling_gives_no_energy_not_0_j(fake_gpu):

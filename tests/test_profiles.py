@@ -84,6 +84,19 @@ def test_slurm_is_the_profile_and_apptainer_an_option_on_top():
     assert "--nv" in profile("profiles/default")["apptainer-args"]
 
 
+@pytest.mark.parametrize("name", ["profiles/slurm", "profiles/slurm-apptainer", ".test/profiles/slurm"])
+def test_train_and_tune_jobs_ask_for_sigterm_before_the_time_limit(name):
+    """SLURM's SIGTERM at the limit leaves KillWait (30 s) before SIGKILL; --signal asks for it
+    120 s earlier, as sbatch gets it from the plugin (which also accepts the option)."""
+    from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
+
+    p = slurm_profiles()[name]
+    for rule in GPU_RULES:
+        extra = p["set-resources"][rule]["slurm_extra"]
+        assert extra == "'--signal=TERM@120'", rule  # quoted: Snakemake evaluates the value
+        validate_slurm_extra(Job({"slurm_extra": extra.strip("'")}))
+
+
 def test_the_test_profile_is_a_cpu_only_cluster():
     p = profile(".test/profiles/slurm")
     assert "software-deployment-method" not in p

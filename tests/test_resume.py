@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,12 +30,16 @@ COMPARED = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy"]  # not t
 
 
 def train(out: Path, algorithm: str, kill: str | None = None) -> subprocess.CompletedProcess:
-    arch, _ = CASES[algorithm]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("BPFREE_TEST_KILL_AT_EPOCH", None)
     if kill is not None:  # tests/hooks/sitecustomize.py kills the process there
         env["BPFREE_TEST_KILL_AT_EPOCH"] = kill
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HOOKS), env.get("PYTHONPATH")]))
+    return subprocess.run(command(out, algorithm), env=env, capture_output=True, text=True, timeout=120)
+
+
+def command(out: Path, algorithm: str, checkpoint_every_s: float = 0) -> list[str]:
+    arch, _ = CASES[algorithm]
     cmd = [
         sys.executable,
         "-m",
@@ -57,14 +62,14 @@ def train(out: Path, algorithm: str, kill: str | None = None) -> subprocess.Comp
         "--measure-idle-s",
         "0",
         "--checkpoint-every-s",
-        "0",
+        str(checkpoint_every_s),
         "--out",
         str(out),
     ]
     if algorithm == "cafo-dfa":
         cmd += ["--params", str(out.parent / "dfa.yaml")]
         (out.parent / "dfa.yaml").write_text("dfa_epochs: 3\n")
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    return cmd
 
 
 def history(out: Path) -> list[list[str]]:
@@ -118,6 +123,46 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted,
     epochs_j = sum(float(row["energy_j"]) for row in csv.DictReader(open(killed / "history.csv")))
     assert epochs_j <= metrics["energy_j"] < epochs_j * 5  # every epoch's energy is in the sum
     assert not (killed / "checkpoint.pt").exists()  # removed once the run is complete
+
+
+@pytest.mark.parametrize("algorithm", ["mf", "cafo-dfa"])
+def test_sigterm_mid_epoch_checkpoints_exits_75_and_resumes(tmp_path, uninterrupted, algorithm):
+    """SLURM's stop: SIGTERM from outside half-way through an epoch, with no periodic
+    checkpoint due (60 s): the run writes one within a few seconds and exits 75; the same
+    command then ends with the uninterrupted run's history."""
+    reference = uninterrupted(algorithm)
+    out, ready = tmp_path / "stopped", tmp_path / "mid-epoch"
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "BPFREE_TEST_PAUSE_AT": str(MID_PASS[algorithm]),
+        "BPFREE_TEST_PAUSE_FILE": str(ready),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HOOKS), os.environ.get("PYTHONPATH")])),
+    }
+    env.pop("BPFREE_TEST_KILL_AT_EPOCH", None)
+    cmd = command(out, algorithm, checkpoint_every_s=60)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ready.exists(), proc.communicate()
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert proc.returncode == 75, stderr
+    assert took < 5, f"exit {took:.1f} s after SIGTERM"
+    assert "SIGTERM: checkpoint written after epoch" in stderr and "the same command resumes" in stderr
+    assert (out / "checkpoint.pt").exists() and not (out / "metrics.json").exists()
+
+    env.pop("BPFREE_TEST_PAUSE_AT")
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert history(out) == history(reference)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == json.loads((reference / "metrics.json").read_text())["test_accuracy"]
+    assert metrics["pieces"] == 2 and len(metrics["pieces_measured"]) == 2
+    assert not (out / "checkpoint.pt").exists()
 
 
 def test_corrupt_checkpoint_is_set_aside_and_the_run_starts_afresh(tmp_path):

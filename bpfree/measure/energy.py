@@ -2,9 +2,15 @@
 packages) since some origin of its own; a window's energy is the difference of two readings.
 
 Preference per domain, best first:
-  GPU  nvml-counter  NVML's total-energy counter (mJ, Volta and later): exact, no sampling
-       nvml-polling  NVML power sampled every ``interval`` and integrated (trapezoid rule);
-                     NVML's power reading is itself a ~1 s average on A100/H100 boards
+  GPU  nvml-counter  NVML's total-energy counter (mJ, Volta and later): exact, no sampling,
+                     but it moves only every update period (measured at the first idle
+                     baseline, else assumed 0.1 s), so a shorter window is not its own
+       nvml-polling-instant  NVML's instantaneous power field (NVML_FI_DEV_POWER_INSTANT, where
+                     the driver offers it) sampled and integrated: for windows too short for
+                     the counter
+       nvml-polling  NVML power (nvmlDeviceGetPowerUsage) sampled every ``interval`` and
+                     integrated (trapezoid rule); it is itself a ~1 s average on A100/H100
+                     boards, so short windows read low after a rise (high after a fall)
   CPU  rapl          the packages' RAPL counters (µJ), wrap corrected with max_energy_range_uj
        estimate      the process's CPU time x an assumed power per logical CPU (no meter)
 
@@ -22,7 +28,33 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
-NVML_COUNTER_PERIOD_S = 0.1
+NVML_COUNTER_PERIOD_S = 0.1  # assumed where it was not measured (NvmlEnergyCounter.measure_period)
+# the update periods measured in this process, by NVML board index: a process measures once
+MEASURED_PERIODS: dict[int, float] = {}
+
+
+def measure_update_period(
+    read: Callable[[], float],
+    seconds: float = 1.0,
+    changes_wanted: int = 6,
+    clock: Callable[[], float] = time.perf_counter,
+    max_reads: int = 1_000_000,
+) -> tuple[float | None, int]:
+    """How often ``read()`` (a counter) moves: read it back to back until it has moved
+    ``changes_wanted`` times or ``seconds`` have passed (or ``max_reads`` reads, where the clock
+    stalls); (mean seconds between moves, or None where it moved fewer than twice; the moves)."""
+    last, moves = read(), []
+    start = clock()
+    for _ in range(max_reads):
+        if clock() - start >= seconds or len(moves) >= changes_wanted:
+            break
+        value = read()
+        if value != last:
+            moves.append(clock())
+            last = value
+    if len(moves) < 2:
+        return None, len(moves)
+    return (moves[-1] - moves[0]) / (len(moves) - 1), len(moves)
 
 
 class MeterError(Exception):
@@ -50,14 +82,43 @@ class EnergyCounter(ABC):
 
 
 class NvmlEnergyCounter(EnergyCounter):
+    """``update_period_s``: NVML does not document it; 20-100 ms on Volta and later boards
+    (PETSc's and Zeus's notes), the upper end assumed until :meth:`measure_period` measured
+    it on the board at hand (the meter does, before its first idle baseline; so does
+    scripts/gpu_check.py). ``board``: NVML's index of the board, the key of the measured period
+    kept for the process (MEASURED_PERIODS)."""
+
     source = "nvml-counter"
-    description = "NVML total-energy counter of the GPU board (nvmlDeviceGetTotalEnergyConsumption)"
-    # NVML does not document it; 20-100 ms on Volta and later boards (PETSc's and Zeus's notes),
-    # the upper end taken. scripts/gpu_check.py measures it on the board at hand.
     update_period_s = NVML_COUNTER_PERIOD_S
 
-    def __init__(self, nvml, handle) -> None:
-        self.nvml, self.handle = nvml, handle
+    def __init__(self, nvml, handle, board: int | None = None) -> None:
+        self.nvml, self.handle, self.board = nvml, handle, board
+        measured = MEASURED_PERIODS.get(board) if board is not None else None
+        self.period_measured = measured is not None
+        if measured is not None:
+            self.update_period_s = measured
+
+    @property
+    def description(self) -> str:
+        how = "measured" if self.period_measured else "assumed, not measured"
+        return (
+            "NVML total-energy counter of the GPU board (nvmlDeviceGetTotalEnergyConsumption); "
+            f"update period {1e3 * self.update_period_s:.0f} ms ({how})"
+        )
+
+    def measure_period(self, seconds: float = 1.0, clock: Callable[[], float] = time.perf_counter) -> float | None:
+        """Measure how often the counter moves and use that from now on (None: it moved too
+        seldom to tell; the assumed period stays). Reads it back to back: up to ``seconds``
+        of one CPU core, far less where it moves every 20 ms."""
+        try:
+            period, _ = measure_update_period(self.read_j, seconds, clock=clock)
+        except MeterError:
+            return None
+        if period is not None:
+            self.update_period_s, self.period_measured = period, True
+            if self.board is not None:
+                MEASURED_PERIODS[self.board] = period
+        return period
 
     def read_j(self) -> float:
         try:
@@ -81,9 +142,11 @@ class PolledPower(EnergyCounter):
         read_power_w: Callable[[], float],
         *,
         clock: Callable[[], float] = time.perf_counter,
-        description: str = "NVML board power, polled and integrated by the trapezoid rule",
+        description: str = "NVML board power (a ~1 s average on A100/H100), polled and integrated by the trapezoid rule",
+        source: str = "nvml-polling",
     ) -> None:
         self.read_power_w = read_power_w
+        self.source = source
         self.clock = clock
         self.description = description
         self._lock = threading.Lock()
@@ -124,6 +187,34 @@ class PolledPower(EnergyCounter):
 
 def nvml_power_w(nvml, handle) -> Callable[[], float]:
     return lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0  # mW -> W
+
+
+NVML_FI_DEV_POWER_INSTANT = 186  # nvml.h; pynvml names it too, where its version is recent
+_VALUE_FIELDS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
+
+def nvml_instant_power_w(nvml, handle) -> tuple[Callable[[], float] | None, str | None]:
+    """A reader of the board's instantaneous power (W) through ``nvmlDeviceGetFieldValues``
+    and NVML_FI_DEV_POWER_INSTANT, or None and why the driver does not offer it (tried once)."""
+    field_id = getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", NVML_FI_DEV_POWER_INSTANT)
+    get = getattr(nvml, "nvmlDeviceGetFieldValues", None)
+    if get is None:
+        return None, "instantaneous power: this pynvml has no nvmlDeviceGetFieldValues"
+
+    def read() -> float:
+        (value,) = get(handle, [field_id])
+        if getattr(value, "nvmlReturn", 0) != 0:
+            raise MeterError(f"NVML_FI_DEV_POWER_INSTANT returned NVML error {value.nvmlReturn}")
+        kind = _VALUE_FIELDS.get(int(getattr(value, "valueType", 1)), "uiVal")
+        return float(getattr(value.value, kind)) / 1000.0  # mW -> W
+
+    try:
+        watts = read()
+    except Exception as err:  # noqa: BLE001  (NOT_SUPPORTED before Hopper-era drivers, or no field)
+        return None, f"instantaneous power field not offered: {err}"
+    if watts <= 0:
+        return None, f"instantaneous power field read {watts} W: not used"
+    return read, None
 
 
 class RaplCounter(EnergyCounter):

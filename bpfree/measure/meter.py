@@ -32,6 +32,7 @@ from bpfree.measure.energy import (
     NvmlEnergyCounter,
     PolledPower,
     RaplCounter,
+    nvml_instant_power_w,
     nvml_power_w,
 )
 from bpfree.measure.memory import PeakGauge, ProcessRssPeak, SampledPeak, TorchAllocatorPeak
@@ -190,6 +191,9 @@ class Meter:
         self._sampler: _Sampler | None = None
         self.settling: tuple[float, bool] | None = None  # (seconds waited, settled) before the idle baseline
         self.nvml_gpu_ids: list[int] | None = None  # NVML index of the GPU measured (CodeCarbon's gpu_ids)
+        # measure the counters' update periods before the first idle baseline (real devices;
+        # a test's stand-in counters keep their assumed ones unless it asks)
+        self.measure_periods = False
 
     # -- building ----------------------------------------------------------------------
     @classmethod
@@ -225,6 +229,7 @@ class Meter:
         )
         if gpu is not None and gpu.index is not None and gpu.problem is None:
             meter.nvml_gpu_ids = [gpu.index]
+        meter.measure_periods = True
         return meter
 
     # -- lifetime ----------------------------------------------------------------------
@@ -263,13 +268,10 @@ class Meter:
         last ``flat_s`` within max(``tolerance_w``, ``tolerance`` x their mean) of each
         other. Returns (seconds waited, whether it settled); (0, True) where no power is
         polled. Also kept for ``describe``."""
-        readers = [
-            c.read_power_w
-            for d in self.domains
-            if d.name == self.primary_domain
-            for c in d.counters
-            if isinstance(c, PolledPower)
-        ]
+        polled = [c for d in self.domains if d.name == self.primary_domain for c in d.counters]
+        # the averaged reading first: flat when the board is, where the instantaneous one jitters
+        polled = sorted((c for c in polled if isinstance(c, PolledPower)), key=lambda c: c.source != "nvml-polling")
+        readers = [c.read_power_w for c in polled]
         if max_s <= 0 or not readers:
             return 0.0, True
         read, step = readers[0], self.poll_interval_s
@@ -300,7 +302,9 @@ class Meter:
         Skipped where every counter is an estimate of this process's own work (no idle part
         to measure: its idle power is 0 by construction). ``settle_max_s``: first wait up to
         this long for the power to stop falling (``settle``); a baseline taken before it
-        settled says so in its problems."""
+        settled says so in its problems. Before anything, a counter's update period is
+        measured where it can be (``measure_periods``), at most once per process and board."""
+        self.measure_counter_periods()
         if seconds <= 0 or not any(c.includes_idle for d in self.domains for c in d.counters):
             return None
         _, settled = self.settle(settle_max_s)
@@ -320,6 +324,15 @@ class Meter:
             if joules is not None
         }
         return self.idle
+
+    def measure_counter_periods(self) -> None:
+        """Measure each counter's update period where it can and has not been (NVML's)."""
+        if not self.measure_periods:
+            return
+        for domain in self.domains:
+            for counter in domain.counters:
+                if hasattr(counter, "measure_period") and not getattr(counter, "period_measured", True):
+                    counter.measure_period(clock=self.clock)
 
     def begin_window(self, name: str) -> None:
         if name in self._open:
@@ -439,6 +452,15 @@ class Meter:
             "energy_notes": {d.name: d.note for d in self.domains if d.note},
             "peak_memory_kinds": [g.kind for g in self.gauges],
             "poll_interval_s": self.poll_interval_s,
+            "counter_update_periods": {
+                f"{d.name} {c.source}": {
+                    "update_period_s": c.update_period_s,
+                    "measured": bool(getattr(c, "period_measured", False)),
+                }
+                for d in self.domains
+                for c in d.counters
+                if c.update_period_s > 0
+            },
             "idle_measured_s": self.idle.time_s if self.idle is not None else 0.0,
             "idle_settle_s": self.settling[0] if self.settling is not None else None,
             "idle_settled": self.settling[1] if self.settling is not None else None,
@@ -456,9 +478,10 @@ def _untrustworthy(counter: EnergyCounter, delta: float | None, time_s: float) -
     if delta is None or not counter.includes_idle or time_s <= 0:
         return None
     if time_s < counter.update_period_s:
+        how = "measured" if getattr(counter, "period_measured", False) else "assumed"
         return (
             f"window of {1e3 * time_s:.0f} ms is shorter than the counter's update period "
-            f"(~{1e3 * counter.update_period_s:.0f} ms), read {delta:.3f} J"
+            f"(~{1e3 * counter.update_period_s:.0f} ms, {how}), read {delta:.3f} J"
         )
     if delta == 0:
         return f"read 0 J over {time_s:.3f} s (a powered device never draws nothing: the counter did not move)"
@@ -467,14 +490,30 @@ def _untrustworthy(counter: EnergyCounter, delta: float | None, time_s: float) -
 
 def gpu_domain(gpu: NvmlGpu, clock: Callable[[], float] = time.perf_counter) -> Domain:
     """The NVML counter where the board has one, with polling always alongside: it is the
-    fallback, and the two side by side are a check on each other."""
+    fallback, and the two side by side are a check on each other. Between them, where the
+    driver offers it, the instantaneous power polled: a window shorter than the counter's
+    update period takes it before the ~1 s average that ``nvmlDeviceGetPowerUsage`` gives."""
     polled = PolledPower(nvml_power_w(gpu.nvml, gpu.handle), clock=clock)
+    instant_w, why_not = nvml_instant_power_w(gpu.nvml, gpu.handle)
+    instant = []
+    if instant_w is not None:
+        instant = [
+            PolledPower(
+                instant_w,
+                clock=clock,
+                source="nvml-polling-instant",
+                description="NVML instantaneous board power (NVML_FI_DEV_POWER_INSTANT), polled and integrated",
+            )
+        ]
     notes = [gpu.problem] if gpu.problem else []
     if gpu.mig:
         notes.append("a MIG instance: NVML reports power and energy for whole boards, not for instances")
+    if why_not is not None:
+        notes.append(why_not)
     if gpu.energy_counter_error is None:
-        return Domain("gpu", [NvmlEnergyCounter(gpu.nvml, gpu.handle), polled], note="; ".join(notes) or None)
-    return Domain("gpu", [polled], note="; ".join(notes + [gpu.energy_counter_error]))
+        counter = NvmlEnergyCounter(gpu.nvml, gpu.handle, board=gpu.index)
+        return Domain("gpu", [counter, *instant, polled], note="; ".join(notes) or None)
+    return Domain("gpu", [*instant, polled], note="; ".join(notes + [gpu.energy_counter_error]))
 
 
 def _device_used(gpu: NvmlGpu) -> Callable[[], float]:
