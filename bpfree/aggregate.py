@@ -134,6 +134,7 @@ def read_metrics(paths: Iterable[str | Path] | list[RunFiles]) -> pl.DataFrame:
     rows = []
     for run in _runs(paths):
         row = run.record.scalars()
+        row["counter_period_s"] = counter_period(run.record.measurement)
         if run.history is not None:
             row["min_val_loss"] = _final_stage_min_val_loss(run.history)
         rows.append(row)
@@ -144,6 +145,19 @@ def read_metrics(paths: Iterable[str | Path] | list[RunFiles]) -> pl.DataFrame:
     return frame.select(first + [c for c in frame.columns if c not in first]).sort(
         "dataset", "arch", "algorithm", "seed"
     )
+
+
+def counter_period(measurement: dict | None) -> float | None:
+    """The longest update period of the run's energy counters as its meter measured them
+    (``measurement.counter_update_periods``), or None where none was measured: the to_target
+    table then assumes the source's usual period."""
+    periods = (measurement or {}).get("counter_update_periods") or {}
+    measured = [
+        float(v["update_period_s"])
+        for v in periods.values()
+        if isinstance(v, dict) and v.get("measured") and isinstance(v.get("update_period_s"), (int, float))
+    ]
+    return max(measured) if measured else None
 
 
 def _runs(paths: Iterable[str | Path] | list[RunFiles], warn: bool = True) -> list[RunFiles]:

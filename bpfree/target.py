@@ -72,16 +72,20 @@ def _float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def flagged(epoch_time_s: float | None, energy_j: float | None, source: str | None) -> bool:
+def flagged(
+    epoch_time_s: float | None, energy_j: float | None, source: str | None, counter_period_s: float | None = None
+) -> bool:
     """An epoch whose energy cannot be its own: no reading, or 0 J, or shorter than its
-    counter's update period."""
+    counter's update period (``counter_period_s``: the period the run's meter measured for
+    its NVML counter, where it did; else the source's usual one)."""
     if energy_j is None or source is None or (energy_j <= 0 and "estimate" not in source):
         return True
-    period = max(COUNTER_PERIOD_S.get(s, 0.0) for s in source.split("+"))
+    periods = {**COUNTER_PERIOD_S, **({"nvml-counter": counter_period_s} if counter_period_s else {})}
+    period = max(periods.get(s, 0.0) for s in source.split("+"))
     return epoch_time_s is not None and epoch_time_s < period
 
 
-def cumulative(history: pl.DataFrame) -> list[dict[str, Any]]:
+def cumulative(history: pl.DataFrame, counter_period_s: float | None = None) -> list[dict[str, Any]]:
     """One run's epochs (in order) with the cost so far: ``cum_time_s``, ``cum_energy_j``
     (None from the first flagged epoch on), ``cum_flops`` (None without a ``flops`` column),
     ``flagged`` per epoch, and ``final_stage`` (the epoch belongs to the run's last stage)."""
@@ -92,7 +96,7 @@ def cumulative(history: pl.DataFrame) -> list[dict[str, Any]]:
     for row in rows:
         time_s += _float(row.get("epoch_time_s")) or 0.0
         joules, source = _float(row.get("energy_j")), row.get("energy_source")
-        bad = flagged(_float(row.get("epoch_time_s")), joules, source)
+        bad = flagged(_float(row.get("epoch_time_s")), joules, source, counter_period_s)
         unresolved = unresolved or bad
         energy += joules or 0.0
         f = _float(row.get("flops"))
@@ -125,7 +129,15 @@ def to_target(runs: pl.DataFrame, histories: pl.DataFrame, fraction: float = DEF
     if histories.is_empty() or "val_accuracy" not in histories.columns:
         return pl.DataFrame(schema=COLUMNS)
     status = {tuple(r[k] for k in KEYS): r.get("status") for r in runs.select(*KEYS, "status").to_dicts()}
-    curves = {tuple(key): cumulative(group) for key, group in histories.group_by(KEYS, maintain_order=True)}
+    periods = (
+        {tuple(r[k] for k in KEYS): r["counter_period_s"] for r in runs.select(*KEYS, "counter_period_s").to_dicts()}
+        if "counter_period_s" in runs.columns
+        else {}
+    )
+    curves = {
+        tuple(key): cumulative(group, periods.get(tuple(key)))
+        for key, group in histories.group_by(KEYS, maintain_order=True)
+    }
     rows = []
     for key in sorted(curves, key=lambda k: (k[2], k[1], k[0] != BASELINE, k[0], k[3])):
         algorithm, arch, dataset, seed = key

@@ -107,6 +107,31 @@ def test_an_epoch_shorter_than_the_counter_period_is_flagged_not_zero():
     assert method["time_s"] == pytest.approx(2.05)
 
 
+def test_the_counter_period_the_run_measured_decides_what_is_too_short():
+    """A board whose counter was measured to move every 20 ms: a 50 ms epoch has its own
+    reading (not flagged); one measured at 200 ms flags even a 150 ms epoch."""
+    bp = history("bp", 1, [0.5, 0.9], time_s=1.0, energy=50.0, source="nvml-counter")
+    mf = history("mf", 1, [0.6, 0.9], time_s=[0.05, 0.15], energy=[2.0, 6.0], source="nvml-counter")
+
+    def method(period):
+        table = runs(("bp", 1), ("mf", 1)).with_columns(pl.lit(period, dtype=pl.Float64).alias("counter_period_s"))
+        return row(to_target(table, pl.concat([bp, mf])), "mf")
+
+    assert method(None)["flagged_epochs"] == 1  # the usual 100 ms: the 50 ms epoch is too short
+    fast = method(0.02)
+    assert fast["flagged_epochs"] == 0 and fast["energy_j"] == pytest.approx(8.0)
+    assert method(0.2)["flagged_epochs"] == 2 and method(0.2)["energy_j"] is None
+
+
+def test_the_measured_period_comes_from_the_record():
+    from bpfree.aggregate import counter_period
+
+    measured = {"counter_update_periods": {"gpu nvml-counter": {"update_period_s": 0.025, "measured": True}}}
+    assumed = {"counter_update_periods": {"gpu nvml-counter": {"update_period_s": 0.1, "measured": False}}}
+    assert counter_period(measured) == 0.025
+    assert counter_period(assumed) is None and counter_period(None) is None
+
+
 def test_a_missing_epoch_energy_is_flagged_too():
     bp = history("bp", 1, [0.9], energy=[None], source="nvml-counter")
     twin = row(to_target(runs(("bp", 1)), bp), "bp")
