@@ -67,7 +67,9 @@ def running_run(folder: Path, epochs: int, time_s: float) -> None:
     from bpfree.checkpoint import Checkpoint, CheckpointState, StopperState
 
     folder.mkdir(parents=True, exist_ok=True)
-    history = [{"epoch": e, "stage": "layer2" if e > 3 else "layer1", "epoch_time_s": 0.5} for e in range(1, epochs + 1)]
+    history = [
+        {"epoch": e, "stage": "layer2" if e > 3 else "layer1", "epoch_time_s": 0.5} for e in range(1, epochs + 1)
+    ]
     state = CheckpointState(
         stage_index=1,
         stage_epochs=epochs - 3,
@@ -97,7 +99,14 @@ def grid(tmp_path, monkeypatch):
     journal_study(
         bp / "study.journal",
         [
-            {"state": "complete", "value": 0.81, "epochs": 3, "time_s": 6.0, "energy_j": 12.0, "energy_source": "estimate"},
+            {
+                "state": "complete",
+                "value": 0.81,
+                "epochs": 3,
+                "time_s": 6.0,
+                "energy_j": 12.0,
+                "energy_source": "estimate",
+            },
             {"state": "pruned", "epochs": 1, "time_s": 2.0, "energy_j": 4.0, "energy_source": "estimate"},
             {"state": "complete", "value": 0.86, "epochs": 3, "time_s": 6.0, "energy_j": 12.0, "energy_source": "rapl"},
         ],
@@ -107,7 +116,14 @@ def grid(tmp_path, monkeypatch):
     journal_study(
         mf / "study.journal",
         [
-            {"state": "complete", "value": 0.7, "epochs": 3, "time_s": 9.0, "energy_j": 3.0, "energy_source": "estimate"},
+            {
+                "state": "complete",
+                "value": 0.7,
+                "epochs": 3,
+                "time_s": 9.0,
+                "energy_j": 3.0,
+                "energy_source": "estimate",
+            },
             {"state": "running", "reported": 2, "heartbeat": time.time() - 3600},
         ],
     )

@@ -621,8 +621,10 @@ def status_text(grid: dict[str, Any]) -> str:
     for r in grid["runs"]:
         if r["state"] in ("running", "stopped"):
             cap = r["max_epochs_per_stage"]
-            epochs = f"epoch {r['epochs']}" + (f" of at most {cap}" if cap else "") + (
-                f" ({r['stage']}{', per stage' if r['stage'] not in (None, 'train') else ''})" if r["stage"] else ""
+            epochs = (
+                f"epoch {r['epochs']}"
+                + (f" of at most {cap}" if cap else "")
+                + (f" ({r['stage']}{', per stage' if r['stage'] not in (None, 'train') else ''})" if r["stage"] else "")
             )
             if r["updated_s_ago"] is not None:
                 epochs += f", {_hours(r['updated_s_ago'])} ago"
@@ -681,4 +683,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(status_text(grid))
     return 0
-
