@@ -138,13 +138,13 @@ def test_dashboard_lists_every_study_in_headless_chromium(watched, tmp_path):
         + ["--stop-after", "300"],
         cwd=work,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=open(tmp_path / "dashboard.err", "w"),
         text=True,
         env=env(),
     )
     try:
         line = server.stdout.readline()
-        assert "at http://127.0.0.1:" in line, line + server.stderr.read()
+        assert "at http://127.0.0.1:" in line, line + (tmp_path / "dashboard.err").read_text()
         url = line.split(" at ", 1)[1].split("/ ", 1)[0] + "/dashboard"
         dom = subprocess.run(
             ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
@@ -156,7 +156,7 @@ def test_dashboard_lists_every_study_in_headless_chromium(watched, tmp_path):
         for study in ("digits mlp:64,64 bp", "digits mlp:64,64 mf"):
             assert study in dom, dom[-2000:]
     finally:
-        server.send_signal(signal.SIGINT)
+        server.send_signal(signal.SIGTERM)
         rc = server.wait(timeout=30)
     assert rc == 0 and "stopped after" in server.stdout.read()
 

@@ -12,6 +12,7 @@ Needs the optional extra: ``pip install -e ".[dashboard]"`` (optuna-dashboard)."
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 import time
@@ -153,8 +154,18 @@ def run(args: argparse.Namespace) -> int:
                 print(f"bpfree dashboard: refresh skipped ({err})", file=sys.stderr)
 
     threading.Thread(target=refresh, daemon=True).start()
+    timer = None
     if args.stop_after is not None:
-        threading.Timer(args.stop_after, server.shutdown).start()
+        timer = threading.Timer(args.stop_after, server.shutdown)
+        timer.daemon = True  # Ctrl-C before it fires ends the process at once
+        timer.start()
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM (a job's end, `kill`) and SIGINT stop it cleanly, even where SIGINT came in
+    # ignored (a process started in the background of a script)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     started = time.monotonic()
     try:
         server.serve_forever()
@@ -162,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
         pass
     finally:
         stop.set()
+        if timer is not None:
+            timer.cancel()
         server.server_close()
     print(f"bpfree dashboard: stopped after {time.monotonic() - started:.0f} s", flush=True)
     return 0
