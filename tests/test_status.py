@@ -239,3 +239,17 @@ def _env() -> dict:
     import os
 
     return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_studies_that_take_the_papers_values_have_nothing_to_tune(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = dict(
+        CONFIG, experiments=[{"algorithm": "mf", "arch": "mlp:1000,1000", "datasets": ["mnist"], "params": "paper"}]
+    )
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    for algorithm in ("bp", "mf"):
+        for seed in (1, 2):
+            done_run(tmp_path / f"results/runs/mnist/mlp-1000-1000/{algorithm}/seed{seed}", epochs=6, time_s=1.0)
+    status = grid_status("config.yaml", "results", forecast=False)
+    assert [(s["state"], s["planned"]) for s in status["studies"]] == [("done", 0), ("done", 0)]
+    assert status["state"] == "done" and "no study" in status_text(status)

@@ -89,6 +89,7 @@ class Plan:
     max_epochs: int | None  # a run's epoch budget per stage (early_stopping.max_epochs)
     trial_max_epochs: int | None = None  # a trial's (tuning.max_epochs, at most the run's)
     config: dict[str, Any] | None = None
+    untuned: set[Key] = field(default_factory=set)  # params: paper: the paper's values, no study
 
 
 def plan_of(config_path: str | None, results: Path) -> Plan:
@@ -110,12 +111,14 @@ def plan_of(config_path: str | None, results: Path) -> Plan:
         checked = parse(WorkflowConfig, dict(raw))
     except BpfreeError as err:
         raise BpfreeError(f"{config_path}: {err}") from None
-    studies = set()
+    studies, untuned = set(), set()
     for exp in checked.experiments:
         arch = "".join(str(exp.arch).split())
         for dataset in exp.datasets:
             for algorithm in dict.fromkeys([exp.algorithm, BASELINE]):
                 studies.add(Key(dataset, arch, algorithm))
+                if getattr(exp, "params", "tuned") == "paper":
+                    untuned.add(Key(dataset, arch, algorithm))
     seeds = [int(s) for s in checked.seeds]
     tuning = checked.tuning
     return Plan(
@@ -126,6 +129,7 @@ def plan_of(config_path: str | None, results: Path) -> Plan:
         checked.early_stopping.max_epochs,
         min(tuning.max_epochs or checked.early_stopping.max_epochs, checked.early_stopping.max_epochs),
         dict(raw),
+        untuned,
     )
 
 
@@ -255,8 +259,9 @@ def study_status(key: Key, plan: Plan, results: Path, now: float) -> StudyStatus
     folder = results / "tuning" / key.slug
     status = StudyStatus(str(key), key.dataset, key.arch, key.algorithm, "pending", planned=plan.n_trials)
     journal = folder / "study.journal"
-    if plan.n_trials == 0:
-        status.state = "done"  # no tuning: the runs use the defaults
+    if plan.n_trials == 0 or key in plan.untuned:
+        status.state = "done"  # no study: the runs take the defaults, or the paper's values
+        status.planned = 0
         return status
     if not journal.is_file():
         return status
@@ -377,6 +382,7 @@ def run_status(key: Key, seed: int, plan: Plan, results: Path, now: float) -> Ru
     checkpoint = folder / "checkpoint.pt"
     if checkpoint.is_file():
         status.state = "running"
+        status.max_epochs_per_stage = _spec_max_epochs(folder / "spec.yaml") or plan.max_epochs
         try:
             status.updated_s_ago = max(0.0, now - checkpoint.stat().st_mtime)
         except OSError:
@@ -390,6 +396,18 @@ def run_status(key: Key, seed: int, plan: Plan, results: Path, now: float) -> Ru
         if status.updated_s_ago is not None and status.updated_s_ago > plan.stale_after:
             status.state = "stopped"  # a checkpoint nobody has advanced for stale_after s
     return status
+
+
+def _spec_max_epochs(path: Path) -> int | None:
+    """The run's own epoch budget per stage (its spec.yaml: the paper's values may differ
+    from the config's early stopping)."""
+    try:
+        import yaml
+
+        spec = yaml.safe_load(path.read_text())
+        return int(spec["early_stopping"]["max_epochs"])
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return None
 
 
 def _benchmarks(paths: list[Path]) -> tuple[float | None, float | None]:
@@ -600,6 +618,8 @@ def status_text(grid: dict[str, Any]) -> str:
     rows = []
     for s in grid["studies"]:
         trials = f"{s['complete']}/{'?' if s['planned'] is None else s['planned']}"
+        if s["planned"] == 0:
+            trials = "no study"  # tuning off, or params: paper
         extra = [f"{s['pruned']} pruned" if s["pruned"] else "", f"{s['failed']} failed" if s["failed"] else ""]
         extra += [f"{s['running']} running" if s["running"] else "", f"{s['stale']} stale" if s["stale"] else ""]
         bench = "–" if s["benchmark_s"] is None else _hours(s["benchmark_s"])
