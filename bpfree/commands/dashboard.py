@@ -159,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         timer = threading.Timer(args.stop_after, server.shutdown)
         timer.daemon = True  # Ctrl-C before it fires ends the process at once
         timer.start()
+
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
