@@ -1,7 +1,6 @@
 """One real run of the `.test` workflow, watched and then read: ``bpfree status`` while it runs
 (studies and runs moving from pending to done, an estimate of what remains), on the finished
-grid (done, with the cost table's totals), the light rules run where Snakemake runs,
-``bpfree dashboard`` in headless Chromium (every study listed), and ``.ci/report-test`` on the
+grid (done, with the cost table's totals), ``bpfree dashboard`` in headless Chromium (every study listed), and ``.ci/report-test`` on the
 same run (every figure and table the README names is in ``snakemake --report``)."""
 
 from __future__ import annotations
@@ -110,23 +109,6 @@ def test_status_of_the_finished_grid_says_done_with_the_cost_tables_totals(watch
     # Snakemake's benchmark of every train and tune job, beside the run's own time
     assert all(r["benchmark_s"] is not None and r["benchmark_s"] >= r["time_s"] for r in status["runs"])
     assert all(s["benchmark_s"] is not None and s["benchmark_s"] >= s["time_s"] for s in status["studies"])
-
-
-def test_the_light_rules_ran_where_snakemake_ran(watched):
-    """With the local executor every job runs locally; what matters on a cluster is that the
-    rules say so (`localrule`): Snakemake's own view of which rules a cluster would get."""
-    probe = (
-        "from pathlib import Path; from snakemake.api import SnakemakeApi; "
-        "from snakemake.settings.types import ResourceSettings, ConfigSettings\n"
-        "with SnakemakeApi() as api:\n"
-        f" wf = api.workflow(resource_settings=ResourceSettings(), config_settings=ConfigSettings(configfiles=[Path({str(TEST_CONFIG)!r})]), snakefile=Path({str(REPO / 'Snakefile')!r}), workdir=Path('.'))\n"
-        " w = wf._workflow\n"
-        " print(sorted(r.name for r in w.rules if not (r.name in w._localrules or r.norun)))"
-    )
-    work, _, _ = watched
-    out = subprocess.run([sys.executable, "-c", probe], cwd=work, capture_output=True, text=True, env=env())
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "['train', 'tune', 'tune_worker']"
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (.ci/run installs it)")
