@@ -49,6 +49,13 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
 
 
+# Only train and tune (and tune_worker) go through a cluster's scheduler: download, spec,
+# aggregate and the figures are seconds of work each and run where Snakemake runs
+# (`localrule: True` in their rules), so that none waits in a queue.
+localrules:
+    all,
+
+
 rule all:
     default_target: True
     input:

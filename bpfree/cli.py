@@ -23,6 +23,8 @@ COMMANDS = [
     "bpfree.commands.bench",
     "bpfree.commands.schema",
     "bpfree.commands.plan",
+    "bpfree.commands.status",
+    "bpfree.commands.dashboard",
 ]
 
 

@@ -387,7 +387,9 @@ def cost_chart(cost: pl.DataFrame | None, width: int = 360):
         f"{_energy(total.get('total_energy_j'), None)}; " + ", ".join(s for s in shares if s)
     )
     # each method above its BP twin, as in the other figures
-    long = long.with_columns((pl.col("algorithm") == "bp").alias("_bp")).sort("dataset", "label", "_bp")
+    long = long.with_columns((pl.col("algorithm") == "bp").alias("_bp")).sort(
+        "dataset", "label", "_bp", maintain_order=True
+    )
     order = list(dict.fromkeys(long["label"].to_list()))
     long = long.drop("_bp").filter(pl.col("value").is_not_null())
     chart = (
@@ -409,7 +411,11 @@ def cost_chart(cost: pl.DataFrame | None, width: int = 360):
     return (
         chart.facet(
             row=alt.Row("dataset:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
-            column=alt.Column("quantity:N", title=None, sort=sorted(set(long["quantity"]), reverse=True)),
+            # sorted by the field itself ("time (h)" before "energy (kWh, ...)"): Vega-Lite
+            # orders a row x column facet's headers by a sort array (or a sort field) as the
+            # values first appear in the data, but its cells by the array, so that a header
+            # could name the other column's quantity (issue 25)
+            column=alt.Column("quantity:N", title=None, sort="descending"),
         )
         .resolve_scale(x="independent", y="independent")
         .properties(title=alt.Title(title, subtitle=subtitle))

@@ -418,7 +418,7 @@ def flops(tables: Tables) -> alt.Chart:
         .properties(width=WIDTH * 2 // 3)
         .facet(
             row=alt.Row("dataset:N", title=None),
-            column=alt.Column("quantity:N", title=None, sort=list(quantities.values())),
+            column=alt.Column("quantity:N", title=None, sort="descending"),  # training first (see cost.cost_chart)
         )
         .resolve_scale(x="independent", y="independent")
         .properties(
@@ -449,8 +449,11 @@ def memory_breakdown(tables: Tables) -> alt.Chart:
         .with_columns(pl.col("part").str.strip_prefix("memory_").str.strip_suffix("_mb").replace_strict(MEMORY_PARTS))
         .drop_nulls("mb")
     )
-    peaks = labelled.select("label", *(c for c in ("peak_memory_mb", "peak_memory_kind") if c in labelled.columns))
-    parts = parts.join(peaks, on="label", how="left")
+    peaks = labelled.select(
+        "dataset", "label", *(c for c in ("peak_memory_mb", "peak_memory_kind") if c in labelled.columns)
+    )
+    # by dataset too: the same arch and method on two datasets share a label
+    parts = parts.join(peaks, on=["dataset", "label"], how="left")
     y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=400))
     layers = [
         alt.Chart()
@@ -475,7 +478,8 @@ def memory_breakdown(tables: Tables) -> alt.Chart:
         layers.append(
             alt.Chart()
             .mark_text(align="left", dx=4, fontSize=10, color="#444444")
-            .encode(y=y, x="sum(mb):Q", text="max(peak_text):N")
+            # grouped by the text (one per bar): Vega's max of a string is undefined
+            .encode(y=y, x="sum(mb):Q", text="peak_text:N")
         )
         subtitle += "; text: the measured total peak of the run"
     else:

@@ -20,6 +20,7 @@ rule aggregate:
         histories="results/tables/histories.csv",
     log:
         "logs/aggregate.log",
+    localrule: True  # seconds of work: on the node that runs Snakemake, never queued
     params:
         out_dir=lambda wc, output: Path(output.summary).parent,
         trials=trials_option,

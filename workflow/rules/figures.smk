@@ -17,6 +17,7 @@ for name in FIGURES:
             html=f"results/figures/{name}.html",  # interactive; 1 MB each, kept out of the report
         log:
             f"logs/figures/{name}.log",
+        localrule: True  # seconds of work: on the node that runs Snakemake, never queued
         params:
             name=name,
             tables=lambda wc, input: Path(input.histories).parent,
@@ -29,3 +30,4 @@ for name in FIGURES:
 rule figures:
     input:
         all_figures(),
+    localrule: True

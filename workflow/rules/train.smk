@@ -35,6 +35,10 @@ rule train:
         history="results/runs/{dataset}/{arch}/{algorithm}/seed{seed}/history.csv",
     log:
         "logs/train/{dataset}/{arch}/{algorithm}/seed{seed}.log",
+    # Snakemake's own measure of the job (wall time, max RSS): bpfree status sets it next
+    # to the run's own time (metrics.json)
+    benchmark:
+        "results/benchmarks/train/{dataset}/{arch}/{algorithm}/seed{seed}.tsv"
     # all local cores: one measured run at a time, so no run's time or energy is shared
     # with another's (on SLURM the profile's set-threads decides)
     threads: every_core

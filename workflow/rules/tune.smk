@@ -38,6 +38,8 @@ rule tune:
         trials="results/tuning/{dataset}/{arch}/{algorithm}/study.trials.csv",
     log:
         "logs/tune/{dataset}/{arch}/{algorithm}.log",
+    benchmark:  # Snakemake's measure (wall time, max RSS), beside the trials' own times
+        "results/benchmarks/tune/{dataset}/{arch}/{algorithm}.tsv"
     threads: every_core
     resources:
         gpu=GPU_PER_JOB,
@@ -54,6 +56,8 @@ rule tune_worker:
         best="results/tuning/{dataset}/{arch}/{algorithm}/worker{worker}.yaml",
     log:
         "logs/tune/{dataset}/{arch}/{algorithm}.worker{worker}.log",
+    benchmark:
+        "results/benchmarks/tune/{dataset}/{arch}/{algorithm}.worker{worker}.tsv"
     threads: every_core
     resources:
         gpu=GPU_PER_JOB,

@@ -1,0 +1,181 @@
+"""``bpfree dashboard``: every study of the grid in one optuna-dashboard page, read-only.
+
+Each study lives in its own journal (``RESULTS/tuning/DATASET/ARCH/ALGORITHM/study.journal``);
+optuna-dashboard shows one storage. The dashboard gets one: a snapshot of every journal
+copied into memory (each study named ``DATASET ARCH ALGORITHM``), re-read every ``--refresh``
+seconds while it serves. The journals are only read (no lock is taken: Optuna's journal
+backend reads without one), and the storage the dashboard sees refuses every write, so
+nothing a browser does (a note, a deleted study) reaches the results.
+
+Needs the optional extra: ``pip install -e ".[dashboard]"`` (optuna-dashboard)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bpfree.errors import BpfreeError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "dashboard",
+        help="every study's journal in one optuna-dashboard page (read-only)",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--results", default="results", help="the workflow's results folder (default: results)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0: any free one, printed)")
+    p.add_argument("--refresh", type=float, default=30.0, help="seconds between re-reads of the journals (default: 30)")
+    p.add_argument(
+        "--stop-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop serving after this many seconds (default: until interrupted)",
+    )
+    p.set_defaults(func=run)
+
+
+def journals(results: str | Path) -> list[tuple[str, Path]]:
+    """(study name, journal) for every study under RESULTS/tuning, sorted."""
+    from bpfree.workflow import slug_to_arch
+
+    root = Path(results) / "tuning"
+    found = []
+    for path in sorted(root.glob("*/*/*/study.journal")):
+        algorithm, slug, dataset = path.parent.name, path.parent.parent.name, path.parent.parent.parent.name
+        found.append((f"{dataset} {slug_to_arch(slug)} {algorithm}", path))
+    return found
+
+
+def snapshot(results: str | Path):
+    """An in-memory Optuna storage holding a copy of every study's journal."""
+    import optuna
+    from optuna.storages import InMemoryStorage, JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = InMemoryStorage()
+    for name, path in journals(results):
+        source = JournalStorage(JournalFileBackend(str(path)))
+        for summary in optuna.get_all_study_summaries(source, include_best_trial=False):
+            study = optuna.load_study(study_name=summary.study_name, storage=source)
+            copy = optuna.create_study(storage=storage, study_name=name, directions=study.directions)
+            for key, value in study.user_attrs.items():
+                copy.set_user_attr(key, value)
+            copy.add_trials(study.get_trials(deepcopy=False))
+    return storage
+
+
+WRITES = (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "create_new_trial",
+    "set_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+)
+
+
+def make_storage(results: str | Path):
+    """A read-only Optuna storage over a snapshot of every journal: reads go to the snapshot
+    (``storage.inner``, swapped for a fresh one by the refresher), every write is refused."""
+    from optuna.storages import BaseStorage
+
+    def refuse(name: str):
+        def write(self, *args: Any, **kwargs: Any) -> Any:
+            raise PermissionError(f"bpfree dashboard is read-only ({name} refused)")
+
+        return write
+
+    def delegate(name: str):
+        def read(self, *args: Any, **kwargs: Any) -> Any:
+            return getattr(self.inner, name)(*args, **kwargs)
+
+        return read
+
+    methods: dict[str, Any] = {name: refuse(name) for name in WRITES}
+    for name in sorted(BaseStorage.__abstractmethods__ - set(WRITES)):
+        methods[name] = delegate(name)
+    ReadOnly = type("ReadOnly", (BaseStorage,), methods)
+    storage = ReadOnly()
+    storage.inner = snapshot(results)
+    return storage
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise BpfreeError(
+            'optuna-dashboard is not installed: pip install -e ".[dashboard]" (or pip install optuna-dashboard)'
+        ) from None
+    results = Path(args.results)
+    if not results.is_dir():
+        raise BpfreeError(f"no results folder at {results} (--results: the workflow's results folder)")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(results)
+    studies = journals(results)
+    if not studies:
+        print(f"bpfree dashboard: no study journal under {results / 'tuning'} yet", file=sys.stderr)
+
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+            pass
+
+    app = optuna_dashboard.wsgi(storage)
+    server = make_server(args.host, args.port, app, handler_class=Quiet)
+    port = server.server_port
+    print(
+        f"bpfree dashboard: {len(studies)} studies from {results} at http://{args.host}:{port}/ "
+        f"(read-only; re-read every {args.refresh:g} s; Ctrl-C stops)",
+        flush=True,
+    )
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while not stop.wait(args.refresh):
+            try:
+                storage.inner = snapshot(results)
+            except Exception as err:  # noqa: BLE001 - a journal being written: the next round
+                print(f"bpfree dashboard: refresh skipped ({err})", file=sys.stderr)
+
+    threading.Thread(target=refresh, daemon=True).start()
+    timer = None
+    if args.stop_after is not None:
+        timer = threading.Timer(args.stop_after, server.shutdown)
+        timer.daemon = True  # Ctrl-C before it fires ends the process at once
+        timer.start()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM (a job's end, `kill`) and SIGINT stop it cleanly, even where SIGINT came in
+    # ignored (a process started in the background of a script)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+    started = time.monotonic()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        if timer is not None:
+            timer.cancel()
+        server.server_close()
+    print(f"bpfree dashboard: stopped after {time.monotonic() - started:.0f} s", flush=True)
+    return 0

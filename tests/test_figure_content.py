@@ -1,0 +1,293 @@
+"""Every figure true to its table: each of the twelve is rendered to SVG as ``bpfree figures``
+renders it, read back panel by panel (headers, axes, the marks' data; tests/figure_readback.py)
+and compared with the table it was drawn from, as written to disk by ``bpfree aggregate``'s
+code. A panel under the wrong header, a value in another unit, a missing or extra method fails.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+from figure_grid import GRID, write_grid
+from figure_readback import Figure, number, read_chart
+
+from bpfree.cost import ALL, COST_COLUMNS, _schema
+from bpfree.figures import FIGURES, MEMORY_PARTS, Tables
+from bpfree.workflow import FIGURE_NAMES
+
+DATASETS = sorted({d for d, _ in GRID})
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory) -> Tables:
+    return write_grid(tmp_path_factory.mktemp("grid"))
+
+
+def draw(name: str, tables: Tables) -> Figure:
+    return read_chart(FIGURES[name](tables))
+
+
+def close(a: float, b: float, rel: float = 2e-3) -> bool:
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-9)
+
+
+def same(shown: dict, expected: dict, what: str) -> None:
+    """The same keys (no method missing or extra) and the same values (to display rounding)."""
+    assert sorted(shown) == sorted(expected), f"{what}: drawn {sorted(shown)}, table {sorted(expected)}"
+    for key, value in expected.items():
+        assert close(shown[key], value), f"{what} {key}: drawn {shown[key]}, table {value}"
+
+
+def label(row: dict) -> str:
+    return f"{row['arch']} · {row['algorithm']}"
+
+
+def test_every_figure_has_a_content_test():
+    tested = {name.removeprefix("test_fig_").split("_shows")[0] for name in globals() if name.startswith("test_fig_")}
+    assert tested == set(FIGURE_NAMES)
+
+
+# -- the per-method figures: one panel per dataset, a mark per method --------------------------
+METHOD_FIGURES = {
+    "accuracy": ("test_accuracy", 100, "test accuracy (%)", "point"),
+    "energy": ("energy_j", 1, "GPU energy (J, nvml-counter)", "bar"),
+    "time": ("train_time_s", 1, "training time (s)", "bar"),
+    "memory": ("peak_memory_mb", 1, "peak memory (MB, torch-allocated)", "bar"),
+}
+
+
+def check_method_figure(name: str, tables: Tables) -> None:
+    column, scale, title, kind = METHOD_FIGURES[name]
+    figure = draw(name, tables)
+    assert len(figure.panels) == len(DATASETS)
+    for dataset in DATASETS:
+        panel = figure.panel(dataset)
+        axis = panel.axis("x")
+        assert axis.title == title
+        shown = {m["label"]: number(m[title]) for m in panel.marks_of(kind)}
+        rows = tables.methods.filter(pl.col("dataset") == dataset).to_dicts()
+        expected = {label(r): r[f"{column}_mean"] * scale for r in rows}
+        same(shown, expected, f"{name}, panel {dataset}")
+        assert axis.fits(list(expected.values())), f"{name} {dataset}: axis {axis.low}..{axis.high}"
+
+
+def test_fig_accuracy_shows_each_methods_mean_per_dataset(tables):
+    check_method_figure("accuracy", tables)
+
+
+def test_fig_energy_shows_each_methods_mean_per_dataset(tables):
+    check_method_figure("energy", tables)
+
+
+def test_fig_time_shows_each_methods_mean_per_dataset(tables):
+    check_method_figure("time", tables)
+
+
+def test_fig_memory_shows_each_methods_mean_per_dataset(tables):
+    check_method_figure("memory", tables)
+
+
+def test_fig_pareto_shows_energy_and_accuracy_per_method(tables):
+    figure = draw("pareto", tables)
+    x, y = "GPU energy (J, nvml-counter)", "test accuracy (%)"
+    for dataset in DATASETS:
+        panel = figure.panel(dataset)
+        assert (panel.axis("x").title, panel.axis("y").title) == (x, y)
+        points = panel.marks_of("point")
+        rows = tables.methods.filter(pl.col("dataset") == dataset).to_dicts()
+        same({m["label"]: number(m[x]) for m in points}, {label(r): r["energy_j_mean"] for r in rows}, dataset)
+        same(
+            {m["label"]: number(m[y]) for m in points},
+            {label(r): 100 * r["test_accuracy_mean"] for r in rows},
+            dataset,
+        )
+
+
+# -- per-epoch figures: one panel per dataset and architecture, a line per run ------------------
+def runs_of(history: pl.DataFrame, dataset: str) -> set[str]:
+    rows = history.filter(pl.col("dataset") == dataset).select("algorithm", "seed").unique().rows()
+    return {f"{a} seed {s}" for a, s in rows}
+
+
+def test_fig_val_loss_shows_every_runs_curve_in_its_panel(tables):
+    figure = draw("val_loss", tables)
+    history = tables.histories
+    for dataset in DATASETS:
+        panel = figure.panel(f"{dataset} · mlp:1000,1000")
+        lines = panel.marks_of("line")
+        assert {m["run"] for m in lines} == runs_of(history, dataset)
+        first = history.filter(pl.col("dataset") == dataset, pl.col("epoch") == 1)
+        expected = {f"{r['algorithm']} seed {r['seed']}": r["val_loss"] for r in first.to_dicts()}
+        same({m["run"]: number(m["val_loss"]) for m in lines}, expected, f"val_loss {dataset}, epoch 1")
+        axis = panel.axis("y")
+        losses = history.filter(pl.col("dataset") == dataset)["val_loss"]
+        assert axis.scale == "log" and axis.low <= losses.min() * 1.01 and axis.high >= losses.max() * 0.99
+
+
+def test_fig_to_target_shows_cumulative_energy_and_the_target(tables):
+    figure = draw("to_target", tables)
+    x, y = "energy so far (J, nvml-counter) (log)", "validation accuracy (%)"
+    history = tables.histories.sort("epoch").with_columns(
+        pl.col("energy_j").cum_sum().over("dataset", "algorithm", "seed").alias("cum")
+    )
+    for dataset in DATASETS:
+        panel = figure.panel(f"{dataset} · mlp:1000,1000")
+        assert (panel.axis("x").title, panel.axis("y").title) == (x, y)
+        shown = {(m["run"], int(m["epoch"])): (number(m[x]), number(m[y])) for m in panel.marks_of("point")}
+        rows = history.filter(pl.col("dataset") == dataset).to_dicts()
+        expected = {
+            (f"{r['algorithm']} seed {r['seed']}", r["epoch"]): (r["cum"], 100 * r["val_accuracy"]) for r in rows
+        }
+        same({k: v[0] for k, v in shown.items()}, {k: v[0] for k, v in expected.items()}, f"{dataset} energy")
+        same({k: v[1] for k, v in shown.items()}, {k: v[1] for k, v in expected.items()}, f"{dataset} accuracy")
+        (rule,) = panel.marks_of("rule")
+        target = tables.to_target.filter(pl.col("dataset") == dataset)["target_val_accuracy"].mean()
+        assert close(number(rule["Mean of target"]), 100 * target)
+
+
+def test_fig_power_shows_each_epochs_energy_over_its_time(tables):
+    figure = draw("power", tables)
+    y = "mean GPU power per epoch (W, nvml-counter)"
+    for dataset in DATASETS:
+        panel = figure.panel(f"{dataset} · mlp:1000,1000")
+        assert panel.axis("y").title == y
+        shown = {(m["algorithm"], int(m["epoch"])): number(m[y]) for m in panel.marks_of("point")}
+        lowest = tables.histories.filter(pl.col("dataset") == dataset, pl.col("seed") == 1).to_dicts()
+        expected = {(r["algorithm"], r["epoch"]): r["energy_j"] / r["epoch_time_s"] for r in lowest}
+        same(shown, expected, f"power {dataset}")
+
+
+# -- the hardware figures --------------------------------------------------------------------------
+def test_fig_flops_shows_training_and_inference_per_method_under_their_headers(tables):
+    figure = draw("flops", tables)
+    panels = {"training (per sample per epoch, run average)": "train", "inference (per sample)": "infer"}
+    assert len(figure.panels) == len(DATASETS) * len(panels)
+    for dataset in DATASETS:
+        rows = tables.hardware.filter(pl.col("dataset") == dataset).to_dicts()
+        for header, part in panels.items():
+            panel = figure.panel(dataset, header)
+            shown = {m["label"]: number(m["FLOPs per sample"]) for m in panel.marks_of("bar")}
+            expected = {label(r): r[f"{part}_flops_per_sample"] for r in rows}
+            same(shown, expected, f"flops {dataset} {header}")
+            assert panel.axis("x").fits(list(expected.values()))
+
+
+def test_fig_memory_breakdown_shows_each_part_and_the_measured_peak(tables):
+    figure = draw("memory_breakdown", tables)
+    for dataset in DATASETS:
+        panel = figure.panel(dataset)
+        rows = tables.hardware.filter(pl.col("dataset") == dataset).to_dicts()
+        x = panel.axis("x").title
+        assert x == "MiB (tensor sizes; the stage that holds the most)"
+        shown = {(m["label"], m["part"]): number(m[x]) for m in panel.marks_of("bar")}  # as stacked
+        expected = {(label(r), name): r[f"memory_{part}_mb"] for r in rows for part, name in MEMORY_PARTS.items()}
+        same(shown, expected, f"memory_breakdown {dataset}")
+        peaks = {m["peak_text"] for m in panel.marks_of("text")}
+        assert peaks == {f"measured peak {round(r['peak_memory_mb'])} MiB (torch-allocated)" for r in rows}
+        totals = [sum(v for (lab, _), v in expected.items() if lab == label(r)) for r in rows]
+        assert panel.axis("x").fits(totals)
+
+
+# -- ours vs the paper -------------------------------------------------------------------------------
+def test_fig_paper_shows_ours_next_to_the_papers_per_quantity(tables):
+    figure = draw("paper", tables)
+    quantities = {
+        "test accuracy (%)": ("accuracy_pct", "paper_accuracy_pct"),
+        "accuracy vs BP twin (points)": ("accuracy_vs_bp_pp", "paper_accuracy_vs_bp_pp"),
+        "training time vs BP twin (%)": ("time_vs_bp_pct", "paper_time_vs_bp_pct"),
+        "energy vs BP twin (%)": ("energy_vs_bp_pct", "paper_energy_vs_bp_pct"),
+    }
+    table = tables.paper.with_columns(
+        (pl.col("algorithm") + " · " + pl.col("arch") + " · " + pl.col("dataset")).alias("row")
+    ).to_dicts()
+    assert len(figure.panels) == len(quantities)
+    for header, (ours, theirs) in quantities.items():
+        panel = figure.panel(header)
+        shown = {(m["row"], m["source"]): number(m["value"]) for m in panel.marks_of("point")}
+        expected = {(r["row"], "ours"): r[ours] for r in table if r[ours] is not None}
+        expected |= {(r["row"], "paper"): r[theirs] for r in table if r[theirs] is not None}
+        same(shown, expected, f"paper, {header}")
+        assert any(source == "ours" for _, source in expected)  # the grid matched some paper rows
+
+
+# -- what the study cost: time and energy under their own headers --------------------------------
+def cost_panels(figure: Figure, cost: pl.DataFrame) -> None:
+    """Every (dataset, quantity) panel's stacked bars against cost.csv: time in hours under
+    "time (h)", energy in kWh under "energy (kWh, SOURCE)"."""
+    studies = cost.filter(pl.col("algorithm") != ALL).to_dicts()
+    datasets = sorted({r["dataset"] for r in studies})
+    assert len(figure.panels) == 2 * len(datasets)
+    for panel in figure.panels:
+        (dataset,) = [h for h in panel.headers if h in datasets]
+        (header,) = [h for h in panel.headers if h != dataset]
+        if header == "time (h)":
+            quantity, scale = "time_s", 3600
+        else:
+            assert header.startswith("energy (kWh, "), header
+            quantity, scale = "energy_j", 3.6e6
+        shown = {(m["label"], m["phase"]): number(m["Sum of value"]) for m in panel.marks_of("bar")}
+        rows = [r for r in studies if r["dataset"] == dataset]
+        expected = {
+            (label(r), phase): r[f"{prefix}_{quantity}"] / scale
+            for r in rows
+            for phase, prefix in (("tuning", "tuning"), ("final runs", "runs"))
+            if r[f"{prefix}_{quantity}"] is not None
+        }
+        same(shown, expected, f"cost, panel {dataset} / {header}")
+        totals = [sum(v for (lab, _), v in expected.items() if lab == label(r)) for r in rows]
+        axis = panel.axis("x")
+        assert axis.fits(totals), f"cost {dataset} / {header}: axis to {axis.high}, largest study {max(totals)}"
+
+
+def test_fig_cost_shows_time_and_energy_under_their_headers(tables):
+    cost_panels(draw("cost", tables), tables.cost)
+
+
+def default_grid_cost(tmp_path) -> pl.DataFrame:
+    """The cost table of config/config.yaml's grid on digits (the seven studies that showed
+    issue 25's swap), written and read back as cost.csv: tuning dearer than the runs, energy
+    an estimate, seconds against microwatt-hours."""
+    rows = []
+    for i, (algorithm, arch) in enumerate(
+        [
+            ("ff", "mlp:256,256,256"),
+            ("bp", "mlp:256,256,256"),
+            ("mf", "mlp:256,256"),
+            ("bp", "mlp:256,256"),
+            ("cafo-rand", "cnn:32,128,512"),
+            ("cafo-dfa", "cnn:32,128,512"),
+            ("bp", "cnn:32,128,512"),
+        ]
+    ):
+        row = dict.fromkeys(COST_COLUMNS)
+        row |= {"algorithm": algorithm, "arch": arch, "dataset": "digits", "runs": 3}
+        row |= {"tuning_time_s": 30.0 + i, "runs_time_s": 10.0 + i, "tuning_energy_j": 120.0 + i, "runs_energy_j": 40.0}
+        row |= {"tuning_energy_source": "estimate", "runs_energy_source": "estimate"}
+        rows.append(row)
+    path = tmp_path / "cost.csv"
+    pl.DataFrame(rows, schema=_schema(), orient="row").write_csv(path)
+    return pl.read_csv(path, infer_schema_length=None)
+
+
+def test_fig_cost_shows_time_and_energy_under_their_headers_on_the_default_grid(tmp_path, tables):
+    cost = default_grid_cost(tmp_path)
+    cost_panels(draw("cost", Tables(tables.summary, tables.methods, tables.paper, tables.histories, cost=cost)), cost)
+
+
+def test_a_wrong_figure_fails_its_check(tables):
+    """The checks can fail: a method dropped from the table, or energies in kJ, do not pass."""
+    dropped = Tables(tables.summary, tables.methods.filter(pl.col("algorithm") != "ff"), tables.paper, tables.histories)
+    with pytest.raises(AssertionError, match="drawn"):
+        column, scale, title, kind = METHOD_FIGURES["energy"]
+        figure = draw("energy", dropped)
+        panel = figure.panel("mnist")
+        shown = {m["label"]: number(m[title]) for m in panel.marks_of(kind)}
+        rows = tables.methods.filter(pl.col("dataset") == "mnist").to_dicts()
+        same(shown, {label(r): r["energy_j_mean"] for r in rows}, "energy")
+    kilo = tables.cost.with_columns(pl.col("tuning_energy_j", "runs_energy_j") / 1000)
+    with pytest.raises(AssertionError):
+        cost_panels(
+            draw("cost", Tables(tables.summary, tables.methods, tables.paper, tables.histories, cost=kilo)), tables.cost
+        )
