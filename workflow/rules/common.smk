@@ -108,7 +108,9 @@ def paper_values(wildcards):
         return None
     from bpfree.paper import paper_row
 
-    row = paper_row(wildcards.algorithm, slug_to_arch(wildcards.arch), wildcards.dataset)
+    row = paper_row(
+        wildcards.algorithm, slug_to_arch(wildcards.arch), wildcards.dataset
+    )
     return {"params": row.params, "early_stopping": row.early_stopping.model_dump()}
 
 
