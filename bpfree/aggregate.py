@@ -28,7 +28,7 @@ from pathlib import Path
 import polars as pl
 
 from bpfree.errors import BpfreeError
-from bpfree.outputs import BASELINE
+from bpfree.outputs import BASELINE, HISTORY_COLUMNS
 from bpfree.record import RunRecord, read_record
 
 KEYS = ["algorithm", "arch", "dataset"]
@@ -79,8 +79,6 @@ METRIC = {m.column: m for m in METRICS}
 
 
 # -- runs ---------------------------------------------------------------------------------
-# the columns every history.csv begins with (bpfree.run.HISTORY_COLUMNS), in this order
-HISTORY_COLUMNS = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy", "epoch_time_s"]
 MAX_HISTORY_BYTES = 256 << 20
 
 

@@ -31,6 +31,7 @@ from bpfree.measure import (
     hardware_metadata,
 )
 from bpfree.models import ArchSpec, parse_arch
+from bpfree.outputs import HISTORY_COLUMNS
 from bpfree.precision import check_precision, precision_context, precision_flags
 from bpfree.record import RunRecord, read_record
 from bpfree.registry import DATASETS
@@ -39,7 +40,6 @@ from bpfree.spec import EarlyStopping, Measurement, RunSpec, dump_yaml
 from bpfree.training import Checkpointing, EpochRecord, FitResult, Profiling, fit, resolve_device, seed_everything
 from bpfree.warmup import warm_up
 
-HISTORY_COLUMNS = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy", "epoch_time_s"]
 CHECKPOINT = "checkpoint.pt"
 SPEC = "spec.yaml"
 METRICS = "metrics.json"
