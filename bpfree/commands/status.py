@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bpfree.errors import BpfreeError
+from bpfree.io import read_json, read_yaml
 
 # Optuna's journal operations (optuna.storages.journal._storage.JournalOperation)
 CREATE_STUDY, CREATE_TRIAL, SET_TRIAL_STATE_VALUES = 0, 4, 6
@@ -96,7 +97,7 @@ def plan_of(config_path: str | None, results: Path) -> Plan:
     """The grid the Snakefile would plan from the config (checked as the spec checks it,
     without the torch-side checks), or, without a config, the studies and runs on disk."""
     from bpfree.outputs import BASELINE
-    from bpfree.spec import WorkflowConfig, parse, read_yaml
+    from bpfree.spec import WorkflowConfig, parse
 
     if config_path is None and Path(DEFAULT_CONFIG).is_file():
         config_path = DEFAULT_CONFIG
@@ -117,7 +118,7 @@ def plan_of(config_path: str | None, results: Path) -> Plan:
         for dataset in exp.datasets:
             for algorithm in dict.fromkeys([exp.algorithm, BASELINE]):
                 studies.add(Key(dataset, arch, algorithm))
-                if getattr(exp, "params", "tuned") == "paper":
+                if exp.params == "paper":
                     untuned.add(Key(dataset, arch, algorithm))
     seeds = [int(s) for s in checked.seeds]
     tuning = checked.tuning
@@ -367,8 +368,8 @@ def run_status(key: Key, seed: int, plan: Plan, results: Path, now: float) -> Ru
     metrics = folder / "metrics.json"
     if metrics.is_file():
         try:
-            record = json.loads(metrics.read_text())
-        except (OSError, ValueError):
+            record = read_json(metrics, "run metrics")  # bounded, as every reader of metrics.json
+        except BpfreeError:
             record = None
         if isinstance(record, dict):
             status.state = "done" if record.get("status", "ok") == "ok" else f"done ({record.get('status')})"
@@ -402,11 +403,8 @@ def _spec_max_epochs(path: Path) -> int | None:
     """The run's own epoch budget per stage (its spec.yaml: the paper's values may differ
     from the config's early stopping)."""
     try:
-        import yaml
-
-        spec = yaml.safe_load(path.read_text())
-        return int(spec["early_stopping"]["max_epochs"])
-    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return int(read_yaml(path, "spec")["early_stopping"]["max_epochs"])
+    except (BpfreeError, ValueError, TypeError, KeyError):
         return None
 
 
