@@ -16,9 +16,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import yaml
-
 from bpfree.errors import BpfreeError
+from bpfree.io import loads_yaml
 from bpfree.spec import EarlyStopping, parse
 
 FILE = "paper_params.yaml"
@@ -47,7 +46,7 @@ class PaperRow:
 def rows() -> tuple[PaperRow, ...]:
     """Every row of the shipped table, checked once (a malformed row is a packaging bug)."""
     text = resources.files("bpfree").joinpath(FILE).read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
+    data = loads_yaml(text, FILE) or {}
     out: list[PaperRow] = []
     for i, row in enumerate(data.get("rows") or []):
         where = f"{FILE} rows[{i}]"

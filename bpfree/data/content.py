@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpfree.data.checksums import DatasetCorrupt, record
+from bpfree.data.checksums import DatasetCorrupt, file_digest, record
 from bpfree.errors import BpfreeError, DatasetMissing
 from bpfree.io import write_bytes_atomic
 
@@ -218,8 +218,6 @@ def install(root: Path, contents: Mapping[str, bytes], digests: Mapping[str, tup
 
 
 def _file_matches(path: Path, algorithm: str, digest: str) -> bool:
-    from bpfree.data.checksums import file_digest
-
     try:
         return file_digest(path, algorithm) == digest
     except OSError:
