@@ -445,12 +445,14 @@ def plan_rows(config: Mapping[str, Any], results: str | Path = "results") -> lis
     rows = []
     modes = study_params(checked)
     for study in expand_studies(plain):
-        tuned = tuning.n_trials > 0 and modes.get(study) == "tuned"  # a paper study has none
+        mode = modes.get(study)
+        tuned = tuning.n_trials > 0 and mode == "tuned"  # a paper study has none
+        n_trials = tuning.n_trials if tuned else 0
         space = search_space(study.algorithm, tuning.search_spaces) if tuned else None
         seeds = [r for r in runs if r.study == study]
         where = f"{study.dataset}/{arch_to_slug(study.arch)}/{study.algorithm}"
         per_trial = worst_case_epochs(study.algorithm, study.arch, study.dataset, space, trial_budget) if space else 0
-        if modes.get(study) == "paper":  # the paper's row: its own stage lengths and budget
+        if mode == "paper":  # the paper's row: its own stage lengths and budget
             row = paper_row(study.algorithm, study.arch, study.dataset)
             per_run = sum(
                 stage_budgets(study.algorithm, study.arch, study.dataset, row.params, row.early_stopping.max_epochs)
@@ -484,9 +486,9 @@ def plan_rows(config: Mapping[str, Any], results: str | Path = "results") -> lis
                 "dataset": study.dataset,
                 "arch": study.arch,
                 "algorithm": study.algorithm,
-                "trials": tuning.n_trials if tuned else 0,
+                "trials": n_trials,
                 "trial_epochs": per_trial,
-                "tuning_epochs": (tuning.n_trials if tuned else 0) * per_trial,
+                "tuning_epochs": n_trials * per_trial,
                 "runs": len(seeds),
                 "run_epochs": per_run,
                 "runs_epochs": len(seeds) * per_run,
