@@ -8,9 +8,9 @@ sys.path.insert(0, workflow.basedir)
 
 from snakemake.utils import min_version, validate
 
-from bpfree.errors import BpfreeError
-from bpfree.io import read_yaml
-from bpfree.workflow import check_config, job_config_file, register_gpus
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import read_yaml
+from bpfree.workflow.grid import check_config, job_config_file, register_gpus
 
 min_version("9.0")
 
@@ -26,11 +26,11 @@ try:  # one clear line, before any job is planned
     # each config file read again, with bpfree's limits (size, UTF-8, aliases bounded)
     for _file in workflow.configfiles:
         read_yaml(_file, "config")
-    CONFIG = check_config(config)  # typed, every default filled in (bpfree/spec.py)
+    CONFIG = check_config(config)  # typed, every default filled in (bpfree/core/spec.py)
     CONFIGFILE = job_config_file(workflow.configfiles, workflow.config_settings.config)
 except BpfreeError as err:
     sys.exit(f"bpfree: config error: {err}")
-# the schema is generated from bpfree/spec.py (bpfree schema); this fills in its defaults
+# the schema is generated from bpfree/core/spec.py (bpfree schema); this fills in its defaults
 validate(config, "workflow/schemas/config.schema.yaml")
 register_gpus(workflow, CONFIG.device)
 

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from bpfree.errors import BpfreeError
+from bpfree.core.errors import BpfreeError
 
 COMMANDS = [
     "bpfree.commands.train",
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "catalog", False):  # commands that build things by name
-            from bpfree import catalog
+            from bpfree.engine import catalog
 
             catalog.load(args.plugin)
         return int(args.func(args) or 0)

@@ -23,7 +23,7 @@ figures: a check that the script works).
         [--poll-interval 0.1] [--algorithms bp,mf] [--precision fp32] [--budget-s 270] [--out DIR]
 
 What the GPU machine needs: torch (a CUDA build), numpy, PyYAML, tqdm and pydantic (bpfree's
-run specification, bpfree/spec.py, imports it: without it every bpfree command stops at
+run specification, bpfree/core/spec.py, imports it: without it every bpfree command stops at
 import); nvidia-ml-py (module pynvml) for any GPU energy; CodeCarbon for CO2, optional. A lent
 machine with its own PyTorch lacks pydantic and CodeCarbon: scripts/gpu_wheels.sh downloads
 their wheels and scripts/gpu_first_run.sh installs them there and runs this script.
@@ -49,7 +49,9 @@ AGREEMENT = 0.05  # counter and polling within 5% of each other count as agreein
 # 1 s, -4% at 10 s) whatever the counter's quality
 MIN_COMPARE_S = 8.0
 RUN_OVERHEAD_S = 15.0  # per algorithm besides --seconds, --idle-seconds and settling: sizing fit, CodeCarbon, test
-RUN_SETTLE_S = 10.0  # the measured path (bpfree.run.measured_fit) settles up to this long before its idle baseline
+RUN_SETTLE_S = (
+    10.0  # the measured path (bpfree.engine.run.measured_fit) settles up to this long before its idle baseline
+)
 MAX_EPOCHS = 1000  # per stage, however fast an epoch is
 
 
@@ -81,8 +83,8 @@ def synthetic_mnist(device, n_train: int, n_eval: int = 10_000, seed: int = 0):
     class is a fixed random prototype plus noise."""
     import torch
 
+    from bpfree.core.registry import DATASETS
     from bpfree.data import DataSplits, Split
-    from bpfree.registry import DATASETS
 
     g = torch.Generator().manual_seed(seed)
     prototypes = torch.randn(10, 1, 28, 28, generator=g)
@@ -160,7 +162,7 @@ def steady_round_s(name: str, data, device) -> tuple[float, float]:
     work (CUDA context, cuBLAS/cuDNN handles and plans, first kernel loads, caches), so sizing
     from it makes the measured run fall well short of its target."""
     from bpfree.algorithms import build_algorithm
-    from bpfree.training import EarlyStopping, fit, seed_everything
+    from bpfree.engine.loop import EarlyStopping, fit, seed_everything
 
     seed_everything(0)
     warm = build_algorithm(name, None, data.info, epoch_params(name, 2), device=device, seed=0)
@@ -176,8 +178,8 @@ def steady_round_s(name: str, data, device) -> tuple[float, float]:
 
 def check_algorithm(name: str, data, device, settings, args) -> dict:
     from bpfree.algorithms import build_algorithm
-    from bpfree.run import measured_fit
-    from bpfree.training import EarlyStopping, seed_everything
+    from bpfree.engine.loop import EarlyStopping, seed_everything
+    from bpfree.engine.run import measured_fit
 
     # sizing fit: also the warm-up (CUDA/cuBLAS/cuDNN set-up); the run then settles once, in
     # measured_fit, before its idle baseline, as bpfree train does
@@ -216,7 +218,7 @@ def check_algorithm(name: str, data, device, settings, args) -> dict:
 def epoch_params(name: str, epochs: int) -> dict:
     """Stages with budgets of their own (CaFo's ``dfa_epochs``, MF's ``epochs_per_layer``)
     get the same epoch count as the policy, so every run fits the time target."""
-    from bpfree.registry import ALGORITHMS
+    from bpfree.core.registry import ALGORITHMS
 
     fields = dataclasses.fields(ALGORITHMS.get(name).Params)
     return {f.name: epochs for f in fields if f.name.endswith("epochs") or f.name.endswith("epochs_per_layer")}
@@ -338,10 +340,10 @@ def main(argv=None) -> int:
         return 0
 
     import bpfree.algorithms  # noqa: F401  (registers every algorithm)
-    from bpfree.errors import BpfreeError
+    from bpfree.core.errors import BpfreeError
+    from bpfree.core.registry import ALGORITHMS
+    from bpfree.engine.precision import check_precision, precision_context, precision_flags
     from bpfree.measure import MeasurementSettings, Meter, hardware_metadata
-    from bpfree.precision import check_precision, precision_context, precision_flags
-    from bpfree.registry import ALGORITHMS
 
     try:
         check_precision(args.precision, device)

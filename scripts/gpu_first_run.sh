@@ -102,7 +102,7 @@ small_arch() { case "$1" in cafo*) echo cnn:4,8,8 ;; *) echo mlp:32,32 ;; esac; 
 
 train_all() {
     local algorithms rc=0
-    algorithms=$("$PY" -c "import bpfree.algorithms; from bpfree.registry import ALGORITHMS; print(' '.join(ALGORITHMS.names()))") || return 1
+    algorithms=$("$PY" -c "import bpfree.algorithms; from bpfree.core.registry import ALGORITHMS; print(' '.join(ALGORITHMS.names()))") || return 1
     for a in $algorithms; do
         local extra=(--measure-idle-s 0 --measure-codecarbon off)
         [ "$a" = bp ] && extra=(--measure-idle-s 2 --measure-codecarbon on)

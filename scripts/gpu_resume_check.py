@@ -28,11 +28,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPARED = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy"]
-STOPPED_EXIT_CODE = 75  # bpfree.training.STOPPED_EXIT_CODE (not imported: the child runs it)
+STOPPED_EXIT_CODE = 75  # bpfree.engine.loop.STOPPED_EXIT_CODE (not imported: the child runs it)
 LAUNCH = """
 import os, sys, time
 sys.path.insert(0, os.environ["BPFREE_ROOT"])
-from bpfree import training
+from bpfree.engine import loop as training
 target, ready, passes, epoch = int(os.environ["BPFREE_PAUSE_PASS"]), os.environ["BPFREE_PAUSE_FILE"], [0], training.TimedBatches.epoch
 def pausing(self, batch_size, **kwargs):
     passes[0] += 1

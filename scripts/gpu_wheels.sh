@@ -8,7 +8,7 @@
 #
 # The GPU machine's image holds PyTorch 2.11, torchvision, NumPy, PyYAML, tqdm, scikit-learn,
 # nvidia-ml-py (pynvml), psutil, pandas, requests, click, rich, typer and py-cpuinfo
-# (docs/gpu.md) but not pydantic (bpfree.spec imports it: every command needs it) nor
+# (docs/gpu.md) but not pydantic (bpfree.core.spec imports it: every command needs it) nor
 # CodeCarbon. So exactly these are carried, each at the version installed here (the one the
 # tests ran), without their dependencies (--no-deps: each one needed is named):
 #   pydantic pydantic-core annotated-types typing-inspection typing-extensions   the spec

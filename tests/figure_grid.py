@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 from conftest import record
 
-from bpfree.aggregate import build_tables, write_tables
-from bpfree.cost import read_trials
+from bpfree.report.cost import read_trials
+from bpfree.report.tables import build_tables, write_tables
 
 ARCH = "mlp:1000,1000"  # the paper's MNIST/Fashion-MNIST MLP: the paper figure has rows to match
 # (dataset, algorithm) -> (accuracy, seconds, joules): mnist cheap, fashion-mnist dear, so that a
@@ -30,7 +30,7 @@ EPOCHS = 4
 def write_grid(root: Path, energy_source: str = "nvml-counter", tuned: bool = True):
     """Runs, histories and (``tuned``) one trial table per study under ``root``; returns the
     tables as ``bpfree figures`` reads them back from ``root/tables``."""
-    from bpfree.figures import read_tables
+    from bpfree.report.figures import read_tables
 
     paths, trials = [], []
     for (dataset, algorithm), (accuracy, seconds, joules) in GRID.items():

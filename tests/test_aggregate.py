@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from conftest import record
 
-from bpfree.aggregate import (
+from bpfree.report.tables import (
     bp_deltas,
     build_tables,
     method_stats,
@@ -207,7 +207,7 @@ def test_tables_from_run_files(tmp_path):
 
 
 def test_deltas_table_shows_tiny_co2_masses_not_zeros():
-    from bpfree.aggregate import deltas_display
+    from bpfree.report.tables import deltas_display
 
     rows = [run("bp", s, 0.9, 1.0) | {"co2_kg": 1.4e-7 + s * 1e-9} for s in (1, 2)]
     rows += [run("mf", s, 0.9, 1.0) | {"co2_kg": 0.9e-7 + s * 1e-9} for s in (1, 2)]
@@ -216,7 +216,7 @@ def test_deltas_table_shows_tiny_co2_masses_not_zeros():
 
 
 def test_methods_table_shows_co2_in_significant_digits():
-    from bpfree.aggregate import methods_display
+    from bpfree.report.tables import methods_display
 
     rows = [run("mf", s, 0.9, 1.0) | {"co2_kg": c} for s, c in ((1, 1.0e-6), (2, 1.2e-6), (3, 1.1e-6))]
     shown = methods_display(method_stats(frame(rows)))["CO2 (g)"].to_list()
@@ -224,7 +224,7 @@ def test_methods_table_shows_co2_in_significant_digits():
 
 
 def test_hardware_and_to_target_tables_from_analysed_runs(tmp_path):
-    from bpfree.aggregate import hardware_table
+    from bpfree.report.tables import hardware_table
 
     paths = []
     for algorithm, flops, memory in (("bp", 3.0e4, 4.0), ("ff", 9.0e4, 5.0)):
@@ -258,6 +258,6 @@ def test_hardware_and_to_target_tables_from_analysed_runs(tmp_path):
 
 
 def test_runs_without_the_analysis_give_an_empty_hardware_table(tmp_path):
-    from bpfree.aggregate import hardware_table
+    from bpfree.report.tables import hardware_table
 
     assert hardware_table(frame([run("bp", 1, 0.9)])).is_empty()

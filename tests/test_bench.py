@@ -16,9 +16,9 @@ from bpfree.algorithms import build_algorithm
 from bpfree.bench.reference import EpochSampler, PixelDataset, ReferenceFF, reference_loop, tensor_dataset
 from bpfree.bench.runner import CASES, REGIMES, MatmulShapes, Ours, Reference, case_arch, synthetic_data
 from bpfree.cli import main
+from bpfree.core.registry import ALGORITHMS
 from bpfree.data import Batches
-from bpfree.registry import ALGORITHMS
-from bpfree.training import seed_everything
+from bpfree.engine.loop import seed_everything
 
 SIZES = replace(REGIMES["overhead"], mlp_width=24, cnn_channels=(4, 6, 8), train_samples=0, epochs=2)
 
@@ -96,7 +96,7 @@ def test_ff_per_label_loop_equals_the_batched_goodness_pass():
 
 
 def test_reference_refuses_variants_it_does_not_implement():
-    from bpfree.errors import BpfreeError
+    from bpfree.core.errors import BpfreeError
 
     data = synthetic_data("digits", 8, 4, 0, torch.device("cpu"))
     algo = build_algorithm("mf", None, data.splits.info, {"training": "simultaneous"})
@@ -175,7 +175,7 @@ def test_bench_rejects_unknown_cases(capsys):
 def test_bf16_precision_still_trains_across_many_steps():
     """One autocast region spans the whole epoch: with autocast's cast cache the forward would
     keep using the first step's bfloat16 weights and the validation loss would never move."""
-    from bpfree.precision import precision_context
+    from bpfree.engine.precision import precision_context
 
     data = synthetic_data("digits", 256, 64, 0, torch.device("cpu")).splits
     seed_everything(0)
@@ -190,8 +190,8 @@ def test_bf16_precision_still_trains_across_many_steps():
 
 
 def test_precision_names_what_is_valid():
-    from bpfree.errors import BpfreeError
-    from bpfree.precision import precision_context
+    from bpfree.core.errors import BpfreeError
+    from bpfree.engine.precision import precision_context
 
     with pytest.raises(BpfreeError, match="fp32, tf32, bf16"):
         with precision_context("fp16", torch.device("cpu")):

@@ -12,12 +12,12 @@ from torch import nn
 
 from bpfree.algorithms import build_algorithm
 from bpfree.cli import main
-from bpfree.errors import BpfreeError
+from bpfree.core.errors import BpfreeError
+from bpfree.core.registry import DATASETS
+from bpfree.core.spec import Machine, RunSpec
+from bpfree.engine.loop import EarlyStopping
+from bpfree.engine.run import train
 from bpfree.models import CNN, MLP, parse_arch
-from bpfree.registry import DATASETS
-from bpfree.run import train
-from bpfree.spec import Machine, RunSpec
-from bpfree.training import EarlyStopping
 
 DIGITS = DATASETS.get("digits").info
 

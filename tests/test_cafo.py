@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from bpfree.algorithms import build_algorithm, params_from_mapping
 from bpfree.algorithms.cafo import ridge_solve
 from bpfree.algorithms.sparsemax import sparsemax, sparsemax_loss
+from bpfree.core.errors import BpfreeError
 from bpfree.data import Batches, DatasetInfo, DataSplits, Split, load_splits
-from bpfree.errors import BpfreeError
+from bpfree.engine.loop import EarlyStopping, fit
 from bpfree.models import parse_arch
-from bpfree.training import EarlyStopping, fit
 
 SMALL = DatasetInfo("small", 4, (1, 8, 8), (0.5,), (0.25,))
 MNIST_LIKE = DatasetInfo("mnist-like", 10, (1, 28, 28), (0.1307,), (0.3081,))

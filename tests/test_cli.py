@@ -11,7 +11,7 @@ import pytest
 from conftest import run_bpfree
 
 from bpfree.cli import main
-from bpfree.registry import ALGORITHMS, DATASETS
+from bpfree.core.registry import ALGORITHMS, DATASETS
 
 HISTORY_COLUMNS = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy", "epoch_time_s"]
 

@@ -11,8 +11,8 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bpfree.errors import BpfreeError
-from bpfree.workflow import check_config, expand_runs, expand_studies
+from bpfree.core.errors import BpfreeError
+from bpfree.workflow.grid import check_config, expand_runs, expand_studies
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())

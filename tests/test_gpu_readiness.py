@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bpfree.core.errors import is_out_of_memory
 from bpfree.data import Batches, Split
 from bpfree.data.batches import draw_crop_flip
-from bpfree.errors import is_out_of_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,7 +158,7 @@ def test_drawn_parameters_are_offsets_and_flips():
 
 # -- the warm-up (issue 17 #3) ---------------------------------------------------------------
 def test_warm_up_draws_nothing_from_the_global_generator():
-    from bpfree.warmup import _conv_block, warm_up
+    from bpfree.engine.warmup import _conv_block, warm_up
 
     torch.manual_seed(5)
     before = torch.get_rng_state()
@@ -170,7 +170,7 @@ def test_warm_up_draws_nothing_from_the_global_generator():
 def test_warm_up_on_a_gpu_loads_cublas_and_cudnn_forward_and_backward(monkeypatch):
     import torch.nn.functional as F
 
-    from bpfree import warmup
+    from bpfree.engine import warmup
 
     ran = []
     for name in ("conv2d", "batch_norm", "max_pool2d"):
@@ -260,7 +260,7 @@ def test_gpu_check_sizes_its_runs_from_a_steady_epoch(monkeypatch):
     sizing fit gives the time of one round of stages."""
     from types import SimpleNamespace
 
-    from bpfree import training
+    from bpfree.engine import loop as training
 
     module = gpu_check_module()
     epochs = [("a", 5.0), ("a", 1.0), ("b", 3.0), ("b", 2.0)]
@@ -303,8 +303,8 @@ def test_gpu_check_skips_what_would_pass_its_budget(tmp_path):
 def test_a_gpu_index_beyond_those_visible_is_one_line(monkeypatch):
     import torch
 
-    from bpfree.errors import BpfreeError
-    from bpfree.training import resolve_device
+    from bpfree.core.errors import BpfreeError
+    from bpfree.engine.loop import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -6,14 +6,14 @@ import subprocess
 import sys
 import textwrap
 
-from bpfree import gpus
+from bpfree.engine import gpus
 
 
 def test_concurrent_processes_claim_different_boards_and_free_them_on_exit(tmp_path):
     holder = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from bpfree.gpus import claim_slot
+        from bpfree.engine.gpus import claim_slot
         print(claim_slot(3, Path({str(tmp_path)!r})), flush=True)
         sys.stdin.readline()  # hold the board until told to go
     """)
@@ -37,7 +37,7 @@ def test_concurrent_processes_claim_different_boards_and_free_them_on_exit(tmp_p
 def test_auto_on_a_machine_with_several_gpus_claims_one(monkeypatch, tmp_path):
     import torch
 
-    from bpfree.training import resolve_device
+    from bpfree.engine.loop import resolve_device
 
     monkeypatch.setenv(gpus.LOCK_DIR_ENV, str(tmp_path))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -52,7 +52,7 @@ def test_auto_on_a_machine_with_several_gpus_claims_one(monkeypatch, tmp_path):
 
 
 def test_measured_jobs_hold_a_gpu_wherever_they_compute_on_one(monkeypatch):
-    from bpfree import workflow
+    from bpfree.workflow import grid as workflow
 
     monkeypatch.setattr(workflow, "visible_gpus", lambda: 0)
     assert workflow.gpus_per_job("cpu") == 0 and workflow.gpus_per_job("auto") == 0
@@ -62,7 +62,7 @@ def test_measured_jobs_hold_a_gpu_wherever_they_compute_on_one(monkeypatch):
 
 
 def test_visible_gpus_honours_cuda_visible_devices(monkeypatch):
-    from bpfree.workflow import visible_gpus
+    from bpfree.workflow.grid import visible_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert visible_gpus() == 2

@@ -1,4 +1,4 @@
-"""FLOPs and memory by part (bpfree.hardware), checked against closed forms.
+"""FLOPs and memory by part (bpfree.engine.analysis), checked against closed forms.
 
 FlopCounterMode counts a matrix product (M, K) @ (K, N) as 2·M·K·N and a convolution as its
 im2col product; per sample, a Linear(in, out) costs 2·in·out forward, as much again for its
@@ -14,7 +14,7 @@ import torch
 
 from bpfree.algorithms import build_algorithm
 from bpfree.data import DatasetInfo, DataSplits, Split
-from bpfree.hardware import MB, Analysis, StageCount, analyse, epoch_flops, run_costs
+from bpfree.engine.analysis import MB, Analysis, StageCount, analyse, epoch_flops, run_costs
 from bpfree.models import parse_arch
 
 C = 10
@@ -210,9 +210,9 @@ def test_run_costs_totals_rates_and_energy_per_flop_only_when_measured():
 
 
 def test_a_trained_run_records_its_flops_memory_and_time_split(tmp_path):
-    from bpfree.record import read_record
-    from bpfree.run import train
-    from bpfree.spec import RunSpec, parse
+    from bpfree.core.record import read_record
+    from bpfree.core.spec import RunSpec, parse
+    from bpfree.engine.run import train
 
     spec = parse(
         RunSpec,

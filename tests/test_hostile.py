@@ -38,13 +38,13 @@ from conftest import record
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bpfree.io
-import bpfree.run
-import bpfree.tuning
+import bpfree.core.io
+import bpfree.engine.run
+import bpfree.tuning.study
 from bpfree.cli import main
-from bpfree.errors import BpfreeError
-from bpfree.io import MAX_YAML_BYTES, WriteFailed, read_yaml, write_json_atomic
-from bpfree.tuning import WholeLinesJournal
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import MAX_YAML_BYTES, WriteFailed, read_yaml, write_json_atomic
+from bpfree.tuning.study import WholeLinesJournal
 
 FAST = [
     "--arch",
@@ -93,8 +93,8 @@ def no_work(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("work started before the input was checked")
 
-    monkeypatch.setattr(bpfree.run, "load_splits", started)
-    monkeypatch.setattr(bpfree.tuning, "load_splits", started)
+    monkeypatch.setattr(bpfree.engine.run, "load_splits", started)
+    monkeypatch.setattr(bpfree.tuning.study, "load_splits", started)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def copy_run(finished: Path, where: Path) -> Path:
 # -- 1. one process per run folder ----------------------------------------------------------
 HOLD = """
 import sys
-from bpfree import runfolder
+from bpfree.engine import runfolder
 with runfolder.hold(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.readline()
@@ -396,16 +396,16 @@ def interrupted(tmp_path_factory, finished):
     """A run folder whose run was stopped after its last epoch's checkpoint, before its
     outputs: (folder, the uninterrupted run's test accuracy)."""
     out = tmp_path_factory.mktemp("interrupted") / "run"
-    original = bpfree.run.write_outputs
+    original = bpfree.engine.run.write_outputs
 
     def killed(run, out):
         raise KeyboardInterrupt
 
-    bpfree.run.write_outputs = killed
+    bpfree.engine.run.write_outputs = killed
     try:
         assert main(train_args(out)) == 130
     finally:
-        bpfree.run.write_outputs = original
+        bpfree.engine.run.write_outputs = original
     assert (out / "checkpoint.pt").exists()
     return out, json.loads((finished / "metrics.json").read_text())["test_accuracy"]
 
@@ -517,8 +517,8 @@ class FullDisk:
                 raise OSError(errno.ENOSPC, "No space left on device")
             return real_write(fd, data)
 
-        monkeypatch.setattr(bpfree.io.os, "fdopen", fdopen)
-        monkeypatch.setattr(bpfree.tuning.os, "write", write)
+        monkeypatch.setattr(bpfree.core.io.os, "fdopen", fdopen)
+        monkeypatch.setattr(bpfree.tuning.study.os, "write", write)
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,7 @@ def flat_gz_copy(mnist_root: Path, where: Path) -> Path:
 
 
 def import_into(root: Path, source: Path, dataset: str = "fashion-mnist"):
-    from bpfree.registry import DATASETS
+    from bpfree.core.registry import DATASETS
 
     DATASETS.get(dataset).import_from(root, source)
 
@@ -111,7 +111,7 @@ def test_a_refused_copy_names_the_expected_digest(tmp_path, mnist_root, pinned_f
 
 
 def test_a_missing_file_says_what_the_folder_must_hold(tmp_path, mnist_root, pinned_fakes):
-    from bpfree.errors import DatasetMissing
+    from bpfree.core.errors import DatasetMissing
 
     source = flat_gz_copy(mnist_root, tmp_path / "copy")
     (source / "t10k-images-idx3-ubyte.gz").unlink()
@@ -170,7 +170,7 @@ def test_download_uses_a_recompressed_copy_in_the_root_without_the_network(tmp_p
     tvd.FashionMNIST.download, real = no_network, tvd.FashionMNIST.download
     try:
         flat_gz_copy(mnist_root, tmp_path / "FashionMNIST" / "raw")
-        from bpfree.registry import DATASETS
+        from bpfree.core.registry import DATASETS
 
         DATASETS.get("fashion-mnist").download(tmp_path)
     finally:
@@ -181,7 +181,7 @@ def test_download_uses_a_recompressed_copy_in_the_root_without_the_network(tmp_p
 def test_an_offline_download_error_keeps_its_cause_on_one_line(tmp_path, monkeypatch):
     import torchvision.datasets as tvd
 
-    from bpfree.errors import BpfreeError
+    from bpfree.core.errors import BpfreeError
 
     def offline(self):
         raise RuntimeError(

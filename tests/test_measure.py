@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bpfree.errors import BpfreeError
+from bpfree.core.errors import BpfreeError
+from bpfree.engine.resolve import load_settings
 from bpfree.measure import CarbonTracker, EnergyResult, MeasurementSettings, Meter, WindowResult, combine_windows
 from bpfree.measure.carbon import FLUSH_S
 from bpfree.measure.energy import CpuTimeEstimate, PolledPower, RaplCounter
 from bpfree.measure.memory import PeakGauge
 from bpfree.measure.meter import Domain, gpu_domain
 from bpfree.measure.nvml import open_gpu
-from bpfree.resolve import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -269,8 +269,8 @@ def test_no_nvml_is_a_reason_not_an_error(monkeypatch):
 def test_a_failing_nvml_does_not_fail_the_run(fake_gpu, monkeypatch, tmp_path):
     import time
 
-    from bpfree import run as run_module
-    from bpfree.spec import EarlyStopping, Machine, Measurement, RunSpec
+    from bpfree.core.spec import EarlyStopping, Machine, Measurement, RunSpec
+    from bpfree.engine import run as run_module
 
     _, nvml, _ = fake_gpu(power_w=lambda t: 100.0, energy_j=lambda t: 100.0 * t)
     real_time = gpu_domain(open_gpu(index=0)[0], clock=time.perf_counter)  # a real run takes real time

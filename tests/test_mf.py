@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from bpfree.algorithms import build_algorithm
+from bpfree.core.errors import BpfreeError
+from bpfree.core.registry import DATASETS
 from bpfree.data import Batches, DatasetInfo, DataSplits, Split
-from bpfree.errors import BpfreeError
+from bpfree.engine.loop import EarlyStopping, fit
 from bpfree.models import parse_arch
-from bpfree.registry import DATASETS
-from bpfree.training import EarlyStopping, fit
 
 SMALL = DatasetInfo("small", 3, (1, 2, 2), (0.5,), (0.25,))  # 4 inputs, 3 classes
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bpfree.errors import BpfreeError
+from bpfree.core.errors import BpfreeError
 from bpfree.models import CNN, MLP, ArchSpec, ConvBlock, build_body, parse_arch
 
 

@@ -1,4 +1,4 @@
-"""bpfree/paper_params.yaml, the paper's final hyperparameters as package data: every row
+"""bpfree/core/paper_params.yaml, the paper's final hyperparameters as package data: every row
 resolves through bpfree's own checks, the paper's grid (config/paper.yaml) is covered with
 each BP twin, and the rows runs were started with hold their values."""
 
@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-import bpfree.catalog
+import bpfree.engine.catalog
 from bpfree.algorithms import check_trainable, params_from_mapping
+from bpfree.core.registry import ALGORITHMS, DATASETS
+from bpfree.core.spec import EarlyStopping, parse
 from bpfree.models import parse_arch
-from bpfree.registry import ALGORITHMS, DATASETS
-from bpfree.spec import EarlyStopping, parse
 
 REPO = Path(__file__).resolve().parents[1]
 ROW_KEYS = {"algorithm", "arch", "dataset", "source", "params", "early_stopping", "notes"}
@@ -25,8 +25,8 @@ SOURCE_DIRS = ("configs/mf/", "configs/ff/", "configs/cafo/", "configs/bp_baseli
 
 @pytest.fixture(scope="module")
 def doc() -> dict:
-    bpfree.catalog.load()
-    return yaml.safe_load(resources.files("bpfree").joinpath("paper_params.yaml").read_text())
+    bpfree.engine.catalog.load()
+    return yaml.safe_load(resources.files("bpfree.core").joinpath("paper_params.yaml").read_text())
 
 
 def key(row: dict) -> tuple[str, str, str]:

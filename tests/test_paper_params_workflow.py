@@ -10,10 +10,10 @@ import pytest
 import yaml
 from test_workflow import REPO, job_counts, load, snakemake
 
-from bpfree.errors import BpfreeError
-from bpfree.paper import paper_row
-from bpfree.spec import load_spec
-from bpfree.workflow import Study, check_config, expand_runs, study_params
+from bpfree.core.errors import BpfreeError
+from bpfree.core.paper import paper_row
+from bpfree.core.spec import load_spec
+from bpfree.workflow.grid import Study, check_config, expand_runs, study_params
 
 
 def cli(capsys, *argv: str) -> tuple[int, str]:
@@ -130,7 +130,7 @@ def test_a_tuned_experiment_beside_a_paper_one_gets_its_study(tmp_path):
 
 
 def test_plan_forecasts_no_tuning_for_paper_studies_and_the_rows_budgets():
-    from bpfree.cost import plan_rows
+    from bpfree.report.cost import plan_rows
 
     rows = {(r["algorithm"], r["arch"]): r for r in plan_rows(load("fashion-mnist.yaml"), results=REPO / "nowhere")}
     assert all(r["tuning_epochs"] == 0 and r["trials"] == 0 for r in rows.values())

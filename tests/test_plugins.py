@@ -15,7 +15,7 @@ import pytest
 PLUGIN = '''
 """A toy plugin: BP under another name with its own search space, and digits again."""
 from bpfree.algorithms.bp import Backprop
-from bpfree.registry import ALGORITHMS, DATASETS
+from bpfree.core.registry import ALGORITHMS, DATASETS
 
 
 @ALGORITHMS.register("toy-bp")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bpfree.errors import BpfreeError
-from bpfree.precision import check_precision, precision_context, precision_flags
+from bpfree.core.errors import BpfreeError
+from bpfree.engine.precision import check_precision, precision_context, precision_flags
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")  # never used for computing: the context only sets flags for it

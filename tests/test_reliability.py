@@ -24,21 +24,21 @@ from hypothesis import strategies as st
 from optuna.trial import TrialState
 from test_workflow import REPO
 
-import bpfree.run
-import bpfree.tuning
+import bpfree.engine.run
+import bpfree.tuning.study
 from bpfree.algorithms import params_from_mapping
 from bpfree.algorithms.base import RANGES
 from bpfree.algorithms.bp import Backprop
-from bpfree.checkpoint import Checkpoint, CheckpointState, StopperState
 from bpfree.cli import main
-from bpfree.errors import BpfreeError
-from bpfree.io import write_csv_atomic, write_json_atomic
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import write_csv_atomic, write_json_atomic
+from bpfree.core.registry import ALGORITHMS
+from bpfree.core.spec import EarlyStopping, Machine, Measurement, RunSpec, Tuning
+from bpfree.engine.checkpoint import Checkpoint, CheckpointState, StopperState
+from bpfree.engine.resolve import load_settings, read_params_file
 from bpfree.models import parse_arch
-from bpfree.registry import ALGORITHMS
-from bpfree.resolve import load_settings, read_params_file
-from bpfree.spec import EarlyStopping, Machine, Measurement, RunSpec, Tuning
-from bpfree.tuning import TuneJob, _gone, _worker, tune
-from bpfree.workflow import check_config
+from bpfree.tuning.study import TuneJob, _gone, _worker, tune
+from bpfree.workflow.grid import check_config
 
 FAST = [
     "--arch",
@@ -74,8 +74,8 @@ def no_work(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("work started before the input was checked")
 
-    monkeypatch.setattr(bpfree.run, "load_splits", started)
-    monkeypatch.setattr(bpfree.tuning, "load_splits", started)
+    monkeypatch.setattr(bpfree.engine.run, "load_splits", started)
+    monkeypatch.setattr(bpfree.tuning.study, "load_splits", started)
 
 
 # -- bad input: one line, non-zero exit, before any work ------------------------------------
@@ -244,15 +244,15 @@ def test_a_finished_run_is_not_run_again(tmp_path, capsys):
     assert "already trained (status ok)" in capsys.readouterr().out
     assert (tmp_path / "out" / "metrics.json").read_text() == first
     # another configuration in the same directory does train
-    _, _, other = bpfree.run.prepare(tiny_config(lr=0.01))
-    assert bpfree.run.completed_record(other, tmp_path / "out") is None
+    _, _, other = bpfree.engine.run.prepare(tiny_config(lr=0.01))
+    assert bpfree.engine.run.completed_record(other, tmp_path / "out") is None
 
 
 def test_a_checkpoint_of_another_configuration_is_set_aside_not_resumed(tmp_path, capsys):
     out = tmp_path / "out"
-    other = bpfree.run.resolve(tiny_config(lr=0.5)).identity("cpu")
+    other = bpfree.engine.run.resolve(tiny_config(lr=0.5)).identity("cpu")
     Checkpoint(out / "checkpoint.pt", other).save(any_state(), epoch=1)
-    result = bpfree.run.train(tiny_config(), out)
+    result = bpfree.engine.run.train(tiny_config(), out)
     assert result.fit.pieces == 1 and result.fit.epochs == 2  # started afresh
     assert "is of another run (params differ); set aside as checkpoint.pt.other-run-" in one_line(capsys)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -267,7 +267,7 @@ def test_out_of_memory_on_the_cpu_names_batch_size_and_architecture(tmp_path, mo
 
     monkeypatch.setattr(Backprop, where, exhausted)
     with pytest.raises(BpfreeError, match=r"^out of memory on cpu training bp mlp:8 with batch size 32 on digits"):
-        bpfree.run.train(tiny_config(batch_size=32), tmp_path / "out")
+        bpfree.engine.run.train(tiny_config(batch_size=32), tmp_path / "out")
 
 
 def test_other_runtime_errors_are_not_called_out_of_memory(tmp_path, monkeypatch):
@@ -276,7 +276,7 @@ def test_other_runtime_errors_are_not_called_out_of_memory(tmp_path, monkeypatch
 
     monkeypatch.setattr(Backprop, "train_epoch", broken)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
-        bpfree.run.train(tiny_config(), tmp_path / "out")
+        bpfree.engine.run.train(tiny_config(), tmp_path / "out")
 
 
 # -- tuning: a damaged journal, a gone worker -------------------------------------------------
@@ -348,7 +348,7 @@ def test_a_worker_is_gone_when_its_pid_was_reused_or_its_slurm_job_requeued(monk
 
 # -- diverged runs stay in the tables -------------------------------------------------------
 def test_diverged_runs_are_shown_not_dropped(tmp_path):
-    from bpfree.aggregate import build_tables
+    from bpfree.report.tables import build_tables
 
     paths = []
     for algorithm, seed, status in [("bp", 1, "ok"), ("bp", 2, "ok"), ("ff", 1, "diverged"), ("ff", 2, "diverged")]:

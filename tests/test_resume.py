@@ -178,7 +178,7 @@ def test_corrupt_checkpoint_is_set_aside_and_the_run_starts_afresh(tmp_path):
 
 
 def test_diverged_metrics_are_strict_json(tmp_path):
-    from bpfree.io import write_json_atomic
+    from bpfree.core.io import write_json_atomic
 
     write_json_atomic(tmp_path / "m.json", {"test_accuracy": float("nan"), "loss": [1.0, float("inf")]})
     text = (tmp_path / "m.json").read_text()
@@ -192,9 +192,9 @@ def test_out_of_memory_names_the_batch_size_and_architecture(tmp_path, monkeypat
     import torch
 
     from bpfree.algorithms.bp import Backprop
-    from bpfree.errors import BpfreeError
-    from bpfree.run import train as train_run
-    from bpfree.spec import RunSpec
+    from bpfree.core.errors import BpfreeError
+    from bpfree.core.spec import RunSpec
+    from bpfree.engine.run import train as train_run
 
     def exhausted(self, stage, batches):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -208,7 +208,7 @@ def test_out_of_memory_names_the_batch_size_and_architecture(tmp_path, monkeypat
 def test_atomic_writes_leave_files_readable_by_others_and_no_temporaries(tmp_path):
     import stat
 
-    from bpfree.io import write_text_atomic
+    from bpfree.core.io import write_text_atomic
 
     old = os.umask(0o022)
     try:

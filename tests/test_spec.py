@@ -1,4 +1,4 @@
-"""The run specification: every setting defined once (bpfree/spec.py), the documents derived
+"""The run specification: every setting defined once (bpfree/core/spec.py), the documents derived
 from it kept up to date, each run re-runnable exactly from its own spec.yaml, a run's identity
 a hash of its spec, and the layering that keeps reading a spec free of torch."""
 
@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bpfree.checkpoint import Checkpoint
 from bpfree.cli import main
-from bpfree.errors import BpfreeError
-from bpfree.resolve import resolve
-from bpfree.spec import EarlyStopping, Machine, Measurement, RunSpec, dump_yaml, load_spec, parse
+from bpfree.core.errors import BpfreeError
+from bpfree.core.spec import EarlyStopping, Machine, Measurement, RunSpec, dump_yaml, load_spec, parse
+from bpfree.engine.checkpoint import Checkpoint
+from bpfree.engine.resolve import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = ["--measure-idle-s", "0", "--measure-codecarbon", "off", "--threads", "1", "--device", "cpu"]
@@ -113,10 +113,10 @@ def test_reading_a_spec_imports_no_torch_and_the_registry_imports_no_algorithm(t
     path = tmp_path / "spec.yaml"
     path.write_text(dump_yaml(RunSpec(algorithm="bp", dataset="digits", seed=1)))
     code = (
-        "import sys; import bpfree.spec, bpfree.resolve, bpfree.registry, bpfree.record, bpfree.outputs; "
-        f"bpfree.resolve.load_settings({str(REPO / 'config' / 'config.yaml')!r}); "
-        f"bpfree.spec.load_spec({str(path)!r}); "
-        "bad = [m for m in ('torch', 'bpfree.algorithms', 'bpfree.data', 'bpfree.workflow') if m in sys.modules]; "
+        "import sys; import bpfree.core.spec, bpfree.engine.resolve, bpfree.core.registry, bpfree.core.record, bpfree.core.outputs; "
+        f"bpfree.engine.resolve.load_settings({str(REPO / 'config' / 'config.yaml')!r}); "
+        f"bpfree.core.spec.load_spec({str(path)!r}); "
+        "bad = [m for m in ('torch', 'bpfree.algorithms', 'bpfree.data', 'bpfree.workflow.grid') if m in sys.modules]; "
         "assert not bad, bad"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -124,7 +124,7 @@ def test_reading_a_spec_imports_no_torch_and_the_registry_imports_no_algorithm(t
 
 
 def test_aggregate_and_figures_do_not_import_the_workflow_planner():
-    code = "import sys, bpfree.aggregate, bpfree.figures; assert 'bpfree.workflow' not in sys.modules"
+    code = "import sys, bpfree.report.tables, bpfree.report.figures; assert 'bpfree.workflow.grid' not in sys.modules"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 

@@ -61,10 +61,10 @@ def done_run(folder: Path, epochs: int, time_s: float, energy: float = 5.0) -> N
 
 
 def running_run(folder: Path, epochs: int, time_s: float) -> None:
-    """A checkpoint as bpfree.checkpoint writes it (torch.save of plain data and tensors)."""
+    """A checkpoint as bpfree.engine.checkpoint writes it (torch.save of plain data and tensors)."""
     import torch
 
-    from bpfree.checkpoint import Checkpoint, CheckpointState, StopperState
+    from bpfree.engine.checkpoint import Checkpoint, CheckpointState, StopperState
 
     folder.mkdir(parents=True, exist_ok=True)
     history = [

@@ -12,11 +12,11 @@ import signal
 import pytest
 import torch
 
-from bpfree import training
-from bpfree.checkpoint import Checkpoint
-from bpfree.run import CHECKPOINT, train
-from bpfree.spec import EarlyStopping, Measurement, RunSpec
-from bpfree.training import STOP, STOPPED_EXIT_CODE, Stopped, TimedBatches, stop_on_signals
+from bpfree.core.spec import EarlyStopping, Measurement, RunSpec
+from bpfree.engine import loop as training
+from bpfree.engine.checkpoint import Checkpoint
+from bpfree.engine.loop import STOP, STOPPED_EXIT_CODE, Stopped, TimedBatches, stop_on_signals
+from bpfree.engine.run import CHECKPOINT, train
 
 COMPARED = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy"]
 
@@ -91,7 +91,7 @@ def test_signal_mid_epoch_checkpoints_and_the_same_command_resumes(tmp_path, mon
 
 def test_the_weights_match_the_uninterrupted_run(tmp_path, monkeypatch):
     """Not only the history: every weight of the resumed run equals the uninterrupted one's."""
-    from bpfree import run as run_module
+    from bpfree.engine import run as run_module
 
     kept = {}
     real = run_module.measured_fit

@@ -1,11 +1,11 @@
-"""Cost to a target accuracy (bpfree.target) on synthetic histories whose answers are known."""
+"""Cost to a target accuracy (bpfree.report.target) on synthetic histories whose answers are known."""
 
 from __future__ import annotations
 
 import polars as pl
 import pytest
 
-from bpfree.target import COUNTER_PERIOD_S, to_target, to_target_display
+from bpfree.report.target import COUNTER_PERIOD_S, to_target, to_target_display
 
 ARCH, DATA = "mlp:8,8", "digits"
 
@@ -124,7 +124,7 @@ def test_the_counter_period_the_run_measured_decides_what_is_too_short():
 
 
 def test_the_measured_period_comes_from_the_record():
-    from bpfree.aggregate import counter_period
+    from bpfree.report.tables import counter_period
 
     measured = {"counter_update_periods": {"gpu nvml-counter": {"update_period_s": 0.025, "measured": True}}}
     assumed = {"counter_update_periods": {"gpu nvml-counter": {"update_period_s": 0.1, "measured": False}}}

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from bpfree.algorithms.base import Algorithm, Evaluation, Stage
+from bpfree.core.errors import BpfreeError
+from bpfree.core.spec import RunSpec, parse
 from bpfree.data import Batches, DatasetInfo, DataSplits, Split
-from bpfree.errors import BpfreeError
+from bpfree.engine.loop import EarlyStopping, Profiling, TimedBatches, fit
 from bpfree.models import parse_arch
-from bpfree.spec import RunSpec, parse
-from bpfree.training import EarlyStopping, Profiling, TimedBatches, fit
 
 INFO = DatasetInfo("scripted", 2, (1, 1, 1), (0.0,), (1.0,))
 
@@ -175,9 +175,9 @@ def test_bad_policy_is_refused(bad):
 def test_checkpoints_are_written_once_every_s_have_passed(tmp_path, monkeypatch, every_s, saved_after):
     import types
 
-    from bpfree import training
-    from bpfree.checkpoint import Checkpoint
-    from bpfree.training import Checkpointing
+    from bpfree.engine import loop as training
+    from bpfree.engine.checkpoint import Checkpoint
+    from bpfree.engine.loop import Checkpointing
 
     now = [0.0]
     monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))

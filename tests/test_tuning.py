@@ -18,10 +18,10 @@ from optuna.trial import TrialState
 
 from bpfree.algorithms.bp import Backprop
 from bpfree.cli import main
-from bpfree.errors import BpfreeError
+from bpfree.core.errors import BpfreeError
+from bpfree.core.spec import Machine, Tuning
 from bpfree.models import parse_arch
-from bpfree.spec import Machine, Tuning
-from bpfree.tuning import TuneJob, open_study, search_space, tune
+from bpfree.tuning.study import TuneJob, open_study, search_space, tune
 
 
 def make_job(tmp_path, n_trials: int, journal: str = "study.journal", **settings) -> TuneJob:
@@ -179,8 +179,8 @@ def test_a_misspelt_search_space_fails_clearly(overrides, message):
 
 
 def test_every_shipped_space_names_real_parameters():
-    from bpfree.registry import ALGORITHMS
-    from bpfree.tuning import default_search_spaces
+    from bpfree.core.registry import ALGORITHMS
+    from bpfree.tuning.study import default_search_spaces
 
     shipped = default_search_spaces()
     assert {"bp", "ff", "mf", "cafo-rand", "cafo-dfa"} <= set(shipped)
@@ -315,14 +315,14 @@ def test_an_ask_lock_left_by_a_worker_killed_while_holding_it_is_broken(tmp_path
     release, and the lock it left was never broken, so the resumed worker waited forever."""
     import threading
 
-    from bpfree import tuning
+    from bpfree.tuning import study as tuning
 
     storage = tmp_path / "study.journal"
     holder = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import os, sys; from bpfree.tuning import ask_lock; "
+            "import os, sys; from bpfree.tuning.study import ask_lock; "
             "ask_lock(sys.argv[1]).acquire(); os.kill(os.getpid(), 9)",
             str(storage),
         ],
@@ -452,7 +452,7 @@ def test_every_trial_has_its_epochs_time_and_energy_pruned_and_failed_ones_inclu
 
 @pytest.mark.parametrize("pruner", ["median", "successive-halving", "hyperband", "none"])
 def test_each_pruner_is_built_as_configured(pruner):
-    from bpfree.tuning import make_pruner
+    from bpfree.tuning.study import make_pruner
 
     settings = Tuning(pruner=pruner, pruner_warmup_epochs=1, pruner_reduction_factor=2, pruner_startup_trials=4)
     built = make_pruner(settings, max_resource=30)
@@ -473,7 +473,7 @@ def test_each_pruner_is_built_as_configured(pruner):
 
 def test_the_pruner_must_be_one_we_know():
     with pytest.raises(BpfreeError, match="successive-halving"):
-        from bpfree.spec import parse
+        from bpfree.core.spec import parse
 
         parse(Tuning, {"pruner": "asha"}, where="tuning")
 

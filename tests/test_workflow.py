@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bpfree.errors import BpfreeError
-from bpfree.workflow import (
+from bpfree.core.errors import BpfreeError
+from bpfree.workflow.grid import (
     FIGURE_NAMES,
     Run,
     check_config,

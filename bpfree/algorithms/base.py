@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bpfree.core.errors import BpfreeError
+from bpfree.core.registry import ALGORITHMS
 from bpfree.data import DatasetInfo, Split
 from bpfree.data.batches import Batches, eval_batches
-from bpfree.errors import BpfreeError
 from bpfree.models import ArchSpec
-from bpfree.registry import ALGORITHMS
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bpfree.algorithms.base import Algorithm, Evaluation, Stage, evaluate_scores, mean_loss
+from bpfree.core.registry import ALGORITHMS
 from bpfree.data import Split
 from bpfree.data.batches import Batches
 from bpfree.models import build_body
-from bpfree.registry import ALGORITHMS
 
 
 @dataclass(frozen=True)

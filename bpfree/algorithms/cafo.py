@@ -48,11 +48,11 @@ from torch import nn
 
 from bpfree.algorithms.base import Algorithm, Evaluation, Stage, evaluate_scores, mean_loss
 from bpfree.algorithms.sparsemax import sparsemax, sparsemax_loss
+from bpfree.core.errors import BpfreeError
+from bpfree.core.registry import ALGORITHMS
 from bpfree.data import Split
 from bpfree.data.batches import Batches, eval_batches
-from bpfree.errors import BpfreeError
 from bpfree.models import CNN
-from bpfree.registry import ALGORITHMS
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from bpfree.commands import bench
-from bpfree.errors import BpfreeError
+from bpfree.core.errors import BpfreeError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,8 +39,8 @@ from bpfree.algorithms.bp import Backprop
 from bpfree.algorithms.cafo import CascadedForward, combine_block_scores, predictor_loss
 from bpfree.algorithms.ff import ForwardForward, ff_loss, ff_relu, goodness, rms_normalise, uniform_wrong_labels
 from bpfree.algorithms.mf import MonoForward
+from bpfree.core.errors import BpfreeError
 from bpfree.data import Split
-from bpfree.errors import BpfreeError
 
 
 def tensor_dataset(split: Split) -> TensorDataset:

@@ -35,14 +35,14 @@ from torch.utils.data import Dataset
 
 from bpfree.algorithms import Algorithm, build_algorithm
 from bpfree.bench.reference import PixelDataset, ReferenceFF, ReferenceLoop, reference_loop, tensor_dataset
+from bpfree.core.errors import BpfreeError
+from bpfree.core.registry import ALGORITHMS
 from bpfree.data import Batches, DatasetInfo, DataSplits, Split
 from bpfree.data.core import normalise
-from bpfree.errors import BpfreeError
-from bpfree.hardware import flop_count
+from bpfree.engine.analysis import flop_count
+from bpfree.engine.loop import seed_everything
+from bpfree.engine.precision import precision_context, precision_flags
 from bpfree.models import ArchSpec, parse_arch
-from bpfree.precision import precision_context, precision_flags
-from bpfree.registry import ALGORITHMS
-from bpfree.training import seed_everything
 
 aten = torch.ops.aten
 

@@ -25,9 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpfree.aggregate import build_tables, read_metrics, read_runs, write_tables
-    from bpfree.errors import BpfreeError
-    from bpfree.io import output_file, writable_directory, write_text_atomic
+    from bpfree.core.errors import BpfreeError
+    from bpfree.core.io import output_file, writable_directory, write_text_atomic
+    from bpfree.report.tables import build_tables, read_metrics, read_runs, write_tables
 
     if args.out_dir is None and args.summary is None:
         raise BpfreeError("say where the tables go: --out-dir DIR and/or --summary FILE")

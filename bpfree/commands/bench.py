@@ -55,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from bpfree.bench.runner import BenchConfig, format_table, run_bench
-    from bpfree.errors import BpfreeError
-    from bpfree.io import output_file, write_json_atomic
-    from bpfree.spec import MAX_THREADS
-    from bpfree.training import resolve_device
+    from bpfree.core.errors import BpfreeError
+    from bpfree.core.io import output_file, write_json_atomic
+    from bpfree.core.spec import MAX_THREADS
+    from bpfree.engine.loop import resolve_device
 
     device = resolve_device(args.device)
     threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else torch.get_num_threads())

@@ -21,7 +21,7 @@ def algorithms(args: argparse.Namespace) -> int:
 
 def datasets(args: argparse.Namespace) -> int:
     import bpfree.data  # noqa: F401  (registers the datasets)
-    from bpfree.registry import DATASETS
+    from bpfree.core.registry import DATASETS
 
     for name in DATASETS.names():
         info = DATASETS.get(name).info

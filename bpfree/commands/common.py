@@ -1,11 +1,11 @@
 """Arguments that ``train``, ``spec`` and ``tune`` share: what is trained, and where. Their
-help texts and defaults come from the run specification (bpfree/spec.py)."""
+help texts and defaults come from the run specification (bpfree/core/spec.py)."""
 
 from __future__ import annotations
 
 import argparse
 
-from bpfree.spec import Machine, RunSpec, describe
+from bpfree.core.spec import Machine, RunSpec, describe
 
 
 def add_subject_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:

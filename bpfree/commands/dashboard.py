@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bpfree.errors import BpfreeError
+from bpfree.core.errors import BpfreeError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def journals(results: str | Path) -> list[tuple[str, Path]]:
     """(study name, journal) for every study under RESULTS/tuning, sorted."""
-    from bpfree.workflow import slug_to_arch
+    from bpfree.workflow.grid import slug_to_arch
 
     root = Path(results) / "tuning"
     found = []

@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import bpfree.data  # noqa: F401
-    from bpfree.errors import BpfreeError
-    from bpfree.registry import DATASETS
+    from bpfree.core.errors import BpfreeError
+    from bpfree.core.registry import DATASETS
 
     source = DATASETS.get(args.dataset)
     root = Path(args.root)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bpfree.outputs import FIGURE_NAMES
+from bpfree.core.outputs import FIGURE_NAMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpfree.figures import FIGURES, draw, read_tables
+    from bpfree.report.figures import FIGURES, draw, read_tables
 
     tables = read_tables(args.tables)
     for name in args.names or list(FIGURES):

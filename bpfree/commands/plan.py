@@ -22,12 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpfree.cost import plan_rows, plan_text
-    from bpfree.errors import BpfreeError
-    from bpfree.spec import read_yaml
+    from bpfree.core.errors import BpfreeError
+    from bpfree.core.spec import read_yaml
+    from bpfree.report.cost import plan_rows, plan_text
 
     if args.csv is not None:
-        from bpfree.io import output_file
+        from bpfree.core.io import output_file
 
         output_file(args.csv, "--csv")
     config = read_yaml(args.configfile, "config")
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         import polars as pl
 
-        from bpfree.io import write_text_atomic
+        from bpfree.core.io import write_text_atomic
 
         write_text_atomic(args.csv, pl.DataFrame(rows).write_csv())
     return 0

@@ -1,4 +1,4 @@
-"""``bpfree schema``: the documents derived from the run specification (bpfree/spec.py): the
+"""``bpfree schema``: the documents derived from the run specification (bpfree/core/spec.py): the
 workflow config's JSON schema, and the key table of config/README.md. ``--write`` brings the
 repository's copies up to date; ``--check`` fails (exit 1) where one is out of date."""
 
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def expected(repo: Path) -> dict[Path, str]:
     """Each derived file's content as the spec gives it."""
-    from bpfree.spec import key_table, schema_yaml
+    from bpfree.core.spec import key_table, schema_yaml
 
     readme = (repo / KEYS_FILE).read_text()
     head, _, rest = readme.partition(BEGIN)
@@ -36,8 +36,8 @@ def expected(repo: Path) -> dict[Path, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpfree.io import write_text_atomic
-    from bpfree.spec import key_table, schema_yaml
+    from bpfree.core.io import write_text_atomic
+    from bpfree.core.spec import key_table, schema_yaml
 
     if args.write or args.check:
         stale = [path for path, text in expected(Path(args.write or args.check)).items() if path.read_text() != text]

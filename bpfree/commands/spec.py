@@ -18,9 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bpfree.commands.train import spec_from_args
-    from bpfree.io import output_file, write_text_atomic
-    from bpfree.resolve import resolve
-    from bpfree.spec import dump_yaml
+    from bpfree.core.io import output_file, write_text_atomic
+    from bpfree.core.spec import dump_yaml
+    from bpfree.engine.resolve import resolve
 
     output_file(args.out, "--out")
     spec = resolve(spec_from_args(args))

@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bpfree.errors import BpfreeError
-from bpfree.io import read_json, read_yaml
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import read_json, read_yaml
 
 # Optuna's journal operations (optuna.storages.journal._storage.JournalOperation)
 CREATE_STUDY, CREATE_TRIAL, SET_TRIAL_STATE_VALUES = 0, 4, 6
@@ -73,7 +73,7 @@ class Key:
 
     @property
     def slug(self) -> str:
-        from bpfree.workflow import arch_to_slug
+        from bpfree.workflow.grid import arch_to_slug
 
         return f"{self.dataset}/{arch_to_slug(self.arch)}/{self.algorithm}"
 
@@ -96,8 +96,8 @@ class Plan:
 def plan_of(config_path: str | None, results: Path) -> Plan:
     """The grid the Snakefile would plan from the config (checked as the spec checks it,
     without the torch-side checks), or, without a config, the studies and runs on disk."""
-    from bpfree.outputs import BASELINE
-    from bpfree.spec import WorkflowConfig, parse
+    from bpfree.core.outputs import BASELINE
+    from bpfree.core.spec import WorkflowConfig, parse
 
     if config_path is None and Path(DEFAULT_CONFIG).is_file():
         config_path = DEFAULT_CONFIG
@@ -135,7 +135,7 @@ def plan_of(config_path: str | None, results: Path) -> Plan:
 
 
 def _plan_on_disk(results: Path) -> Plan:
-    from bpfree.workflow import slug_to_arch
+    from bpfree.workflow.grid import slug_to_arch
 
     seeds: dict[Key, set[int]] = {}
     for d in results.glob("runs/*/*/*/seed*"):
@@ -223,7 +223,7 @@ def _worker_gone(worker: Any) -> bool:
 
 
 def trial_cost(trial: Trial) -> tuple[float | None, float | None, str | None, float | None]:
-    """(epochs, time_s, energy_j, source) as bpfree.tuning.trial_records counts them."""
+    """(epochs, time_s, energy_j, source) as bpfree.tuning.study.trial_records counts them."""
     attrs = trial.attrs
     epochs = attrs.get("epochs", trial.steps or None)
     time_s = attrs.get("time_s", attrs.get("train_time_s"))
@@ -502,7 +502,7 @@ def grid_status(config_path: str | None, results: str | Path, forecast: bool = T
 
     forecast_rows = None
     if unmeasured and forecast and plan.config is not None:
-        from bpfree.cost import plan_rows
+        from bpfree.report.cost import plan_rows
 
         wanted = {(s.dataset, s.arch, s.algorithm) for s in unmeasured}
         forecast_rows = [
@@ -559,8 +559,8 @@ def _count(states) -> dict[str, int]:
 
 
 def _cost_totals(path: Path) -> dict[str, Any] | None:
-    """The whole grid's row of cost.csv (bpfree.cost): its time and energy totals."""
-    from bpfree.cost import ALL
+    """The whole grid's row of cost.csv (bpfree.report.cost): its time and energy totals."""
+    from bpfree.report.cost import ALL
 
     try:
         with open(path, newline="") as f:
@@ -589,13 +589,13 @@ def _cost_totals(path: Path) -> dict[str, Any] | None:
 
 # -- shown ----------------------------------------------------------------------------------------------
 def _hours(seconds: float | None) -> str:
-    from bpfree.cost import _hours as hours
+    from bpfree.report.cost import _hours as hours
 
     return hours(seconds)
 
 
 def _energy(joules: float | None, source: str | None) -> str:
-    from bpfree.cost import _energy as energy
+    from bpfree.report.cost import _energy as energy
 
     return energy(joules, source)
 

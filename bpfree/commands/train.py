@@ -11,7 +11,7 @@ import os
 import sys
 
 from bpfree.commands.common import add_machine_arguments, add_subject_arguments, machine_overrides
-from bpfree.spec import EarlyStopping, Measurement, RunSpec, describe
+from bpfree.core.spec import EarlyStopping, Measurement, RunSpec, describe
 
 
 def add_spec_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
         "--paper-params",
         action="store_true",
         help="the paper's code's final hyperparameters and early stopping for this algorithm, --arch and "
-        "--dataset (bpfree/paper_params.yaml; docs/paper-code.md)",
+        "--dataset (bpfree/core/paper_params.yaml; docs/paper-code.md)",
     )
     p.add_argument("--config", help="workflow config: its run settings (early_stopping, measurement, ...)")
     p.add_argument(
@@ -67,9 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def spec_from_args(args: argparse.Namespace):
     """The RunSpec the flags describe (not yet resolved), or the one --spec names."""
-    from bpfree.errors import BpfreeError
-    from bpfree.resolve import load_settings, read_params_file, run_spec
-    from bpfree.spec import load_spec
+    from bpfree.core.errors import BpfreeError
+    from bpfree.core.spec import load_spec
+    from bpfree.engine.resolve import load_settings, read_params_file, run_spec
 
     machine = machine_overrides(args)
     if getattr(args, "spec", None):
@@ -88,7 +88,7 @@ def spec_from_args(args: argparse.Namespace):
     settings = load_settings(args.config)
     params = read_params_file(args.params, args.algorithm) if args.params else {}
     if args.paper_params:
-        from bpfree.paper import paper_row
+        from bpfree.core.paper import paper_row
 
         row = paper_row(args.algorithm, args.arch, args.dataset)
         params = row.params
@@ -139,9 +139,9 @@ SPEC_FLAGS = (
 
 def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: every bpfree command would otherwise pay for torch
-    from bpfree import runfolder
-    from bpfree.run import completed_record, prepare, train
-    from bpfree.training import STOPPED_EXIT_CODE, Stopped, set_threads, stop_on_signals
+    from bpfree.engine import runfolder
+    from bpfree.engine.loop import STOPPED_EXIT_CODE, Stopped, set_threads, stop_on_signals
+    from bpfree.engine.run import completed_record, prepare, train
 
     spec = spec_from_args(args)
     out = runfolder.check(args.out)  # its kind, before any work
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"bpfree train: {stop}", file=sys.stderr)
             # the checkpoint is on disk: exit now, skipping the interpreter's teardown of torch and
             # its libraries (measured 3-7 s on a busy 2-core node, of SLURM's 30 s KillWait); the
-            # kernel drops the run folder's flock (bpfree.runfolder) as the process ends
+            # kernel drops the run folder's flock (bpfree.engine.runfolder) as the process ends
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(STOPPED_EXIT_CODE)

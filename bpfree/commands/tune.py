@@ -48,14 +48,14 @@ def run(args: argparse.Namespace) -> int:
 
     import optuna
 
-    from bpfree.errors import BpfreeError
-    from bpfree.io import output_file
+    from bpfree.core.errors import BpfreeError
+    from bpfree.core.io import output_file
+    from bpfree.core.registry import ALGORITHMS, DATASETS
+    from bpfree.core.spec import Machine, Tuning, parse
+    from bpfree.engine.loop import set_threads
+    from bpfree.engine.resolve import load_settings
     from bpfree.models import parse_arch
-    from bpfree.registry import ALGORITHMS, DATASETS
-    from bpfree.resolve import load_settings
-    from bpfree.spec import Machine, Tuning, parse
-    from bpfree.training import set_threads
-    from bpfree.tuning import TuneJob, trials_csv_path, tune, write_best_params
+    from bpfree.tuning.study import TuneJob, trials_csv_path, tune, write_best_params
 
     settings = load_settings(args.config)
     machine = parse(

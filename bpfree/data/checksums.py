@@ -28,8 +28,8 @@ import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from bpfree.errors import BpfreeError, DatasetMissing
-from bpfree.io import read_json, write_json_atomic
+from bpfree.core.errors import BpfreeError, DatasetMissing
+from bpfree.core.io import read_json, write_json_atomic
 
 RECORD = Path(".bpfree") / "checksums.json"
 CACHE = Path(".bpfree") / "verified.json"

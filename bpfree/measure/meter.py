@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from bpfree.core.spec import Measurement
 from bpfree.measure.energy import (
     CpuTimeEstimate,
     EnergyCounter,
@@ -37,7 +38,6 @@ from bpfree.measure.energy import (
 )
 from bpfree.measure.memory import PeakGauge, ProcessRssPeak, SampledPeak, TorchAllocatorPeak
 from bpfree.measure.nvml import NvmlGpu, open_gpu
-from bpfree.spec import Measurement
 
 MB = 1024 * 1024
 SETTLE_FLAT_S = 3.0  # power flat this long counts as settled (NVML averages it over ~1 s)

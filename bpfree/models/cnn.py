@@ -3,8 +3,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bpfree.errors import BpfreeError
-from bpfree.registry import ARCHITECTURES
+from bpfree.core.errors import BpfreeError
+from bpfree.core.registry import ARCHITECTURES
 
 
 class ConvBlock(nn.Sequential):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bpfree.registry import ARCHITECTURES
+from bpfree.core.registry import ARCHITECTURES
 
 
 @ARCHITECTURES.register("mlp")

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from bpfree.errors import BpfreeError
-from bpfree.registry import ARCHITECTURES
+from bpfree.core.errors import BpfreeError
+from bpfree.core.registry import ARCHITECTURES
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ def _die() -> None:
 
 
 def _arm() -> None:
-    from bpfree.checkpoint import Checkpoint
-    from bpfree.training import TimedBatches as Batches  # the fit's own passes, not the FLOP count's
+    from bpfree.engine.checkpoint import Checkpoint
+    from bpfree.engine.loop import TimedBatches as Batches  # the fit's own passes, not the FLOP count's
 
     save = Checkpoint.save
 
@@ -54,7 +54,7 @@ def _arm() -> None:
 def _arm_pause(target: int, path: str) -> None:
     import time
 
-    from bpfree import training
+    from bpfree.engine import loop as training
 
     passes, epoch = [0], training.TimedBatches.epoch
 

@@ -1,5 +1,5 @@
 # Helpers shared by the rules: the run grid and tuning studies from the checked config, and paths.
-from bpfree.workflow import (
+from bpfree.workflow.grid import (
     FIGURE_NAMES,
     RUN_SECTIONS_KEYS,
     TABLE_NAMES,
@@ -9,7 +9,7 @@ from bpfree.workflow import (
     slug_to_arch,
     study_params,
 )
-from bpfree.workflow import Study as _Study
+from bpfree.workflow.grid import Study as _Study
 
 # every run, each method's BP twin included; the tuning studies follow from them
 RUNS = expand_runs(config)
@@ -106,7 +106,7 @@ def paper_values(wildcards):
     param, so that a changed row rewrites the run's spec."""
     if params_mode(wildcards) != "paper":
         return None
-    from bpfree.paper import paper_row
+    from bpfree.core.paper import paper_row
 
     row = paper_row(
         wildcards.algorithm, slug_to_arch(wildcards.arch), wildcards.dataset

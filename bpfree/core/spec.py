@@ -15,7 +15,7 @@ each run's ``spec.yaml``, and a run's identity (a hash of its resolved spec).
     WorkflowConfig     the whole config file: Settings, experiments x seeds, workers, image
 
 Reading and checking a spec imports neither torch nor any algorithm; filling in an
-algorithm's defaults (:func:`bpfree.resolve.resolve`) does."""
+algorithm's defaults (:func:`bpfree.engine.resolve.resolve`) does."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_ori
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from bpfree.errors import BpfreeError
-from bpfree.io import read_yaml  # the one YAML reader, with limits (re-exported: spec.read_yaml)
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import read_yaml  # the one YAML reader, with limits (re-exported: spec.read_yaml)
 
 SCHEMA_VERSION = 1  # of spec.yaml and metrics.json; raised when a field changes meaning
 MAX_THREADS = 1024  # torch starts that many threads; far more (1e5) ends in a segmentation fault
@@ -142,7 +142,7 @@ class Measurement(_Model):
     hardware_analysis: bool = Field(
         True,
         description="before the measured fit, count FLOPs and size memory by part on a copy of the algorithm, "
-        "one minibatch per stage (bpfree/hardware.py; docs/measurement.md)",
+        "one minibatch per stage (bpfree/engine/analysis.py; docs/measurement.md)",
     )
     profile_epoch: int | None = Field(
         None,
@@ -204,7 +204,7 @@ class RunSpec(_Model):
 
 
 class Tuning(_Model):
-    """One Optuna study per algorithm x dataset x architecture (bpfree tune; bpfree/tuning.py)."""
+    """One Optuna study per algorithm x dataset x architecture (bpfree tune; bpfree/tuning/study.py)."""
 
     n_trials: int = Field(0, ge=0, description="COMPLETE trials per study; 0 trains with the defaults")
     max_epochs: int | None = Field(
@@ -231,7 +231,7 @@ class Tuning(_Model):
     )
     search_spaces: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="per algorithm, per parameter entries over bpfree/search_spaces.yaml "
+        description="per algorithm, per parameter entries over bpfree/tuning/search_spaces.yaml "
         "({type: float|int|categorical, ...} or a fixed value)",
     )
 
@@ -246,7 +246,7 @@ class Experiment(_Model):
         "tuned",
         description="tuned: each run (and its BP twin's) takes its study's best parameters (the algorithm's "
         "defaults when tuning.n_trials is 0); paper: the paper's code's final hyperparameters and early "
-        "stopping for this algorithm, architecture and dataset (bpfree/paper_params.yaml), and no study",
+        "stopping for this algorithm, architecture and dataset (bpfree/core/paper_params.yaml), and no study",
     )
 
 
@@ -395,7 +395,7 @@ def json_schema() -> dict[str, Any]:
 
 def schema_yaml() -> str:
     header = (
-        "# GENERATED from bpfree/spec.py by `bpfree schema --out workflow/schemas/config.schema.yaml`:\n"
+        "# GENERATED from bpfree/core/spec.py by `bpfree schema --out workflow/schemas/config.schema.yaml`:\n"
         "# do not edit by hand (tests/test_spec.py fails when it is out of date).\n"
     )
     return header + yaml.safe_dump(json_schema(), sort_keys=False, width=100)

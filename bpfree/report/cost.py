@@ -28,7 +28,7 @@ from typing import Any
 
 import polars as pl
 
-from bpfree.errors import BpfreeError
+from bpfree.core.errors import BpfreeError
 
 KEYS = ["algorithm", "arch", "dataset"]
 ALL = "(all)"  # the whole grid's row
@@ -65,13 +65,13 @@ def stage_budgets(
     algorithm: str, arch: Any, dataset: str, params: Mapping[str, Any] | None, max_epochs: int
 ) -> list[int]:
     """The most epochs each stage of one trial or run may train: the stage's own limit
-    capped by the early-stopping budget, as ``bpfree.training.fit`` caps it. The stages
+    capped by the early-stopping budget, as ``bpfree.engine.loop.fit`` caps it. The stages
     follow the architecture's depth, not its widths, so a tiny model of the same depth is
     built to ask for them (nothing is trained, no data is read)."""
-    from bpfree import catalog
     from bpfree.algorithms import build_algorithm
+    from bpfree.core.registry import DATASETS
+    from bpfree.engine import catalog
     from bpfree.models import ArchSpec, parse_arch
-    from bpfree.registry import DATASETS
 
     catalog.load()
     arch = parse_arch(arch) if isinstance(arch, str) else arch
@@ -430,10 +430,10 @@ def plan_rows(config: Mapping[str, Any], results: str | Path = "results") -> lis
     trials (``RESULTS/tuning/.../study.trials.csv``) of the same study, where there are any.
     ``config``: a workflow config as read from its file; it is checked as the Snakefile
     checks it, and the studies and runs come from the same planner."""
-    from bpfree.paper import paper_row
-    from bpfree.record import read_record
-    from bpfree.tuning import search_space
-    from bpfree.workflow import arch_to_slug, check_config, expand_runs, expand_studies, study_params
+    from bpfree.core.paper import paper_row
+    from bpfree.core.record import read_record
+    from bpfree.tuning.study import search_space
+    from bpfree.workflow.grid import arch_to_slug, check_config, expand_runs, expand_studies, study_params
 
     checked = check_config(dict(config))
     plain = checked.model_dump(mode="json")

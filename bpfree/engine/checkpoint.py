@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bpfree.io import write_bytes_atomic
+from bpfree.core.io import write_bytes_atomic
 
 FORMAT = 2  # 2: plain data, read with weights_only=True
 
@@ -69,7 +69,7 @@ class CheckpointState:
 
 class Checkpoint:
     """``identity``: what the run is (its spec's identity, the device type included), as
-    :meth:`bpfree.spec.RunSpec.identity` gives it. A checkpoint of another identity in the
+    :meth:`bpfree.core.spec.RunSpec.identity` gives it. A checkpoint of another identity in the
     same directory is set aside, not resumed: its optimiser state would silently bring back
     the old learning rate, and another device's RNG states do not fit this one."""
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bpfree.errors import BpfreeError
-from bpfree.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES
-from bpfree.registry import DATASETS
-from bpfree.spec import WorkflowConfig, parse
+from bpfree.core.errors import BpfreeError
+from bpfree.core.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES
+from bpfree.core.registry import DATASETS
+from bpfree.core.spec import WorkflowConfig, parse
 
 __all__ = ["BASELINE", "FIGURE_NAMES", "TABLE_NAMES", "Run", "Study", "check_config", "expand_runs"]
 
@@ -68,10 +68,10 @@ def check_config(config: dict[str, Any]) -> WorkflowConfig:
     an architecture that the algorithm or its BP twin cannot train, a bad search space."""
     checked = parse(WorkflowConfig, config)
 
-    from bpfree import catalog
+    from bpfree.engine import catalog
     from bpfree.algorithms import check_trainable
     from bpfree.models import parse_arch
-    from bpfree.tuning import search_space
+    from bpfree.tuning.study import search_space
 
     catalog.load()
     for i, exp in enumerate(checked.experiments):
@@ -99,7 +99,7 @@ def study_params(checked: WorkflowConfig) -> dict[Study, str]:
     when tuning is off) or ``paper`` (the paper's code's values: no study). A BP twin shared by
     two experiments must be asked for one way; a paper study must have its row."""
     from bpfree.models import parse_arch
-    from bpfree.paper import paper_row
+    from bpfree.core.paper import paper_row
 
     modes: dict[Study, str] = {}
     origin: dict[Study, int] = {}
@@ -181,7 +181,7 @@ def gpus_per_job(device: str) -> int:
 
 def register_gpus(workflow: Any, device: str) -> None:
     """Unless the user gave ``--resources gpu=N``: as many GPU jobs at once as this machine
-    has GPUs; each claims a board of its own (bpfree.gpus). A fixed ``cuda:N`` device puts
+    has GPUs; each claims a board of its own (bpfree.engine.gpus). A fixed ``cuda:N`` device puts
     every job on that one board, so then one at a time. On SLURM the scheduler decides."""
     if gpus_per_job(device) and "gpu" not in workflow.global_resources:
         workflow.register_resource("gpu", max(visible_gpus(), 1) if device in ("auto", "cuda") else 1)

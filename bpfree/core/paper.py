@@ -1,7 +1,7 @@
 """The paper's own hyperparameters: the final values of the configs in the paper's code
 (github Przemyslaw11/BeyondBackpropagation, ``configs/{mf,ff,cafo,bp_baselines}/*.yaml``),
 mapped onto bpfree's parameter names, one row per algorithm x architecture x dataset of its
-grid (``bpfree/paper_params.yaml``, package data; docs/paper-code.md says how each was mapped
+grid (``bpfree/core/paper_params.yaml``, package data; docs/paper-code.md says how each was mapped
 and what has no equivalent).
 
 A run can take a row instead of a study's result: ``bpfree train --paper-params``, or
@@ -16,9 +16,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from bpfree.errors import BpfreeError
-from bpfree.io import loads_yaml
-from bpfree.spec import EarlyStopping, parse
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import loads_yaml
+from bpfree.core.spec import EarlyStopping, parse
 
 FILE = "paper_params.yaml"
 # datasets that take another's rows: mnist-5k is 5,000 of MNIST's images
@@ -45,7 +45,7 @@ class PaperRow:
 @cache
 def rows() -> tuple[PaperRow, ...]:
     """Every row of the shipped table, checked once (a malformed row is a packaging bug)."""
-    text = resources.files("bpfree").joinpath(FILE).read_text(encoding="utf-8")
+    text = resources.files("bpfree.core").joinpath(FILE).read_text(encoding="utf-8")
     data = loads_yaml(text, FILE) or {}
     out: list[PaperRow] = []
     for i, row in enumerate(data.get("rows") or []):

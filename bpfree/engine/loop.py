@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from bpfree.algorithms.base import Algorithm, Stage
-from bpfree.checkpoint import Checkpoint, CheckpointState, StopperState, rng_state, set_rng_state
+from bpfree.core.errors import BpfreeError
+from bpfree.core.spec import EarlyStopping
 from bpfree.data import Batches, DataSplits
-from bpfree.errors import BpfreeError
-from bpfree.spec import EarlyStopping
+from bpfree.engine.checkpoint import Checkpoint, CheckpointState, StopperState, rng_state, set_rng_state
 
 if TYPE_CHECKING:
     from bpfree.measure import Meter, WindowResult
@@ -216,7 +216,7 @@ def seed_everything(seed: int) -> None:
 
 def resolve_device(device: str | None) -> torch.device:
     """``auto`` is a GPU if there is one; ``auto`` or ``cuda`` on a machine with several GPUs
-    claims one that no other bpfree process holds (bpfree.gpus), so parallel jobs never share."""
+    claims one that no other bpfree process holds (bpfree.engine.gpus), so parallel jobs never share."""
     if device in (None, "auto"):
         if not torch.cuda.is_available():
             return torch.device("cpu")
@@ -232,7 +232,7 @@ def resolve_device(device: str | None) -> torch.device:
     count = torch.cuda.device_count()
     if dev.index is None:
         if count > 1:
-            from bpfree.gpus import claim_slot
+            from bpfree.engine.gpus import claim_slot
 
             return torch.device("cuda", claim_slot(count))
         return torch.device("cuda", 0)

@@ -2,8 +2,8 @@
 figures, without importing any of them (or torch)."""
 
 BASELINE = "bp"  # every BP-free method is compared with bp on its own architecture
-# the columns every run's history.csv begins with, in this order (bpfree.run writes them,
-# bpfree.aggregate checks them)
+# the columns every run's history.csv begins with, in this order (bpfree.engine.run writes them,
+# bpfree.report.tables checks them)
 HISTORY_COLUMNS = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy", "epoch_time_s"]
 # results/tables/NAME.{csv,md,tex}
 TABLE_NAMES = ["summary", "methods", "deltas", "paper", "cost", "hardware", "to_target"]

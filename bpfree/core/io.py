@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from bpfree.errors import BpfreeError
+from bpfree.core.errors import BpfreeError
 
 MAX_YAML_BYTES = 1 << 20  # 1 MiB: a spec, params or config file is a few KiB
 MAX_YAML_VALUES = 100_000  # scalars, lists and mappings, every alias followed

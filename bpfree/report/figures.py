@@ -16,10 +16,10 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
-from bpfree.aggregate import BASELINE, METRIC, metric_title
-from bpfree.errors import BpfreeError
-from bpfree.io import write_bytes_atomic, write_text_atomic
-from bpfree.outputs import FIGURE_NAMES
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import write_bytes_atomic, write_text_atomic
+from bpfree.core.outputs import FIGURE_NAMES
+from bpfree.report.tables import BASELINE, METRIC, metric_title
 
 # one colour per algorithm in every figure; bp, the reference, in grey
 PALETTE = {"bp": "#7f7f7f", "ff": "#1f77b4", "mf": "#ff7f0e", "cafo-rand": "#2ca02c", "cafo-dfa": "#d62728"}
@@ -34,7 +34,7 @@ class Tables:
     methods: pl.DataFrame  # mean, sd, CI per (algorithm, arch, dataset)
     paper: pl.DataFrame  # ours next to the paper
     histories: pl.DataFrame  # one row per epoch of every run
-    cost: pl.DataFrame | None = None  # tuning next to the final runs (cost.csv; bpfree.cost)
+    cost: pl.DataFrame | None = None  # tuning next to the final runs (cost.csv; bpfree.report.cost)
     hardware: pl.DataFrame | None = None  # FLOPs, memory by part, time split (hardware.csv)
     to_target: pl.DataFrame | None = None  # each run's cost to the target accuracy (to_target.csv)
 
@@ -371,12 +371,12 @@ def paper(tables: Tables) -> alt.Chart:
 
 
 def cost(tables: Tables) -> alt.Chart:
-    from bpfree.cost import cost_chart
+    from bpfree.report.cost import cost_chart
 
     return cost_chart(tables.cost, WIDTH)
 
 
-# -- where compute, memory and energy go (bpfree.hardware, bpfree.target) ----------------------
+# -- where compute, memory and energy go (bpfree.engine.analysis, bpfree.report.target) ----------------------
 MEMORY_PARTS = {
     "weights": "weights (and buffers)",
     "gradients": "gradients",
@@ -504,7 +504,7 @@ def _estimated(histories: pl.DataFrame) -> bool:
 def to_target(tables: Tables) -> alt.Chart:
     """Validation accuracy against cumulative energy (time where energy is an estimate) of
     each run's last stage, with the target line and where each run first reached it."""
-    from bpfree.target import cumulative
+    from bpfree.report.target import cumulative
 
     title = "Validation accuracy vs cost, to the target"
     history = tables.histories
@@ -637,7 +637,7 @@ FIGURES: dict[str, Callable[[Tables], alt.Chart]] = {
     "to_target": to_target,
     "power": power,
 }
-assert list(FIGURES) == FIGURE_NAMES, "bpfree.outputs.FIGURE_NAMES names the workflow's targets"
+assert list(FIGURES) == FIGURE_NAMES, "bpfree.core.outputs.FIGURE_NAMES names the workflow's targets"
 
 
 def save(chart: alt.Chart, stem: str | Path) -> list[Path]:

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bpfree.errors import BpfreeError
-from bpfree.spec import Machine, RunSpec, Settings, WorkflowConfig, parse, read_yaml
+from bpfree.core.errors import BpfreeError
+from bpfree.core.spec import Machine, RunSpec, Settings, WorkflowConfig, parse, read_yaml
 
 
 def load_settings(path: str | Path | None) -> Settings:
@@ -83,10 +83,10 @@ def resolve(spec: RunSpec) -> RunSpec:
     """``spec`` with the algorithm's own architecture and every parameter's default filled
     in, after checking that the algorithm and dataset exist, that the algorithm can train the
     architecture and that every parameter is known and in range."""
-    from bpfree import catalog
     from bpfree.algorithms import check_trainable, params_from_mapping
+    from bpfree.core.registry import ALGORITHMS, DATASETS
+    from bpfree.engine import catalog
     from bpfree.models import parse_arch
-    from bpfree.registry import ALGORITHMS, DATASETS
 
     catalog.load()
     klass = ALGORITHMS.get(spec.algorithm)

@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 
-from bpfree.errors import BpfreeError
+from bpfree.core.errors import BpfreeError
 
 PLUGIN_GROUP = "bpfree.plugins"
 PLUGIN_ENV = "BPFREE_PLUGINS"

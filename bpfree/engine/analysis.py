@@ -213,9 +213,9 @@ def analyse(
 ) -> Analysis:
     """Count a copy of the algorithm (``build()`` makes it) stage by stage on one minibatch:
     FLOPs per sample of training, validation and inference, and memory by part. ``rng``:
-    (save, restore) of the global RNGs; by default those of bpfree.checkpoint."""
+    (save, restore) of the global RNGs; by default those of bpfree.engine.checkpoint."""
     if rng is None:
-        from bpfree.checkpoint import rng_state, set_rng_state
+        from bpfree.engine.checkpoint import rng_state, set_rng_state
 
         device = data.train.x.device
         rng = (lambda: rng_state(device), lambda state: set_rng_state(state, device))

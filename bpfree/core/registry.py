@@ -2,7 +2,7 @@
 
 A new algorithm or dataset is one new module plus one ``@REGISTRY.register("name")`` line,
 never an edit to a chain of if/elif (as in timm). This module imports nothing that registers
-into it: :mod:`bpfree.catalog` loads the built-ins and the plugins (the CLI and the workflow
+into it: :mod:`bpfree.engine.catalog` loads the built-ins and the plugins (the CLI and the workflow
 call it).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from bpfree.errors import BpfreeError
+from bpfree.core.errors import BpfreeError
 
 T = TypeVar("T")
 

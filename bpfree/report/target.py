@@ -27,7 +27,7 @@ from typing import Any
 
 import polars as pl
 
-from bpfree.outputs import BASELINE
+from bpfree.core.outputs import BASELINE
 
 DEFAULT_FRACTION = 0.99
 # How often a counter's reading moves (seconds): an epoch shorter than this cannot be told

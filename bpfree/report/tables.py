@@ -27,9 +27,9 @@ from pathlib import Path
 
 import polars as pl
 
-from bpfree.errors import BpfreeError
-from bpfree.outputs import BASELINE, HISTORY_COLUMNS
-from bpfree.record import RunRecord, read_record
+from bpfree.core.errors import BpfreeError
+from bpfree.core.outputs import BASELINE, HISTORY_COLUMNS
+from bpfree.core.record import RunRecord, read_record
 
 KEYS = ["algorithm", "arch", "dataset"]
 SUMMARY_COLUMNS = [
@@ -173,7 +173,7 @@ def read_history(path: Path) -> pl.DataFrame:
     """A run's history.csv, checked row by row (read here, not by a path polars would expand
     as a wildcard): UTF-8, the columns bpfree writes first, every row whole, epochs counted
     from 1, numbers where numbers belong. One line naming the file and row otherwise."""
-    from bpfree.io import decode_utf8, read_limited
+    from bpfree.core.io import decode_utf8, read_limited
 
     data = read_limited(path, MAX_HISTORY_BYTES, f"run history {path}")
     text = decode_utf8(data, f"run history {path}")
@@ -692,7 +692,7 @@ def paper_display(paper: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-# -- where compute, memory and time go (bpfree.hardware) -----------------------------------
+# -- where compute, memory and time go (bpfree.engine.analysis) -----------------------------------
 HARDWARE_MEANS = [
     "train_flops_per_sample",
     "infer_flops_per_sample",
@@ -875,9 +875,9 @@ class Tables:
     deltas: pl.DataFrame
     paper: pl.DataFrame
     histories: pl.DataFrame
-    cost: pl.DataFrame | None = None  # tuning next to the final runs (bpfree.cost)
-    hardware: pl.DataFrame | None = None  # FLOPs, memory by part, time split per method (bpfree.hardware)
-    to_target: pl.DataFrame | None = None  # each run's cost to a target accuracy (bpfree.target)
+    cost: pl.DataFrame | None = None  # tuning next to the final runs (bpfree.report.cost)
+    hardware: pl.DataFrame | None = None  # FLOPs, memory by part, time split per method (bpfree.engine.analysis)
+    to_target: pl.DataFrame | None = None  # each run's cost to a target accuracy (bpfree.report.target)
 
 
 def build_tables(
@@ -887,7 +887,7 @@ def build_tables(
     target_fraction: float = 0.99,
 ) -> Tables:
     """``trials_paths``: the studies' trial tables (``STUDY.trials.csv``) for the cost table."""
-    from bpfree.cost import cost_table, read_trials
+    from bpfree.report.cost import cost_table, read_trials
 
     given = _runs(metrics_paths)  # read and checked once
     runs = read_metrics(given)
@@ -895,7 +895,7 @@ def build_tables(
     deltas = bp_deltas(runs)
     tables = Tables(runs, methods, deltas, paper_comparison(methods, deltas), read_histories(given))
     tables.cost = cost_table(runs, read_trials(trials_paths))
-    from bpfree.target import to_target
+    from bpfree.report.target import to_target
 
     tables.hardware = hardware_table(runs, given)
     tables.to_target = to_target(runs, tables.histories, target_fraction)
@@ -905,15 +905,15 @@ def build_tables(
 def write_tables(tables: Tables, out_dir: str | Path) -> list[Path]:
     """``NAME.csv`` (every number), ``NAME.md`` and ``NAME.tex`` (formatted) for summary,
     methods, deltas and paper; ``histories.csv``."""
-    from bpfree.io import write_text_atomic
+    from bpfree.core.io import write_text_atomic
 
     out_dir = Path(out_dir)
-    from bpfree.cost import cost_display
+    from bpfree.report.cost import cost_display
 
     display = {"summary": summary_display, "methods": methods_display, "deltas": deltas_display, "paper": paper_display}
     if tables.cost is not None:
         display["cost"] = cost_display
-    from bpfree.target import to_target_display
+    from bpfree.report.target import to_target_display
 
     if tables.hardware is not None:
         display["hardware"] = hardware_display

@@ -1,8 +1,8 @@
 """One training run end to end: data, algorithm, fit, test, and its files on disk.
 
-A resolved :class:`~bpfree.spec.RunSpec` comes in (from ``spec.yaml``, the workflow, or the
+A resolved :class:`~bpfree.core.spec.RunSpec` comes in (from ``spec.yaml``, the workflow, or the
 CLI's flags), a :class:`RunResult` goes out, and ``DIR/spec.yaml``, ``DIR/metrics.json`` (a
-:class:`~bpfree.record.RunRecord`) and ``DIR/history.csv`` are written atomically."""
+:class:`~bpfree.core.record.RunRecord`) and ``DIR/history.csv`` are written atomically."""
 
 from __future__ import annotations
 
@@ -16,11 +16,19 @@ import torch
 
 from bpfree import __version__
 from bpfree.algorithms import build_algorithm
-from bpfree.checkpoint import Checkpoint, CheckpointState, check_fits
+from bpfree.core.errors import BpfreeError, is_out_of_memory
+from bpfree.core.io import writable_directory, write_csv_atomic, write_json_atomic, write_text_atomic
+from bpfree.core.outputs import HISTORY_COLUMNS
+from bpfree.core.record import RunRecord, read_record
+from bpfree.core.registry import DATASETS
+from bpfree.core.spec import EarlyStopping, Measurement, RunSpec, dump_yaml
 from bpfree.data import DataSplits, load_splits
-from bpfree.errors import BpfreeError, is_out_of_memory
-from bpfree.hardware import Analysis, analyse, epoch_flops, run_costs
-from bpfree.io import writable_directory, write_csv_atomic, write_json_atomic, write_text_atomic
+from bpfree.engine.analysis import Analysis, analyse, epoch_flops, run_costs
+from bpfree.engine.checkpoint import Checkpoint, CheckpointState, check_fits
+from bpfree.engine.loop import Checkpointing, EpochRecord, FitResult, Profiling, fit, resolve_device, seed_everything
+from bpfree.engine.precision import check_precision, precision_context, precision_flags
+from bpfree.engine.resolve import resolve
+from bpfree.engine.warmup import warm_up
 from bpfree.measure import (
     CarbonResult,
     CarbonTracker,
@@ -31,14 +39,6 @@ from bpfree.measure import (
     hardware_metadata,
 )
 from bpfree.models import ArchSpec, parse_arch
-from bpfree.outputs import HISTORY_COLUMNS
-from bpfree.precision import check_precision, precision_context, precision_flags
-from bpfree.record import RunRecord, read_record
-from bpfree.registry import DATASETS
-from bpfree.resolve import resolve
-from bpfree.spec import EarlyStopping, Measurement, RunSpec, dump_yaml
-from bpfree.training import Checkpointing, EpochRecord, FitResult, Profiling, fit, resolve_device, seed_everything
-from bpfree.warmup import warm_up
 
 CHECKPOINT = "checkpoint.pt"
 SPEC = "spec.yaml"
@@ -131,7 +131,7 @@ class RunResult:
     measurement: RunMeasurement | None = None
     checkpoint_set_aside: Path | None = None  # a corrupt or foreign checkpoint found at the start
     precision_flags: dict[str, Any] | None = None
-    analysis: Analysis | None = None  # FLOPs and memory by part (bpfree.hardware), counted before the fit
+    analysis: Analysis | None = None  # FLOPs and memory by part (bpfree.engine.analysis), counted before the fit
     split_sizes: tuple[int, int] = (0, 0)  # training and validation samples
 
     def epoch_flops(self) -> list[float] | None:
@@ -454,7 +454,7 @@ def _carbon_tracker(
 def write_outputs(run: RunResult, out: Path) -> None:
     rows = [r.row() for r in run.fit.history]
     flops = run.epoch_flops()
-    if flops is not None:  # each epoch's training and validation FLOPs (bpfree.hardware)
+    if flops is not None:  # each epoch's training and validation FLOPs (bpfree.engine.analysis)
         rows = [row | {"flops": f} for row, f in zip(rows, flops)]
     extra = [k for r in rows for k in r if k not in HISTORY_COLUMNS]
     write_csv_atomic(out / "history.csv", rows, HISTORY_COLUMNS + list(dict.fromkeys(extra)))

@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bpfree.errors import BpfreeError
-from bpfree.io import read_json
-from bpfree.spec import SCHEMA_VERSION
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import read_json
+from bpfree.core.spec import SCHEMA_VERSION
 
 Status = Literal["ok", "diverged"]
 
@@ -89,7 +89,7 @@ class RunRecord(BaseModel):
     pieces_measured: list[dict[str, Any]] | None = None
     codecarbon_pieces: int | None = None
     co2_covers: str | None = None
-    # -- where compute, memory and time went (bpfree.hardware; None: not analysed) -----------
+    # -- where compute, memory and time went (bpfree.engine.analysis; None: not analysed) -----------
     # FLOPs: matrix products and convolutions counted by torch's FlopCounterMode on one
     # minibatch per stage, scaled to the splits; training + validation over the fit window
     train_flops_per_sample: float | None = None  # the run's training FLOPs / (training samples x epochs)
@@ -112,7 +112,7 @@ class RunRecord(BaseModel):
     memory_cached_features_mb: float | None = None
     memory_data_mb: float | None = None
     hardware_analysis_s: float | None = None  # the analysis' own time, before (outside) the fit
-    # the fit's wall time by the loop's timers (bpfree.training.TimeSplit)
+    # the fit's wall time by the loop's timers (bpfree.engine.loop.TimeSplit)
     time_data_s: float | None = None
     time_compute_s: float | None = None
     time_eval_s: float | None = None

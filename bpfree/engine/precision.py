@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from bpfree.errors import BpfreeError
+from bpfree.core.errors import BpfreeError
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 

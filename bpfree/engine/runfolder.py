@@ -25,11 +25,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bpfree.errors import BpfreeError
-from bpfree.io import remove_stale_temporaries, writable_directory
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import remove_stale_temporaries, writable_directory
 
 LOCK = ".bpfree.lock"
-# the files a run writes in its folder (bpfree.run): each must be a file or absent
+# the files a run writes in its folder (bpfree.engine.run): each must be a file or absent
 OUTPUTS = ("spec.yaml", "metrics.json", "history.csv", "checkpoint.pt")
 
 _held: set[str] = set()  # folders this process holds (a nested hold is a no-op)
@@ -142,7 +142,7 @@ def _acquire(folder: Path, wait: bool) -> int:
 def refuse_other_run(folder: str | Path, digest: str, flag: str = "--out") -> None:
     """One line if ``folder`` holds a finished run (metrics.json) of another specification
     than ``digest``, or a metrics.json this bpfree cannot read: it is never overwritten."""
-    from bpfree.record import read_record
+    from bpfree.core.record import read_record
 
     path = Path(folder) / "metrics.json"
     if not path.exists():

@@ -17,7 +17,7 @@ memory included) FAIL, each with its reason in the trial's ``reason`` user attri
 Every trial is accounted for, pruned and failed ones included: its epochs, wall time and
 energy (a bpfree.measure Meter window around it, with the energy's source) are user
 attributes in the journal, and after each trial the worker rewrites the study's trial table,
-``STUDY.trials.csv`` beside the journal (:mod:`bpfree.cost` reads it into the cost table).
+``STUDY.trials.csv`` beside the journal (:mod:`bpfree.report.cost` reads it into the cost table).
 """
 
 from __future__ import annotations
@@ -51,15 +51,15 @@ from tqdm.auto import tqdm
 
 from bpfree import __version__
 from bpfree.algorithms import build_algorithm, check_trainable, params_from_mapping
+from bpfree.core.errors import BpfreeError, is_out_of_memory
+from bpfree.core.io import write_bytes_atomic, write_failed, write_text_atomic, write_yaml_atomic
+from bpfree.core.registry import ALGORITHMS, DATASETS
+from bpfree.core.spec import EarlyStopping, Machine, Measurement, Settings, Tuning
 from bpfree.data import load_splits
-from bpfree.errors import BpfreeError, is_out_of_memory
-from bpfree.io import write_bytes_atomic, write_failed, write_text_atomic, write_yaml_atomic
+from bpfree.engine.loop import fit, resolve_device, seed_everything
+from bpfree.engine.precision import check_precision, precision_context
 from bpfree.measure import Meter
 from bpfree.models import ArchSpec, parse_arch
-from bpfree.precision import check_precision, precision_context
-from bpfree.registry import ALGORITHMS, DATASETS
-from bpfree.spec import EarlyStopping, Machine, Measurement, Settings, Tuning
-from bpfree.training import fit, resolve_device, seed_everything
 
 OBJECTIVE = "val_accuracy"  # the final model's accuracy on the validation split, maximised
 MAX_CONSECUTIVE_FAILURES = 5  # a study whose every trial raises has a bug, not bad luck
@@ -94,8 +94,8 @@ class SearchSpace:
 
 
 def default_search_spaces() -> dict[str, dict[str, Any]]:
-    """The paper's spaces, shipped as ``bpfree/search_spaces.yaml``."""
-    text = resources.files("bpfree").joinpath("search_spaces.yaml").read_text()
+    """The paper's spaces, shipped as ``bpfree/tuning/search_spaces.yaml``."""
+    text = resources.files("bpfree.tuning").joinpath("search_spaces.yaml").read_text()
     return yaml.safe_load(text)
 
 
@@ -297,7 +297,7 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     set_aside = repair_journal(job.storage)
     budget = None
     if job.settings.pruner == "hyperband":
-        from bpfree.cost import worst_case_epochs
+        from bpfree.report.cost import worst_case_epochs
 
         # hyperband's largest resource: the most epochs a trial can train, every stage counted
         budget = worst_case_epochs(job.algorithm, arch, job.dataset, space, policy.max_epochs)
@@ -372,7 +372,7 @@ NEWLINE = b"\n"  # ends every journal entry
 class WholeLinesJournal(optuna.storages.journal.JournalFileBackend):
     """Optuna's journal file, whose entries are appended whole or not at all: a write that
     fails (a full disk) is cut back to the journal's length before it, under the writers'
-    lock, and ends in one line naming the journal (bpfree.io.WriteFailed). Without this, the
+    lock, and ends in one line naming the journal (bpfree.core.io.WriteFailed). Without this, the
     last line would be cut and every later start would find a damaged journal."""
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
@@ -778,7 +778,7 @@ def write_best_params(path: str | Path, result: TuneResult) -> None:
     write_yaml_atomic(path, best_params_document(result))
 
 
-# one row per trial, every state: what the study cost (bpfree.cost reads it)
+# one row per trial, every state: what the study cost (bpfree.report.cost reads it)
 TRIAL_COLUMNS = [
     "study",
     "algorithm",
