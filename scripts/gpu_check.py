@@ -162,7 +162,9 @@ def steady_round_s(name: str, data, device) -> tuple[float, float]:
     work (CUDA context, cuBLAS/cuDNN handles and plans, first kernel loads, caches), so sizing
     from it makes the measured run fall well short of its target."""
     from bpfree.algorithms import build_algorithm
-    from bpfree.engine.loop import EarlyStopping, fit, seed_everything
+    from bpfree.core.spec import EarlyStopping
+    from bpfree.engine.loop import fit
+    from bpfree.engine.setup import seed_everything
 
     seed_everything(0)
     warm = build_algorithm(name, None, data.info, epoch_params(name, 2), device=device, seed=0)
@@ -178,8 +180,9 @@ def steady_round_s(name: str, data, device) -> tuple[float, float]:
 
 def check_algorithm(name: str, data, device, settings, args) -> dict:
     from bpfree.algorithms import build_algorithm
-    from bpfree.engine.loop import EarlyStopping, seed_everything
+    from bpfree.core.spec import EarlyStopping
     from bpfree.engine.run import measured_fit
+    from bpfree.engine.setup import seed_everything
 
     # sizing fit: also the warm-up (CUDA/cuBLAS/cuDNN set-up); the run then settles once, in
     # measured_fit, before its idle baseline, as bpfree train does

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from conftest import record
 
+from bpfree.report.runs import read_metrics
 from bpfree.report.tables import (
     bp_deltas,
     build_tables,
@@ -17,7 +18,6 @@ from bpfree.report.tables import (
     paper_arch,
     paper_comparison,
     paper_results,
-    read_metrics,
     t_halfwidth,
     write_tables,
 )
@@ -224,7 +224,7 @@ def test_methods_table_shows_co2_in_significant_digits():
 
 
 def test_hardware_and_to_target_tables_from_analysed_runs(tmp_path):
-    from bpfree.report.tables import hardware_table
+    from bpfree.report.hardware import hardware_table
 
     paths = []
     for algorithm, flops, memory in (("bp", 3.0e4, 4.0), ("ff", 9.0e4, 5.0)):
@@ -258,6 +258,6 @@ def test_hardware_and_to_target_tables_from_analysed_runs(tmp_path):
 
 
 def test_runs_without_the_analysis_give_an_empty_hardware_table(tmp_path):
-    from bpfree.report.tables import hardware_table
+    from bpfree.report.hardware import hardware_table
 
     assert hardware_table(frame([run("bp", 1, 0.9)])).is_empty()

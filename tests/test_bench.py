@@ -18,7 +18,7 @@ from bpfree.bench.runner import CASES, REGIMES, MatmulShapes, Ours, Reference, c
 from bpfree.cli import main
 from bpfree.core.registry import ALGORITHMS
 from bpfree.data import Batches
-from bpfree.engine.loop import seed_everything
+from bpfree.engine.setup import seed_everything
 
 SIZES = replace(REGIMES["overhead"], mlp_width=24, cnn_channels=(4, 6, 8), train_samples=0, epochs=2)
 

@@ -14,8 +14,7 @@ from bpfree.algorithms import build_algorithm
 from bpfree.cli import main
 from bpfree.core.errors import BpfreeError
 from bpfree.core.registry import DATASETS
-from bpfree.core.spec import Machine, RunSpec
-from bpfree.engine.loop import EarlyStopping
+from bpfree.core.spec import EarlyStopping, Machine, RunSpec
 from bpfree.engine.run import train
 from bpfree.models import CNN, MLP, parse_arch
 

@@ -15,8 +15,9 @@ from bpfree.algorithms import build_algorithm, params_from_mapping
 from bpfree.algorithms.cafo import ridge_solve
 from bpfree.algorithms.sparsemax import sparsemax, sparsemax_loss
 from bpfree.core.errors import BpfreeError
+from bpfree.core.spec import EarlyStopping
 from bpfree.data import Batches, DatasetInfo, DataSplits, Split, load_splits
-from bpfree.engine.loop import EarlyStopping, fit
+from bpfree.engine.loop import fit
 from bpfree.models import parse_arch
 
 SMALL = DatasetInfo("small", 4, (1, 8, 8), (0.5,), (0.25,))

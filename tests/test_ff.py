@@ -18,8 +18,9 @@ from bpfree.algorithms.ff import (
     uniform_wrong_labels,
 )
 from bpfree.core.registry import DATASETS
+from bpfree.core.spec import EarlyStopping
 from bpfree.data import DatasetInfo, DataSplits, Split
-from bpfree.engine.loop import EarlyStopping, fit
+from bpfree.engine.loop import fit
 from bpfree.models import parse_arch
 
 SMALL = DatasetInfo("small", 4, (1, 2, 3), (0.5,), (0.25,))  # 6 inputs, 4 classes

@@ -304,7 +304,7 @@ def test_a_gpu_index_beyond_those_visible_is_one_line(monkeypatch):
     import torch
 
     from bpfree.core.errors import BpfreeError
-    from bpfree.engine.loop import resolve_device
+    from bpfree.engine.setup import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -37,7 +37,7 @@ def test_concurrent_processes_claim_different_boards_and_free_them_on_exit(tmp_p
 def test_auto_on_a_machine_with_several_gpus_claims_one(monkeypatch, tmp_path):
     import torch
 
-    from bpfree.engine.loop import resolve_device
+    from bpfree.engine.setup import resolve_device
 
     monkeypatch.setenv(gpus.LOCK_DIR_ENV, str(tmp_path))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

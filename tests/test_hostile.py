@@ -40,11 +40,12 @@ from hypothesis import strategies as st
 
 import bpfree.core.io
 import bpfree.engine.run
-import bpfree.tuning.study
+import bpfree.tuning.job
+import bpfree.tuning.journal
 from bpfree.cli import main
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import MAX_YAML_BYTES, WriteFailed, read_yaml, write_json_atomic
-from bpfree.tuning.study import WholeLinesJournal
+from bpfree.tuning.journal import WholeLinesJournal
 
 FAST = [
     "--arch",
@@ -94,7 +95,7 @@ def no_work(monkeypatch):
         raise AssertionError("work started before the input was checked")
 
     monkeypatch.setattr(bpfree.engine.run, "load_splits", started)
-    monkeypatch.setattr(bpfree.tuning.study, "load_splits", started)
+    monkeypatch.setattr(bpfree.tuning.job, "load_splits", started)
 
 
 @pytest.fixture(scope="module")
@@ -518,7 +519,7 @@ class FullDisk:
             return real_write(fd, data)
 
         monkeypatch.setattr(bpfree.core.io.os, "fdopen", fdopen)
-        monkeypatch.setattr(bpfree.tuning.study.os, "write", write)
+        monkeypatch.setattr(bpfree.tuning.journal.os, "write", write)
 
 
 @pytest.mark.parametrize(

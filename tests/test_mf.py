@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from bpfree.algorithms import build_algorithm
 from bpfree.core.errors import BpfreeError
 from bpfree.core.registry import DATASETS
+from bpfree.core.spec import EarlyStopping
 from bpfree.data import Batches, DatasetInfo, DataSplits, Split
-from bpfree.engine.loop import EarlyStopping, fit
+from bpfree.engine.loop import fit
 from bpfree.models import parse_arch
 
 SMALL = DatasetInfo("small", 3, (1, 2, 2), (0.5,), (0.25,))  # 4 inputs, 3 classes

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from test_workflow import REPO
 
 import bpfree.engine.run
-import bpfree.tuning.study
+import bpfree.tuning.job
 from bpfree.algorithms import params_from_mapping
 from bpfree.algorithms.base import RANGES
 from bpfree.algorithms.bp import Backprop
@@ -37,7 +37,8 @@ from bpfree.core.spec import EarlyStopping, Machine, Measurement, RunSpec, Tunin
 from bpfree.engine.checkpoint import Checkpoint, CheckpointState, StopperState
 from bpfree.engine.resolve import load_settings, read_params_file
 from bpfree.models import parse_arch
-from bpfree.tuning.study import TuneJob, _gone, _worker, tune
+from bpfree.tuning.job import TuneJob, tune
+from bpfree.tuning.workers import _gone, worker_identity
 from bpfree.workflow.grid import check_config
 
 FAST = [
@@ -75,7 +76,7 @@ def no_work(monkeypatch):
         raise AssertionError("work started before the input was checked")
 
     monkeypatch.setattr(bpfree.engine.run, "load_splits", started)
-    monkeypatch.setattr(bpfree.tuning.study, "load_splits", started)
+    monkeypatch.setattr(bpfree.tuning.job, "load_splits", started)
 
 
 # -- bad input: one line, non-zero exit, before any work ------------------------------------
@@ -334,7 +335,7 @@ def test_a_worker_is_gone_when_its_pid_was_reused_or_its_slurm_job_requeued(monk
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    me = _worker()
+    me = worker_identity()
     parent = psutil.Process(os.getppid())
     alive = {**me, "pid": parent.pid, "started": parent.create_time()}
     assert not _gone(alive, me)

@@ -124,7 +124,7 @@ def test_the_counter_period_the_run_measured_decides_what_is_too_short():
 
 
 def test_the_measured_period_comes_from_the_record():
-    from bpfree.report.tables import counter_period
+    from bpfree.report.runs import counter_period
 
     measured = {"counter_update_periods": {"gpu nvml-counter": {"update_period_s": 0.025, "measured": True}}}
     assumed = {"counter_update_periods": {"gpu nvml-counter": {"update_period_s": 0.1, "measured": False}}}

@@ -15,9 +15,9 @@ import torch
 
 from bpfree.algorithms.base import Algorithm, Evaluation, Stage
 from bpfree.core.errors import BpfreeError
-from bpfree.core.spec import RunSpec, parse
+from bpfree.core.spec import EarlyStopping, RunSpec, parse
 from bpfree.data import Batches, DatasetInfo, DataSplits, Split
-from bpfree.engine.loop import EarlyStopping, Profiling, TimedBatches, fit
+from bpfree.engine.loop import Profiling, TimedBatches, fit
 from bpfree.models import parse_arch
 
 INFO = DatasetInfo("scripted", 2, (1, 1, 1), (0.0,), (1.0,))

@@ -21,7 +21,9 @@ from bpfree.cli import main
 from bpfree.core.errors import BpfreeError
 from bpfree.core.spec import Machine, Tuning
 from bpfree.models import parse_arch
-from bpfree.tuning.study import TuneJob, open_study, search_space, tune
+from bpfree.tuning.job import TuneJob, tune
+from bpfree.tuning.space import search_space
+from bpfree.tuning.study import open_study
 
 
 def make_job(tmp_path, n_trials: int, journal: str = "study.journal", **settings) -> TuneJob:
@@ -180,7 +182,7 @@ def test_a_misspelt_search_space_fails_clearly(overrides, message):
 
 def test_every_shipped_space_names_real_parameters():
     from bpfree.core.registry import ALGORITHMS
-    from bpfree.tuning.study import default_search_spaces
+    from bpfree.tuning.space import default_search_spaces
 
     shipped = default_search_spaces()
     assert {"bp", "ff", "mf", "cafo-rand", "cafo-dfa"} <= set(shipped)
@@ -315,14 +317,14 @@ def test_an_ask_lock_left_by_a_worker_killed_while_holding_it_is_broken(tmp_path
     release, and the lock it left was never broken, so the resumed worker waited forever."""
     import threading
 
-    from bpfree.tuning import study as tuning
+    from bpfree.tuning import journal as tuning
 
     storage = tmp_path / "study.journal"
     holder = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import os, sys; from bpfree.tuning.study import ask_lock; "
+            "import os, sys; from bpfree.tuning.journal import ask_lock; "
             "ask_lock(sys.argv[1]).acquire(); os.kill(os.getpid(), 9)",
             str(storage),
         ],

@@ -40,8 +40,8 @@ from bpfree.core.registry import ALGORITHMS
 from bpfree.data import Batches, DatasetInfo, DataSplits, Split
 from bpfree.data.core import normalise
 from bpfree.engine.analysis import flop_count
-from bpfree.engine.loop import seed_everything
 from bpfree.engine.precision import precision_context, precision_flags
+from bpfree.engine.setup import seed_everything
 from bpfree.models import ArchSpec, parse_arch
 
 aten = torch.ops.aten

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bpfree.core.errors import BpfreeError
     from bpfree.core.io import output_file, writable_directory, write_text_atomic
-    from bpfree.report.tables import build_tables, read_metrics, read_runs, write_tables
+    from bpfree.report.runs import read_metrics, read_runs
+    from bpfree.report.tables import build_tables, write_tables
 
     if args.out_dir is None and args.summary is None:
         raise BpfreeError("say where the tables go: --out-dir DIR and/or --summary FILE")

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from bpfree.core.errors import BpfreeError
     from bpfree.core.io import output_file, write_json_atomic
     from bpfree.core.spec import MAX_THREADS
-    from bpfree.engine.loop import resolve_device
+    from bpfree.engine.setup import resolve_device
 
     device = resolve_device(args.device)
     threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else torch.get_num_threads())

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bpfree.core.errors import BpfreeError
     from bpfree.core.spec import read_yaml
-    from bpfree.report.cost import plan_rows, plan_text
+    from bpfree.workflow.plan import plan_rows, plan_text
 
     if args.csv is not None:
         from bpfree.core.io import output_file

@@ -34,6 +34,7 @@ from typing import Any
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import read_json, read_yaml
+from bpfree.report.formats import energy_text, hours
 
 # Optuna's journal operations (optuna.storages.journal._storage.JournalOperation)
 CREATE_STUDY, CREATE_TRIAL, SET_TRIAL_STATE_VALUES = 0, 4, 6
@@ -223,7 +224,7 @@ def _worker_gone(worker: Any) -> bool:
 
 
 def trial_cost(trial: Trial) -> tuple[float | None, float | None, str | None, float | None]:
-    """(epochs, time_s, energy_j, source) as bpfree.tuning.study.trial_records counts them."""
+    """(epochs, time_s, energy_j, source) as bpfree.tuning.records.trial_records counts them."""
     attrs = trial.attrs
     epochs = attrs.get("epochs", trial.steps or None)
     time_s = attrs.get("time_s", attrs.get("train_time_s"))
@@ -502,7 +503,7 @@ def grid_status(config_path: str | None, results: str | Path, forecast: bool = T
 
     forecast_rows = None
     if unmeasured and forecast and plan.config is not None:
-        from bpfree.report.cost import plan_rows
+        from bpfree.workflow.plan import plan_rows
 
         wanted = {(s.dataset, s.arch, s.algorithm) for s in unmeasured}
         forecast_rows = [
@@ -588,18 +589,6 @@ def _cost_totals(path: Path) -> dict[str, Any] | None:
 
 
 # -- shown ----------------------------------------------------------------------------------------------
-def _hours(seconds: float | None) -> str:
-    from bpfree.report.cost import _hours as hours
-
-    return hours(seconds)
-
-
-def _energy(joules: float | None, source: str | None) -> str:
-    from bpfree.report.cost import _energy as energy
-
-    return energy(joules, source)
-
-
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
@@ -620,15 +609,15 @@ def status_text(grid: dict[str, Any]) -> str:
             trials = "no study"  # tuning off, or params: paper
         extra = [f"{s['pruned']} pruned" if s["pruned"] else "", f"{s['failed']} failed" if s["failed"] else ""]
         extra += [f"{s['running']} running" if s["running"] else "", f"{s['stale']} stale" if s["stale"] else ""]
-        bench = "–" if s["benchmark_s"] is None else _hours(s["benchmark_s"])
+        bench = "–" if s["benchmark_s"] is None else hours(s["benchmark_s"])
         rows.append(
             [
                 s["study"],
                 s["state"],
                 trials + (f" ({', '.join(e for e in extra if e)})" if any(extra) else ""),
                 "–" if s["best"] is None else f"{s['best']:.4f}",
-                _hours(s["time_s"]) if s["time_s"] else "–",
-                _energy(s["energy_j"], s["energy_source"]) if s["energy_j"] is not None else "–",
+                hours(s["time_s"]) if s["time_s"] else "–",
+                energy_text(s["energy_j"], s["energy_source"]) if s["energy_j"] is not None else "–",
                 bench,
             ]
         )
@@ -645,12 +634,12 @@ def status_text(grid: dict[str, Any]) -> str:
                 + (f" ({r['stage']}{', per stage' if r['stage'] not in (None, 'train') else ''})" if r["stage"] else "")
             )
             if r["updated_s_ago"] is not None:
-                epochs += f", {_hours(r['updated_s_ago'])} ago"
+                epochs += f", {hours(r['updated_s_ago'])} ago"
         else:
             epochs = str(r["epochs"]) if r["epochs"] else "–"
         bench = "–"
         if r["benchmark_s"] is not None:
-            bench = _hours(r["benchmark_s"]) + (
+            bench = hours(r["benchmark_s"]) + (
                 f", {r['benchmark_max_rss_mb']:.0f} MB" if r["benchmark_max_rss_mb"] is not None else ""
             )
         rows.append(
@@ -658,8 +647,8 @@ def status_text(grid: dict[str, Any]) -> str:
                 r["run"],
                 r["state"],
                 epochs,
-                _hours(r["time_s"]) if r["time_s"] else "–",
-                _energy(r["energy_j"], r["energy_source"]) if r["energy_j"] is not None else "–",
+                hours(r["time_s"]) if r["time_s"] else "–",
+                energy_text(r["energy_j"], r["energy_source"]) if r["energy_j"] is not None else "–",
                 bench,
             ]
         )
@@ -667,22 +656,22 @@ def status_text(grid: dict[str, Any]) -> str:
     out.append("")
     spent = grid["spent"]
     out.append(
-        f"spent so far: {_hours(spent['time_s'])} (tuning {_hours(spent['tuning_time_s'])}, "
-        f"runs {_hours(spent['runs_time_s'])}), energy {_energy(spent['energy_j'], spent['energy_source'])}"
+        f"spent so far: {hours(spent['time_s'])} (tuning {hours(spent['tuning_time_s'])}, "
+        f"runs {hours(spent['runs_time_s'])}), energy {energy_text(spent['energy_j'], spent['energy_source'])}"
     )
     remaining = grid["remaining"]
     if grid["state"] == "done":
         cost = grid["cost_table"]
         if cost:
             out.append(
-                f"done. cost table ({cost['file']}): {_hours(cost['total_time_s'])} "
-                f"(tuning {_hours(cost['tuning_time_s'])}, runs {_hours(cost['runs_time_s'])}), "
-                f"energy {_energy(cost['total_energy_j'], cost['energy_source'])}"
+                f"done. cost table ({cost['file']}): {hours(cost['total_time_s'])} "
+                f"(tuning {hours(cost['tuning_time_s'])}, runs {hours(cost['runs_time_s'])}), "
+                f"energy {energy_text(cost['total_energy_j'], cost['energy_source'])}"
             )
         else:
             out.append("done. (no cost table yet: the aggregate rule writes results/tables/cost.csv)")
     else:
-        line = f"remaining (estimate from measured s/epoch): about {_hours(remaining['time_s'])}"
+        line = f"remaining (estimate from measured s/epoch): about {hours(remaining['time_s'])}"
         if remaining["unmeasured_studies"]:
             n = len(remaining["unmeasured_studies"])
             line += f" for the {remaining['measured_studies']} studies measured; {n} not measured yet"

@@ -140,8 +140,9 @@ SPEC_FLAGS = (
 def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: every bpfree command would otherwise pay for torch
     from bpfree.engine import runfolder
-    from bpfree.engine.loop import STOPPED_EXIT_CODE, Stopped, set_threads, stop_on_signals
+    from bpfree.engine.loop import STOPPED_EXIT_CODE, Stopped, stop_on_signals
     from bpfree.engine.run import completed_record, prepare, train
+    from bpfree.engine.setup import set_threads
 
     spec = spec_from_args(args)
     out = runfolder.check(args.out)  # its kind, before any work

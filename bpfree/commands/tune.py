@@ -52,10 +52,11 @@ def run(args: argparse.Namespace) -> int:
     from bpfree.core.io import output_file
     from bpfree.core.registry import ALGORITHMS, DATASETS
     from bpfree.core.spec import Machine, Tuning, parse
-    from bpfree.engine.loop import set_threads
     from bpfree.engine.resolve import load_settings
+    from bpfree.engine.setup import set_threads
     from bpfree.models import parse_arch
-    from bpfree.tuning.study import TuneJob, trials_csv_path, tune, write_best_params
+    from bpfree.tuning.job import TuneJob, tune
+    from bpfree.tuning.records import trials_csv_path, write_best_params
 
     settings = load_settings(args.config)
     machine = parse(

@@ -204,7 +204,7 @@ class RunSpec(_Model):
 
 
 class Tuning(_Model):
-    """One Optuna study per algorithm x dataset x architecture (bpfree tune; bpfree/tuning/study.py)."""
+    """One Optuna study per algorithm x dataset x architecture (bpfree tune; bpfree/tuning/)."""
 
     n_trials: int = Field(0, ge=0, description="COMPLETE trials per study; 0 trains with the defaults")
     max_epochs: int | None = Field(

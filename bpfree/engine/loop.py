@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import random
 import signal
 import sys
 import time
@@ -17,11 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import torch
-
 from bpfree.algorithms.base import Algorithm, Stage
-from bpfree.core.errors import BpfreeError
 from bpfree.core.spec import EarlyStopping
 from bpfree.data import Batches, DataSplits
 from bpfree.engine.checkpoint import Checkpoint, CheckpointState, StopperState, rng_state, set_rng_state
@@ -71,6 +65,8 @@ class EpochRecord:
 # ``bpfree train`` exits with this code when SIGTERM or SIGINT stopped it after writing its
 # checkpoint: EX_TEMPFAIL ("temporary failure, try again"; docs/cluster.md says who retries)
 STOPPED_EXIT_CODE = 75
+
+
 # after an epoch this long or longer (and for a piece's first epoch) the state the next epoch
 # starts from is kept in memory (_FitState.keep_snapshot), so that a stop signal abandons that
 # epoch; after a shorter one the running epoch is finished instead (about as long: SLURM's
@@ -206,53 +202,6 @@ class FitResult:
     @property
     def epochs(self) -> int:
         return len(self.history)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``auto`` is a GPU if there is one; ``auto`` or ``cuda`` on a machine with several GPUs
-    claims one that no other bpfree process holds (bpfree.engine.gpus), so parallel jobs never share."""
-    if device in (None, "auto"):
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        device = "cuda"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise BpfreeError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from None
-    if dev.type != "cuda":
-        return dev
-    if not torch.cuda.is_available():
-        raise BpfreeError(f"device {device!r} asked for, but CUDA is not available here; use cpu or auto")
-    count = torch.cuda.device_count()
-    if dev.index is None:
-        if count > 1:
-            from bpfree.engine.gpus import claim_slot
-
-            return torch.device("cuda", claim_slot(count))
-        return torch.device("cuda", 0)
-    if dev.index >= count:
-        raise BpfreeError(
-            f"device {device!r} asked for, but {count} GPU(s) are visible "
-            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); valid: cuda:0 to "
-            f"cuda:{count - 1}"
-        )
-    return dev
-
-
-def set_threads(threads: int | None) -> None:
-    """torch's CPU threads for this process; None keeps torch's default (every core). Small
-    models run faster on one thread, and two one-thread jobs on two cores don't contend."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise BpfreeError(f"--threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
 
 
 def _progress(total: int, desc: str):

@@ -25,9 +25,10 @@ from bpfree.core.spec import EarlyStopping, Measurement, RunSpec, dump_yaml
 from bpfree.data import DataSplits, load_splits
 from bpfree.engine.analysis import Analysis, analyse, epoch_flops, run_costs
 from bpfree.engine.checkpoint import Checkpoint, CheckpointState, check_fits
-from bpfree.engine.loop import Checkpointing, EpochRecord, FitResult, Profiling, fit, resolve_device, seed_everything
+from bpfree.engine.loop import Checkpointing, EpochRecord, FitResult, Profiling, fit
 from bpfree.engine.precision import check_precision, precision_context, precision_flags
 from bpfree.engine.resolve import resolve
+from bpfree.engine.setup import resolve_device, seed_everything
 from bpfree.engine.warmup import warm_up
 from bpfree.measure import (
     CarbonResult,

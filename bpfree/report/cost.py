@@ -21,19 +21,27 @@ the same study's final runs (measured by CodeCarbon on the same machine), and sa
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from bpfree.core.errors import BpfreeError
+from bpfree.report.formats import co2_text, energy_text, hours, percent
 
 KEYS = ["algorithm", "arch", "dataset"]
+
+
 ALL = "(all)"  # the whole grid's row
+
+
 STATES = ("complete", "pruned", "failed")
+
+
 PHASES = ("tuning", "runs")
+
+
 COST_COLUMNS = [
     *KEYS,
     "tuning_trials_complete",
@@ -57,54 +65,9 @@ COST_COLUMNS = [
     "tuning_share_time",
     "tuning_share_energy",
 ]
+
+
 CO2_SCALED = "scaled: the runs' CO2 per joule"
-
-
-# -- epoch budgets --------------------------------------------------------------------------
-def stage_budgets(
-    algorithm: str, arch: Any, dataset: str, params: Mapping[str, Any] | None, max_epochs: int
-) -> list[int]:
-    """The most epochs each stage of one trial or run may train: the stage's own limit
-    capped by the early-stopping budget, as ``bpfree.engine.loop.fit`` caps it. The stages
-    follow the architecture's depth, not its widths, so a tiny model of the same depth is
-    built to ask for them (nothing is trained, no data is read)."""
-    from bpfree.algorithms import build_algorithm
-    from bpfree.core.registry import DATASETS
-    from bpfree.engine import catalog
-    from bpfree.models import ArchSpec, parse_arch
-
-    catalog.load()
-    arch = parse_arch(arch) if isinstance(arch, str) else arch
-    small = ArchSpec(arch.kind, tuple(min(w, 4) for w in arch.widths))
-    info = DATASETS.get(dataset).info
-    algo = build_algorithm(algorithm, small, info, dict(params or {}), device="cpu")
-    return [min(stage.max_epochs or max_epochs, max_epochs) for stage in algo.stages()]
-
-
-def _candidates(space: Any) -> list[dict[str, Any]]:
-    """Parameter sets that bound a trial's epochs from above: every integer at its high end
-    (an epoch count is one), every combination of categorical choices (at most 64 of them),
-    floats at their low end (a learning rate changes no budget)."""
-    if space is None:
-        return [{}]
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
-    base, choices = dict(space.fixed), {}
-    for name, dist in space.distributions.items():
-        if isinstance(dist, CategoricalDistribution):
-            choices[name] = list(dist.choices)
-        elif isinstance(dist, IntDistribution):
-            base[name] = dist.high
-        else:
-            base[name] = dist.low
-    combos = list(itertools.islice(itertools.product(*choices.values()), 64))
-    return [{**base, **dict(zip(choices, combo, strict=True))} for combo in combos]
-
-
-def worst_case_epochs(algorithm: str, arch: Any, dataset: str, space: Any, max_epochs: int) -> int:
-    """The most epochs one trial (``space``: a tuning.SearchSpace) or one run (``space``
-    None: the algorithm's defaults) may train, every stage counted."""
-    return max(sum(stage_budgets(algorithm, arch, dataset, params, max_epochs)) for params in _candidates(space))
 
 
 # -- the cost table ---------------------------------------------------------------------------
@@ -150,7 +113,7 @@ def _sources(values: Iterable[str | None]) -> str | None:
     return "+".join(sorted(named)) if named else None
 
 
-def _share(part: float | None, whole: float | None) -> float | None:
+def share(part: float | None, whole: float | None) -> float | None:
     if part is None or whole is None or whole <= 0:
         return None
     return part / whole
@@ -168,7 +131,7 @@ def _cost_row(keys: dict[str, str], trials: pl.DataFrame, runs: pl.DataFrame) ->
     runs_energy = _total(runs["energy_j"].to_list()) if runs.height and "energy_j" in runs.columns else None
     runs_co2 = _total(runs["co2_kg"].to_list()) if runs.height and "co2_kg" in runs.columns else None
     # tuning's CO2 at the runs' CO2 per joule (CodeCarbon ran around every run, not every trial)
-    co2_per_j = _share(runs_co2, runs_energy)
+    co2_per_j = share(runs_co2, runs_energy)
     tuning_co2 = tuning_energy * co2_per_j if tuning_energy is not None and co2_per_j is not None else None
     tuning_time = float(trials["time_s"].fill_null(0.0).sum()) if trials.height else 0.0
     runs_time = float(runs["train_time_s"].fill_null(0.0).sum()) if runs.height else 0.0
@@ -195,8 +158,8 @@ def _cost_row(keys: dict[str, str], trials: pl.DataFrame, runs: pl.DataFrame) ->
         "runs_co2_kg": runs_co2,
         "total_time_s": tuning_time + runs_time,
         "total_energy_j": total_energy,
-        "tuning_share_time": _share(tuning_time, tuning_time + runs_time),
-        "tuning_share_energy": _share(tuning_energy, total_energy) if runs_energy is not None else None,
+        "tuning_share_time": share(tuning_time, tuning_time + runs_time),
+        "tuning_share_energy": share(tuning_energy, total_energy) if runs_energy is not None else None,
     }
 
 
@@ -247,35 +210,6 @@ def grid_total(cost: pl.DataFrame) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-# -- shown -------------------------------------------------------------------------------------
-def _hours(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
-
-
-def _energy(joules: float | None, source: str | None) -> str:
-    if joules is None:
-        return "not measured"
-    if joules >= 3.6e5:
-        text = f"{joules / 3.6e6:.3f} kWh"
-    else:
-        text = f"{joules / 1e3:.2f} kJ" if joules >= 1e3 else f"{joules:.3g} J"
-    return f"{text} ({source})" if source else text
-
-
-def _percent(share: float | None) -> str:
-    return "–" if share is None else f"{100 * share:.0f}%"
-
-
-def _co2(kg: float | None) -> str:
-    return "–" if kg is None else f"{kg * 1e3:.2f} g"
-
-
 def cost_display(cost: pl.DataFrame) -> pl.DataFrame:
     """The cost table for a reader: time in minutes or hours, energy in kJ or kWh with its
     source, tuning's share in percent."""
@@ -287,16 +221,16 @@ def cost_display(cost: pl.DataFrame) -> pl.DataFrame:
                 "trials (c/p/f)": f"{r['tuning_trials_complete']}/{r['tuning_trials_pruned']}/"
                 f"{r['tuning_trials_failed']}",
                 "tuning epochs": str(r["tuning_epochs"]),
-                "tuning time": _hours(r["tuning_time_s"]),
-                "tuning energy": _energy(r["tuning_energy_j"], r["tuning_energy_source"]),
-                "tuning CO2": _co2(r["tuning_co2_kg"]),
+                "tuning time": hours(r["tuning_time_s"]),
+                "tuning energy": energy_text(r["tuning_energy_j"], r["tuning_energy_source"]),
+                "tuning CO2": co2_text(r["tuning_co2_kg"]),
                 "runs": str(r["runs"]),
                 "run epochs": str(r["runs_epochs"]),
-                "run time": _hours(r["runs_time_s"]),
-                "run energy": _energy(r["runs_energy_j"], r["runs_energy_source"]),
-                "run CO2": _co2(r["runs_co2_kg"]),
-                "tuning share (time)": _percent(r["tuning_share_time"]),
-                "tuning share (energy)": _percent(r["tuning_share_energy"]),
+                "run time": hours(r["runs_time_s"]),
+                "run energy": energy_text(r["runs_energy_j"], r["runs_energy_source"]),
+                "run CO2": co2_text(r["runs_co2_kg"]),
+                "tuning share (time)": percent(r["tuning_share_time"]),
+                "tuning share (energy)": percent(r["tuning_share_energy"]),
             }
         )
     return pl.DataFrame(rows)
@@ -379,12 +313,12 @@ def cost_chart(cost: pl.DataFrame | None, width: int = 360):
         )
     total = grid_total(cost) or {}
     shares = [
-        f"tuning: {_percent(total.get('tuning_share_time'))} of the time",
-        f"{_percent(total.get('tuning_share_energy'))} of the energy" if total.get("tuning_energy_j") else None,
+        f"tuning: {percent(total.get('tuning_share_time'))} of the time",
+        f"{percent(total.get('tuning_share_energy'))} of the energy" if total.get("tuning_energy_j") else None,
     ]
     subtitle = (
-        f"whole grid: {_hours(total.get('total_time_s'))}, "
-        f"{_energy(total.get('total_energy_j'), None)}; " + ", ".join(s for s in shares if s)
+        f"whole grid: {hours(total.get('total_time_s'))}, "
+        f"{energy_text(total.get('total_energy_j'), None)}; " + ", ".join(s for s in shares if s)
     )
     # each method above its BP twin, as in the other figures
     long = long.with_columns((pl.col("algorithm") == "bp").alias("_bp")).sort(
@@ -420,128 +354,3 @@ def cost_chart(cost: pl.DataFrame | None, width: int = 360):
         .resolve_scale(x="independent", y="independent")
         .properties(title=alt.Title(title, subtitle=subtitle))
     )
-
-
-# -- the forecast (bpfree plan) -------------------------------------------------------------------
-def plan_rows(config: Mapping[str, Any], results: str | Path = "results") -> list[dict[str, Any]]:
-    """One row per planned study: its worst-case epochs in tuning (trials x a trial's epoch
-    budget, every stage counted) and in its final runs (seeds x a run's budget), and the
-    seconds per epoch measured by earlier runs (``RESULTS/runs/.../metrics.json``) and
-    trials (``RESULTS/tuning/.../study.trials.csv``) of the same study, where there are any.
-    ``config``: a workflow config as read from its file; it is checked as the Snakefile
-    checks it, and the studies and runs come from the same planner."""
-    from bpfree.core.paper import paper_row
-    from bpfree.core.record import read_record
-    from bpfree.tuning.study import search_space
-    from bpfree.workflow.grid import arch_to_slug, check_config, expand_runs, expand_studies, study_params
-
-    checked = check_config(dict(config))
-    plain = checked.model_dump(mode="json")
-    tuning = checked.tuning
-    run_budget = checked.early_stopping.max_epochs
-    trial_budget = min(tuning.max_epochs or run_budget, run_budget)
-    runs = expand_runs(plain)
-    results = Path(results)
-    rows = []
-    modes = study_params(checked)
-    for study in expand_studies(plain):
-        mode = modes.get(study)
-        tuned = tuning.n_trials > 0 and mode == "tuned"  # a paper study has none
-        n_trials = tuning.n_trials if tuned else 0
-        space = search_space(study.algorithm, tuning.search_spaces) if tuned else None
-        seeds = [r for r in runs if r.study == study]
-        where = f"{study.dataset}/{arch_to_slug(study.arch)}/{study.algorithm}"
-        per_trial = worst_case_epochs(study.algorithm, study.arch, study.dataset, space, trial_budget) if space else 0
-        if mode == "paper":  # the paper's row: its own stage lengths and budget
-            row = paper_row(study.algorithm, study.arch, study.dataset)
-            per_run = sum(
-                stage_budgets(study.algorithm, study.arch, study.dataset, row.params, row.early_stopping.max_epochs)
-            )
-        else:
-            per_run = worst_case_epochs(study.algorithm, study.arch, study.dataset, space, run_budget)
-        # earlier measurements of this study: seconds per epoch, and on what device
-        run_rates, devices = [], set()
-        for path in sorted((results / "runs" / where).glob("seed*/metrics.json")):
-            try:
-                record = read_record(path)
-            except BpfreeError:
-                continue  # another bpfree's record: no estimate from it
-            if record.epochs > 0 and record.time_per_epoch_s > 0:
-                run_rates.append(record.time_per_epoch_s)
-                devices.add(record.device)
-        trial_rate = None
-        table = results / "tuning" / where / "study.trials.csv"
-        if table.is_file():
-            try:
-                trials = read_trials([table])
-            except BpfreeError:
-                trials = None
-            if trials is not None and trials.height:
-                epochs = float(trials["epochs"].fill_null(0).sum())
-                seconds = float(trials["time_s"].fill_null(0.0).sum())
-                trial_rate = seconds / epochs if epochs > 0 else None
-        run_rate = sum(run_rates) / len(run_rates) if run_rates else None
-        rows.append(
-            {
-                "dataset": study.dataset,
-                "arch": study.arch,
-                "algorithm": study.algorithm,
-                "trials": n_trials,
-                "trial_epochs": per_trial,
-                "tuning_epochs": n_trials * per_trial,
-                "runs": len(seeds),
-                "run_epochs": per_run,
-                "runs_epochs": len(seeds) * per_run,
-                "s_per_epoch_tuning": trial_rate if trial_rate is not None else run_rate,
-                "s_per_epoch_runs": run_rate if run_rate is not None else trial_rate,
-                "measured_on": ", ".join(sorted(devices)) or ("earlier trials" if trial_rate else None),
-            }
-        )
-    return rows
-
-
-def plan_text(rows: list[dict[str, Any]], name: str) -> str:
-    """The forecast as a reader sees it: phase totals first, then one line per study."""
-
-    def seconds(row: dict[str, Any], phase: str) -> float | None:
-        rate = row[f"s_per_epoch_{phase}"]
-        return None if rate is None else rate * row[f"{phase}_epochs"]
-
-    def total(phase: str) -> tuple[int, float | None, int]:
-        epochs = sum(r[f"{phase}_epochs"] for r in rows)
-        timed = [seconds(r, phase) for r in rows if r[f"s_per_epoch_{phase}"] is not None]
-        return epochs, (sum(timed) if timed else None), len(timed)
-
-    studies = len(rows)
-    n_runs = sum(r["runs"] for r in rows)
-    trials = rows[0]["trials"] if rows else 0
-    lines = [
-        f"{name}: {studies} studies, {n_runs} final runs; worst case (every stage of every trial and run "
-        "at its epoch budget, no early stop, no pruning; pruned and failed trials come on top of N complete):",
-        f"{'phase':<8} {'what':<34} {'epochs (worst case)':>20} {'time (from measured s/epoch)':>30}",
-    ]
-    for phase, what in (("tuning", f"{studies} studies x {trials} trials"), ("runs", f"{n_runs} runs")):
-        epochs, secs, known = total(phase)
-        estimate = "no earlier results" if secs is None else f"{_hours(secs)} ({known} of {studies} studies measured)"
-        lines.append(f"{phase:<8} {what:<34} {epochs:>20,} {estimate:>30}")
-    t_epochs, t_secs, _ = total("tuning")
-    r_epochs, r_secs, _ = total("runs")
-    share = _percent(_share(t_epochs, t_epochs + r_epochs))
-    lines.append(f"{'total':<8} {'tuning: ' + share + ' of the epochs':<34} {t_epochs + r_epochs:>20,}")
-    lines.append("")
-    lines.append(
-        f"{'dataset':<14} {'arch':<24} {'algorithm':<10} {'trial ep':>8} {'tuning ep':>10} "
-        f"{'run ep':>7} {'runs ep':>8} {'s/epoch':>8} {'est. time':>10}"
-    )
-    for r in rows:
-        secs = [s for s in (seconds(r, "tuning"), seconds(r, "runs")) if s is not None]
-        rate = r["s_per_epoch_runs"] if r["s_per_epoch_runs"] is not None else r["s_per_epoch_tuning"]
-        lines.append(
-            f"{r['dataset']:<14} {r['arch']:<24} {r['algorithm']:<10} {r['trial_epochs']:>8} "
-            f"{r['tuning_epochs']:>10,} {r['run_epochs']:>7} {r['runs_epochs']:>8,} "
-            f"{'–' if rate is None else f'{rate:.3g}':>8} {_hours(sum(secs)) if secs else '–':>10}"
-        )
-    devices = sorted({r["measured_on"] for r in rows if r["measured_on"]})
-    if devices:
-        lines.append(f"seconds per epoch measured on: {'; '.join(devices)} (another device runs at another speed)")
-    return "\n".join(lines) + "\n"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import altair as alt
@@ -18,8 +17,8 @@ import polars as pl
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import write_bytes_atomic, write_text_atomic
-from bpfree.core.outputs import FIGURE_NAMES
-from bpfree.report.tables import BASELINE, METRIC, metric_title
+from bpfree.core.outputs import BASELINE, FIGURE_NAMES
+from bpfree.report.tables import METRIC, Tables, metric_title
 
 # one colour per algorithm in every figure; bp, the reference, in grey
 PALETTE = {"bp": "#7f7f7f", "ff": "#1f77b4", "mf": "#ff7f0e", "cafo-rand": "#2ca02c", "cafo-dfa": "#d62728"}
@@ -28,21 +27,10 @@ WIDTH = 360
 DEVICE_NAMES = {"gpu": "GPU", "cuda": "GPU", "cpu": "CPU"}
 
 
-@dataclass
-class Tables:
-    summary: pl.DataFrame  # one row per run
-    methods: pl.DataFrame  # mean, sd, CI per (algorithm, arch, dataset)
-    paper: pl.DataFrame  # ours next to the paper
-    histories: pl.DataFrame  # one row per epoch of every run
-    cost: pl.DataFrame | None = None  # tuning next to the final runs (cost.csv; bpfree.report.cost)
-    hardware: pl.DataFrame | None = None  # FLOPs, memory by part, time split (hardware.csv)
-    to_target: pl.DataFrame | None = None  # each run's cost to the target accuracy (to_target.csv)
-
-
 def read_tables(directory: str | Path) -> Tables:
     directory = Path(directory)
     frames = {}
-    for name in ("summary", "methods", "paper", "histories"):
+    for name in ("summary", "methods", "deltas", "paper", "histories"):
         path = directory / f"{name}.csv"
         if not path.exists():
             raise BpfreeError(f"{path} is missing; write the tables first (bpfree aggregate --out-dir)")

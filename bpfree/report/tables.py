@@ -14,43 +14,19 @@ Diverged runs are never dropped silently: they are counted and noted in every ta
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import os
-import sys
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import polars as pl
 
-from bpfree.core.errors import BpfreeError
-from bpfree.core.outputs import BASELINE, HISTORY_COLUMNS
-from bpfree.core.record import RunRecord, read_record
+from bpfree.core.outputs import BASELINE
+from bpfree.report.formats import estimate, num, sig, to_latex, to_markdown, with_source
+from bpfree.report.hardware import hardware_display, hardware_table
+from bpfree.report.runs import KEYS, RunFiles, read_histories, read_metrics, runs_of
 
-KEYS = ["algorithm", "arch", "dataset"]
-SUMMARY_COLUMNS = [
-    "algorithm",
-    "arch",
-    "dataset",
-    "seed",
-    "status",
-    "test_accuracy",
-    "best_val_accuracy",
-    "min_val_loss",
-    "epochs",
-    "train_time_s",
-    "time_per_epoch_s",
-    "energy_j",
-    "energy_source",
-    "co2_kg",
-    "peak_memory_mb",
-    "peak_memory_kind",
-    "device",
-]
 CONFIDENCE = 0.95
 
 
@@ -75,156 +51,9 @@ METRICS = [
     Metric("co2_kg", "CO2", "kg"),
     Metric("peak_memory_mb", "peak memory", "MB", source="peak_memory_kind"),
 ]
+
+
 METRIC = {m.column: m for m in METRICS}
-
-
-# -- runs ---------------------------------------------------------------------------------
-MAX_HISTORY_BYTES = 256 << 20
-
-
-@dataclass(frozen=True)
-class RunFiles:
-    """One run as given to aggregate: its metrics.json, the record in it, and its history
-    (None where history.csv is missing: said once, in a warning)."""
-
-    path: Path
-    record: RunRecord
-    history: pl.DataFrame | None
-
-
-def read_runs(paths: Iterable[str | Path], *, warn: bool = True) -> list[RunFiles]:
-    """Every metrics.json and the history.csv beside it, each checked: a file given twice, or
-    two runs of the same algorithm, arch, dataset and seed (they would count as two seeds),
-    and a malformed history are refused in one line; a missing history is a one-line warning
-    (the run's min_val_loss and epochs are left out). Paths are literal: no wildcards."""
-    runs: list[RunFiles] = []
-    files: dict[str, Path] = {}
-    keys: dict[tuple, Path] = {}
-    for path in map(Path, paths):
-        real = os.path.realpath(path)
-        if real in files:
-            raise BpfreeError(f"{path} is given twice (also as {files[real]}): give each run once")
-        files[real] = path
-        record = read_record(path)
-        key = (record.algorithm, record.arch, record.dataset, record.seed)
-        if key in keys:
-            raise BpfreeError(
-                f"two runs of {record.algorithm} {record.arch} on {record.dataset} seed {record.seed}: "
-                f"{keys[key]} and {path} (they would count as two seeds); give each run once"
-            )
-        keys[key] = path
-        history_path = path.with_name("history.csv")
-        history = None
-        if history_path.exists() or history_path.is_symlink():
-            history = read_history(history_path)
-        elif warn:
-            print(
-                f"bpfree: warning: {history_path} is missing: that run's min_val_loss and epoch history are left out",
-                file=sys.stderr,
-            )
-        runs.append(RunFiles(path, record, history))
-    return runs
-
-
-def read_metrics(paths: Iterable[str | Path] | list[RunFiles]) -> pl.DataFrame:
-    """One row per run: the scalar fields of each metrics.json, plus ``min_val_loss`` (the
-    lowest validation loss of the run's last stage) from the history.csv beside it."""
-    rows = []
-    for run in _runs(paths):
-        row = run.record.scalars()
-        row["counter_period_s"] = counter_period(run.record.measurement)
-        if run.history is not None:
-            row["min_val_loss"] = _final_stage_min_val_loss(run.history)
-        rows.append(row)
-    if not rows:
-        raise BpfreeError("no metrics files given to aggregate")
-    frame = pl.from_dicts(rows, infer_schema_length=None)
-    first = [c for c in SUMMARY_COLUMNS if c in frame.columns]
-    return frame.select(first + [c for c in frame.columns if c not in first]).sort(
-        "dataset", "arch", "algorithm", "seed"
-    )
-
-
-def counter_period(measurement: dict | None) -> float | None:
-    """The longest update period of the run's energy counters as its meter measured them
-    (``measurement.counter_update_periods``), or None where none was measured: the to_target
-    table then assumes the source's usual period."""
-    periods = (measurement or {}).get("counter_update_periods") or {}
-    measured = [
-        float(v["update_period_s"])
-        for v in periods.values()
-        if isinstance(v, dict) and v.get("measured") and isinstance(v.get("update_period_s"), (int, float))
-    ]
-    return max(measured) if measured else None
-
-
-def _runs(paths: Iterable[str | Path] | list[RunFiles], warn: bool = True) -> list[RunFiles]:
-    paths = list(paths)
-    if paths and all(isinstance(p, RunFiles) for p in paths):
-        return paths
-    return read_runs(paths, warn=warn)
-
-
-# a diverged run's history holds "nan" and "inf", which polars infers as text unless told
-HISTORY_FLOATS = ["train_loss", "val_loss", "val_accuracy", "epoch_time_s", "energy_j", "net_energy_j"]
-
-
-def read_history(path: Path) -> pl.DataFrame:
-    """A run's history.csv, checked row by row (read here, not by a path polars would expand
-    as a wildcard): UTF-8, the columns bpfree writes first, every row whole, epochs counted
-    from 1, numbers where numbers belong. One line naming the file and row otherwise."""
-    from bpfree.core.io import decode_utf8, read_limited
-
-    data = read_limited(path, MAX_HISTORY_BYTES, f"run history {path}")
-    text = decode_utf8(data, f"run history {path}")
-    rows = list(csv.reader(io.StringIO(text)))
-
-    def refuse(what: str) -> BpfreeError:
-        return BpfreeError(f"run history {path} {what}: it is not a history bpfree wrote; train the run again")
-
-    if not rows or rows[0][: len(HISTORY_COLUMNS)] != HISTORY_COLUMNS:
-        header = ",".join(rows[0])[:60] if rows else ""
-        raise refuse(f"does not begin with the columns {','.join(HISTORY_COLUMNS)} (it has {header!r})")
-    header = rows[0]
-    floats = [i for i, name in enumerate(header) if name in HISTORY_FLOATS]
-    for number, row in enumerate(rows[1:], start=1):
-        if len(row) != len(header):
-            raise refuse(f"row {number} has {len(row)} of {len(header)} fields (cut short?)")
-        if row[0] != str(number):
-            raise refuse(f"row {number} is epoch {row[0][:20]!r}, not {number}")
-        for i in floats:
-            try:
-                if row[i] != "":
-                    float(row[i])
-            except ValueError:
-                raise refuse(f"row {number}: {header[i]} is {row[i][:20]!r}, not a number") from None
-    try:
-        return pl.read_csv(data, schema_overrides={c: pl.Float64 for c in HISTORY_FLOATS if c in header})
-    except pl.exceptions.PolarsError as err:
-        raise BpfreeError(f"cannot read run history {path}: {str(err).splitlines()[0]}") from None
-
-
-def _final_stage_min_val_loss(history: pl.DataFrame) -> float | None:
-    if history.is_empty() or "val_loss" not in history.columns:
-        return None
-    last = history.filter(pl.col("stage") == history["stage"][-1])["val_loss"]
-    finite = last.filter(last.is_finite())
-    return None if finite.is_empty() else float(finite.min())
-
-
-def read_histories(paths: Iterable[str | Path] | list[RunFiles]) -> pl.DataFrame:
-    """Every run's history.csv (beside its metrics.json), one row per epoch, with the run's
-    algorithm, arch, dataset and seed in front."""
-    frames = []
-    for run in _runs(paths, warn=False):
-        if run.history is None:
-            continue
-        values = {k: getattr(run.record, k) for k in (*KEYS, "seed")}
-        frames.append(run.history.with_columns(**{k: pl.lit(v) for k, v in values.items()}))
-    if not frames:
-        return pl.DataFrame(schema={k: pl.String for k in KEYS} | {"seed": pl.Int64})
-    frame = pl.concat(frames, how="diagonal_relaxed")
-    return frame.select([*KEYS, "seed", pl.exclude(*KEYS, "seed")])
 
 
 # -- per method ---------------------------------------------------------------------------
@@ -435,6 +264,8 @@ def bp_deltas(runs: pl.DataFrame) -> pl.DataFrame:
 # -- against the paper --------------------------------------------------------------------
 # our datasets that stand in for one of the paper's: a subset of it, compared with its rows
 PAPER_STAND_INS = {"mnist-5k": "mnist"}
+
+
 SUBSET_NOTES = {"mnist-5k": "5,000-image subset of MNIST: compare the changes vs BP, not accuracies"}
 
 
@@ -551,44 +382,6 @@ def paper_comparison(methods: pl.DataFrame, deltas: pl.DataFrame) -> pl.DataFram
     return table.select(order)
 
 
-# -- tables for reading: Markdown and LaTeX -----------------------------------------------
-def _num(value, digits: int = 2, scale: float = 1.0, sign: bool = False) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    return f"{value * scale:{'+' if sign else ''}.{digits}f}"
-
-
-def _sig(value, digits: int = 4, scale: float = 1.0) -> str:
-    """``digits`` significant digits: 96.59, 0.3874, 1.366e-07."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return _num(value)
-    return f"{value * scale:.{digits}g}"
-
-
-def _estimate(row: dict, column: str, digits: int | None = 2, scale: float = 1.0) -> str:
-    """``mean ± sd [ci_low, ci_high]`` of one metric of a methods row; ``digits`` None: three
-    significant digits (CO2 spans 1e-4 g on digits to kilograms on the paper's grid)."""
-    mean = row.get(f"{column}_mean")
-    if mean is None:
-        return "–"
-
-    def show(value):
-        return _sig(value, 3, scale) if digits is None else _num(value, digits, scale)
-
-    text = show(mean)
-    sd = row.get(f"{column}_sd")
-    if sd is not None and math.isfinite(sd):
-        low, high = row[f"{column}_ci_low"], row[f"{column}_ci_high"]
-        text += f" ± {show(sd)} [{show(low)}, {show(high)}]"
-    return text
-
-
-def _with_source(text: str, source: str | None) -> str:
-    return f"{text} ({source})" if source and text != "–" else text
-
-
 def summary_display(runs: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for r in runs.iter_rows(named=True):
@@ -599,11 +392,11 @@ def summary_display(runs: pl.DataFrame) -> pl.DataFrame:
                 "dataset": r["dataset"],
                 "seed": str(r["seed"]),
                 "status": r["status"],
-                "test accuracy (%)": _num(r.get("test_accuracy"), 2, 100),
+                "test accuracy (%)": num(r.get("test_accuracy"), 2, 100),
                 "epochs": str(r.get("epochs", "–")),
-                "time (s)": _num(r.get("train_time_s"), 1),
-                "energy (J)": _with_source(_num(r.get("energy_j"), 1), r.get("energy_source")),
-                "peak memory (MB)": _with_source(_num(r.get("peak_memory_mb"), 0), r.get("peak_memory_kind")),
+                "time (s)": num(r.get("train_time_s"), 1),
+                "energy (J)": with_source(num(r.get("energy_j"), 1), r.get("energy_source")),
+                "peak memory (MB)": with_source(num(r.get("peak_memory_mb"), 0), r.get("peak_memory_kind")),
             }
         )
     return pl.DataFrame(rows)
@@ -625,7 +418,7 @@ def methods_display(methods: pl.DataFrame) -> pl.DataFrame:
         for column, label, digits, scale in shown:
             if f"{column}_mean" in r:
                 source = r.get(METRIC[column].source) if METRIC[column].source else None
-                row[label] = _with_source(_estimate(r, column, digits, scale), source)
+                row[label] = with_source(estimate(r, column, digits, scale), source)
         rows.append(row | {"note": r["note"]})
     return pl.DataFrame(rows)
 
@@ -646,7 +439,7 @@ def deltas_display(deltas: pl.DataFrame) -> pl.DataFrame:
         metric = METRIC[r["metric"]]
         scale = 100 if metric.percent else 1
         change = (
-            f"{_num(r['delta'], 2, 100, sign=True)} pp" if metric.percent else f"{_num(r['delta_pct'], 1, sign=True)}%"
+            f"{num(r['delta'], 2, 100, sign=True)} pp" if metric.percent else f"{num(r['delta_pct'], 1, sign=True)}%"
         )
         rows.append(
             {
@@ -656,10 +449,10 @@ def deltas_display(deltas: pl.DataFrame) -> pl.DataFrame:
                 "metric": metric_title(metric, r["source"]),
                 "pairs": str(r["pairs"]),
                 # significant digits: one table holds accuracies and CO2 masses of 1e-7 kg
-                "method": _sig(r["method_mean"], 4, scale),
-                "bp": _sig(r["bp_mean"], 4, scale),
+                "method": sig(r["method_mean"], 4, scale),
+                "bp": sig(r["bp_mean"], 4, scale),
                 "change vs bp": change,
-                "paired t-test p": _num(r["p_value"], 3),
+                "paired t-test p": num(r["p_value"], 3),
                 "note": r["note"],
             }
         )
@@ -675,201 +468,28 @@ def paper_display(paper: pl.DataFrame) -> pl.DataFrame:
                 "arch": r["arch"],
                 "dataset": r["dataset"] + (f" (vs paper's {r['paper_dataset']})" if r["note"] else ""),
                 "runs": str(r["runs"]),
-                "accuracy % (ours)": _num(r["accuracy_pct"]),
-                "accuracy % (paper)": _num(r["paper_accuracy_pct"]),
-                "vs bp pp (ours)": _num(r["accuracy_vs_bp_pp"], sign=True),
-                "vs bp pp (paper)": _num(r["paper_accuracy_vs_bp_pp"], sign=True),
-                "time s (ours)": _num(r["time_s"], 1),
-                "time s (paper)": _num(r["paper_time_s"], 1),
-                "time vs bp % (ours)": _num(r["time_vs_bp_pct"], 1, sign=True),
-                "time vs bp % (paper)": _num(r["paper_time_vs_bp_pct"], 1, sign=True),
-                "energy J (ours)": _with_source(_num(r["energy_j"], 0), r["energy_source"]),
-                "energy J (paper, GPU NVML)": _num(r["paper_energy_j"], 0),
-                "energy vs bp % (ours)": _num(r["energy_vs_bp_pct"], 1, sign=True),
-                "energy vs bp % (paper)": _num(r["paper_energy_vs_bp_pct"], 1, sign=True),
+                "accuracy % (ours)": num(r["accuracy_pct"]),
+                "accuracy % (paper)": num(r["paper_accuracy_pct"]),
+                "vs bp pp (ours)": num(r["accuracy_vs_bp_pp"], sign=True),
+                "vs bp pp (paper)": num(r["paper_accuracy_vs_bp_pp"], sign=True),
+                "time s (ours)": num(r["time_s"], 1),
+                "time s (paper)": num(r["paper_time_s"], 1),
+                "time vs bp % (ours)": num(r["time_vs_bp_pct"], 1, sign=True),
+                "time vs bp % (paper)": num(r["paper_time_vs_bp_pct"], 1, sign=True),
+                "energy J (ours)": with_source(num(r["energy_j"], 0), r["energy_source"]),
+                "energy J (paper, GPU NVML)": num(r["paper_energy_j"], 0),
+                "energy vs bp % (ours)": num(r["energy_vs_bp_pct"], 1, sign=True),
+                "energy vs bp % (paper)": num(r["paper_energy_vs_bp_pct"], 1, sign=True),
             }
         )
     return pl.DataFrame(rows)
-
-
-# -- where compute, memory and time go (bpfree.engine.analysis) -----------------------------------
-HARDWARE_MEANS = [
-    "train_flops_per_sample",
-    "infer_flops_per_sample",
-    "run_flops",
-    "achieved_flops_per_s",
-    "energy_per_flop_j",
-    "memory_weights_mb",
-    "memory_gradients_mb",
-    "memory_optimizer_mb",
-    "memory_activations_mb",
-    "memory_cached_features_mb",
-    "memory_data_mb",
-    "memory_breakdown_total_mb",
-    "peak_memory_mb",
-    "train_time_s",
-    "time_data_s",
-    "time_compute_s",
-    "time_eval_s",
-    "time_checkpoint_s",
-    "time_measurement_s",
-    "time_other_s",
-]
-
-
-def _stage_flops(paths: Iterable[str | Path]) -> dict[tuple, str]:
-    """Per (algorithm, arch, dataset): each stage's training FLOPs per sample of one epoch,
-    with what it does once (caches) in brackets, from the first analysed run's record."""
-    out: dict[tuple, str] = {}
-    for item in paths:
-        record = item.record if isinstance(item, RunFiles) else read_record(item)
-        key = (record.algorithm, record.arch, record.dataset)
-        if key in out or not record.flops_by_stage:
-            continue
-        parts = []
-        for stage, entry in record.flops_by_stage.items():
-            entry = entry if isinstance(entry, dict) else {}
-            flops, once = entry.get("train_flops_per_sample"), entry.get("train_setup_flops_per_sample")
-            flops = flops if isinstance(flops, (int, float)) else math.nan
-            once = once if isinstance(once, (int, float)) else 0.0
-            parts.append(f"{stage} {flops:.3g}" + (f" (+{once:.3g} once)" if once else ""))
-        out[key] = "; ".join(parts)
-    return out
-
-
-def hardware_table(runs: pl.DataFrame, metrics_paths: Iterable[str | Path] = ()) -> pl.DataFrame:
-    """One row per (algorithm, arch, dataset): means over its ok, analysed runs of FLOPs per
-    sample, FLOPs of the run, achieved FLOP/s, energy per FLOP (where measured), memory by
-    part next to the measured peak, and the time split; ``*_vs_bp``: ratio to the BP twin."""
-    columns = [c for c in HARDWARE_MEANS if c in runs.columns]
-    if "train_flops_per_sample" not in columns:
-        return pl.DataFrame({k: [] for k in KEYS}, schema={k: pl.String for k in KEYS})
-    analysed = runs.filter((pl.col("status") == "ok") & pl.col("train_flops_per_sample").is_not_null())
-    firsts = [c for c in ("memory_breakdown_stage", "memory_breakdown_source", "peak_memory_kind") if c in runs.columns]
-    sources = [c for c in ("energy_per_flop_source",) if c in runs.columns]
-    table = (
-        analysed.group_by(KEYS)
-        .agg(
-            pl.len().alias("runs"),
-            *(pl.col(c).cast(pl.Float64).mean() for c in columns),
-            *(pl.col(c).drop_nulls().first() for c in firsts),
-            *(pl.col(c).drop_nulls().unique().sort().str.join(", ") for c in sources),
-        )
-        .sort("dataset", "arch", "algorithm")
-    )
-    twin = table.filter(pl.col("algorithm") == BASELINE).select(
-        "arch",
-        "dataset",
-        *(
-            pl.col(c).alias(f"_{c}")
-            for c in ("train_flops_per_sample", "infer_flops_per_sample", "memory_breakdown_total_mb")
-            if c in table.columns
-        ),
-    )
-    table = table.join(twin, on=["arch", "dataset"], how="left").with_columns(
-        (pl.col("train_flops_per_sample") / pl.col("_train_flops_per_sample")).alias("train_flops_vs_bp"),
-        (pl.col("infer_flops_per_sample") / pl.col("_infer_flops_per_sample")).alias("infer_flops_vs_bp"),
-        (pl.col("memory_breakdown_total_mb") / pl.col("_memory_breakdown_total_mb")).alias("memory_vs_bp"),
-    )
-    stages = _stage_flops(metrics_paths)
-    table = table.with_columns(
-        pl.Series(
-            "train_flops_by_stage",
-            [stages.get((a, r, d)) for a, r, d in table.select(KEYS).iter_rows()],
-            dtype=pl.String,
-        )
-    )
-    return table.select([c for c in table.columns if not c.startswith("_")])
-
-
-def hardware_display(table: pl.DataFrame) -> pl.DataFrame:
-    def sci(value) -> str:
-        return "–" if value is None else f"{value:.3g}"
-
-    def vs(row, column) -> str:
-        value = row.get(column)
-        return "" if row["algorithm"] == BASELINE or value is None else f" (×{value:.2f} bp)"
-
-    def share(row, column) -> str:
-        total = row.get("train_time_s")
-        value = row.get(column)
-        return "–" if not total or value is None else f"{100 * value / total:.0f}"
-
-    rows = []
-    for r in table.iter_rows(named=True):
-        energy_per_flop = r.get("energy_per_flop_j")
-        memory = " / ".join(
-            _sig(r.get(f"memory_{part}_mb"), 3)
-            for part in ("weights", "gradients", "optimizer", "activations", "cached_features", "data")
-        )
-        rows.append(
-            {
-                "algorithm": r["algorithm"],
-                "arch": r["arch"],
-                "dataset": r["dataset"],
-                "train FLOPs/sample": sci(r.get("train_flops_per_sample")) + vs(r, "train_flops_vs_bp"),
-                "by stage (one epoch)": r.get("train_flops_by_stage") or "–",
-                "inference FLOPs/sample": sci(r.get("infer_flops_per_sample")) + vs(r, "infer_flops_vs_bp"),
-                "GFLOP/s": _num((r.get("achieved_flops_per_s") or math.nan) / 1e9, 2),
-                "pJ/FLOP": "not measured"
-                if energy_per_flop is None
-                else f"{energy_per_flop * 1e12:.3g} ({r.get('energy_per_flop_source')})",
-                "memory MB: weights / grads / optim. / activ. / cached / data": memory,
-                "sum (MB)": _sig(r.get("memory_breakdown_total_mb"), 3) + vs(r, "memory_vs_bp"),
-                "measured peak (MB)": _with_source(_num(r.get("peak_memory_mb"), 0), r.get("peak_memory_kind")),
-                "time %: data / compute / eval / ckpt / meas. / other": " / ".join(
-                    share(r, f"time_{part}_s")
-                    for part in ("data", "compute", "eval", "checkpoint", "measurement", "other")
-                ),
-            }
-        )
-    return pl.DataFrame(rows)
-
-
-def to_markdown(frame: pl.DataFrame) -> str:
-    def cell(value) -> str:
-        return ("" if value is None else str(value)).replace("|", r"\|")
-
-    lines = ["| " + " | ".join(map(cell, frame.columns)) + " |", "|" + "|".join("---" for _ in frame.columns) + "|"]
-    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines) + "\n"
-
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "±": r"$\pm$",
-    "–": "--",
-}
-
-
-def to_latex(frame: pl.DataFrame) -> str:
-    """A booktabs tabular (\\usepackage{booktabs})."""
-
-    def cell(value) -> str:
-        return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in ("" if value is None else str(value)))
-
-    lines = [
-        rf"\begin{{tabular}}{{{'l' * frame.width}}}",
-        r"\toprule",
-        " & ".join(map(cell, frame.columns)) + r" \\",
-        r"\midrule",
-    ]
-    lines += [" & ".join(map(cell, row)) + r" \\" for row in frame.iter_rows()]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
 
 
 @dataclass
 class Tables:
+    """The study's tables: built by :func:`build_tables` from the runs, or read back from their
+    CSV files by :func:`bpfree.report.figures.read_tables` to draw the figures."""
+
     summary: pl.DataFrame  # one row per run
     methods: pl.DataFrame
     deltas: pl.DataFrame
@@ -889,7 +509,7 @@ def build_tables(
     """``trials_paths``: the studies' trial tables (``STUDY.trials.csv``) for the cost table."""
     from bpfree.report.cost import cost_table, read_trials
 
-    given = _runs(metrics_paths)  # read and checked once
+    given = runs_of(metrics_paths)  # read and checked once
     runs = read_metrics(given)
     methods = method_stats(runs)
     deltas = bp_deltas(runs)

@@ -1,0 +1,21 @@
+"""Hyperparameter tuning with Optuna (bpfree.tuning: many runs), as the paper did: TPE (seed 42) maximising validation
+accuracy, a median pruner on the per-epoch validation accuracy, the paper's search spaces.
+
+One study per algorithm x dataset x architecture lives in a journal file
+(``JournalStorage`` + ``JournalFileBackend``): every ask, report and tell is appended under a
+file lock, so a killed job resumes where it stopped and several workers (SLURM jobs) can share
+one study. The study's size is counted in COMPLETE trials: pruned and failed ones do not count,
+across restarts and workers alike.
+
+    space = search_space("bp", overrides)             # the paper's, overridden by the config
+    result = tune(TuneJob(...))                       # ask -> fit -> tell until N complete
+    write_best_params("best_params.yaml", result)     # what ``bpfree train --params`` reads
+
+A trial never kills the study: divergence (NaN loss) is recorded PRUNED, an exception (out of
+memory included) FAIL, each with its reason in the trial's ``reason`` user attribute.
+
+Every trial is accounted for, pruned and failed ones included: its epochs, wall time and
+energy (a bpfree.measure Meter window around it, with the energy's source) are user
+attributes in the journal, and after each trial the worker rewrites the study's trial table,
+``STUDY.trials.csv`` beside the journal (:mod:`bpfree.report.cost` reads it into the cost table).
+"""

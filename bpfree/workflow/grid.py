@@ -71,7 +71,7 @@ def check_config(config: dict[str, Any]) -> WorkflowConfig:
     from bpfree.engine import catalog
     from bpfree.algorithms import check_trainable
     from bpfree.models import parse_arch
-    from bpfree.tuning.study import search_space
+    from bpfree.tuning.space import search_space
 
     catalog.load()
     for i, exp in enumerate(checked.experiments):

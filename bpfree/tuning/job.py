@@ -1,0 +1,167 @@
+"""One tuning job: ask -> train -> tell until the study holds its trials, resumable and shared
+by parallel workers through the journal."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from tqdm.auto import tqdm
+
+from bpfree.algorithms import check_trainable, params_from_mapping
+from bpfree.core.errors import BpfreeError
+from bpfree.core.registry import ALGORITHMS, DATASETS
+from bpfree.core.spec import EarlyStopping, Machine, Measurement, Settings, Tuning
+from bpfree.data import load_splits
+from bpfree.engine.precision import check_precision
+from bpfree.engine.setup import resolve_device
+from bpfree.measure import Meter
+from bpfree.models import ArchSpec, parse_arch
+from bpfree.tuning.journal import ask_lock, repair_journal
+from bpfree.tuning.records import trials_csv_path, write_trials_csv
+from bpfree.tuning.space import SearchSpace, search_space
+from bpfree.tuning.study import OBJECTIVE, StudyCounts, check_identity, make_sampler, open_study
+from bpfree.tuning.trial import TrialOutcome, finish_trial, run_trial
+from bpfree.tuning.workers import fail_stale_trials, worker_identity
+
+MAX_CONSECUTIVE_FAILURES = 5  # a study whose every trial raises has a bug, not bad luck
+
+
+WAIT_POLL_S = 2.0  # how often a worker looks again while others finish the last trials
+
+
+# -- one tuning job ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TuneJob:
+    algorithm: str
+    dataset: str
+    n_trials: int  # COMPLETE trials the study must hold when the job ends
+    storage: Path  # the journal file
+    settings: Tuning = field(default_factory=Tuning)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    arch: ArchSpec | None = None  # None: the algorithm's default
+    study_name: str | None = None  # None: "{algorithm}-{dataset}-{arch}"
+    machine: Machine = Machine()  # device and data root (threads are set by the caller)
+    precision: str = Settings().precision  # as the runs train: a trial in fp32 would tune another model
+    measurement: Measurement = Measurement()  # the meter around each trial (no idle baseline, no CodeCarbon)
+    trials_csv: Path | None = None  # None: beside the journal, STUDY.trials.csv (trials_csv_path)
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    job: TuneJob
+    arch: ArchSpec
+    study_name: str
+    space: SearchSpace
+    best: FrozenTrial
+    best_params: dict[str, Any]  # the full Params of the best trial, fixed values included
+    counts: StudyCounts
+    trials_run: int  # by this worker
+    elapsed_s: float
+    journal_set_aside: Path | None = None  # a damaged journal's copy (see repair_journal)
+    trials_csv: Path | None = None  # the study's trial table (every trial's epochs, time, energy)
+
+
+def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
+    """Run trials until the study holds ``job.n_trials`` COMPLETE ones (or the timeout).
+    Safe to run again after a kill, and in several processes at once on one journal."""
+    if job.n_trials < 1:
+        raise BpfreeError(f"--n-trials must be >= 1, got {job.n_trials}")
+    klass = ALGORITHMS.get(job.algorithm)
+    DATASETS.get(job.dataset)
+    arch = job.arch or parse_arch(klass.default_arch)
+    check_trainable(job.algorithm, arch)
+    space = search_space(job.algorithm, job.settings.search_spaces)
+    device = resolve_device(job.machine.device)
+    check_precision(job.precision, device)
+    policy = job.early_stopping
+    if job.settings.max_epochs is not None:
+        policy = policy.replace(max_epochs=job.settings.max_epochs)
+    study_name = job.study_name or f"{job.algorithm}-{job.dataset}-{arch}"
+    set_aside = repair_journal(job.storage)
+    budget = None
+    if job.settings.pruner == "hyperband":
+        from bpfree.tuning.budget import worst_case_epochs
+
+        # hyperband's largest resource: the most epochs a trial can train, every stage counted
+        budget = worst_case_epochs(job.algorithm, arch, job.dataset, space, policy.max_epochs)
+    study = open_study(job.storage, study_name, job.settings, max_resource=budget)
+    check_identity(study, job, arch, space, policy)
+    table = job.trials_csv or trials_csv_path(job.storage)
+
+    start = time.perf_counter()
+    # read before any trial is asked for, so a missing dataset leaves no trial RUNNING
+    data = load_splits(job.dataset, root=job.machine.data_root, seed=job.settings.seed, device=device)
+    trials_run = consecutive_failures = 0
+    disable = None if progress is None else not progress  # None: a bar only on a terminal
+    meter = Meter.for_device(device, job.measurement)
+    with meter, tqdm(total=job.n_trials, desc=f"tune {job.algorithm}", unit="trial", disable=disable) as bar:
+        while job.settings.timeout is None or time.perf_counter() - start < job.settings.timeout:
+            trial, counts = _next_trial(study, job, space)
+            bar.n = counts.complete
+            bar.refresh()
+            if trial is None:
+                if counts.complete >= job.n_trials:
+                    break
+                time.sleep(WAIT_POLL_S)  # the last trials run elsewhere; one may yet be pruned
+                continue
+            outcome = run_trial(trial, space, job, arch, policy, data, device, meter)
+            finish_trial(study, trial, outcome)
+            write_trials_csv(table, study, job.settings.pruner)
+            trials_run += 1
+            _log_trial(bar, trial, outcome)
+            consecutive_failures = consecutive_failures + 1 if outcome.state == TrialState.FAIL else 0
+            if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                raise BpfreeError(
+                    f"{consecutive_failures} trials in a row failed (last: {outcome.reason}); "
+                    f"stopping study {study_name!r} in {job.storage}"
+                )
+
+    write_trials_csv(table, study, job.settings.pruner)  # stale trials this worker failed are in it too
+    counts = StudyCounts.of(study)
+    if counts.complete == 0:
+        raise BpfreeError(
+            f"study {study_name!r} has no complete trial ({counts.pruned} pruned, "
+            f"{counts.failed} failed); see each trial's 'reason' in {job.storage}"
+        )
+    best = study.best_trial
+    best_params = dataclasses.asdict(params_from_mapping(job.algorithm, space.params(best.params)))
+    elapsed = time.perf_counter() - start
+    return TuneResult(job, arch, study_name, space, best, best_params, counts, trials_run, elapsed, set_aside, table)
+
+
+def _next_trial(study: optuna.Study, job: TuneJob, space: SearchSpace) -> tuple[optuna.Trial | None, StudyCounts]:
+    """Under a lock shared by all workers: fail stale trials, count, and ask for a new trial
+    only while complete + running trials are fewer than N, so N is met exactly, not overshot."""
+    lock = ask_lock(job.storage)
+    lock.acquire()  # blocks; a lock left by a killed worker is broken after ASK_LOCK_GRACE_S
+    try:
+        fail_stale_trials(study, job.settings.stale_after)
+        counts = StudyCounts.of(study)
+        if counts.complete + counts.running >= job.n_trials:
+            return None, counts
+        study.sampler = make_sampler(job.settings, len(study.get_trials(deepcopy=False)))
+        trial = study.ask(space.distributions)
+        trial.set_user_attr("worker", worker_identity())
+        trial.set_user_attr("heartbeat", time.time())
+        return trial, counts
+    finally:
+        lock.release()
+
+
+def _log_trial(bar, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+    params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    if outcome.state == TrialState.COMPLETE:
+        what = f"{OBJECTIVE} {outcome.value:.4f}"
+    else:
+        what = f"{outcome.state.name.lower()} ({outcome.reason})"
+    bar.write(
+        f"trial {trial.number}: {what}; {params}; {outcome.epochs} epochs, {outcome.train_time_s:.1f} s",
+        file=sys.stderr,
+    )

@@ -1,0 +1,122 @@
+"""One trial: a configuration trained and scored, in its own measurement window, whatever its end."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from bpfree.algorithms import build_algorithm
+from bpfree.core.errors import is_out_of_memory
+from bpfree.engine.loop import fit
+from bpfree.engine.precision import precision_context
+from bpfree.engine.setup import seed_everything
+from bpfree.measure import Meter
+from bpfree.tuning.study import OBJECTIVE
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    state: TrialState
+    value: float | None
+    reason: str  # "" when complete
+    epochs: int
+    train_time_s: float
+    time_s: float | None = None  # the trial's measured window: building, fitting, validating
+    energy_j: float | None = None  # the computing device's energy over that window
+    energy_source: str | None = None  # nvml-counter, rapl, estimate... (never an estimate called measured)
+
+
+# -- one trial ------------------------------------------------------------------------------
+def run_trial(trial, space, job, arch, policy, data, device, meter: Meter | None = None) -> TrialOutcome:
+    """One trial in its own measurement window ("trial": building the model, every epoch,
+    the final validation), whatever its end: its time and energy are part of the study's cost."""
+    if meter is None:
+        return _train_trial(trial, space, job, arch, policy, data, device)
+    meter.begin_window("trial")
+    try:
+        outcome = _train_trial(trial, space, job, arch, policy, data, device)
+    finally:
+        window = meter.end_window("trial")
+    energy = window.of(meter.primary_domain)
+    return dataclasses.replace(outcome, time_s=window.time_s, energy_j=energy.joules, energy_source=energy.source)
+
+
+def _train_trial(trial, space, job, arch, policy, data, device) -> TrialOutcome:
+    """Train one configuration; report validation accuracy per epoch (global epoch number as
+    the step) so the pruner can stop it. Nothing raised here escapes but KeyboardInterrupt."""
+    epochs, started = 0, time.perf_counter()
+    pruner = job.settings.pruner
+
+    def on_epoch_end(record) -> None:
+        nonlocal epochs
+        epochs = record.epoch
+        if math.isfinite(record.val_accuracy):
+            trial.report(record.val_accuracy, record.epoch)
+        set_attr(trial, "heartbeat", time.time())
+        if trial.should_prune():
+            raise optuna.TrialPruned(
+                f"pruned at epoch {record.epoch} by the {pruner} pruner: val accuracy {record.val_accuracy:.4f}"
+            )
+
+    def ended(state: TrialState, reason: str) -> TrialOutcome:
+        return TrialOutcome(state, None, reason, epochs, time.perf_counter() - started)
+
+    algo = None
+    try:
+        seed = job.settings.seed
+        seed_everything(seed)
+        params = space.params(trial.params)
+        algo = build_algorithm(job.algorithm, arch, data.info, params, device=device, seed=seed)
+        with precision_context(job.precision, device):
+            result = fit(algo, data, policy, seed=seed, on_epoch_end=on_epoch_end)
+            value = algo.accuracy(data.val) if result.status == "ok" else float("nan")
+        if result.status != "ok":
+            return ended(TrialState.PRUNED, f"{result.status}: non-finite loss at epoch {result.epochs}")
+        if not math.isfinite(value):
+            return ended(TrialState.PRUNED, f"non-finite {OBJECTIVE}")
+        return TrialOutcome(TrialState.COMPLETE, value, "", result.epochs, result.train_time_s)
+    except optuna.TrialPruned as pruned:
+        return ended(TrialState.PRUNED, str(pruned))
+    except KeyboardInterrupt:
+        finish_trial(trial.study, trial, ended(TrialState.FAIL, "interrupted"))
+        raise
+    except Exception as err:  # noqa: BLE001  (any failure of one configuration is that trial's)
+        if is_out_of_memory(err):
+            return ended(TrialState.FAIL, f"out of memory: {_first_line(err)}")
+        return ended(TrialState.FAIL, f"{type(err).__name__}: {_first_line(err)}")
+    finally:
+        del algo
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the next trial's model may be larger
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [""])[0]
+
+
+def finish_trial(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+    set_attr(trial, "epochs", outcome.epochs)
+    set_attr(trial, "train_time_s", round(outcome.train_time_s, 3))
+    if outcome.time_s is not None:
+        set_attr(trial, "time_s", round(outcome.time_s, 3))
+    if outcome.energy_j is not None:
+        set_attr(trial, "energy_j", outcome.energy_j)
+        set_attr(trial, "energy_source", outcome.energy_source)
+    if outcome.reason:
+        set_attr(trial, "reason", outcome.reason)
+    values = outcome.value if outcome.state == TrialState.COMPLETE else None
+    study.tell(trial, values, state=outcome.state, skip_if_finished=True)
+
+
+def set_attr(trial: optuna.Trial, key: str, value: Any) -> None:
+    try:
+        trial.set_user_attr(key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # another worker declared this trial stale; its record stands

@@ -1,0 +1,141 @@
+"""The forecast of ``bpfree plan``: per planned study, the worst-case epochs of its tuning and of
+its final runs, timed by earlier results of the same study where there are any."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from bpfree.report.formats import hours, percent
+from bpfree.report.cost import read_trials, share
+from bpfree.tuning.budget import stage_budgets, worst_case_epochs
+from bpfree.core.errors import BpfreeError
+
+
+# -- the forecast (bpfree plan) -------------------------------------------------------------------
+def plan_rows(config: Mapping[str, Any], results: str | Path = "results") -> list[dict[str, Any]]:
+    """One row per planned study: its worst-case epochs in tuning (trials x a trial's epoch
+    budget, every stage counted) and in its final runs (seeds x a run's budget), and the
+    seconds per epoch measured by earlier runs (``RESULTS/runs/.../metrics.json``) and
+    trials (``RESULTS/tuning/.../study.trials.csv``) of the same study, where there are any.
+    ``config``: a workflow config as read from its file; it is checked as the Snakefile
+    checks it, and the studies and runs come from the same planner."""
+    from bpfree.core.paper import paper_row
+    from bpfree.core.record import read_record
+    from bpfree.tuning.space import search_space
+    from bpfree.workflow.grid import arch_to_slug, check_config, expand_runs, expand_studies, study_params
+
+    checked = check_config(dict(config))
+    plain = checked.model_dump(mode="json")
+    tuning = checked.tuning
+    run_budget = checked.early_stopping.max_epochs
+    trial_budget = min(tuning.max_epochs or run_budget, run_budget)
+    runs = expand_runs(plain)
+    results = Path(results)
+    rows = []
+    modes = study_params(checked)
+    for study in expand_studies(plain):
+        mode = modes.get(study)
+        tuned = tuning.n_trials > 0 and mode == "tuned"  # a paper study has none
+        n_trials = tuning.n_trials if tuned else 0
+        space = search_space(study.algorithm, tuning.search_spaces) if tuned else None
+        seeds = [r for r in runs if r.study == study]
+        where = f"{study.dataset}/{arch_to_slug(study.arch)}/{study.algorithm}"
+        per_trial = worst_case_epochs(study.algorithm, study.arch, study.dataset, space, trial_budget) if space else 0
+        if mode == "paper":  # the paper's row: its own stage lengths and budget
+            row = paper_row(study.algorithm, study.arch, study.dataset)
+            per_run = sum(
+                stage_budgets(study.algorithm, study.arch, study.dataset, row.params, row.early_stopping.max_epochs)
+            )
+        else:
+            per_run = worst_case_epochs(study.algorithm, study.arch, study.dataset, space, run_budget)
+        # earlier measurements of this study: seconds per epoch, and on what device
+        run_rates, devices = [], set()
+        for path in sorted((results / "runs" / where).glob("seed*/metrics.json")):
+            try:
+                record = read_record(path)
+            except BpfreeError:
+                continue  # another bpfree's record: no estimate from it
+            if record.epochs > 0 and record.time_per_epoch_s > 0:
+                run_rates.append(record.time_per_epoch_s)
+                devices.add(record.device)
+        trial_rate = None
+        table = results / "tuning" / where / "study.trials.csv"
+        if table.is_file():
+            try:
+                trials = read_trials([table])
+            except BpfreeError:
+                trials = None
+            if trials is not None and trials.height:
+                epochs = float(trials["epochs"].fill_null(0).sum())
+                seconds = float(trials["time_s"].fill_null(0.0).sum())
+                trial_rate = seconds / epochs if epochs > 0 else None
+        run_rate = sum(run_rates) / len(run_rates) if run_rates else None
+        rows.append(
+            {
+                "dataset": study.dataset,
+                "arch": study.arch,
+                "algorithm": study.algorithm,
+                "trials": n_trials,
+                "trial_epochs": per_trial,
+                "tuning_epochs": n_trials * per_trial,
+                "runs": len(seeds),
+                "run_epochs": per_run,
+                "runs_epochs": len(seeds) * per_run,
+                "s_per_epoch_tuning": trial_rate if trial_rate is not None else run_rate,
+                "s_per_epoch_runs": run_rate if run_rate is not None else trial_rate,
+                "measured_on": ", ".join(sorted(devices)) or ("earlier trials" if trial_rate else None),
+            }
+        )
+    return rows
+
+
+def plan_text(rows: list[dict[str, Any]], name: str) -> str:
+    """The forecast as a reader sees it: phase totals first, then one line per study."""
+
+    def seconds(row: dict[str, Any], phase: str) -> float | None:
+        rate = row[f"s_per_epoch_{phase}"]
+        return None if rate is None else rate * row[f"{phase}_epochs"]
+
+    def total(phase: str) -> tuple[int, float | None, int]:
+        epochs = sum(r[f"{phase}_epochs"] for r in rows)
+        timed = [seconds(r, phase) for r in rows if r[f"s_per_epoch_{phase}"] is not None]
+        return epochs, (sum(timed) if timed else None), len(timed)
+
+    studies = len(rows)
+    n_runs = sum(r["runs"] for r in rows)
+    trials = rows[0]["trials"] if rows else 0
+    lines = [
+        f"{name}: {studies} studies, {n_runs} final runs; worst case (every stage of every trial and run "
+        "at its epoch budget, no early stop, no pruning; pruned and failed trials come on top of N complete):",
+        f"{'phase':<8} {'what':<34} {'epochs (worst case)':>20} {'time (from measured s/epoch)':>30}",
+    ]
+    for phase, what in (("tuning", f"{studies} studies x {trials} trials"), ("runs", f"{n_runs} runs")):
+        epochs, secs, known = total(phase)
+        estimate = "no earlier results" if secs is None else f"{hours(secs)} ({known} of {studies} studies measured)"
+        lines.append(f"{phase:<8} {what:<34} {epochs:>20,} {estimate:>30}")
+    t_epochs, t_secs, _ = total("tuning")
+    r_epochs, r_secs, _ = total("runs")
+    tuning_share = percent(share(t_epochs, t_epochs + r_epochs))
+    lines.append(f"{'total':<8} {'tuning: ' + tuning_share + ' of the epochs':<34} {t_epochs + r_epochs:>20,}")
+    lines.append("")
+    lines.append(
+        f"{'dataset':<14} {'arch':<24} {'algorithm':<10} {'trial ep':>8} {'tuning ep':>10} "
+        f"{'run ep':>7} {'runs ep':>8} {'s/epoch':>8} {'est. time':>10}"
+    )
+    for r in rows:
+        secs = [s for s in (seconds(r, "tuning"), seconds(r, "runs")) if s is not None]
+        rate = r["s_per_epoch_runs"] if r["s_per_epoch_runs"] is not None else r["s_per_epoch_tuning"]
+        lines.append(
+            f"{r['dataset']:<14} {r['arch']:<24} {r['algorithm']:<10} {r['trial_epochs']:>8} "
+            f"{r['tuning_epochs']:>10,} {r['run_epochs']:>7} {r['runs_epochs']:>8,} "
+            f"{'–' if rate is None else f'{rate:.3g}':>8} {hours(sum(secs)) if secs else '–':>10}"
+        )
+    devices = sorted({r["measured_on"] for r in rows if r["measured_on"]})
+    if devices:
+        lines.append(f"seconds per epoch measured on: {'; '.join(devices)} (another device runs at another speed)")
+    return "\n".join(lines) + "\n"
