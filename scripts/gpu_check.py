@@ -50,7 +50,7 @@ AGREEMENT = 0.05  # counter and polling within 5% of each other count as agreein
 MIN_COMPARE_S = 8.0
 RUN_OVERHEAD_S = 15.0  # per algorithm besides --seconds, --idle-seconds and settling: sizing fit, CodeCarbon, test
 RUN_SETTLE_S = (
-    10.0  # the measured path (bpfree.engine.run.measured_fit) settles up to this long before its idle baseline
+    10.0  # the measured path (bpfree.engine.run.measured) settles up to this long before its idle baseline
 )
 MAX_EPOCHS = 1000  # per stage, however fast an epoch is
 
@@ -181,11 +181,12 @@ def steady_round_s(name: str, data, device) -> tuple[float, float]:
 def check_algorithm(name: str, data, device, settings, args) -> dict:
     from bpfree.algorithms import build_algorithm
     from bpfree.core.spec import EarlyStopping
-    from bpfree.engine.run import measured_fit
+    from bpfree.engine.loop import fit
+    from bpfree.engine.run import measured
     from bpfree.engine.setup import seed_everything
 
     # sizing fit: also the warm-up (CUDA/cuBLAS/cuDNN set-up); the run then settles once, in
-    # measured_fit, before its idle baseline, as bpfree train does
+    # measured, before its idle baseline, as bpfree train does
     round_s, sizing_s = steady_round_s(name, data, device)
     epochs = max(1, min(MAX_EPOCHS, math.ceil(args.seconds / max(round_s, 1e-4))))
 
@@ -195,7 +196,9 @@ def check_algorithm(name: str, data, device, settings, args) -> dict:
     out = Path(args.out) / name if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    result, test_acc, measurement = measured_fit(algo, data, policy, seed=1, settings=settings, out=out)
+    with measured(algo, data, settings=settings, out=out) as session:  # idle, FIT, then TEST
+        session.result = fit(algo, data, policy, seed=1, meter=session.meter)
+    result, test_acc, measurement = session.result, session.test_accuracy, session.measurement
     return row_from(
         name,
         str(algo.arch),

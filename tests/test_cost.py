@@ -10,10 +10,10 @@ import pytest
 
 from bpfree.cli import main
 from bpfree.core.errors import BpfreeError
+from bpfree.core.outputs import TRIAL_COLUMNS
 from bpfree.core.spec import read_yaml
 from bpfree.report.cost import ALL, COST_COLUMNS, cost_chart, cost_display, cost_table, read_trials
 from bpfree.tuning.budget import stage_budgets, worst_case_epochs
-from bpfree.tuning.records import TRIAL_COLUMNS
 from bpfree.tuning.space import search_space
 from bpfree.workflow.plan import plan_rows
 

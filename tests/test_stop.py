@@ -94,21 +94,21 @@ def test_the_weights_match_the_uninterrupted_run(tmp_path, monkeypatch):
     from bpfree.engine import run as run_module
 
     kept = {}
-    real = run_module.measured_fit
+    real = run_module.train_configuration
 
-    def keeping(algo, *args, **kwargs):
-        result = real(algo, *args, **kwargs)
-        kept[len(kept)] = {k: v.clone() for k, v in algo.net.state_dict().items()}
-        return result
+    def keeping(*args, **kwargs):
+        trained = real(*args, **kwargs)
+        kept[len(kept)] = {k: v.clone() for k, v in trained.algo.net.state_dict().items()}
+        return trained
 
-    monkeypatch.setattr(run_module, "measured_fit", keeping)
+    monkeypatch.setattr(run_module, "train_configuration", keeping)
     train(spec("bp"), tmp_path / "whole")
     monkeypatch.setattr(training, "FINISH_EPOCH_S", 0.0)
     signal_in_pass(monkeypatch, 3, signal.SIGINT)
     with stop_on_signals(), pytest.raises(Stopped):
         train(spec("bp"), tmp_path / "stopped")
     monkeypatch.undo()
-    monkeypatch.setattr(run_module, "measured_fit", keeping)
+    monkeypatch.setattr(run_module, "train_configuration", keeping)
     train(spec("bp"), tmp_path / "stopped")
     whole, resumed = kept[0], kept[len(kept) - 1]
     assert len(kept) == 2 and whole.keys() == resumed.keys()

@@ -531,3 +531,40 @@ def test_cli_tune_takes_the_pruner_and_writes_the_trial_table(tmp_path, capsys):
     assert document["pruner"]["name"] == "hyperband" and document["pruner"]["reduction_factor"] == 3
     assert [r["pruner"] for r in read_trial_table(tmp_path / "t.csv")][:2] == ["hyperband", "hyperband"]
     assert "t.csv" in capsys.readouterr().out
+
+
+# -- a trial is a run specification --------------------------------------------------------------
+def test_bpfree_train_reruns_a_kept_trial_spec_to_the_same_validation_accuracy(tmp_path):
+    """Each trial's spec is kept beside its row of the trial table; `bpfree train --spec` on
+    it trains the same configuration, to the validation accuracy the trial scored."""
+    table = tmp_path / "study.trials.csv"
+    code = main(
+        ["tune", "--algorithm", "bp", "--dataset", "digits", "--arch", "mlp:16", "--n-trials", "2"]
+        + ["--max-epochs", "3", "--pruner", "none", "--storage", str(tmp_path / "study.journal")]
+        + ["--device", "cpu", "--threads", "1", "--out", str(tmp_path / "best.yaml")]
+    )
+    assert code == 0
+    rows = read_trial_table(table)
+    assert [r["spec"] for r in rows] == ["study.trials/trial-0.yaml", "study.trials/trial-1.yaml"]
+    for row in rows:
+        spec = yaml.safe_load((tmp_path / row["spec"]).read_text())
+        assert spec["params"]["lr"] == pytest.approx(json.loads(row["params"])["lr"])
+        assert spec["seed"] == 42 and spec["early_stopping"]["max_epochs"] == 3
+        out = tmp_path / f"again-{row['number']}"
+        assert main(["train", "--spec", str(tmp_path / row["spec"]), "--threads", "1", "--out", str(out)]) == 0
+        again = json.loads((out / "metrics.json").read_text())
+        assert again["best_val_accuracy"] == float(row["value"]), row["number"]
+        assert again["epochs"] == int(float(row["epochs"]))
+
+
+def test_a_study_started_on_one_device_type_is_not_joined_from_another(tmp_path, monkeypatch):
+    """The study's identity is its trials' run identity: the device type is part of it, as it
+    is of a run's, so a GPU worker cannot add trials to a CPU study."""
+    job = make_job(tmp_path, 1, max_epochs=1)
+    tune(job, progress=False)
+    from bpfree.tuning.study import study_identity
+
+    as_if_on_a_gpu = lambda spec, device_type, space: study_identity(spec, "cuda", space)  # noqa: E731
+    monkeypatch.setattr("bpfree.tuning.job.study_identity", as_if_on_a_gpu)
+    with pytest.raises(BpfreeError, match="was started with device_type 'cpu', not 'cuda'"):
+        tune(job, progress=False)

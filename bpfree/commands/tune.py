@@ -50,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
 
     from bpfree.core.errors import BpfreeError
     from bpfree.core.io import output_file
-    from bpfree.core.registry import ALGORITHMS, DATASETS
     from bpfree.core.spec import Machine, Tuning, parse
     from bpfree.engine.resolve import load_settings
     from bpfree.engine.setup import set_threads
@@ -69,8 +68,6 @@ def run(args: argparse.Namespace) -> int:
         where="machine",
     )
     set_threads(machine.threads)
-    ALGORITHMS.get(args.algorithm)  # fail on names before anything else
-    DATASETS.get(args.dataset)
     arch = parse_arch(args.arch) if args.arch else None
     overrides = {"seed": args.seed, "timeout": args.timeout, "max_epochs": args.max_epochs, "pruner": args.pruner}
     # the command line's values are checked as the config's would be (a negative --seed...)
@@ -96,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         precision=settings.precision,
         measurement=settings.measurement,
         trials_csv=Path(args.trials_out) if args.trials_out else None,
+        checkpoint_every_s=settings.checkpoint_every_s,
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # bpfree prints one line per trial
     # SLURM ends a job with SIGTERM: let the running trial be recorded FAIL ("interrupted")

@@ -73,12 +73,17 @@ class Checkpoint:
     same directory is set aside, not resumed: its optimiser state would silently bring back
     the old learning rate, and another device's RNG states do not fit this one."""
 
-    def __init__(self, path: str | Path, identity: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        identity: dict[str, Any] | None = None,
+        check: Callable[[CheckpointState], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.identity = identity
         self.set_aside: Path | None = None  # where a corrupt or foreign checkpoint went, if one did
-        # raises ValueError if a state read does not fit the run (check_fits); set before load()
-        self.check: Callable[[CheckpointState], None] | None = None
+        # raises ValueError if a state read does not fit the run (check_fits)
+        self.check = check
         self._loaded: CheckpointState | None = None
         self._was_loaded = False
 

@@ -19,6 +19,7 @@ from bpfree.algorithms.base import Algorithm, Stage
 from bpfree.core.spec import EarlyStopping
 from bpfree.data import Batches, DataSplits
 from bpfree.engine.checkpoint import Checkpoint, CheckpointState, StopperState, rng_state, set_rng_state
+from bpfree.measure.meter import epoch_window
 
 if TYPE_CHECKING:
     from bpfree.measure import Meter, WindowResult
@@ -191,7 +192,7 @@ class FitResult:
     status: Literal["ok", "diverged"]
     history: list[EpochRecord]
     train_time_s: float
-    measurement: WindowResult | None = None  # the meter's "fit" window, when there is a meter
+    measurement: WindowResult | None = None  # the FIT window (bpfree.engine.run.measured), when measured
     pieces: int = 1  # processes the fit ran in (more than 1: resumed from a checkpoint)
     pieces_measured: tuple[dict[str, Any], ...] = ()  # per piece, when a resumed run was measured
     checkpoints: int = 0  # written over all pieces
@@ -245,20 +246,22 @@ def fit(
     seed: int,
     meter: Meter | None = None,
     checkpointing: Checkpointing | None = None,
+    resume: CheckpointState | None = None,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
     profiling: Profiling | None = None,
 ) -> FitResult:
     """Train ``algo`` stage by stage. ``on_epoch_end(record)`` may add to ``record.extra``.
 
-    ``meter`` (bpfree.measure.Meter) measures the whole fit, validation included as in the
-    paper, in a window named "fit", and each epoch in "epoch N"; an epoch's energy goes into
-    its record's ``extra`` before ``on_epoch_end`` sees it.
+    ``meter`` (bpfree.measure.Meter): each epoch is measured in its own window
+    (:func:`bpfree.measure.epoch_window`), and its energy goes into its record's ``extra``
+    before ``on_epoch_end`` sees it. The window around the whole fit is its caller's
+    (:func:`bpfree.engine.run.measured` opens and closes it).
 
-    ``checkpointing``: if its checkpoint holds a killed run's state, the fit resumes from it
-    and ends as the uninterrupted run would (same batches, same weights).
+    ``resume``: a killed run's state (its checkpoint, read once by the caller); the fit goes
+    on from it and ends as the uninterrupted run would (same batches, same weights).
+    ``checkpointing``: where and how often the fit keeps its state.
 
     ``profiling``: one epoch under torch.profiler, its trace saved (see :class:`Profiling`)."""
-    resume = checkpointing.checkpoint.load() if checkpointing is not None else None
     run = _FitState(
         algo,
         data,
@@ -272,8 +275,6 @@ def fit(
     run.profiling = profiling
     if checkpointing is not None:  # a stop signal abandons an epoch whose start is kept
         run.batches.abandon = lambda: STOP.requested and run.snapshot is not None
-    if meter is not None:
-        meter.begin_window("fit")
     status: Literal["ok", "diverged"] = "ok"
     try:
         for index, stage in enumerate(algo.stages()):
@@ -290,21 +291,32 @@ def fit(
                 break
     except BaseException:  # e.g. a pruned trial: leave the meter reusable
         if meter is not None:
-            meter.discard_window("fit")
-            meter.discard_window(f"epoch {len(run.history) + 1}")
+            meter.discard_window(epoch_window(len(run.history) + 1))
         raise
-    measurement = meter.end_window("fit") if meter is not None else None
     return FitResult(
         status,
         run.history,
         run.elapsed(),
-        measurement,
+        None,
         run.pieces,
         checkpoints=run.checkpoints,
         checkpoint_time_s=run.checkpoint_time_s,
         time_split=run.time_split(),
         profile_trace=run.profile_trace,
     )
+
+
+@dataclass
+class FitSession:
+    """What a fit is given by the block around it (:func:`bpfree.engine.run.train_configuration`'s
+    ``around_fit``): a meter for its epoch windows, its checkpointing and the state it resumes
+    from, a profiler's epoch; and the fit's result, set once it has run, for the block's end."""
+
+    meter: Meter | None = None
+    checkpointing: Checkpointing | None = None
+    resume: CheckpointState | None = None
+    profiling: Profiling | None = None
+    result: FitResult | None = None
 
 
 class _FitState:
@@ -477,7 +489,7 @@ def _fit_stage(run: _FitState, stage: Stage, index: int, max_epochs: int, resume
             run.keep_snapshot(index, stage_epochs, stopper, best_state)
             t_meter = time.perf_counter()
             if meter is not None:
-                meter.begin_window(f"epoch {epoch}")
+                meter.begin_window(epoch_window(epoch))
             profiler = run.start_profile(epoch)
             t0 = time.perf_counter()
             try:
@@ -491,7 +503,7 @@ def _fit_stage(run: _FitState, stage: Stage, index: int, max_epochs: int, resume
             t2 = time.perf_counter()
             record = EpochRecord(epoch, stage.name, train_loss, val.loss, val.accuracy, t2 - t0)
             if meter is not None:
-                record.extra.update(_epoch_energy(meter, meter.end_window(f"epoch {epoch}")))
+                record.extra.update(_epoch_energy(meter, meter.end_window(epoch_window(epoch))))
             if profiler is not None:
                 run.finish_profile(profiler, epoch)
                 record.extra["profiled"] = True

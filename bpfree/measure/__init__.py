@@ -5,15 +5,27 @@ measured. ``Meter`` (windows over energy counters and memory gauges), ``CarbonTr
 from bpfree.measure.carbon import CarbonResult, CarbonTracker
 from bpfree.measure.machine import hardware_metadata
 from bpfree.measure.meter import (
+    FIT,
+    IDLE,
+    TEST,
+    TRIAL,
     Domain,
     EnergyResult,
     MeasurementSettings,
     Meter,
+    OpenWindow,
     WindowResult,
     combine_windows,
+    epoch_window,
 )
 
 __all__ = [
+    "FIT",
+    "IDLE",
+    "TEST",
+    "TRIAL",
+    "OpenWindow",
+    "epoch_window",
     "CarbonResult",
     "CarbonTracker",
     "Domain",

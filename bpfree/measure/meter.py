@@ -19,7 +19,8 @@ import dataclasses
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,20 @@ class EnergyResult:
     idle_power_w: float | None = None  # of that same counter, from the idle baseline
     net_joules: float | None = None  # joules - idle_power_w x time
     by_source: dict[str, float | None] = field(default_factory=dict)
+
+
+# The windows bpfree opens, by name. Each is opened and closed by the one function that names
+# it: IDLE by Meter.measure_idle, FIT and TEST by bpfree.engine.run.measured, each epoch's by
+# the loop (bpfree.engine.loop), TRIAL by bpfree.tuning.trial.run_trial.
+IDLE = "idle"  # nothing running: the baseline later windows subtract
+FIT = "fit"  # every epoch's training and validation (a run's energy_j)
+TEST = "test"  # the test split's one pass
+TRIAL = "trial"  # one tuning trial: building, every epoch, the final validation
+
+
+def epoch_window(epoch: int) -> str:
+    """The window of epoch ``epoch`` (counted over the whole fit, from 1)."""
+    return f"epoch {epoch}"
 
 
 @dataclass(frozen=True)
@@ -137,6 +152,14 @@ def _combine_energy(results: list[EnergyResult], times: list[float]) -> EnergyRe
     time_s = sum(times)
     idle_w = (joules - net) / time_s if joules is not None and net is not None and time_s > 0 else None
     return EnergyResult(joules, source, idle_w, net, by_source)
+
+
+@dataclass
+class OpenWindow:
+    """A window opened by :meth:`Meter.window`: its result once the block has ended."""
+
+    name: str
+    result: WindowResult | None = None
 
 
 @dataclass
@@ -308,9 +331,9 @@ class Meter:
         if seconds <= 0 or not any(c.includes_idle for d in self.domains for c in d.counters):
             return None
         _, settled = self.settle(settle_max_s)
-        self.begin_window("idle")
+        self.begin_window(IDLE)
         self.sleep(seconds)
-        self.idle = self.end_window("idle")
+        self.idle = self.end_window(IDLE)
         if not settled:
             self.idle = dataclasses.replace(
                 self.idle,
@@ -367,6 +390,19 @@ class Meter:
         energy = {domain.name: self._energy(domain, window, readings, time_s) for domain in self.domains}
         peaks = {kind: (v / MB if v is not None else None) for kind, v in window.peaks.items()}
         return WindowResult(name, time_s, energy, peaks, tuple(window.problems))
+
+    @contextmanager
+    def window(self, name: str) -> Iterator[OpenWindow]:
+        """``with meter.window(NAME) as w:`` opens the window and closes it at the block's end
+        (``w.result`` is then its WindowResult); a block that raises discards it instead."""
+        self.begin_window(name)
+        opened = OpenWindow(name)
+        try:
+            yield opened
+        except BaseException:
+            self.discard_window(name)
+            raise
+        opened.result = self.end_window(name)
 
     def peek_window(self, name: str) -> WindowResult:
         """What an open window holds so far, leaving it open (a checkpoint stores it, so that

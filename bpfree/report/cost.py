@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from bpfree.core.errors import BpfreeError
+from bpfree.core.outputs import TRIAL_COLUMNS
 from bpfree.report.formats import co2_text, energy_text, hours, percent
 
 KEYS = ["algorithm", "arch", "dataset"]
@@ -71,23 +72,10 @@ CO2_SCALED = "scaled: the runs' CO2 per joule"
 
 
 # -- the cost table ---------------------------------------------------------------------------
-TRIAL_SCHEMA = {
-    "study": pl.Utf8,
-    "algorithm": pl.Utf8,
-    "arch": pl.Utf8,
-    "dataset": pl.Utf8,
-    "pruner": pl.Utf8,
-    "number": pl.Int64,
-    "state": pl.Utf8,
-    "value": pl.Float64,
-    "epochs": pl.Float64,
-    "time_s": pl.Float64,
-    "train_time_s": pl.Float64,
-    "energy_j": pl.Float64,
-    "energy_source": pl.Utf8,
-    "reason": pl.Utf8,
-    "params": pl.Utf8,
-}
+_TRIAL_NUMBERS = {"number": pl.Int64, "value": pl.Float64, "epochs": pl.Float64, "time_s": pl.Float64}
+_TRIAL_NUMBERS |= {"train_time_s": pl.Float64, "energy_j": pl.Float64}
+TRIAL_SCHEMA = {column: _TRIAL_NUMBERS.get(column, pl.Utf8) for column in TRIAL_COLUMNS}
+OPTIONAL_TRIAL_COLUMNS = ("spec",)  # absent from the tables of an earlier bpfree: read as empty
 
 
 def read_trials(paths: Iterable[str | Path]) -> pl.DataFrame:
@@ -99,6 +87,9 @@ def read_trials(paths: Iterable[str | Path]) -> pl.DataFrame:
             frame = pl.read_csv(path, schema_overrides=TRIAL_SCHEMA, infer_schema_length=0, glob=False)
         except (OSError, pl.exceptions.PolarsError) as err:
             raise BpfreeError(f"cannot read the trial table {path}: {str(err).splitlines()[0]}") from None
+        for column in OPTIONAL_TRIAL_COLUMNS:
+            if column not in frame.columns:
+                frame = frame.with_columns(pl.lit(None, dtype=TRIAL_SCHEMA[column]).alias(column))
         missing = sorted(set(TRIAL_SCHEMA) - set(frame.columns))
         if missing:
             raise BpfreeError(f"{path} is not a trial table (bpfree tune writes them): no {', '.join(missing)}")

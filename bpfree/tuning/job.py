@@ -14,20 +14,20 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from bpfree.algorithms import check_trainable, params_from_mapping
+from bpfree.algorithms import params_from_mapping
 from bpfree.core.errors import BpfreeError
-from bpfree.core.registry import ALGORITHMS, DATASETS
-from bpfree.core.spec import EarlyStopping, Machine, Measurement, Settings, Tuning
+from bpfree.core.spec import EarlyStopping, Machine, Measurement, RunSpec, Settings, Tuning
 from bpfree.data import load_splits
-from bpfree.engine.precision import check_precision
-from bpfree.engine.setup import resolve_device
+from bpfree.engine.resolve import run_spec
+from bpfree.engine.run import prepare
 from bpfree.measure import Meter
 from bpfree.models import ArchSpec, parse_arch
+from bpfree.tuning.budget import worst_case_epochs
 from bpfree.tuning.journal import ask_lock, repair_journal
-from bpfree.tuning.records import trials_csv_path, write_trials_csv
+from bpfree.tuning.records import trials_csv_path, write_trial_spec, write_trials_csv
 from bpfree.tuning.space import SearchSpace, search_space
-from bpfree.tuning.study import OBJECTIVE, StudyCounts, check_identity, make_sampler, open_study
-from bpfree.tuning.trial import TrialOutcome, finish_trial, run_trial
+from bpfree.tuning.study import OBJECTIVE, StudyCounts, check_identity, make_sampler, open_study, study_identity
+from bpfree.tuning.trial import TrialOutcome, finish_trial, run_trial, trial_spec
 from bpfree.tuning.workers import fail_stale_trials, worker_identity
 
 MAX_CONSECUTIVE_FAILURES = 5  # a study whose every trial raises has a bug, not bad luck
@@ -51,6 +51,30 @@ class TuneJob:
     precision: str = Settings().precision  # as the runs train: a trial in fp32 would tune another model
     measurement: Measurement = Measurement()  # the meter around each trial (no idle baseline, no CodeCarbon)
     trials_csv: Path | None = None  # None: beside the journal, STUDY.trials.csv (trials_csv_path)
+    checkpoint_every_s: float = Settings().checkpoint_every_s  # what a trial's kept spec re-runs with
+
+    def policy(self) -> EarlyStopping:
+        """A trial's early stopping: the runs' with ``tuning.max_epochs`` as its budget."""
+        if self.settings.max_epochs is None:
+            return self.early_stopping
+        return self.early_stopping.replace(max_epochs=self.settings.max_epochs)
+
+    def base_spec(self) -> RunSpec:
+        """The run specification every trial of the study shares, before its sampled params:
+        built by the resolver of ``bpfree train`` (bpfree.engine.resolve.run_spec), with the
+        tuning seed and a trial's early stopping."""
+        machine = self.machine
+        settings = Settings(
+            data_root=machine.data_root,
+            device=machine.device,
+            job_threads=machine.threads,
+            precision=self.precision,
+            checkpoint_every_s=self.checkpoint_every_s,
+            early_stopping=self.policy(),
+            measurement=self.measurement,
+        )
+        arch = str(self.arch) if self.arch is not None else None
+        return run_spec(settings, algorithm=self.algorithm, dataset=self.dataset, seed=self.settings.seed, arch=arch)
 
 
 @dataclass(frozen=True)
@@ -73,31 +97,23 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     Safe to run again after a kill, and in several processes at once on one journal."""
     if job.n_trials < 1:
         raise BpfreeError(f"--n-trials must be >= 1, got {job.n_trials}")
-    klass = ALGORITHMS.get(job.algorithm)
-    DATASETS.get(job.dataset)
-    arch = job.arch or parse_arch(klass.default_arch)
-    check_trainable(job.algorithm, arch)
+    # every check of bpfree train (names, architecture, params, precision, device) before any work
+    base, device, _ = prepare(job.base_spec())
+    arch = parse_arch(base.arch)
     space = search_space(job.algorithm, job.settings.search_spaces)
-    device = resolve_device(job.machine.device)
-    check_precision(job.precision, device)
-    policy = job.early_stopping
-    if job.settings.max_epochs is not None:
-        policy = policy.replace(max_epochs=job.settings.max_epochs)
     study_name = job.study_name or f"{job.algorithm}-{job.dataset}-{arch}"
     set_aside = repair_journal(job.storage)
     budget = None
     if job.settings.pruner == "hyperband":
-        from bpfree.tuning.budget import worst_case_epochs
-
         # hyperband's largest resource: the most epochs a trial can train, every stage counted
-        budget = worst_case_epochs(job.algorithm, arch, job.dataset, space, policy.max_epochs)
+        budget = worst_case_epochs(job.algorithm, arch, job.dataset, space, base.early_stopping.max_epochs)
     study = open_study(job.storage, study_name, job.settings, max_resource=budget)
-    check_identity(study, job, arch, space, policy)
+    check_identity(study, study_identity(base, device.type, space), job.storage)
     table = job.trials_csv or trials_csv_path(job.storage)
 
     start = time.perf_counter()
     # read before any trial is asked for, so a missing dataset leaves no trial RUNNING
-    data = load_splits(job.dataset, root=job.machine.data_root, seed=job.settings.seed, device=device)
+    data = load_splits(job.dataset, root=base.machine.data_root, seed=base.seed, device=device)
     trials_run = consecutive_failures = 0
     disable = None if progress is None else not progress  # None: a bar only on a terminal
     meter = Meter.for_device(device, job.measurement)
@@ -111,7 +127,9 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
                     break
                 time.sleep(WAIT_POLL_S)  # the last trials run elsewhere; one may yet be pruned
                 continue
-            outcome = run_trial(trial, space, job, arch, policy, data, device, meter)
+            spec = trial_spec(base, space, trial, device)
+            write_trial_spec(table, trial.number, spec)  # before it trains: `bpfree train --spec` re-runs it
+            outcome = run_trial(trial, spec, data, device, job.settings.pruner, meter)
             finish_trial(study, trial, outcome)
             write_trials_csv(table, study, job.settings.pruner)
             trials_run += 1

@@ -14,6 +14,8 @@ from optuna.trial import TrialState
 
 from bpfree import __version__
 from bpfree.core.io import write_text_atomic, write_yaml_atomic
+from bpfree.core.outputs import TRIAL_COLUMNS
+from bpfree.core.spec import RunSpec, dump_yaml
 from bpfree.tuning.study import OBJECTIVE
 
 if TYPE_CHECKING:  # annotations only: the job imports this module
@@ -70,27 +72,22 @@ def write_best_params(path: str | Path, result: TuneResult) -> None:
     write_yaml_atomic(path, best_params_document(result))
 
 
-# one row per trial, every state: what the study cost (bpfree.report.cost reads it)
-TRIAL_COLUMNS = [
-    "study",
-    "algorithm",
-    "arch",
-    "dataset",
-    "pruner",
-    "number",
-    "state",
-    "value",
-    "epochs",
-    "time_s",
-    "train_time_s",
-    "energy_j",
-    "energy_source",
-    "reason",
-    "params",
-]
+def trial_spec_path(table: str | Path, number: int) -> Path:
+    """Where trial ``number``'s run specification is kept: beside the trial table, in a folder
+    named after it (``study.trials.csv`` -> ``study.trials/trial-7.yaml``)."""
+    table = Path(table)
+    return table.with_name(table.stem) / f"trial-{number}.yaml"
 
 
-def trial_records(study: optuna.Study, pruner: str = "") -> list[dict[str, Any]]:
+def write_trial_spec(table: str | Path, number: int, spec: RunSpec) -> Path:
+    """Keep the trial's complete spec (what ``bpfree train --spec`` reads) beside its row."""
+    path = trial_spec_path(table, number)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, dump_yaml(spec))
+    return path
+
+
+def trial_records(study: optuna.Study, pruner: str = "", table: str | Path | None = None) -> list[dict[str, Any]]:
     """Every trial of the study with its epochs, time and energy (None: not measured).
 
     A trial failed as stale (its worker died) has no recorded end: its epochs are the last
@@ -122,9 +119,19 @@ def trial_records(study: optuna.Study, pruner: str = "") -> list[dict[str, Any]]
                 "energy_source": attrs.get("energy_source"),
                 "reason": attrs.get("reason", ""),
                 "params": json.dumps(trial.params, sort_keys=True),
+                "spec": _kept_spec(table, trial.number),
             }
         )
     return rows
+
+
+def _kept_spec(table: str | Path | None, number: int) -> str | None:
+    """The trial's kept spec, relative to the table's folder; None where none was kept (a
+    worker killed before writing it, or rows listed without a table)."""
+    if table is None:
+        return None
+    path = trial_spec_path(table, number)
+    return path.relative_to(Path(table).parent).as_posix() if path.is_file() else None
 
 
 def write_trials_csv(path: str | Path, study: optuna.Study, pruner: str = "") -> None:
@@ -136,7 +143,7 @@ def write_trials_csv(path: str | Path, study: optuna.Study, pruner: str = "") ->
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=TRIAL_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(trial_records(study, pruner))
+    writer.writerows(trial_records(study, pruner, path))
     text = buffer.getvalue()
     path = Path(path)
     try:

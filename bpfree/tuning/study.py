@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import optuna
@@ -13,13 +13,9 @@ import yaml
 from optuna.trial import TrialState
 
 from bpfree.core.errors import BpfreeError
-from bpfree.core.spec import EarlyStopping, Tuning
-from bpfree.models import ArchSpec
+from bpfree.core.spec import RunSpec, Tuning
 from bpfree.tuning.journal import WholeLinesJournal
 from bpfree.tuning.space import SearchSpace
-
-if TYPE_CHECKING:  # annotations only: the job imports this module
-    from bpfree.tuning.job import TuneJob
 
 OBJECTIVE = "val_accuracy"  # the final model's accuracy on the validation split, maximised
 
@@ -101,21 +97,19 @@ def make_pruner(settings: Tuning, max_resource: int | None = None) -> optuna.pru
     return optuna.pruners.MedianPruner(n_startup_trials=settings.pruner_startup_trials, n_warmup_steps=warmup)
 
 
-def check_identity(
-    study: optuna.Study, job: TuneJob, arch: ArchSpec, space: SearchSpace, policy: EarlyStopping
-) -> None:
-    """A study resumed or joined with other settings would mix incomparable trials."""
-    identity = {
-        "algorithm": job.algorithm,
-        "dataset": job.dataset,
-        "arch": str(arch),
-        "seed": job.settings.seed,
-        "early_stopping": policy.model_dump(),
-        "search_space": space.describe(),
-        "precision": job.precision,
-    }
+def study_identity(spec: RunSpec, device_type: str, space: SearchSpace) -> dict[str, Any]:
+    """What makes a study this study: the identity its trials share as runs (the study's spec
+    before any sampled params: algorithm, dataset, the tuning seed, architecture, the other
+    params' defaults, early stopping, precision, and the device type, as a run's identity
+    has it) and the search space."""
+    identity = {**spec.identity(device_type), "search_space": space.describe()}
     # YAML round trip: what was stored (JSON in the journal) compares equal to what is asked
-    identity = yaml.safe_load(yaml.safe_dump(identity))
+    return yaml.safe_load(yaml.safe_dump(identity))
+
+
+def check_identity(study: optuna.Study, identity: dict[str, Any], storage: str | Path) -> None:
+    """A study resumed or joined with other settings (another device type included) would mix
+    incomparable trials: refused in one line naming what differs."""
     stored = study.user_attrs.get("bpfree")
     if stored is None:
         study.set_user_attr("bpfree", identity)
@@ -124,6 +118,6 @@ def check_identity(
     for key, value in identity.items():
         if stored.get(key) != value:
             raise BpfreeError(
-                f"study {study.study_name!r} in {job.storage} was started with {key} "
+                f"study {study.study_name!r} in {storage} was started with {key} "
                 f"{stored.get(key)!r}, not {value!r}; use another --study-name or --storage"
             )

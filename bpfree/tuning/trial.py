@@ -12,12 +12,12 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from bpfree.algorithms import build_algorithm
 from bpfree.core.errors import is_out_of_memory
-from bpfree.engine.loop import fit
-from bpfree.engine.precision import precision_context
-from bpfree.engine.setup import seed_everything
-from bpfree.measure import Meter
+from bpfree.core.spec import RunSpec
+from bpfree.data import DataSplits
+from bpfree.engine.run import prepare, train_configuration
+from bpfree.measure import TRIAL, Meter
+from bpfree.tuning.space import SearchSpace
 from bpfree.tuning.study import OBJECTIVE
 
 
@@ -34,25 +34,36 @@ class TrialOutcome:
 
 
 # -- one trial ------------------------------------------------------------------------------
-def run_trial(trial, space, job, arch, policy, data, device, meter: Meter | None = None) -> TrialOutcome:
-    """One trial in its own measurement window ("trial": building the model, every epoch,
-    the final validation), whatever its end: its time and energy are part of the study's cost."""
+def trial_spec(base: RunSpec, space: SearchSpace, trial: optuna.Trial, device: torch.device) -> RunSpec:
+    """The trial's run specification: the study's spec with the params the trial sampled
+    (and the space's fixed ones), checked and completed by the same ``prepare`` as ``bpfree
+    train``'s, so that ``bpfree train --spec`` re-runs the trial."""
+    spec, _, _ = prepare(base.replace(params=space.params(trial.params)), device)
+    return spec
+
+
+def run_trial(
+    trial: optuna.Trial, spec: RunSpec, data: DataSplits, device: torch.device, pruner: str, meter: Meter | None = None
+) -> TrialOutcome:
+    """One trial in its own measurement window (TRIAL: building the model, every epoch, the
+    final validation), whatever its end: its time and energy are part of the study's cost."""
     if meter is None:
-        return _train_trial(trial, space, job, arch, policy, data, device)
-    meter.begin_window("trial")
-    try:
-        outcome = _train_trial(trial, space, job, arch, policy, data, device)
-    finally:
-        window = meter.end_window("trial")
-    energy = window.of(meter.primary_domain)
-    return dataclasses.replace(outcome, time_s=window.time_s, energy_j=energy.joules, energy_source=energy.source)
+        return _train_trial(trial, spec, data, device, pruner)
+    with meter.window(TRIAL) as window:
+        outcome = _train_trial(trial, spec, data, device, pruner)
+    energy = window.result.of(meter.primary_domain)
+    return dataclasses.replace(
+        outcome, time_s=window.result.time_s, energy_j=energy.joules, energy_source=energy.source
+    )
 
 
-def _train_trial(trial, space, job, arch, policy, data, device) -> TrialOutcome:
-    """Train one configuration; report validation accuracy per epoch (global epoch number as
-    the step) so the pruner can stop it. Nothing raised here escapes but KeyboardInterrupt."""
+def _train_trial(
+    trial: optuna.Trial, spec: RunSpec, data: DataSplits, device: torch.device, pruner: str
+) -> TrialOutcome:
+    """Train the trial's configuration as ``bpfree train`` would (bpfree.engine.run's
+    train_configuration); report validation accuracy per epoch (global epoch number as the
+    step) so the pruner can stop it. Nothing raised here escapes but KeyboardInterrupt."""
     epochs, started = 0, time.perf_counter()
-    pruner = job.settings.pruner
 
     def on_epoch_end(record) -> None:
         nonlocal epochs
@@ -68,15 +79,10 @@ def _train_trial(trial, space, job, arch, policy, data, device) -> TrialOutcome:
     def ended(state: TrialState, reason: str) -> TrialOutcome:
         return TrialOutcome(state, None, reason, epochs, time.perf_counter() - started)
 
-    algo = None
+    trained = None
     try:
-        seed = job.settings.seed
-        seed_everything(seed)
-        params = space.params(trial.params)
-        algo = build_algorithm(job.algorithm, arch, data.info, params, device=device, seed=seed)
-        with precision_context(job.precision, device):
-            result = fit(algo, data, policy, seed=seed, on_epoch_end=on_epoch_end)
-            value = algo.accuracy(data.val) if result.status == "ok" else float("nan")
+        trained = train_configuration(spec, device, data, on_epoch_end=on_epoch_end)
+        result, value = trained.fit, trained.val_accuracy
         if result.status != "ok":
             return ended(TrialState.PRUNED, f"{result.status}: non-finite loss at epoch {result.epochs}")
         if not math.isfinite(value):
@@ -92,7 +98,7 @@ def _train_trial(trial, space, job, arch, policy, data, device) -> TrialOutcome:
             return ended(TrialState.FAIL, f"out of memory: {_first_line(err)}")
         return ended(TrialState.FAIL, f"{type(err).__name__}: {_first_line(err)}")
     finally:
-        del algo
+        del trained
         if device.type == "cuda":
             torch.cuda.empty_cache()  # the next trial's model may be larger
 
