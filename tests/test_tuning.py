@@ -89,7 +89,7 @@ def test_raising_and_diverging_trials_are_recorded_and_the_study_goes_on(tmp_pat
 
     monkeypatch.setattr(Backprop, "begin_stage", begin_stage)
     monkeypatch.setattr(Backprop, "train_epoch", train_epoch)
-    result = tune(make_job(tmp_path, 2), progress=False)
+    result = tune(make_job(tmp_path, 5), progress=False)  # 5 finished: failed and pruned ones count
 
     trials = stored_trials(tmp_path / "study.journal")
     assert [t.state for t in trials] == [
@@ -110,7 +110,7 @@ def test_raising_and_diverging_trials_are_recorded_and_the_study_goes_on(tmp_pat
 def test_median_pruner_stops_a_trial_below_the_median(tmp_path, warmup_epochs):
     job = make_job(
         tmp_path,
-        2,
+        3,
         pruner="median",
         pruner_startup_trials=1,
         pruner_warmup_epochs=warmup_epochs,
@@ -129,7 +129,7 @@ def test_median_pruner_stops_a_trial_below_the_median(tmp_path, warmup_epochs):
 
 
 def test_a_dead_workers_running_trial_is_failed_and_replaced(tmp_path):
-    job = make_job(tmp_path, 1)
+    job = make_job(tmp_path, 2)  # the failed trial counts as one of the two
     study = open_study(job.storage, "bp-digits-mlp:32", job.settings)
     orphan = study.ask(search_space("bp").distributions)
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -147,7 +147,7 @@ def test_a_trial_whose_worker_died_before_naming_itself_is_failed_not_waited_for
     # SIGKILLed between study.ask and set_user_attr("worker"): before this was handled, the
     # resumed worker waited for its heartbeat for stale_after (30 min); CI timed out on it.
     # (stale_after 2 s: the old code then failed it by its heartbeat, with another reason)
-    job = make_job(tmp_path, 1, stale_after=2)
+    job = make_job(tmp_path, 2, stale_after=2)  # the failed trial counts as one of the two
     study = open_study(job.storage, "bp-digits-mlp:32", job.settings)
     study.ask(search_space("bp").distributions)  # and nothing more: the asker is gone
     tune(job, progress=False)
@@ -243,7 +243,7 @@ def test_best_params_round_trip_into_bpfree_train(tmp_path, capsys):
         ]
     )
     assert code == 0
-    assert "2 complete, 0 pruned, 0 failed trials" in capsys.readouterr().out
+    assert "2 finished trials: 2 complete, 0 pruned, 0 failed" in capsys.readouterr().out
     doc = yaml.safe_load(best.read_text())
     assert (doc["algorithm"], doc["dataset"], doc["arch"]) == ("bp", "digits", "mlp:32")
     assert doc["trials"] == {"complete": 2, "pruned": 0, "failed": 0, "running": 0}
@@ -425,7 +425,7 @@ def test_every_trial_has_its_epochs_time_and_energy_pruned_and_failed_ones_inclu
 
     monkeypatch.setattr(Backprop, "begin_stage", begin_stage)
     monkeypatch.setattr(Backprop, "train_epoch", train_epoch)
-    result = tune(make_job(tmp_path, 2), progress=False)
+    result = tune(make_job(tmp_path, 4), progress=False)  # 4 finished: failed and pruned ones count
     assert result.trials_csv == tmp_path / "study.trials.csv"
 
     rows = read_trial_table(result.trials_csv)
@@ -446,7 +446,7 @@ def test_every_trial_has_its_epochs_time_and_energy_pruned_and_failed_ones_inclu
     study = open_study(tmp_path / "study.journal", "bp-digits-mlp:32", make_job(tmp_path, 3).settings)
     orphan = study.ask(search_space("bp").distributions)
     orphan.report(0.5, 1)
-    tune(make_job(tmp_path, 3), progress=False)
+    tune(make_job(tmp_path, 6), progress=False)  # the stale one is the fifth finished trial
     rows = read_trial_table(result.trials_csv)
     assert [r["state"] for r in rows] == ["complete", "failed", "pruned", "complete", "failed", "complete"]
     assert rows[4]["reason"].startswith("stale") and rows[4]["epochs"] == "1" and rows[4]["energy_j"] == ""
@@ -494,7 +494,7 @@ def test_a_multi_fidelity_study_prunes_and_resumes_from_its_journal(tmp_path, pr
 
     # resumed for more trials, the same pruner picks the study up where it stopped
     resumed = tune(make_job(tmp_path, 4, max_epochs=4, pruner=pruner, search_spaces=space), progress=False)
-    assert resumed.counts.complete == 4 and resumed.counts.running == 0
+    assert resumed.counts.finished == 4 and resumed.counts.running == 0  # pruned ones counted
     rows = read_trial_table(resumed.trials_csv)
     assert len(rows) == len(stored_trials(job.storage)) and {r["pruner"] for r in rows} == {pruner}
 
@@ -568,3 +568,26 @@ def test_a_study_started_on_one_device_type_is_not_joined_from_another(tmp_path,
     monkeypatch.setattr("bpfree.tuning.job.study_identity", as_if_on_a_gpu)
     with pytest.raises(BpfreeError, match="was started with device_type 'cpu', not 'cuda'"):
         tune(job, progress=False)
+
+
+def test_a_pruner_ends_the_study_after_exactly_n_finished_trials_for_fewer_epochs(tmp_path):
+    """Optuna's meaning of n_trials: a pruned trial is one of the N, not an extra one, so a
+    pruner saves epochs; without one the same N trials all run their budget out."""
+    space = {"bp": {"lr": {"type": "float", "low": 1e-7, "high": 1e-1, "log": True}}}
+    epochs = {}
+    for pruner in ("median", "none"):
+        job = make_job(tmp_path / pruner, 4, max_epochs=4, pruner=pruner, pruner_startup_trials=1, search_spaces=space)
+        study = open_study(job.storage, "bp-digits-mlp:32", job.settings)
+        for lr in (1e-2, 1e-7, 1e-7, 1e-2):  # good, hopeless, hopeless, good
+            study.enqueue_trial({"lr": lr})
+        result = tune(job, progress=False)
+        trials = stored_trials(job.storage)
+        assert len(trials) == 4 and result.counts.finished == 4
+        epochs[pruner] = sum(int(r["epochs"]) for r in read_trial_table(result.trials_csv))
+    assert epochs["none"] == 16 and epochs["median"] < epochs["none"], epochs
+
+
+def test_a_study_with_no_complete_trial_fails_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(Backprop, "begin_stage", lambda self, stage, max_epochs: 1 / 0)
+    with pytest.raises(BpfreeError, match=r"has no complete trial of 2 \(0 pruned, 2 failed\): no best params"):
+        tune(make_job(tmp_path, 2), progress=False)

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--n-trials",
         type=int,
-        help="COMPLETE trials the study must hold, counted across restarts and workers "
+        help="finished trials (complete, pruned or failed, as Optuna's study.optimize counts them) the study "
+        "must hold, counted across restarts and workers "
         "(default: tuning.n_trials of --config)",
     )
     p.add_argument(
@@ -104,10 +105,10 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     write_best_params(args.out, result)
     c = result.counts
-    short = f" (short of {n_trials}: timeout)" if c.complete < n_trials else ""
+    short = f" (short of {n_trials}: timeout)" if c.finished < n_trials else ""
     print(
         f"{args.algorithm} {result.arch} on {args.dataset}: study {result.study_name!r} has "
-        f"{c.complete} complete{short}, {c.pruned} pruned, {c.failed} failed trials; best "
+        f"{c.finished} finished trials{short}: {c.complete} complete, {c.pruned} pruned, {c.failed} failed; best "
         f"val accuracy {result.best.value:.4f} (trial {result.best.number}); {result.trials_run} "
         f"trials here in {result.elapsed_s:.1f} s -> {args.out}; every trial's cost: {result.trials_csv}"
     )

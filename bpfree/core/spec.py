@@ -206,7 +206,8 @@ class RunSpec(_Model):
 class Tuning(_Model):
     """One Optuna study per algorithm x dataset x architecture (bpfree tune; bpfree/tuning/)."""
 
-    n_trials: int = Field(0, ge=0, description="COMPLETE trials per study; 0 trains with the defaults")
+    n_trials: int = Field(0, ge=0, description="finished trials per study (complete, pruned or failed, as Optuna's study.optimize "
+        "counts them); the best complete one wins; 0 trains with the defaults")
     max_epochs: int | None = Field(
         None, ge=1, description="one trial's epoch budget; null is early_stopping.max_epochs"
     )

@@ -1,14 +1,17 @@
-"""Hyperparameter tuning with Optuna (bpfree.tuning: many runs), as the paper did: TPE (seed 42) maximising validation
-accuracy, a median pruner on the per-epoch validation accuracy, the paper's search spaces.
+"""Hyperparameter tuning with Optuna (bpfree.tuning: many runs): TPE maximising validation
+accuracy over the paper's search spaces, a pruner on the per-epoch validation accuracy, each
+trial a run specification trained as ``bpfree train`` trains it. docs/tuning.md says how this
+compares with the paper's own protocol (univariate TPE seed 42; the median pruner for BP only).
 
 One study per algorithm x dataset x architecture lives in a journal file
 (``JournalStorage`` + ``JournalFileBackend``): every ask, report and tell is appended under a
 file lock, so a killed job resumes where it stopped and several workers (SLURM jobs) can share
-one study. The study's size is counted in COMPLETE trials: pruned and failed ones do not count,
-across restarts and workers alike.
+one study. The study's size is counted in finished trials, pruned and failed ones included, as
+Optuna's ``study.optimize(n_trials=N)`` counts them, across restarts and workers alike; the best
+is the best COMPLETE trial.
 
     space = search_space("bp", overrides)             # the paper's, overridden by the config
-    result = tune(TuneJob(...))                       # ask -> fit -> tell until N complete
+    result = tune(TuneJob(...))                       # ask -> fit -> tell until N finished
     write_best_params("best_params.yaml", result)     # what ``bpfree train --params`` reads
 
 A trial never kills the study: divergence (NaN loss) is recorded PRUNED, an exception (out of

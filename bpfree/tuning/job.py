@@ -41,7 +41,7 @@ WAIT_POLL_S = 2.0  # how often a worker looks again while others finish the last
 class TuneJob:
     algorithm: str
     dataset: str
-    n_trials: int  # COMPLETE trials the study must hold when the job ends
+    n_trials: int  # finished trials (complete, pruned or failed) the study holds when the job ends
     storage: Path  # the journal file
     settings: Tuning = field(default_factory=Tuning)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
@@ -93,7 +93,9 @@ class TuneResult:
 
 
 def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
-    """Run trials until the study holds ``job.n_trials`` COMPLETE ones (or the timeout).
+    """Run trials until the study holds ``job.n_trials`` finished ones, pruned and failed ones
+    counted as Optuna's ``study.optimize(n_trials=N)`` counts them (or until the timeout); the
+    best is the best COMPLETE trial.
     Safe to run again after a kill, and in several processes at once on one journal."""
     if job.n_trials < 1:
         raise BpfreeError(f"--n-trials must be >= 1, got {job.n_trials}")
@@ -120,10 +122,10 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     with meter, tqdm(total=job.n_trials, desc=f"tune {job.algorithm}", unit="trial", disable=disable) as bar:
         while job.settings.timeout is None or time.perf_counter() - start < job.settings.timeout:
             trial, counts = _next_trial(study, job, space)
-            bar.n = counts.complete
+            bar.n = counts.finished
             bar.refresh()
             if trial is None:
-                if counts.complete >= job.n_trials:
+                if counts.finished >= job.n_trials:
                     break
                 time.sleep(WAIT_POLL_S)  # the last trials run elsewhere; one may yet be pruned
                 continue
@@ -145,8 +147,8 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     counts = StudyCounts.of(study)
     if counts.complete == 0:
         raise BpfreeError(
-            f"study {study_name!r} has no complete trial ({counts.pruned} pruned, "
-            f"{counts.failed} failed); see each trial's 'reason' in {job.storage}"
+            f"study {study_name!r} has no complete trial of {counts.finished} ({counts.pruned} pruned, "
+            f"{counts.failed} failed): no best params; see each trial's 'reason' in {job.storage}"
         )
     best = study.best_trial
     best_params = dataclasses.asdict(params_from_mapping(job.algorithm, space.params(best.params)))
@@ -156,13 +158,13 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
 
 def _next_trial(study: optuna.Study, job: TuneJob, space: SearchSpace) -> tuple[optuna.Trial | None, StudyCounts]:
     """Under a lock shared by all workers: fail stale trials, count, and ask for a new trial
-    only while complete + running trials are fewer than N, so N is met exactly, not overshot."""
+    only while finished + running trials are fewer than N, so N is met exactly, not overshot."""
     lock = ask_lock(job.storage)
     lock.acquire()  # blocks; a lock left by a killed worker is broken after ASK_LOCK_GRACE_S
     try:
         fail_stale_trials(study, job.settings.stale_after)
         counts = StudyCounts.of(study)
-        if counts.complete + counts.running >= job.n_trials:
+        if counts.finished + counts.running >= job.n_trials:
             return None, counts
         study.sampler = make_sampler(job.settings, len(study.get_trials(deepcopy=False)))
         trial = study.ask(space.distributions)

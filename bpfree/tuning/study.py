@@ -27,6 +27,12 @@ class StudyCounts:
     failed: int
     running: int
 
+    @property
+    def finished(self) -> int:
+        """Trials that ended, whatever their end: what ``n_trials`` counts, as Optuna's
+        ``study.optimize(n_trials=N)`` does."""
+        return self.complete + self.pruned + self.failed
+
     @classmethod
     def of(cls, study: optuna.Study) -> StudyCounts:
         states = [t.state for t in study.get_trials(deepcopy=False)]
