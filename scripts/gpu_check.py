@@ -49,9 +49,7 @@ AGREEMENT = 0.05  # counter and polling within 5% of each other count as agreein
 # 1 s, -4% at 10 s) whatever the counter's quality
 MIN_COMPARE_S = 8.0
 RUN_OVERHEAD_S = 15.0  # per algorithm besides --seconds, --idle-seconds and settling: sizing fit, CodeCarbon, test
-RUN_SETTLE_S = (
-    10.0  # the measured path (bpfree.engine.run.measured) settles up to this long before its idle baseline
-)
+RUN_SETTLE_S = 10.0  # the measured path (bpfree.engine.run.measured) settles up to this long before its idle baseline
 MAX_EPOCHS = 1000  # per stage, however fast an epoch is
 
 

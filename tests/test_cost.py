@@ -160,7 +160,7 @@ def test_aggregate_writes_the_cost_table_beside_the_others(tmp_path):
 
 
 def test_plan_forecasts_the_paper_grid_without_running_anything(tmp_path, capsys):
-    rows = plan_rows(read_yaml("config/paper.yaml"), tmp_path / "no-results")
+    rows = plan_rows(read_yaml("config/paper.yaml"), tmp_path / "no-results", protocol="bpfree")
     assert len(rows) == 26 and sum(r["runs"] for r in rows) == 78
     mf = next(r for r in rows if r["algorithm"] == "mf" and r["arch"] == "mlp:2000,2000,2000")
     assert (mf["trial_epochs"], mf["tuning_epochs"]) == (90, 4500)  # 3 layers x 30 epochs x 50 trials
@@ -170,7 +170,10 @@ def test_plan_forecasts_the_paper_grid_without_running_anything(tmp_path, capsys
     assert main(["plan", "--configfile", "config/paper.yaml", "--results", str(tmp_path / "none")]) == 0
     out = capsys.readouterr().out
     tuning = sum(r["tuning_epochs"] for r in rows)
-    assert f"{tuning:,}" in out and "26 studies x 50 trials" in out and "78 runs" in out
+    # both protocols, side by side: the config's (the paper's) and bpfree's
+    assert "config/paper.yaml, tuning protocol paper: 26 studies" in out and "26 studies, 806 trials" in out
+    assert "tuning.protocol: bpfree, tuning protocol bpfree" in out and "26 studies, 1300 trials" in out
+    assert f"{tuning:,}" in out and "78 runs" in out
     assert "no earlier results" in out
     assert not (tmp_path / "none").exists()  # nothing written, nothing run
 
@@ -223,3 +226,17 @@ def test_the_default_workflow_feeds_every_studys_trial_table_to_the_cost_table(t
     assert sorted(tables) == sorted(f"results/tuning/{d}/{a}/{g}/study.trials.csv" for d, a, g in studies)
     assert proc.stdout.count("--trials-out results/tuning/") == len(studies)  # each tune job writes its own
     assert "rule fig_cost:" in proc.stdout
+
+
+def test_the_trial_counts_of_config_paper_yaml_are_the_papers(tmp_path):
+    """Its tuning configs: 10 trials per BP study (5 for MNIST 2x1000), 50 for FF, MF and CaFo
+    (1 for MF on MNIST); a BP trial's budget is 15 epochs (10 for MNIST 2x1000)."""
+    rows = plan_rows(read_yaml("config/paper.yaml"), tmp_path / "no-results")
+    trials = {(r["algorithm"], r["arch"], r["dataset"]): r["trials"] for r in rows}
+    for (algorithm, arch, dataset), n in trials.items():
+        if algorithm == "bp":
+            assert n == (5 if (arch, dataset) == ("mlp:1000,1000", "mnist") else 10), (arch, dataset)
+        else:
+            assert n == (1 if (algorithm, dataset) == ("mf", "mnist") else 50), (algorithm, dataset)
+    bp = {(r["arch"], r["dataset"]): r["trial_epochs"] for r in rows if r["algorithm"] == "bp"}
+    assert bp.pop(("mlp:1000,1000", "mnist")) == 10 and set(bp.values()) == {15}

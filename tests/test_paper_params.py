@@ -19,7 +19,7 @@ from bpfree.core.spec import EarlyStopping, parse
 from bpfree.models import parse_arch
 
 REPO = Path(__file__).resolve().parents[1]
-ROW_KEYS = {"algorithm", "arch", "dataset", "source", "params", "early_stopping", "notes"}
+ROW_KEYS = {"algorithm", "arch", "dataset", "source", "params", "early_stopping", "notes", "tuning", "tuning_source"}
 SOURCE_DIRS = ("configs/mf/", "configs/ff/", "configs/cafo/", "configs/bp_baselines/")
 
 
@@ -40,6 +40,7 @@ def test_the_file_ships_with_the_package_and_names_its_source(doc):
     for row in doc["rows"]:
         assert set(row) == ROW_KEYS, row
         assert row["source"].startswith(SOURCE_DIRS) and row["source"].endswith(".yaml"), row["source"]
+        assert row["tuning_source"].startswith("configs/") and row["tuning_source"].endswith(".yaml"), key(row)
         assert isinstance(row["notes"], list) and all(isinstance(n, str) and n for n in row["notes"]), key(row)
 
 

@@ -564,7 +564,7 @@ def test_a_study_started_on_one_device_type_is_not_joined_from_another(tmp_path,
     tune(job, progress=False)
     from bpfree.tuning.study import study_identity
 
-    as_if_on_a_gpu = lambda spec, device_type, space: study_identity(spec, "cuda", space)  # noqa: E731
+    as_if_on_a_gpu = lambda spec, device_type, space, score: study_identity(spec, "cuda", space, score)  # noqa: E731
     monkeypatch.setattr("bpfree.tuning.job.study_identity", as_if_on_a_gpu)
     with pytest.raises(BpfreeError, match="was started with device_type 'cpu', not 'cuda'"):
         tune(job, progress=False)
@@ -591,3 +591,48 @@ def test_a_study_with_no_complete_trial_fails_in_one_line(tmp_path, monkeypatch)
     monkeypatch.setattr(Backprop, "begin_stage", lambda self, stage, max_epochs: 1 / 0)
     with pytest.raises(BpfreeError, match=r"has no complete trial of 2 \(0 pruned, 2 failed\): no best params"):
         tune(make_job(tmp_path, 2), progress=False)
+
+
+def test_a_trial_trains_the_stage_length_it_samples(tmp_path, capsys):
+    """A stage length sampled above a trial's epoch budget would be cut to the budget in its
+    trial and not in the final run: the space is capped to the budget instead, and says so."""
+    job = TuneJob(
+        algorithm="mf",
+        dataset="digits",
+        n_trials=3,
+        storage=tmp_path / "study.journal",
+        settings=Tuning(
+            max_epochs=2,
+            pruner="none",
+            search_spaces={"mf": {"epochs_per_layer": {"type": "int", "low": 1, "high": 6}}},
+        ),
+        arch=parse_arch("mlp:16,16"),
+        machine=Machine(device="cpu"),
+    )
+    result = tune(job, progress=False)
+    assert "mf's epochs_per_layer sampled in [1, 2], not [1, 6]" in capsys.readouterr().err
+    trials = stored_trials(job.storage)
+    assert all(1 <= t.params["epochs_per_layer"] <= 2 for t in trials)
+    assert result.space.describe()["epochs_per_layer"]["high"] == 2
+
+
+@pytest.mark.slow  # two trials of a 1000x1000 MLP on mnist-5k: about a minute on 2 cores
+def test_the_paper_protocol_tunes_bp_for_fixed_epochs_scoring_the_best_epoch(tmp_path):
+    """tuning.protocol paper: the configuration's own count, length, stopping and score (the
+    paper's BP MNIST 2x1000 study: 5 trials of 10 epochs, no early stopping, best epoch)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("tuning: {protocol: paper, n_trials: 50}\nearly_stopping: {patience: 1, max_epochs: 40}\n")
+    out = tmp_path / "best.yaml"
+    code = main(
+        ["tune", "--algorithm", "bp", "--dataset", "mnist-5k", "--arch", "mlp:1000,1000", "--config", str(config)]
+        + ["--storage", str(tmp_path / "s.journal"), "--device", "cpu", "--threads", "1", "--out", str(out)]
+        + ["--n-trials", "2"]  # the command line still wins: 2 of the paper's 5, to keep the test short
+    )
+    assert code == 0
+    document = yaml.safe_load(out.read_text())
+    assert document["score"] == "best_epoch" and document["protocol"] == "paper"
+    assert document["sampler"]["multivariate"] is False and document["pruner"]["name"] == "median"
+    for row in read_trial_table(tmp_path / "s.trials.csv"):
+        assert int(float(row["epochs"])) == 10  # no early stopping (patience 1 would have stopped it)
+        spec = yaml.safe_load((tmp_path / row["spec"]).read_text())
+        assert spec["early_stopping"]["restore_best"] is False and spec["early_stopping"]["max_epochs"] == 10

@@ -35,9 +35,20 @@ def run(args: argparse.Namespace) -> int:
         raise BpfreeError(f"{args.configfile} is not a workflow config (not a mapping)")
     try:
         rows = plan_rows(config, args.results)
+        own = rows[0]["protocol"] if rows else "bpfree"
+        other = "paper" if own == "bpfree" else "bpfree"
+        try:  # the other tuning protocol beside it, where every study has one
+            others = plan_rows(config, args.results, protocol=other)
+        except BpfreeError as err:
+            others, why = [], str(err)
     except BpfreeError as err:
         raise BpfreeError(f"{args.configfile}: {err}") from None
     print(plan_text(rows, args.configfile), end="")
+    print()
+    if others:
+        print(plan_text(others, f"{args.configfile} with tuning.protocol: {other}"), end="")
+    else:
+        print(f"{args.configfile} with tuning.protocol: {other}: no forecast ({why})")
     if args.csv:
         import polars as pl
 

@@ -5,7 +5,7 @@ read, none is written or locked (a study's journal is parsed line by line, as Op
 journal backend replays it; a run's checkpoint is read for its epoch history without
 unpickling a tensor). No torch import: quick on a grid of hundreds of runs.
 
-- per study: finished / planned complete trials (pruned and failed ones beside), the best
+- per study: finished / planned trials (pruned and failed ones among them, and beside), the best
   value so far and its state: pending, running, waiting (a worker between trials, or none
   running), stale worker (a RUNNING trial whose worker is gone: dead process on this host,
   or no heartbeat for ``tuning.stale_after`` seconds), done;
@@ -92,6 +92,7 @@ class Plan:
     trial_max_epochs: int | None = None  # a trial's (tuning.max_epochs, at most the run's)
     config: dict[str, Any] | None = None
     untuned: set[Key] = field(default_factory=set)  # params: paper: the paper's values, no study
+    study_trials: dict[Key, int] = field(default_factory=dict)  # per study (tuning.protocol: paper)
 
 
 def plan_of(config_path: str | None, results: Path) -> Plan:
@@ -123,6 +124,14 @@ def plan_of(config_path: str | None, results: Path) -> Plan:
                     untuned.add(Key(dataset, arch, algorithm))
     seeds = [int(s) for s in checked.seeds]
     tuning = checked.tuning
+    per_study = {}
+    if tuning.protocol == "paper" and tuning.n_trials > 0:  # each study's own count
+        from bpfree.core.paper import study_settings
+
+        for key in studies - untuned:
+            per_study[key] = study_settings(tuning, checked.early_stopping, key.algorithm, key.arch, key.dataset)[
+                0
+            ].n_trials
     return Plan(
         sorted(studies),
         {k: seeds for k in studies},
@@ -132,6 +141,7 @@ def plan_of(config_path: str | None, results: Path) -> Plan:
         min(tuning.max_epochs or checked.early_stopping.max_epochs, checked.early_stopping.max_epochs),
         dict(raw),
         untuned,
+        per_study,
     )
 
 
@@ -259,7 +269,8 @@ class StudyStatus:
 
 def study_status(key: Key, plan: Plan, results: Path, now: float) -> StudyStatus:
     folder = results / "tuning" / key.slug
-    status = StudyStatus(str(key), key.dataset, key.arch, key.algorithm, "pending", planned=plan.n_trials)
+    planned = plan.study_trials.get(key, plan.n_trials)
+    status = StudyStatus(str(key), key.dataset, key.arch, key.algorithm, "pending", planned=planned)
     journal = folder / "study.journal"
     if plan.n_trials == 0 or key in plan.untuned:
         status.state = "done"  # no study: the runs take the defaults, or the paper's values
@@ -299,7 +310,8 @@ def study_status(key: Key, plan: Plan, results: Path, now: float) -> StudyStatus
         [results / "benchmarks" / "tune" / f"{key.slug}.tsv"]
         + sorted((results / "benchmarks" / "tune" / key.slug).parent.glob(f"{key.algorithm}.worker*.tsv"))
     )
-    enough = plan.n_trials is not None and status.complete >= plan.n_trials
+    # n_trials counts finished trials, pruned and failed ones included (Optuna's meaning)
+    enough = planned is not None and status.complete + status.pruned + status.failed >= planned
     if enough and (folder / "best_params.yaml").is_file():
         status.state = "done"
     elif status.running:
@@ -469,7 +481,11 @@ def grid_status(config_path: str | None, results: str | Path, forecast: bool = T
         done = [r for r in mine if r.state.startswith("done")]
         run_rate = _rate(sum(r.time_s for r in done), sum(r.epochs for r in done))
         epochs_per_run = sum(r.epochs for r in done) / len(done) if done else None
-        trials_left = max(0, (s.planned or 0) - s.complete - s.running - s.stale) if s.state != "done" else 0
+        trials_left = (
+            max(0, (s.planned or 0) - s.complete - s.pruned - s.failed - s.running - s.stale)
+            if s.state != "done"
+            else 0
+        )
         trial_epochs_left = trials_left * (s.epochs_per_trial or epochs_per_run or 0)
         if s.running or s.stale:  # trials in flight: half their epochs on average
             trial_epochs_left += (s.running + s.stale) * (s.epochs_per_trial or epochs_per_run or 0) / 2
@@ -604,7 +620,8 @@ def status_text(grid: dict[str, Any]) -> str:
     out.append("studies: " + ", ".join(f"{n} {s}" for s, n in sorted(counts["studies"].items())))
     rows = []
     for s in grid["studies"]:
-        trials = f"{s['complete']}/{'?' if s['planned'] is None else s['planned']}"
+        finished = s["complete"] + s["pruned"] + s["failed"]
+        trials = f"{finished}/{'?' if s['planned'] is None else s['planned']}"
         if s["planned"] == 0:
             trials = "no study"  # tuning off, or params: paper
         extra = [f"{s['pruned']} pruned" if s["pruned"] else "", f"{s['failed']} failed" if s["failed"] else ""]

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bpfree.core.errors import BpfreeError
     from bpfree.core.io import output_file
+    from bpfree.core.paper import study_settings
     from bpfree.core.spec import Machine, Tuning, parse
     from bpfree.engine.resolve import load_settings
     from bpfree.engine.setup import set_threads
@@ -74,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
     # the command line's values are checked as the config's would be (a negative --seed...)
     given = {k: v for k, v in overrides.items() if v is not None}
     tuning = parse(Tuning, {**settings.tuning.model_dump(), **given}, where="tuning")
+    # tuning.protocol paper: this configuration's own protocol (trial count, length, stopping,
+    # score, sampler, pruner) as the paper's code tuned it; flags given here still win
+    tuning, early_stopping = study_settings(
+        tuning, settings.early_stopping, args.algorithm, str(arch) if arch else None, args.dataset
+    )
+    tuning = tuning.replace("tuning", **given)
     n_trials = args.n_trials if args.n_trials is not None else tuning.n_trials
     if n_trials < 1:
         raise BpfreeError("give --n-trials N (N >= 1) or tuning.n_trials in --config")
@@ -87,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         n_trials=n_trials,
         storage=Path(args.storage),
         settings=tuning,
-        early_stopping=settings.early_stopping,
+        early_stopping=early_stopping,
         arch=arch,
         study_name=args.study_name,
         machine=machine,

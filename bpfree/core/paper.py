@@ -18,11 +18,30 @@ from typing import Any
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import loads_yaml
-from bpfree.core.spec import EarlyStopping, parse
+from bpfree.core.spec import EarlyStopping, Tuning, parse
 
 FILE = "paper_params.yaml"
 # datasets that take another's rows: mnist-5k is 5,000 of MNIST's images
 SAME_AS = {"mnist-5k": "mnist"}
+
+
+@dataclass(frozen=True)
+class PaperTuning:
+    """How the paper's code tuned one configuration (its tuning config, read as its code reads
+    it): trial count (every finished trial counted), a trial's epoch budget (None: the stage
+    lengths it samples), its trials' early stopping (None: none), the score, TPE's settings and
+    the pruner."""
+
+    n_trials: int
+    max_epochs: int | None
+    early_stopping: dict[str, Any] | None
+    score: str
+    multivariate: bool
+    startup_trials: int
+    pruner: str
+    pruner_startup_trials: int = 5
+    pruner_warmup_epochs: int = 0
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -36,6 +55,7 @@ class PaperRow:
     params: dict[str, Any]
     early_stopping: EarlyStopping
     notes: tuple[str, ...] = ()
+    tuning: PaperTuning | None = None  # how its code tuned it (tuning.protocol: paper)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -60,6 +80,9 @@ def rows() -> tuple[PaperRow, ...]:
                     params=dict(row.get("params") or {}),
                     early_stopping=parse(EarlyStopping, row["early_stopping"], f"{where}.early_stopping"),
                     notes=tuple(str(n) for n in row.get("notes") or ()),
+                    tuning=PaperTuning(**row["tuning"], source=str(row.get("tuning_source", "")))
+                    if row.get("tuning")
+                    else None,
                 )
             )
         except (KeyError, TypeError) as err:
@@ -81,3 +104,34 @@ def paper_row(algorithm: str, arch: str | None, dataset: str) -> PaperRow:
         f"the paper's code has no configuration for {algorithm} {arch} on {dataset} ({have}); "
         "tune it instead (params: tuned) or give --params"
     )
+
+
+def study_settings(
+    tuning: Tuning, early_stopping: EarlyStopping, algorithm: str, arch: str | None, dataset: str
+) -> tuple[Tuning, EarlyStopping]:
+    """A study's tuning section and the early stopping its trials start from, under
+    ``tuning.protocol``: bpfree's, the section as given; the paper's, the configuration's own
+    protocol (its row's ``tuning``) over the section's seed and search spaces. A paper trial
+    restores no weights (its code restored none), and one without early stopping trains its
+    budget out."""
+    if tuning.protocol == "bpfree":
+        return tuning, early_stopping
+    row = paper_row(algorithm, arch, dataset)
+    own = row.tuning
+    if own is None:
+        raise BpfreeError(f"the paper's code did not tune {algorithm} {arch} on {dataset}: use tuning.protocol: bpfree")
+    budget = own.max_epochs or early_stopping.max_epochs
+    stopping = {"patience": budget} if own.early_stopping is None else dict(own.early_stopping)
+    policy = early_stopping.replace("early_stopping", **stopping, max_epochs=budget, restore_best=False)
+    settings = tuning.replace(
+        "tuning",
+        n_trials=own.n_trials,
+        max_epochs=own.max_epochs,
+        score=own.score,
+        multivariate=own.multivariate,
+        startup_trials=own.startup_trials,
+        pruner=own.pruner,
+        pruner_startup_trials=own.pruner_startup_trials,
+        pruner_warmup_epochs=own.pruner_warmup_epochs,
+    )
+    return settings, policy

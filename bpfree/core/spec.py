@@ -206,10 +206,25 @@ class RunSpec(_Model):
 class Tuning(_Model):
     """One Optuna study per algorithm x dataset x architecture (bpfree tune; bpfree/tuning/)."""
 
-    n_trials: int = Field(0, ge=0, description="finished trials per study (complete, pruned or failed, as Optuna's study.optimize "
-        "counts them); the best complete one wins; 0 trains with the defaults")
+    protocol: Literal["bpfree", "paper"] = Field(
+        "bpfree",
+        description="bpfree: every study tuned by this section; paper: each study's trial count, trial "
+        "length, early stopping, score, sampler and pruner as the paper's code tuned that configuration "
+        "(bpfree/core/paper_params.yaml), over this section's search spaces and seed",
+    )
+    n_trials: int = Field(
+        0,
+        ge=0,
+        description="finished trials per study (complete, pruned or failed, as Optuna's study.optimize "
+        "counts them); the best complete one wins; 0 trains with the defaults",
+    )
     max_epochs: int | None = Field(
         None, ge=1, description="one trial's epoch budget; null is early_stopping.max_epochs"
+    )
+    score: Literal["final_model", "best_epoch"] = Field(
+        "final_model",
+        description="a trial's value: the validation accuracy of the model it ends with (as the runs "
+        "train), or of its best epoch (the paper's BP trials)",
     )
     timeout: float | None = Field(None, gt=0, description="seconds after which a worker starts no new trial")
     seed: int = Field(42, ge=0, le=MAX_SEED, description="TPE sampler seed and every trial's training seed")

@@ -5,6 +5,7 @@ anything runs; hyperband takes a trial's budget as its largest resource."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Mapping
 from typing import Any
@@ -55,3 +56,41 @@ def worst_case_epochs(algorithm: str, arch: Any, dataset: str, space: Any, max_e
     """The most epochs one trial (``space``: a tuning.SearchSpace) or one run (``space``
     None: the algorithm's defaults) may train, every stage counted."""
     return max(sum(stage_budgets(algorithm, arch, dataset, params, max_epochs)) for params in _candidates(space))
+
+
+def stage_length_params(algorithm: str, arch: Any, dataset: str, space: Any) -> list[str]:
+    """The space's integer parameters that set how long a stage trains (MF's
+    ``epochs_per_layer``, cafo-dfa's ``dfa_epochs``), found by asking the algorithm for its
+    stages at the parameter's two ends, nothing else capping them."""
+    from optuna.distributions import IntDistribution
+
+    unbounded = 1 << 30
+    base = _candidates(space)[0]
+    found = []
+    for name, dist in space.distributions.items():
+        if not isinstance(dist, IntDistribution) or dist.low == dist.high:
+            continue
+        low = stage_budgets(algorithm, arch, dataset, {**base, name: dist.low}, unbounded)
+        high = stage_budgets(algorithm, arch, dataset, {**base, name: dist.high}, unbounded)
+        if low != high and dist.high in high:
+            found.append(name)
+    return found
+
+
+def cap_stage_lengths(space: Any, algorithm: str, arch: Any, dataset: str, budget: int) -> tuple[Any, list[str]]:
+    """The space with every stage length sampled within a trial's epoch budget, so that a trial
+    trains the length it samples (a longer one would be cut to the budget inside the trial and
+    not in the final run: the study could not see what it tunes); and a line per cap."""
+    from optuna.distributions import IntDistribution
+
+    capped, said = dict(space.distributions), []
+    for name in stage_length_params(algorithm, arch, dataset, space):
+        dist = capped[name]
+        if dist.high <= budget:
+            continue
+        capped[name] = IntDistribution(min(dist.low, budget), budget, log=dist.log, step=dist.step)
+        said.append(
+            f"{algorithm}'s {name} sampled in [{capped[name].low}, {budget}], not [{dist.low}, {dist.high}]: "
+            f"a trial trains at most {budget} epochs per stage (its epoch budget)"
+        )
+    return dataclasses.replace(space, distributions=capped), said

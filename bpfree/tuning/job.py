@@ -22,7 +22,7 @@ from bpfree.engine.resolve import run_spec
 from bpfree.engine.run import prepare
 from bpfree.measure import Meter
 from bpfree.models import ArchSpec, parse_arch
-from bpfree.tuning.budget import worst_case_epochs
+from bpfree.tuning.budget import cap_stage_lengths, worst_case_epochs
 from bpfree.tuning.journal import ask_lock, repair_journal
 from bpfree.tuning.records import trials_csv_path, write_trial_spec, write_trials_csv
 from bpfree.tuning.space import SearchSpace, search_space
@@ -102,7 +102,15 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     # every check of bpfree train (names, architecture, params, precision, device) before any work
     base, device, _ = prepare(job.base_spec())
     arch = parse_arch(base.arch)
-    space = search_space(job.algorithm, job.settings.search_spaces)
+    space, capped = cap_stage_lengths(
+        search_space(job.algorithm, job.settings.search_spaces),
+        job.algorithm,
+        arch,
+        job.dataset,
+        base.early_stopping.max_epochs,
+    )
+    for line in capped:  # a trial trains the stage lengths it samples
+        print(f"bpfree tune: {line}", file=sys.stderr)
     study_name = job.study_name or f"{job.algorithm}-{job.dataset}-{arch}"
     set_aside = repair_journal(job.storage)
     budget = None
@@ -110,7 +118,7 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
         # hyperband's largest resource: the most epochs a trial can train, every stage counted
         budget = worst_case_epochs(job.algorithm, arch, job.dataset, space, base.early_stopping.max_epochs)
     study = open_study(job.storage, study_name, job.settings, max_resource=budget)
-    check_identity(study, study_identity(base, device.type, space), job.storage)
+    check_identity(study, study_identity(base, device.type, space, job.settings.score), job.storage)
     table = job.trials_csv or trials_csv_path(job.storage)
 
     start = time.perf_counter()
@@ -131,7 +139,7 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
                 continue
             spec = trial_spec(base, space, trial, device)
             write_trial_spec(table, trial.number, spec)  # before it trains: `bpfree train --spec` re-runs it
-            outcome = run_trial(trial, spec, data, device, job.settings.pruner, meter)
+            outcome = run_trial(trial, spec, data, device, job.settings.pruner, meter, job.settings.score)
             finish_trial(study, trial, outcome)
             write_trials_csv(table, study, job.settings.pruner)
             trials_run += 1

@@ -40,6 +40,8 @@ def best_params_document(result: TuneResult) -> dict[str, Any]:
         "params": result.best_params,
         "best_value": result.best.value,
         "objective": OBJECTIVE,
+        "score": settings.score,  # final_model or best_epoch: what a trial's value is
+        "protocol": settings.protocol,
         "best_trial": result.best.number,
         "trials": dataclasses.asdict(result.counts),
         "n_trials": result.job.n_trials,

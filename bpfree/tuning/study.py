@@ -103,12 +103,12 @@ def make_pruner(settings: Tuning, max_resource: int | None = None) -> optuna.pru
     return optuna.pruners.MedianPruner(n_startup_trials=settings.pruner_startup_trials, n_warmup_steps=warmup)
 
 
-def study_identity(spec: RunSpec, device_type: str, space: SearchSpace) -> dict[str, Any]:
+def study_identity(spec: RunSpec, device_type: str, space: SearchSpace, score: str = "final_model") -> dict[str, Any]:
     """What makes a study this study: the identity its trials share as runs (the study's spec
     before any sampled params: algorithm, dataset, the tuning seed, architecture, the other
     params' defaults, early stopping, precision, and the device type, as a run's identity
-    has it) and the search space."""
-    identity = {**spec.identity(device_type), "search_space": space.describe()}
+    has it), the search space and what a trial's value is (its score)."""
+    identity = {**spec.identity(device_type), "search_space": space.describe(), "score": score}
     # YAML round trip: what was stored (JSON in the journal) compares equal to what is asked
     return yaml.safe_load(yaml.safe_dump(identity))
 

@@ -43,14 +43,20 @@ def trial_spec(base: RunSpec, space: SearchSpace, trial: optuna.Trial, device: t
 
 
 def run_trial(
-    trial: optuna.Trial, spec: RunSpec, data: DataSplits, device: torch.device, pruner: str, meter: Meter | None = None
+    trial: optuna.Trial,
+    spec: RunSpec,
+    data: DataSplits,
+    device: torch.device,
+    pruner: str,
+    meter: Meter | None = None,
+    score: str = "final_model",
 ) -> TrialOutcome:
     """One trial in its own measurement window (TRIAL: building the model, every epoch, the
     final validation), whatever its end: its time and energy are part of the study's cost."""
     if meter is None:
-        return _train_trial(trial, spec, data, device, pruner)
+        return _train_trial(trial, spec, data, device, pruner, score)
     with meter.window(TRIAL) as window:
-        outcome = _train_trial(trial, spec, data, device, pruner)
+        outcome = _train_trial(trial, spec, data, device, pruner, score)
     energy = window.result.of(meter.primary_domain)
     return dataclasses.replace(
         outcome, time_s=window.result.time_s, energy_j=energy.joules, energy_source=energy.source
@@ -58,17 +64,21 @@ def run_trial(
 
 
 def _train_trial(
-    trial: optuna.Trial, spec: RunSpec, data: DataSplits, device: torch.device, pruner: str
+    trial: optuna.Trial, spec: RunSpec, data: DataSplits, device: torch.device, pruner: str, score: str
 ) -> TrialOutcome:
     """Train the trial's configuration as ``bpfree train`` would (bpfree.engine.run's
     train_configuration); report validation accuracy per epoch (global epoch number as the
-    step) so the pruner can stop it. Nothing raised here escapes but KeyboardInterrupt."""
+    step) so the pruner can stop it. ``score``: the value is the final model's validation
+    accuracy (``final_model``) or the best epoch's (``best_epoch``, as the paper's BP
+    objective scored). Nothing raised here escapes but KeyboardInterrupt."""
     epochs, started = 0, time.perf_counter()
+    best_epoch = -math.inf
 
     def on_epoch_end(record) -> None:
-        nonlocal epochs
+        nonlocal epochs, best_epoch
         epochs = record.epoch
         if math.isfinite(record.val_accuracy):
+            best_epoch = max(best_epoch, record.val_accuracy)
             trial.report(record.val_accuracy, record.epoch)
         set_attr(trial, "heartbeat", time.time())
         if trial.should_prune():
@@ -82,7 +92,8 @@ def _train_trial(
     trained = None
     try:
         trained = train_configuration(spec, device, data, on_epoch_end=on_epoch_end)
-        result, value = trained.fit, trained.val_accuracy
+        result = trained.fit
+        value = best_epoch if score == "best_epoch" else trained.val_accuracy
         if result.status != "ok":
             return ended(TrialState.PRUNED, f"{result.status}: non-finite loss at epoch {result.epochs}")
         if not math.isfinite(value):

@@ -13,7 +13,8 @@ from typing import Any
 from bpfree.core.errors import BpfreeError
 from bpfree.core.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES
 from bpfree.core.registry import DATASETS
-from bpfree.core.spec import WorkflowConfig, parse
+from bpfree.core.paper import study_settings
+from bpfree.core.spec import EarlyStopping, Tuning, WorkflowConfig, parse
 
 __all__ = ["BASELINE", "FIGURE_NAMES", "TABLE_NAMES", "Run", "Study", "check_config", "expand_runs"]
 
@@ -91,7 +92,24 @@ def check_config(config: dict[str, Any]) -> WorkflowConfig:
     if checked.tuning.n_trials > 0:
         for algorithm in sorted({s.algorithm for s, mode in modes.items() if mode == "tuned"}):
             search_space(algorithm, checked.tuning.search_spaces)
+        for study, mode in modes.items():  # tuning.protocol paper: every tuned study has its own
+            if mode == "tuned":
+                try:
+                    study_tuning(checked, study)
+                except BpfreeError as err:
+                    raise BpfreeError(f"tuning.protocol: paper: {err}") from None
     return checked
+
+
+def study_tuning(checked: WorkflowConfig, study: Study) -> tuple[Tuning, EarlyStopping]:
+    """The study's tuning section and its trials' early stopping, under ``tuning.protocol``
+    (bpfree.core.paper.study_settings): what ``bpfree tune --config`` applies to it."""
+    return study_settings(checked.tuning, checked.early_stopping, study.algorithm, study.arch, study.dataset)
+
+
+def study_trials(checked: WorkflowConfig, study: Study) -> int:
+    """The study's trial count (the paper's per configuration under tuning.protocol: paper)."""
+    return study_tuning(checked, study)[0].n_trials if checked.tuning.n_trials > 0 else 0
 
 
 def study_params(checked: WorkflowConfig) -> dict[Study, str]:

@@ -17,30 +17,43 @@ from bpfree.core.errors import BpfreeError
 
 
 # -- the forecast (bpfree plan) -------------------------------------------------------------------
-def plan_rows(config: Mapping[str, Any], results: str | Path = "results") -> list[dict[str, Any]]:
+def plan_rows(
+    config: Mapping[str, Any], results: str | Path = "results", protocol: str | None = None
+) -> list[dict[str, Any]]:
     """One row per planned study: its worst-case epochs in tuning (trials x a trial's epoch
     budget, every stage counted) and in its final runs (seeds x a run's budget), and the
     seconds per epoch measured by earlier runs (``RESULTS/runs/.../metrics.json``) and
     trials (``RESULTS/tuning/.../study.trials.csv``) of the same study, where there are any.
     ``config``: a workflow config as read from its file; it is checked as the Snakefile
-    checks it, and the studies and runs come from the same planner."""
+    checks it, and the studies and runs come from the same planner. ``protocol``: forecast
+    the studies under this tuning protocol (bpfree or paper) instead of the config's."""
     from bpfree.core.paper import paper_row
     from bpfree.core.record import read_record
     from bpfree.tuning.space import search_space
-    from bpfree.workflow.grid import arch_to_slug, check_config, expand_runs, expand_studies, study_params
+    from bpfree.workflow.grid import (
+        arch_to_slug,
+        check_config,
+        expand_runs,
+        expand_studies,
+        study_params,
+        study_tuning,
+    )
 
+    if protocol is not None:
+        config = {**config, "tuning": {**(config.get("tuning") or {}), "protocol": protocol}}
     checked = check_config(dict(config))
     plain = checked.model_dump(mode="json")
-    tuning = checked.tuning
     run_budget = checked.early_stopping.max_epochs
-    trial_budget = min(tuning.max_epochs or run_budget, run_budget)
     runs = expand_runs(plain)
     results = Path(results)
     rows = []
     modes = study_params(checked)
     for study in expand_studies(plain):
         mode = modes.get(study)
-        tuned = tuning.n_trials > 0 and mode == "tuned"  # a paper study has none
+        tuned = checked.tuning.n_trials > 0 and mode == "tuned"  # a paper study has none
+        # the study's own section under tuning.protocol (the paper's trial count and length)
+        tuning = study_tuning(checked, study)[0] if tuned else checked.tuning
+        trial_budget = min(tuning.max_epochs or run_budget, run_budget)
         n_trials = tuning.n_trials if tuned else 0
         space = search_space(study.algorithm, tuning.search_spaces) if tuned else None
         seeds = [r for r in runs if r.study == study]
@@ -80,6 +93,7 @@ def plan_rows(config: Mapping[str, Any], results: str | Path = "results") -> lis
                 "dataset": study.dataset,
                 "arch": study.arch,
                 "algorithm": study.algorithm,
+                "protocol": checked.tuning.protocol,
                 "trials": n_trials,
                 "trial_epochs": per_trial,
                 "tuning_epochs": n_trials * per_trial,
@@ -108,13 +122,15 @@ def plan_text(rows: list[dict[str, Any]], name: str) -> str:
 
     studies = len(rows)
     n_runs = sum(r["runs"] for r in rows)
-    trials = rows[0]["trials"] if rows else 0
+    trials = sum(r["trials"] for r in rows)
+    protocol = rows[0]["protocol"] if rows else "bpfree"
     lines = [
-        f"{name}: {studies} studies, {n_runs} final runs; worst case (every stage of every trial and run "
-        "at its epoch budget, no early stop, no pruning; pruned and failed trials come on top of N complete):",
+        f"{name}, tuning protocol {protocol}: {studies} studies, {n_runs} final runs; worst case (every stage "
+        "of every trial and run at its epoch budget, no early stop, no pruning; pruned and failed trials "
+        "are among the N):",
         f"{'phase':<8} {'what':<34} {'epochs (worst case)':>20} {'time (from measured s/epoch)':>30}",
     ]
-    for phase, what in (("tuning", f"{studies} studies x {trials} trials"), ("runs", f"{n_runs} runs")):
+    for phase, what in (("tuning", f"{studies} studies, {trials} trials"), ("runs", f"{n_runs} runs")):
         epochs, secs, known = total(phase)
         estimate = "no earlier results" if secs is None else f"{hours(secs)} ({known} of {studies} studies measured)"
         lines.append(f"{phase:<8} {what:<34} {epochs:>20,} {estimate:>30}")
@@ -124,14 +140,14 @@ def plan_text(rows: list[dict[str, Any]], name: str) -> str:
     lines.append(f"{'total':<8} {'tuning: ' + tuning_share + ' of the epochs':<34} {t_epochs + r_epochs:>20,}")
     lines.append("")
     lines.append(
-        f"{'dataset':<14} {'arch':<24} {'algorithm':<10} {'trial ep':>8} {'tuning ep':>10} "
+        f"{'dataset':<14} {'arch':<24} {'algorithm':<10} {'trials':>6} {'trial ep':>8} {'tuning ep':>10} "
         f"{'run ep':>7} {'runs ep':>8} {'s/epoch':>8} {'est. time':>10}"
     )
     for r in rows:
         secs = [s for s in (seconds(r, "tuning"), seconds(r, "runs")) if s is not None]
         rate = r["s_per_epoch_runs"] if r["s_per_epoch_runs"] is not None else r["s_per_epoch_tuning"]
         lines.append(
-            f"{r['dataset']:<14} {r['arch']:<24} {r['algorithm']:<10} {r['trial_epochs']:>8} "
+            f"{r['dataset']:<14} {r['arch']:<24} {r['algorithm']:<10} {r['trials']:>6} {r['trial_epochs']:>8} "
             f"{r['tuning_epochs']:>10,} {r['run_epochs']:>7} {r['runs_epochs']:>8,} "
             f"{'–' if rate is None else f'{rate:.3g}':>8} {hours(sum(secs)) if secs else '–':>10}"
         )

@@ -8,6 +8,7 @@ from bpfree.workflow.grid import (
     needs_download,
     slug_to_arch,
     study_params,
+    study_trials,
 )
 from bpfree.workflow.grid import Study as _Study
 
@@ -82,6 +83,11 @@ def study_dir(wildcards):
 def params_mode(wildcards):
     study = _Study(wildcards.dataset, slug_to_arch(wildcards.arch), wildcards.algorithm)
     return STUDY_PARAMS.get(study, "tuned")
+
+
+def study_n_trials(wildcards):
+    """The study's trial count: tuning.n_trials, or the paper's for it (tuning.protocol: paper)."""
+    return study_trials(CONFIG, _Study(wildcards.dataset, slug_to_arch(wildcards.arch), wildcards.algorithm))
 
 
 def is_tuned(wildcards):
