@@ -154,3 +154,23 @@ def test_a_planted_checkpoint_runs_no_code_and_is_set_aside(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is unreadable as plain data" in err[0] and "set aside as checkpoint.pt.corrupt-" in err[0]
     assert not path.exists() and any(p.name.startswith("checkpoint.pt.corrupt-") for p in tmp_path.iterdir())
+
+
+def test_precision_choices_defined_once():
+    """The precision choices are written once (bpfree.core.spec.PRECISIONS): the model's check,
+    the generated schema's enum, the CLI's choices and the engine all read them."""
+    import argparse
+
+    import yaml
+
+    from bpfree.cli import build_parser
+    from bpfree.core.spec import PRECISIONS
+    from bpfree.engine import precision
+
+    assert precision.PRECISIONS is PRECISIONS
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    assert tuple(schema["properties"]["precision"]["enum"]) == PRECISIONS
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("train", "spec", "bench"):
+        (flag,) = [a for a in sub.choices[command]._actions if "--precision" in a.option_strings]
+        assert tuple(flag.choices) == PRECISIONS, command

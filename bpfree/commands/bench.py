@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bpfree.core.spec import PRECISIONS
+
 CASE_NAMES = ("bp-mlp", "ff", "ff-goodness", "mf", "bp-cnn", "cafo-rand", "cafo-dfa")
 SHAPE_NAMES = ("digits", "mnist", "cifar")
 
@@ -37,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="torch.set_num_threads (default: 1 on the CPU, where OpenMP threads spin against any "
         "other load on a shared machine; torch's own on a GPU)",
     )
-    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32", help="both loops (default fp32)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="both loops (default fp32)")
     p.add_argument(
         "--reference-data",
         choices=["pixels", "tensors"],

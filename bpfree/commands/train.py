@@ -11,7 +11,7 @@ import os
 import sys
 
 from bpfree.commands.common import add_machine_arguments, add_subject_arguments, machine_overrides
-from bpfree.core.spec import EarlyStopping, Measurement, RunSpec, describe
+from bpfree.core.spec import PRECISIONS, EarlyStopping, Measurement, RunSpec, describe
 
 
 def add_spec_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +42,7 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         help="override measurement.profile_epoch: " + describe(Measurement, "profile_epoch"),
     )
-    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="override precision")
+    p.add_argument("--precision", choices=PRECISIONS, help="override precision")
     p.add_argument(
         "--checkpoint-every-s",
         type=float,

@@ -34,7 +34,10 @@ from bpfree.core.io import read_yaml  # the one YAML reader, with limits (re-exp
 SCHEMA_VERSION = 1  # of spec.yaml and metrics.json; raised when a field changes meaning
 MAX_THREADS = 1024  # torch starts that many threads; far more (1e5) ends in a segmentation fault
 MAX_SEED = 2**63 - 1  # a 64-bit integer: torch's generators, numpy and the tables (Int64) hold it
-PRECISIONS = ("fp32", "tf32", "bf16")
+# the precision choices, written once: the spec's check, the schema's enum, the CLI's choices and
+# bpfree.engine.precision all read them from here
+PrecisionName = Literal["fp32", "tf32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 ARCH_PATTERN = r"^[a-z][a-z0-9_-]*:[0-9]+(,[0-9]+)*$"  # the kind is checked against the registry
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 
@@ -80,7 +83,7 @@ Device = Annotated[
 ]
 DataRoot = Annotated[Path_, Field(default="data", description="directory holding the torchvision datasets")]
 Precision = Annotated[
-    Literal["fp32", "tf32", "bf16"],
+    PrecisionName,
     Field(
         default="fp32",
         description="precision of the matrix work of every run and trial: fp32 (the paper's; TF32 switched "
