@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bpfree.core.outputs import TARGET_FRACTION
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("aggregate", help="collect runs' metrics.json into tables")
@@ -18,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--target-fraction",
         type=float,
-        default=0.99,
-        help="to_target table: the target is this fraction of the BP twin's best validation accuracy (default 0.99)",
+        default=TARGET_FRACTION,
+        help="to_target table: the target is this fraction of the BP twin's best validation accuracy "
+        f"(default {TARGET_FRACTION})",
     )
     p.set_defaults(func=run)
 

@@ -30,6 +30,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import read_yaml  # the one YAML reader, with limits (re-exported: spec.read_yaml)
+from bpfree.core.outputs import TARGET_FRACTION
 
 SCHEMA_VERSION = 1  # of spec.yaml and metrics.json; raised when a field changes meaning
 MAX_THREADS = 1024  # torch starts that many threads; far more (1e5) ends in a segmentation fault
@@ -294,7 +295,7 @@ class WorkflowConfig(Settings):
         "downloading (bpfree download NAME --from PATH), e.g. {fashion-mnist: /usr/share/datasets/fashion-mnist}",
     )
     target_fraction: float = Field(
-        0.99,
+        TARGET_FRACTION,
         gt=0,
         le=1,
         description="the to_target table's target: this fraction of the BP twin's best validation accuracy "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bpfree.core.outputs import BASELINE
+from bpfree.core.outputs import BASELINE, TARGET_FRACTION
 from bpfree.report.formats import estimate, num, sig, to_latex, to_markdown, with_source
 from bpfree.report.hardware import hardware_display, hardware_table
 from bpfree.report.runs import KEYS, RunFiles, read_histories, read_metrics, runs_of
@@ -504,7 +504,7 @@ def build_tables(
     metrics_paths: list[str | Path] | list[RunFiles],
     trials_paths: list[str | Path] = (),
     *,
-    target_fraction: float = 0.99,
+    target_fraction: float = TARGET_FRACTION,
 ) -> Tables:
     """``trials_paths``: the studies' trial tables (``STUDY.trials.csv``) for the cost table."""
     from bpfree.report.cost import cost_table, read_trials
