@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bpfree.core.outputs import BASELINE, TARGET_FRACTION
+from bpfree.core.outputs import BASELINE, HISTORIES, TARGET_FRACTION
 from bpfree.report.formats import estimate, num, sig, to_latex, to_markdown, with_source
 from bpfree.report.hardware import hardware_display, hardware_table
 from bpfree.report.runs import KEYS, RunFiles, read_histories, read_metrics, runs_of
@@ -546,5 +546,5 @@ def write_tables(tables: Tables, out_dir: str | Path) -> list[Path]:
         for ext, text in (("csv", frame.write_csv()), ("md", to_markdown(readable)), ("tex", to_latex(readable))):
             write_text_atomic(out_dir / f"{name}.{ext}", text)
             written.append(out_dir / f"{name}.{ext}")
-    write_text_atomic(out_dir / "histories.csv", tables.histories.write_csv())
-    return written + [out_dir / "histories.csv"]
+    write_text_atomic(out_dir / HISTORIES, tables.histories.write_csv())
+    return written + [out_dir / HISTORIES]

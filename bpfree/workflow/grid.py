@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bpfree.core.errors import BpfreeError
-from bpfree.core.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES
+from bpfree.core.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES, run_dir
 from bpfree.core.registry import DATASETS
 from bpfree.core.spec import WorkflowConfig, parse
 
@@ -42,7 +42,7 @@ class Run:
 
     @property
     def dir(self) -> str:
-        return f"results/runs/{self.dataset}/{self.arch_slug}/{self.algorithm}/seed{self.seed}"
+        return run_dir(self.dataset, self.arch_slug, self.algorithm, self.seed)
 
     @property
     def study(self) -> Study:

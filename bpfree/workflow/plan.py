@@ -3,6 +3,7 @@ its final runs, timed by earlier results of the same study where there are any."
 
 from __future__ import annotations
 
+import glob
 import itertools
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ from bpfree.report.formats import hours, percent
 from bpfree.report.cost import read_trials, share
 from bpfree.tuning.budget import stage_budgets, worst_case_epochs
 from bpfree.core.errors import BpfreeError
+from bpfree.core.outputs import STUDY_TRIALS, run_file, study_file
 
 
 # -- the forecast (bpfree plan) -------------------------------------------------------------------
@@ -44,7 +46,7 @@ def plan_rows(config: Mapping[str, Any], results: str | Path = "results") -> lis
         n_trials = tuning.n_trials if tuned else 0
         space = search_space(study.algorithm, tuning.search_spaces) if tuned else None
         seeds = [r for r in runs if r.study == study]
-        where = f"{study.dataset}/{arch_to_slug(study.arch)}/{study.algorithm}"
+        where = (study.dataset, arch_to_slug(study.arch), study.algorithm)
         per_trial = worst_case_epochs(study.algorithm, study.arch, study.dataset, space, trial_budget) if space else 0
         if mode == "paper":  # the paper's row: its own stage lengths and budget
             row = paper_row(study.algorithm, study.arch, study.dataset)
@@ -55,7 +57,8 @@ def plan_rows(config: Mapping[str, Any], results: str | Path = "results") -> lis
             per_run = worst_case_epochs(study.algorithm, study.arch, study.dataset, space, run_budget)
         # earlier measurements of this study: seconds per epoch, and on what device
         run_rates, devices = [], set()
-        for path in sorted((results / "runs" / where).glob("seed*/metrics.json")):
+        measured = run_file("metrics.json", *where, "*", results=glob.escape(str(results)))  # RESULTS/runs/.../seed*
+        for path in sorted(map(Path, glob.glob(measured))):
             try:
                 record = read_record(path)
             except BpfreeError:
@@ -64,7 +67,7 @@ def plan_rows(config: Mapping[str, Any], results: str | Path = "results") -> lis
                 run_rates.append(record.time_per_epoch_s)
                 devices.add(record.device)
         trial_rate = None
-        table = results / "tuning" / where / "study.trials.csv"
+        table = Path(study_file(STUDY_TRIALS, *where, results=results))
         if table.is_file():
             try:
                 trials = read_trials([table])

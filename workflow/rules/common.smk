@@ -1,4 +1,23 @@
-# Helpers shared by the rules: the run grid and tuning studies from the checked config, and paths.
+# Helpers shared by the rules: the run grid and tuning studies from the checked config, and paths
+# (each written once, in bpfree/core/outputs.py: a value not given stays a wildcard).
+from bpfree.core.outputs import (
+    BEST_PARAMS,
+    FIGURE_EXTS,
+    HISTORIES,
+    STUDY_JOURNAL,
+    STUDY_TRIALS,
+    TABLE_EXTS,
+    WORKER_PARAMS,
+    figure_file,
+    run_dir,
+    run_file,
+    study_dir,
+    study_file,
+    table_file,
+    tables_dir,
+    train_benchmark,
+    tune_benchmark,
+)
 from bpfree.workflow.grid import (
     FIGURE_NAMES,
     RUN_SECTIONS_KEYS,
@@ -45,23 +64,25 @@ def every_core(wildcards):
 
 
 def all_metrics():
-    return [f"{run.dir}/metrics.json" for run in RUNS]
-
-
-def all_histories():
-    return [f"{run.dir}/history.csv" for run in RUNS]
-
-
-def all_tables():
     return [
-        f"results/tables/{name}.{ext}"
-        for name in TABLES
-        for ext in ("csv", "md", "tex")
+        run_file("metrics.json", run.dataset, run.arch_slug, run.algorithm, run.seed)
+        for run in RUNS
     ]
 
 
+def all_histories():
+    return [
+        run_file("history.csv", run.dataset, run.arch_slug, run.algorithm, run.seed)
+        for run in RUNS
+    ]
+
+
+def all_tables():
+    return [table_file(name, ext) for name in TABLES for ext in TABLE_EXTS]
+
+
 def figure_files(name):
-    return [f"results/figures/{name}.{ext}" for ext in ("svg", "png", "html")]
+    return [figure_file(name, ext) for ext in FIGURE_EXTS]
 
 
 def all_figures():
@@ -73,10 +94,6 @@ def dataset_ready(wildcards):
     if needs_download(wildcards.dataset):
         return {"data": f"{DATA_ROOT}/.bpfree/{wildcards.dataset}.ready"}
     return {}
-
-
-def study_dir(wildcards):
-    return f"results/tuning/{wildcards.dataset}/{wildcards.arch}/{wildcards.algorithm}"
 
 
 def params_mode(wildcards):
@@ -94,9 +111,17 @@ def spec_inputs(wildcards):
         return {}
     # extra workers run beside the first; the runs wait for all of them
     return {
-        "params": f"{study_dir(wildcards)}/best_params.yaml",
+        "params": study_file(
+            BEST_PARAMS, wildcards.dataset, wildcards.arch, wildcards.algorithm
+        ),
         "workers": [
-            f"{study_dir(wildcards)}/worker{k}.yaml" for k in range(2, TUNE_WORKERS + 1)
+            study_file(
+                WORKER_PARAMS.format(worker=k),
+                wildcards.dataset,
+                wildcards.arch,
+                wildcards.algorithm,
+            )
+            for k in range(2, TUNE_WORKERS + 1)
         ],
     }
 
@@ -127,7 +152,7 @@ def all_trial_tables():
         return []
     return sorted(
         {
-            f"results/tuning/{r.dataset}/{r.arch_slug}/{r.algorithm}/study.trials.csv"
+            study_file(STUDY_TRIALS, r.dataset, r.arch_slug, r.algorithm)
             for r in RUNS
             if STUDY_PARAMS.get(r.study) == "tuned"
         }
