@@ -8,6 +8,9 @@ HISTORY_COLUMNS = ["epoch", "stage", "train_loss", "val_loss", "val_accuracy", "
 # the to_target table's target: this fraction of the BP twin's best validation accuracy (the
 # config's target_fraction default, bpfree aggregate --target-fraction's, bpfree.report.target's)
 TARGET_FRACTION = 0.99
+# what a run's memory breakdown is made of, in this order (bpfree.engine.analysis counts them; each
+# is a record's memory_PART_mb, a column of the hardware table and a colour of the memory figure)
+MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "cached_features", "data")
 # results/tables/NAME.{csv,md,tex}
 TABLE_NAMES = ["summary", "methods", "deltas", "paper", "cost", "hardware", "to_target"]
 # results/figures/NAME.{svg,png,html}; each is a workflow target: fig_NAME

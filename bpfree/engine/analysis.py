@@ -36,10 +36,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bpfree.algorithms.base import Algorithm
+from bpfree.core.outputs import MEMORY_PARTS  # re-exported: analysis.MEMORY_PARTS
 from bpfree.data import Batches, DataSplits, Split
 
 MB = 1024 * 1024
-MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "cached_features", "data")
 
 
 # -- counting -----------------------------------------------------------------------------------
