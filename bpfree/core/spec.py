@@ -39,7 +39,10 @@ MAX_SEED = 2**63 - 1  # a 64-bit integer: torch's generators, numpy and the tabl
 # bpfree.engine.precision all read them from here
 PrecisionName = Literal["fp32", "tf32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
-ARCH_PATTERN = r"^[a-z][a-z0-9_-]*:[0-9]+(,[0-9]+)*$"  # the kind is checked against the registry
+# an architecture: KIND:W1,W2,... (the kind is checked against the registry, so any registered kind
+# fits; bpfree.workflow.grid derives its path slug, KIND-W1-W2, and the workflow's arch wildcard)
+ARCH_KIND = r"[a-z][a-z0-9_-]*"
+ARCH_PATTERN = rf"^{ARCH_KIND}:[0-9]+(,[0-9]+)*$"
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 
 

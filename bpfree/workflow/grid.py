@@ -6,6 +6,7 @@ Everything here is plain Python so that the grid can be tested without Snakemake
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from bpfree.core.errors import BpfreeError
 from bpfree.core.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES, run_dir
 from bpfree.core.registry import DATASETS
-from bpfree.core.spec import WorkflowConfig, parse
+from bpfree.core.spec import ARCH_KIND, WorkflowConfig, parse
 
 __all__ = ["BASELINE", "FIGURE_NAMES", "TABLE_NAMES", "Run", "Study", "check_config", "expand_runs"]
 
@@ -49,6 +50,10 @@ class Run:
         return Study(self.dataset, self.arch, self.algorithm)
 
 
+# the workflow's arch wildcard (workflow/rules/common.smk): arch_to_slug of any ARCH_PATTERN
+ARCH_SLUG_PATTERN = rf"{ARCH_KIND}(-[0-9]+)+"
+
+
 def arch_to_slug(arch: object) -> str:
     """``mlp:256,256`` (a parsed ArchSpec or its text) -> ``mlp-256-256`` (no colons or
     commas in paths)."""
@@ -56,8 +61,12 @@ def arch_to_slug(arch: object) -> str:
 
 
 def slug_to_arch(slug: str) -> str:
-    kind, *widths = slug.split("-")
-    return f"{kind}:{','.join(widths)}"
+    """``mlp-256-256`` -> ``mlp:256,256``; a kind may hold ``-`` itself (``my-net-8`` -> ``my-net:8``)."""
+    match = re.fullmatch(r"(.+?)((?:-[0-9]+)+)", slug)
+    if match is None:  # no widths: as before, the kind alone
+        return f"{slug}:"
+    kind, widths = match.groups()
+    return f"{kind}:{widths[1:].replace('-', ',')}"
 
 
 # -- the config, checked before any job is planned ----------------------------------------

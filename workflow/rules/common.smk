@@ -19,6 +19,7 @@ from bpfree.core.outputs import (
     tune_benchmark,
 )
 from bpfree.workflow.grid import (
+    ARCH_SLUG_PATTERN,
     FIGURE_NAMES,
     RUN_SECTIONS_KEYS,
     TABLE_NAMES,
@@ -49,7 +50,7 @@ RUN_SECTIONS = {key: config.get(key) for key in RUN_SECTIONS_KEYS}
 
 wildcard_constraints:
     dataset=r"[a-z0-9][a-z0-9-]*",
-    arch=r"(mlp|cnn)(-\d+)+",
+    arch=ARCH_SLUG_PATTERN,  # any registered kind: derived from bpfree.core.spec.ARCH_PATTERN
     algorithm=r"[a-z0-9][a-z0-9-]*",
     seed=r"\d+",
     worker=r"\d+",
