@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import output_file, writable_directory, write_text_atomic
 from bpfree.core.outputs import TARGET_FRACTION
 
 
@@ -28,8 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpfree.core.errors import BpfreeError
-    from bpfree.core.io import output_file, writable_directory, write_text_atomic
+    # here, not at the top: keeps polars out of the CLI's start-up
     from bpfree.report.runs import read_metrics, read_runs
     from bpfree.report.tables import build_tables, write_tables
 

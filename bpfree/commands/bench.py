@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bpfree.core.spec import PRECISIONS
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import output_file, write_json_atomic
+from bpfree.core.spec import MAX_THREADS, PRECISIONS
 
 CASE_NAMES = ("bp-mlp", "ff", "ff-goodness", "mf", "bp-cnn", "cafo-rand", "cafo-dfa")
 SHAPE_NAMES = ("digits", "mnist", "cifar")
@@ -56,10 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    # here, not at the top: keeps torch out of the CLI's start-up
     from bpfree.bench.runner import BenchConfig, format_table, run_bench
-    from bpfree.core.errors import BpfreeError
-    from bpfree.core.io import output_file, write_json_atomic
-    from bpfree.core.spec import MAX_THREADS
     from bpfree.engine.setup import resolve_device
 
     device = resolve_device(args.device)

@@ -22,6 +22,7 @@ from typing import Any
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.outputs import STUDY_JOURNAL, study_file
+from bpfree.workflow.grid import slug_to_arch
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def journals(results: str | Path) -> list[tuple[str, Path]]:
     """(study name, journal) for every study under RESULTS/tuning, sorted."""
-    from bpfree.workflow.grid import slug_to_arch
 
     found = []
     for path in sorted(

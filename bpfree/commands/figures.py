@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # here, not at the top: keeps altair and polars out of the CLI's start-up
     from bpfree.report.figures import FIGURES, draw, read_tables
 
     tables = read_tables(args.tables)

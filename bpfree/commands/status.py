@@ -36,6 +36,7 @@ from typing import Any
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import read_json, read_yaml
 from bpfree.core.outputs import (
+    BASELINE,
     BEST_PARAMS,
     STUDY_JOURNAL,
     run_dir,
@@ -44,7 +45,9 @@ from bpfree.core.outputs import (
     train_benchmark,
     tune_benchmark,
 )
+from bpfree.core.spec import WorkflowConfig, parse
 from bpfree.report.formats import energy_text, hours
+from bpfree.workflow.grid import arch_to_slug, slug_to_arch
 
 # Optuna's journal operations (optuna.storages.journal._storage.JournalOperation)
 CREATE_STUDY, CREATE_TRIAL, SET_TRIAL_STATE_VALUES = 0, 4, 6
@@ -85,7 +88,6 @@ class Key:
     @property
     def where(self) -> tuple[str, str, str]:
         """(dataset, arch slug, algorithm): the study's part of its paths (bpfree.core.outputs)."""
-        from bpfree.workflow.grid import arch_to_slug
 
         return self.dataset, arch_to_slug(self.arch), self.algorithm
 
@@ -108,8 +110,6 @@ class Plan:
 def plan_of(config_path: str | None, results: Path) -> Plan:
     """The grid the Snakefile would plan from the config (checked as the spec checks it,
     without the torch-side checks), or, without a config, the studies and runs on disk."""
-    from bpfree.core.outputs import BASELINE
-    from bpfree.core.spec import WorkflowConfig, parse
 
     if config_path is None and Path(DEFAULT_CONFIG).is_file():
         config_path = DEFAULT_CONFIG
@@ -147,8 +147,6 @@ def plan_of(config_path: str | None, results: Path) -> Plan:
 
 
 def _plan_on_disk(results: Path) -> Plan:
-    from bpfree.workflow.grid import slug_to_arch
-
     seeds: dict[Key, set[int]] = {}
     root = glob.escape(str(results))  # the patterns' own * only
     for d in sorted(map(Path, glob.glob(run_dir("*", "*", "*", "*", results=root)))):
@@ -515,6 +513,7 @@ def grid_status(config_path: str | None, results: str | Path, forecast: bool = T
 
     forecast_rows = None
     if unmeasured and forecast and plan.config is not None:
+        # here, not at the top: keeps polars out of the CLI's start-up
         from bpfree.workflow.plan import plan_rows
 
         wanted = {(s.dataset, s.arch, s.algorithm) for s in unmeasured}
@@ -573,6 +572,7 @@ def _count(states) -> dict[str, int]:
 
 def _cost_totals(path: Path) -> dict[str, Any] | None:
     """The whole grid's row of cost.csv (bpfree.report.cost): its time and energy totals."""
+    # here, not at the top: keeps polars out of the CLI's start-up
     from bpfree.report.cost import ALL
 
     try:

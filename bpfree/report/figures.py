@@ -18,7 +18,9 @@ import polars as pl
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import write_bytes_atomic, write_text_atomic
 from bpfree.core.outputs import BASELINE, FIGURE_NAMES, MEMORY_PARTS
+from bpfree.report.cost import cost_chart
 from bpfree.report.tables import METRIC, Tables, metric_title
+from bpfree.report.target import cumulative
 
 # one colour per algorithm in every figure; bp, the reference, in grey
 PALETTE = {"bp": "#7f7f7f", "ff": "#1f77b4", "mf": "#ff7f0e", "cafo-rand": "#2ca02c", "cafo-dfa": "#d62728"}
@@ -359,8 +361,6 @@ def paper(tables: Tables) -> alt.Chart:
 
 
 def cost(tables: Tables) -> alt.Chart:
-    from bpfree.report.cost import cost_chart
-
     return cost_chart(tables.cost, WIDTH)
 
 
@@ -494,7 +494,6 @@ def _estimated(histories: pl.DataFrame) -> bool:
 def to_target(tables: Tables) -> alt.Chart:
     """Validation accuracy against cumulative energy (time where energy is an estimate) of
     each run's last stage, with the target line and where each run first reached it."""
-    from bpfree.report.target import cumulative
 
     title = "Validation accuracy vs cost, to the target"
     history = tables.histories

@@ -15,6 +15,8 @@ from bpfree.core.errors import BpfreeError
 from bpfree.core.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES, run_dir
 from bpfree.core.registry import DATASETS
 from bpfree.core.spec import ARCH_KIND, WorkflowConfig, parse
+from bpfree.engine import catalog
+from bpfree.core.paper import paper_row
 
 __all__ = ["BASELINE", "FIGURE_NAMES", "TABLE_NAMES", "Run", "Study", "check_config", "expand_runs"]
 
@@ -77,7 +79,7 @@ def check_config(config: dict[str, Any]) -> WorkflowConfig:
     an architecture that the algorithm or its BP twin cannot train, a bad search space."""
     checked = parse(WorkflowConfig, config)
 
-    from bpfree.engine import catalog
+    # here, not at the top: keeps optuna and torch out of the CLI's start-up and the workflow's planning
     from bpfree.algorithms import check_trainable
     from bpfree.models import parse_arch
     from bpfree.tuning.space import search_space
@@ -107,8 +109,8 @@ def study_params(checked: WorkflowConfig) -> dict[Study, str]:
     """Where each study's runs take their parameters: ``tuned`` (the study, or the defaults
     when tuning is off) or ``paper`` (the paper's code's values: no study). A BP twin shared by
     two experiments must be asked for one way; a paper study must have its row."""
+    # here, not at the top: keeps torch out of the CLI's start-up and the workflow's planning
     from bpfree.models import parse_arch
-    from bpfree.core.paper import paper_row
 
     modes: dict[Study, str] = {}
     origin: dict[Study, int] = {}
@@ -135,6 +137,7 @@ def study_params(checked: WorkflowConfig) -> dict[Study, str]:
 
 # -- the grid -----------------------------------------------------------------------------
 def expand_studies(config: dict[str, Any]) -> list[Study]:
+    # here, not at the top: keeps torch out of the CLI's start-up and the workflow's planning
     from bpfree.models import parse_arch
 
     studies: set[Study] = set()
@@ -153,6 +156,7 @@ def expand_runs(config: dict[str, Any]) -> list[Run]:
 
 def needs_download(dataset: str) -> bool:
     """torchvision datasets are fetched once (on a login node); digits ships with sklearn."""
+    # here, not at the top: keeps torch out of the CLI's start-up and the workflow's planning
     import bpfree.data  # noqa: F401
 
     return hasattr(DATASETS.get(dataset), "download")

@@ -16,6 +16,9 @@ from bpfree.report.cost import read_trials, share
 from bpfree.tuning.budget import stage_budgets, worst_case_epochs
 from bpfree.core.errors import BpfreeError
 from bpfree.core.outputs import STUDY_TRIALS, run_file, study_file
+from bpfree.core.paper import paper_row
+from bpfree.core.record import read_record
+from bpfree.workflow.grid import arch_to_slug, check_config, expand_runs, expand_studies, study_params
 
 
 # -- the forecast (bpfree plan) -------------------------------------------------------------------
@@ -26,10 +29,8 @@ def plan_rows(config: Mapping[str, Any], results: str | Path = "results") -> lis
     trials (``RESULTS/tuning/.../study.trials.csv``) of the same study, where there are any.
     ``config``: a workflow config as read from its file; it is checked as the Snakefile
     checks it, and the studies and runs come from the same planner."""
-    from bpfree.core.paper import paper_row
-    from bpfree.core.record import read_record
+    # here, not at the top: keeps optuna and torch out of the CLI's start-up and the workflow's planning
     from bpfree.tuning.space import search_space
-    from bpfree.workflow.grid import arch_to_slug, check_config, expand_runs, expand_studies, study_params
 
     checked = check_config(dict(config))
     plain = checked.model_dump(mode="json")
