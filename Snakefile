@@ -26,7 +26,9 @@ try:  # one clear line, before any job is planned
     # each config file read again, with bpfree's limits (size, UTF-8, aliases bounded)
     for _file in workflow.configfiles:
         read_yaml(_file, "config")
-    CONFIG = check_config(config)  # typed, every default filled in (bpfree/core/spec.py)
+    CONFIG = check_config(
+        config
+    )  # typed, every default filled in (bpfree/core/spec.py)
     CONFIGFILE = job_config_file(workflow.configfiles, workflow.config_settings.config)
 except BpfreeError as err:
     sys.exit(f"bpfree: config error: {err}")

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from bpfree.core.errors import BpfreeError
+from bpfree.engine import catalog
 
 COMMANDS = [
     "bpfree.commands.train",
@@ -52,8 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "catalog", False):  # commands that build things by name
-            from bpfree.engine import catalog
-
             catalog.load(args.plugin)
         return int(args.func(args) or 0)
     except BpfreeError as err:

@@ -24,6 +24,7 @@ os.environ["OMP_NUM_THREADS"] = "1"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from helpers import train_argv  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 # Hypothesis: derandomized by default (the same examples on every run, so CI is no lottery:
@@ -203,21 +204,7 @@ def bp_digits_mlp_run(tmp_path_factory):
     """``bpfree train --algorithm bp --dataset digits --seed 7 --arch mlp:256,256`` in a real
     subprocess; returns (completed process, output dir, metrics dict)."""
     out = tmp_path_factory.mktemp("bp_digits_mlp")
-    proc = run_bpfree(
-        "train",
-        "--algorithm",
-        "bp",
-        "--dataset",
-        "digits",
-        "--seed",
-        "7",
-        "--arch",
-        "mlp:256,256",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
-    )
+    proc = run_bpfree(*train_argv(seed=7, arch="mlp:256,256", device="cpu", out=out))
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     return proc, out, metrics

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from helpers import train_argv
 from torch import nn
 
 from bpfree.algorithms import build_algorithm
@@ -29,25 +30,7 @@ def test_bp_mlp_learns_digits(bp_digits_mlp_run):
 
 def test_bp_cnn_learns_digits(tmp_path, capsys):
     # the CNN is near its best after ~5 epochs on digits (0.984 test after 6); 8 keep it quick
-    code = main(
-        [
-            "train",
-            "--algorithm",
-            "bp",
-            "--dataset",
-            "digits",
-            "--seed",
-            "7",
-            "--arch",
-            "cnn:32,128,512",
-            "--max-epochs",
-            "8",
-            "--device",
-            "cpu",
-            "--out",
-            str(tmp_path),
-        ]
-    )
+    code = main(train_argv(seed=7, arch="cnn:32,128,512", max_epochs=8, device="cpu", out=tmp_path))
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["arch"] == "cnn:32,128,512" and metrics["status"] == "ok"

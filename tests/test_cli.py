@@ -9,6 +9,7 @@ import math
 
 import pytest
 from conftest import run_bpfree
+from helpers import train_argv
 
 from bpfree.cli import main
 from bpfree.core.registry import ALGORITHMS, DATASETS
@@ -56,12 +57,7 @@ def one_error_line(capsys) -> str:
 
 
 def train_args(tmp_path, *extra: str, **overrides: str) -> list[str]:
-    options = {"algorithm": "bp", "dataset": "digits", "seed": "0", "out": str(tmp_path / "out")}
-    options.update(overrides)
-    args = ["train"]
-    for key, value in options.items():
-        args += [f"--{key.replace('_', '-')}", value]
-    return args + list(extra)
+    return train_argv(*extra, **{"seed": "0", "out": tmp_path / "out", **overrides})
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from figure_grid import GRID, write_grid
 from figure_readback import Figure, number, read_chart
 
 from bpfree.report.cost import ALL, COST_COLUMNS, _schema
-from bpfree.report.figures import FIGURES, MEMORY_PARTS
+from bpfree.report.figures import FIGURES, MEMORY_LABELS
 from bpfree.report.tables import Tables
 from bpfree.workflow.grid import FIGURE_NAMES
 
@@ -184,7 +184,7 @@ def test_fig_memory_breakdown_shows_each_part_and_the_measured_peak(tables):
         x = panel.axis("x").title
         assert x == "MiB (tensor sizes; the stage that holds the most)"
         shown = {(m["label"], m["part"]): number(m[x]) for m in panel.marks_of("bar")}  # as stacked
-        expected = {(label(r), name): r[f"memory_{part}_mb"] for r in rows for part, name in MEMORY_PARTS.items()}
+        expected = {(label(r), name): r[f"memory_{part}_mb"] for r in rows for part, name in MEMORY_LABELS.items()}
         same(shown, expected, f"memory_breakdown {dataset}")
         peaks = {m["peak_text"] for m in panel.marks_of("text")}
         assert peaks == {f"measured peak {round(r['peak_memory_mb'])} MiB (torch-allocated)" for r in rows}

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from bpfree.algorithms import build_algorithm
+from bpfree.core.outputs import MEMORY_PARTS
 from bpfree.data import DatasetInfo, DataSplits, Split
 from bpfree.engine.analysis import MB, Analysis, StageCount, analyse, epoch_flops, run_costs
 from bpfree.models import parse_arch
@@ -170,7 +171,7 @@ def test_the_analysis_leaves_the_global_rngs_as_it_found_them():
 
 # -- the run's costs from its history --------------------------------------------------------------
 def toy_analysis() -> Analysis:
-    zero = dict.fromkeys(("weights", "gradients", "optimizer", "activations", "cached_features", "data"), 0)
+    zero = dict.fromkeys(MEMORY_PARTS, 0)
     return Analysis(
         [
             StageCount("layer1", 10.0, 0.0, 4.0, 0.0, zero | {"weights": MB}),
@@ -232,8 +233,7 @@ def test_a_trained_run_records_its_flops_memory_and_time_split(tmp_path):
     history = (tmp_path / "history.csv").read_text().splitlines()
     column = history[0].split(",").index("flops")
     assert math.isclose(sum(float(row.split(",")[column]) for row in history[1:]), record.run_flops)
-    parts = ("weights", "gradients", "optimizer", "activations", "cached_features", "data")
-    assert math.isclose(sum(getattr(record, f"memory_{p}_mb") for p in parts), record.memory_breakdown_total_mb)
+    assert math.isclose(sum(getattr(record, f"memory_{p}_mb") for p in MEMORY_PARTS), record.memory_breakdown_total_mb)
     split = [record.time_data_s, record.time_compute_s, record.time_eval_s, record.time_measurement_s]
     assert all(t is not None and t >= 0 for t in split)
     assert sum(split) + record.time_checkpoint_s + record.time_other_s == pytest.approx(record.train_time_s, rel=0.05)
@@ -241,3 +241,16 @@ def test_a_trained_run_records_its_flops_memory_and_time_split(tmp_path):
     # the third epoch (layer2's first) was profiled, its trace beside the metrics
     assert record.profile_trace == "profile_epoch3.json" and (tmp_path / "profile_epoch3.json").stat().st_size > 0
     assert result.fit.history[2].extra.get("profiled") is True
+
+
+def test_the_memory_parts_are_defined_once():
+    """bpfree.core.outputs.MEMORY_PARTS: what the analysis counts, a record's memory_PART_mb
+    fields, the hardware table's columns and the memory figure's labels, one each."""
+    from bpfree.core.record import RunRecord
+    from bpfree.engine import analysis
+    from bpfree.report.figures import MEMORY_LABELS
+    from bpfree.report.hardware import HARDWARE_MEANS
+
+    assert analysis.MEMORY_PARTS is MEMORY_PARTS and tuple(MEMORY_LABELS) == MEMORY_PARTS
+    assert {f"memory_{p}_mb" for p in MEMORY_PARTS} <= set(RunRecord.model_fields)
+    assert {f"memory_{p}_mb" for p in MEMORY_PARTS} <= set(HARDWARE_MEANS)

@@ -35,6 +35,7 @@ import pytest
 import torch
 import yaml
 from conftest import record
+from helpers import train_argv, tune_argv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -66,7 +67,7 @@ FAST = [
 
 
 def train_args(out, *extra: str, seed: str = "3", algorithm: str = "bp") -> list[str]:
-    return ["train", "--algorithm", algorithm, "--dataset", "digits", "--seed", seed, "--out", str(out), *FAST, *extra]
+    return train_argv(*FAST, *extra, out=out, algorithm=algorithm, seed=seed)
 
 
 def cli(capsys, args: list[str]) -> tuple[int, str, str]:
@@ -324,8 +325,7 @@ def test_alias_bombs_in_params_spec_and_search_spaces_are_one_line(tmp_path, cap
     config.write_text(
         "tuning:\n  search_spaces:\n    bp:\n" + "".join("      " + line + "\n" for line in alias_bomb().splitlines())
     )
-    tune = ["tune", "--algorithm", "bp", "--dataset", "digits", "--arch", "mlp:8", "--n-trials", "1"]
-    tune += ["--storage", str(tmp_path / "s.journal"), "--out", str(tmp_path / "best.yaml"), "--config", str(config)]
+    tune = tune_argv("--config", str(config), arch="mlp:8", storage=tmp_path / "s.journal", out=tmp_path / "best.yaml")
     refused(capsys, tune, "expands to more than")
 
 
@@ -586,8 +586,7 @@ def test_a_real_full_disk_tmpfs(tmp_path, capsys):
 # -- 7 and 11. ranges: threads and seeds ---------------------------------------------------------
 def test_threads_beyond_the_range_are_one_line(tmp_path, capsys, no_work):
     refused(capsys, train_args(tmp_path / "a", "--threads", "100000"), "threads", "less than or equal to 1024")
-    tune = ["tune", "--algorithm", "bp", "--dataset", "digits", "--n-trials", "1", "--threads", "100000"]
-    tune += ["--storage", str(tmp_path / "s.journal"), "--out", str(tmp_path / "b.yaml")]
+    tune = tune_argv(threads=100000, storage=tmp_path / "s.journal", out=tmp_path / "b.yaml")
     refused(capsys, tune, "machine.threads", "less than or equal to 1024")
     refused(capsys, ["bench", "--threads", "100000"], "--threads must be from 1 to 1024")
     config = tmp_path / "c.yaml"
@@ -598,14 +597,13 @@ def test_threads_beyond_the_range_are_one_line(tmp_path, capsys, no_work):
 def test_a_seed_of_2_to_the_64_is_one_line(tmp_path, capsys, no_work):
     big = str(2**64)
     refused(capsys, train_args(tmp_path / "a", seed=big), "seed: Input should be less than or equal to")
-    tune = ["tune", "--algorithm", "bp", "--dataset", "digits", "--n-trials", "1", "--seed", big]
-    tune += ["--storage", str(tmp_path / "s.journal"), "--out", str(tmp_path / "b.yaml")]
+    tune = tune_argv(seed=big, storage=tmp_path / "s.journal", out=tmp_path / "b.yaml")
     refused(capsys, tune, "tuning.seed: Input should be less than or equal to")
-    refused(capsys, ["spec", "--algorithm", "bp", "--dataset", "digits", "--seed", big, "--out", str(tmp_path / "s")])
+    refused(capsys, train_argv(command="spec", seed=big, out=tmp_path / "s"))
 
 
 # -- 9. output paths of the wrong kind, before any work -------------------------------------------
-TUNE = ["tune", "--algorithm", "bp", "--dataset", "digits", "--arch", "mlp:8", "--n-trials", "1"]
+TUNE = tune_argv(arch="mlp:8")
 
 
 @pytest.mark.parametrize(
@@ -615,13 +613,13 @@ TUNE = ["tune", "--algorithm", "bp", "--dataset", "digits", "--arch", "mlp:8", "
         (TUNE + ["--storage", "adir", "--out", "b.yaml"], "--storage adir is a directory; give a file path"),
         (TUNE + ["--storage", "s.journal", "--out", "b.yaml", "--trials-out", "adir"], "--trials-out adir is a"),
         (TUNE + ["--storage", "s.journal", "--out", ""], "--out is empty"),
-        (["train", "--algorithm", "bp", "--dataset", "digits", "--seed", "1", "--out", ""], "--out is empty"),
-        (["train", "--algorithm", "bp", "--dataset", "digits", "--seed", "1", "--out", "afile"], "afile is a file"),
+        (train_argv(command="train", seed=1, out=""), "--out is empty"),
+        (train_argv(command="train", seed=1, out="afile"), "afile is a file"),
         (
-            ["spec", "--algorithm", "bp", "--dataset", "digits", "--seed", "1", "--out", "afile/spec.yaml"],
+            train_argv(command="spec", seed=1, out="afile/spec.yaml"),
             "the directory of --out afile is a file",
         ),
-        (["spec", "--algorithm", "bp", "--dataset", "digits", "--seed", "1", "--out", ""], "--out is empty"),
+        (train_argv(command="spec", seed=1, out=""), "--out is empty"),
         (["aggregate", "m.json", "--out-dir", "afile"], "--out-dir afile is a file, not a directory"),
         (["aggregate", "m.json", "--summary", "adir"], "--summary adir is a directory"),
         (["aggregate", "m.json", "--out-dir", ""], "--out-dir is empty"),
@@ -761,8 +759,8 @@ def test_fuzz_bad_paths_at_the_cli_never_a_traceback(tmp_path_factory, capsys, m
     (where / "afile").write_text("a file")
     metrics = write_run(where / "r", 1, 0.5)
     args = {
-        "train": ["train", "--algorithm", "bp", "--dataset", "digits", "--seed", "1", "--out", path],
-        "spec": ["spec", "--algorithm", "bp", "--dataset", "digits", "--seed", "1", "--out", path],
+        "train": train_argv(command="train", seed=1, out=path),
+        "spec": train_argv(command="spec", seed=1, out=path),
         "tune --out": TUNE + ["--storage", "s.journal", "--out", path],
         "tune --storage": TUNE + ["--storage", path, "--out", "b.yaml"],
         "aggregate --out-dir": ["aggregate", str(metrics), "--out-dir", path],

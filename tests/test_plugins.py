@@ -126,3 +126,25 @@ def test_a_one_off_plugin_module_by_flag_or_environment(tmp_path):
     assert missing.stderr.strip().startswith(
         "bpfree: error: bpfree plugin 'no_such_module' (--plugin) failed to import"
     )
+
+
+def test_a_plugin_architecture_matches_the_workflows_arch_wildcard(monkeypatch):
+    """The workflow's arch wildcard is derived from the spec's ARCH_PATTERN (bpfree.workflow.grid.
+    ARCH_SLUG_PATTERN, used by workflow/rules/common.smk), not a list of kinds: a kind a plugin
+    registers names its runs' folders and plans like mlp and cnn."""
+    import re
+
+    from bpfree.core.registry import ARCHITECTURES
+    from bpfree.core.spec import ARCH_PATTERN
+    from bpfree.models import parse_arch
+    from bpfree.workflow.grid import ARCH_SLUG_PATTERN, arch_to_slug, slug_to_arch
+
+    monkeypatch.setitem(ARCHITECTURES._entries, "toy-net_2", ARCHITECTURES.get("mlp"))
+    assert "arch=ARCH_SLUG_PATTERN" in (Path(__file__).parents[1] / "workflow/rules/common.smk").read_text()
+    for kind in ARCHITECTURES.names():
+        arch = f"{kind}:16,8"
+        assert re.fullmatch(ARCH_PATTERN, arch) and str(parse_arch(arch)) == arch
+        slug = arch_to_slug(arch)
+        assert re.fullmatch(ARCH_SLUG_PATTERN, slug), slug
+        assert slug_to_arch(slug) == arch
+    assert not re.fullmatch(ARCH_SLUG_PATTERN, "mlp:16") and not re.fullmatch(ARCH_SLUG_PATTERN, "mlp")

@@ -19,6 +19,7 @@ import psutil
 import pytest
 import yaml
 from conftest import record, run_bpfree
+from helpers import train_argv, tune_argv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from optuna.trial import TrialState
@@ -65,7 +66,7 @@ def one_line(capsys) -> str:
 
 
 def train_args(out, *extra: str, algorithm: str = "bp", dataset: str = "digits", seed: str = "1"):
-    return ["train", "--algorithm", algorithm, "--dataset", dataset, "--seed", seed, "--out", str(out), *extra]
+    return train_argv(*extra, out=out, algorithm=algorithm, dataset=dataset, seed=seed)
 
 
 @pytest.fixture
@@ -174,22 +175,7 @@ def test_repeated_seeds_in_the_workflow_config_are_refused():
 def test_bad_tune_input_is_one_line_before_any_trial(tmp_path, capsys, monkeypatch, no_work, extra, expected):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "blocker").write_text("a file")
-    args = [
-        "tune",
-        "--algorithm",
-        "bp",
-        "--dataset",
-        "digits",
-        "--arch",
-        "mlp:8",
-        "--n-trials",
-        "1",
-        "--storage",
-        "j/study.journal",
-        "--out",
-        "best.yaml",
-        *extra,
-    ]
+    args = tune_argv(*extra, arch="mlp:8", storage="j/study.journal", out="best.yaml")
     assert main(args) == 2
     assert expected in one_line(capsys)
     assert not (tmp_path / "j" / "study.journal").exists()  # no study, so no trial

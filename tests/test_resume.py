@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import train_argv
 
 # every test here trains in subprocesses, killing and resuming them: the slow tier
 pytestmark = pytest.mark.slow
@@ -44,27 +45,17 @@ def command(out: Path, algorithm: str, checkpoint_every_s: float = 0) -> list[st
         sys.executable,
         "-m",
         "bpfree",
-        "train",
-        "--algorithm",
-        algorithm,
-        "--dataset",
-        "digits",
-        "--seed",
-        "3",
-        "--arch",
-        arch,
-        "--max-epochs",
-        "6",
-        "--threads",
-        "1",
-        "--measure-codecarbon",
-        "off",
-        "--measure-idle-s",
-        "0",
-        "--checkpoint-every-s",
-        str(checkpoint_every_s),
-        "--out",
-        str(out),
+        *train_argv(
+            algorithm=algorithm,
+            seed=3,
+            arch=arch,
+            max_epochs=6,
+            threads=1,
+            measure_codecarbon="off",
+            measure_idle_s=0,
+            checkpoint_every_s=checkpoint_every_s,
+            out=out,
+        ),
     ]
     if algorithm == "cafo-dfa":
         cmd += ["--params", str(out.parent / "dfa.yaml")]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import train_argv
 
 from bpfree.cli import main
 from bpfree.core.errors import BpfreeError
@@ -39,7 +40,7 @@ def test_the_schema_and_the_key_table_are_generated_from_the_spec():
 
 def test_a_run_is_re_run_exactly_from_its_spec_yaml(tmp_path):
     first = tmp_path / "first"
-    args = ["train", "--algorithm", "mf", "--dataset", "digits", "--seed", "4", "--arch", "mlp:16,16"]
+    args = train_argv(algorithm="mf", seed=4, arch="mlp:16,16")
     assert main([*args, "--max-epochs", "3", *QUIET, "--out", str(first)]) == 0
     spec = load_spec(first / "spec.yaml")
     assert spec.arch == "mlp:16,16" and spec.early_stopping.max_epochs == 3
@@ -64,8 +65,7 @@ def test_bpfree_spec_writes_what_the_flags_describe(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("early_stopping: {patience: 3}\nprecision: bf16\n")
     out = tmp_path / "spec.yaml"
-    assert main(["spec", "--algorithm", "bp", "--dataset", "digits", "--seed", "2", "--config", str(config),
-                 "--out", str(out)]) == 0  # fmt: skip
+    assert main(train_argv(command="spec", seed=2, config=config, out=out)) == 0
     spec = load_spec(out)
     assert spec.early_stopping.patience == 3 and spec.precision == "bf16" and spec.arch == "mlp:1000,1000"
 
@@ -154,3 +154,23 @@ def test_a_planted_checkpoint_runs_no_code_and_is_set_aside(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is unreadable as plain data" in err[0] and "set aside as checkpoint.pt.corrupt-" in err[0]
     assert not path.exists() and any(p.name.startswith("checkpoint.pt.corrupt-") for p in tmp_path.iterdir())
+
+
+def test_precision_choices_defined_once():
+    """The precision choices are written once (bpfree.core.spec.PRECISIONS): the model's check,
+    the generated schema's enum, the CLI's choices and the engine all read them."""
+    import argparse
+
+    import yaml
+
+    from bpfree.cli import build_parser
+    from bpfree.core.spec import PRECISIONS
+    from bpfree.engine import precision
+
+    assert precision.PRECISIONS is PRECISIONS
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    assert tuple(schema["properties"]["precision"]["enum"]) == PRECISIONS
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("train", "spec", "bench"):
+        (flag,) = [a for a in sub.choices[command]._actions if "--precision" in a.option_strings]
+        assert tuple(flag.choices) == PRECISIONS, command

@@ -155,3 +155,21 @@ def test_counter_periods_agree_with_the_meter():
 def test_no_history_gives_an_empty_table_with_every_column():
     table = to_target(runs(("bp", 1)), pl.DataFrame())
     assert table.is_empty() and "energy_vs_bp" in table.columns
+
+
+def test_the_default_fraction_is_defined_once():
+    """bpfree.core.outputs.TARGET_FRACTION: the config's default (and so the schema's), bpfree
+    aggregate's and the report's functions all take it from there."""
+    import argparse
+    import inspect
+
+    from bpfree.cli import build_parser
+    from bpfree.core.outputs import TARGET_FRACTION
+    from bpfree.core.spec import WorkflowConfig
+    from bpfree.report.tables import build_tables
+
+    assert WorkflowConfig.model_fields["target_fraction"].default == TARGET_FRACTION
+    assert inspect.signature(to_target).parameters["fraction"].default == TARGET_FRACTION
+    assert inspect.signature(build_tables).parameters["target_fraction"].default == TARGET_FRACTION
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sub.choices["aggregate"].get_default("target_fraction") == TARGET_FRACTION

@@ -14,6 +14,7 @@ import optuna
 import pytest
 import torch
 import yaml
+from helpers import train_argv, tune_argv
 from optuna.trial import TrialState
 
 from bpfree.algorithms.bp import Backprop
@@ -195,23 +196,7 @@ def test_cli_rejects_a_misspelt_space_in_one_line(tmp_path, capsys):
     config.write_text(
         yaml.safe_dump({"tuning": {"search_spaces": {"bp": {"lrr": {"type": "float", "low": 1, "high": 2}}}}})
     )
-    code = main(
-        [
-            "tune",
-            "--algorithm",
-            "bp",
-            "--dataset",
-            "digits",
-            "--n-trials",
-            "1",
-            "--config",
-            str(config),
-            "--storage",
-            str(tmp_path / "s.journal"),
-            "--out",
-            str(tmp_path / "best.yaml"),
-        ]
-    )
+    code = main(tune_argv(config=config, storage=tmp_path / "s.journal", out=tmp_path / "best.yaml"))
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "unknown parameter 'lrr'" in err
     assert not (tmp_path / "best.yaml").exists()
@@ -222,25 +207,16 @@ def test_best_params_round_trip_into_bpfree_train(tmp_path, capsys):
     config.write_text(yaml.safe_dump({"tuning": {"max_epochs": 2, "pruner": "none"}}))
     best = tmp_path / "best_params.yaml"
     code = main(
-        [
-            "tune",
-            "--algorithm",
-            "bp",
-            "--dataset",
-            "digits",
-            "--arch",
-            "mlp:32",
-            "--n-trials",
-            "2",
-            "--storage",
-            str(tmp_path / "study.journal"),
-            "--out",
-            str(best),
+        tune_argv(
             "--config",
             str(config),
             "--device",
             "cpu",
-        ]
+            arch="mlp:32",
+            n_trials=2,
+            storage=tmp_path / "study.journal",
+            out=best,
+        )
     )
     assert code == 0
     assert "2 finished trials: 2 complete, 0 pruned, 0 failed" in capsys.readouterr().out
@@ -251,50 +227,14 @@ def test_best_params_round_trip_into_bpfree_train(tmp_path, capsys):
     assert doc["params"]["lr"] != 1e-3 and 0 < doc["best_value"] <= 1 and doc["best_trial"] in (0, 1)
 
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--algorithm",
-            "bp",
-            "--dataset",
-            "digits",
-            "--arch",
-            "mlp:32",
-            "--seed",
-            "1",
-            "--params",
-            str(best),
-            "--max-epochs",
-            "2",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(train_argv(seed=1, arch="mlp:32", params=best, max_epochs=2, device="cpu", out=out))
     assert code == 0
     assert json.loads((out / "metrics.json").read_text())["params"] == doc["params"]
 
 
 @pytest.mark.slow
 def test_parallel_workers_share_one_study_without_overshooting(tmp_path):
-    args = [
-        "tune",
-        "--algorithm",
-        "bp",
-        "--dataset",
-        "digits",
-        "--arch",
-        "mlp:16",
-        "--n-trials",
-        "4",
-        "--max-epochs",
-        "1",
-        "--storage",
-        str(tmp_path / "study.journal"),
-        "--device",
-        "cpu",
-    ]
+    args = tune_argv("--device", "cpu", arch="mlp:16", n_trials=4, max_epochs=1, storage=tmp_path / "study.journal")
     workers = [
         subprocess.Popen(
             [sys.executable, "-m", "bpfree", *args, "--out", str(tmp_path / f"best{i}.yaml")],
@@ -353,25 +293,18 @@ def test_a_sigkilled_tune_resumes_to_its_trial_count_with_nothing_left_running(t
         sys.executable,
         "-m",
         "bpfree",
-        "tune",
-        "--algorithm",
-        "bp",
-        "--dataset",
-        "digits",
-        "--arch",
-        "mlp:16",
-        "--n-trials",
-        "4",
-        "--max-epochs",
-        "3",
-        "--storage",
-        str(journal),
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--out",
-        str(tmp_path / "best.yaml"),
+        *tune_argv(
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "best.yaml"),
+            arch="mlp:16",
+            n_trials=4,
+            max_epochs=3,
+            storage=journal,
+        ),
     ]
     worker = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -502,29 +435,19 @@ def test_a_multi_fidelity_study_prunes_and_resumes_from_its_journal(tmp_path, pr
 def test_cli_tune_takes_the_pruner_and_writes_the_trial_table(tmp_path, capsys):
     out = tmp_path / "best.yaml"
     code = main(
-        [
-            "tune",
-            "--algorithm",
-            "bp",
-            "--dataset",
-            "digits",
-            "--arch",
-            "mlp:16",
-            "--n-trials",
-            "2",
-            "--max-epochs",
-            "2",
-            "--pruner",
-            "hyperband",
-            "--storage",
-            str(tmp_path / "s.journal"),
+        tune_argv(
             "--trials-out",
             str(tmp_path / "t.csv"),
             "--device",
             "cpu",
             "--out",
             str(out),
-        ]
+            arch="mlp:16",
+            n_trials=2,
+            max_epochs=2,
+            pruner="hyperband",
+            storage=tmp_path / "s.journal",
+        )
     )
     assert code == 0
     document = yaml.safe_load(out.read_text())

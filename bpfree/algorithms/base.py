@@ -29,7 +29,7 @@ from bpfree.core.errors import BpfreeError
 from bpfree.core.registry import ALGORITHMS
 from bpfree.data import DatasetInfo, Split
 from bpfree.data.batches import Batches, eval_batches
-from bpfree.models import ArchSpec
+from bpfree.models import ArchSpec, parse_arch
 
 
 @dataclass(frozen=True)
@@ -225,8 +225,6 @@ def build_algorithm(
     device: torch.device | str = "cpu",
     seed: int = 0,
 ) -> Algorithm:
-    from bpfree.models import parse_arch
-
     arch = arch or parse_arch(ALGORITHMS.get(name).default_arch)
     klass = check_trainable(name, arch)
     return klass(arch, info, params_from_mapping(name, params), torch.device(device), seed)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import output_file, writable_directory, write_text_atomic
+from bpfree.core.outputs import TARGET_FRACTION
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("aggregate", help="collect runs' metrics.json into tables")
@@ -18,15 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--target-fraction",
         type=float,
-        default=0.99,
-        help="to_target table: the target is this fraction of the BP twin's best validation accuracy (default 0.99)",
+        default=TARGET_FRACTION,
+        help="to_target table: the target is this fraction of the BP twin's best validation accuracy "
+        f"(default {TARGET_FRACTION})",
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpfree.core.errors import BpfreeError
-    from bpfree.core.io import output_file, writable_directory, write_text_atomic
+    # here, not at the top: keeps polars out of the CLI's start-up
     from bpfree.report.runs import read_metrics, read_runs
     from bpfree.report.tables import build_tables, write_tables
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import output_file, write_json_atomic
+from bpfree.core.spec import MAX_THREADS, PRECISIONS
+
 CASE_NAMES = ("bp-mlp", "ff", "ff-goodness", "mf", "bp-cnn", "cafo-rand", "cafo-dfa")
 SHAPE_NAMES = ("digits", "mnist", "cifar")
 
@@ -37,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="torch.set_num_threads (default: 1 on the CPU, where OpenMP threads spin against any "
         "other load on a shared machine; torch's own on a GPU)",
     )
-    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32", help="both loops (default fp32)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="both loops (default fp32)")
     p.add_argument(
         "--reference-data",
         choices=["pixels", "tensors"],
@@ -54,10 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    # here, not at the top: keeps torch out of the CLI's start-up
     from bpfree.bench.runner import BenchConfig, format_table, run_bench
-    from bpfree.core.errors import BpfreeError
-    from bpfree.core.io import output_file, write_json_atomic
-    from bpfree.core.spec import MAX_THREADS
     from bpfree.engine.setup import resolve_device
 
     device = resolve_device(args.device)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bpfree.core.registry import DATASETS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("algorithms", help="list the registered algorithms").set_defaults(func=algorithms, catalog=True)
@@ -11,6 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def algorithms(args: argparse.Namespace) -> int:
+    # here, not at the top: keeps torch out of the CLI's start-up
     from bpfree.algorithms.base import ALGORITHMS
 
     for name in ALGORITHMS.names():
@@ -20,8 +23,8 @@ def algorithms(args: argparse.Namespace) -> int:
 
 
 def datasets(args: argparse.Namespace) -> int:
+    # here, not at the top: keeps torch out of the CLI's start-up
     import bpfree.data  # noqa: F401  (registers the datasets)
-    from bpfree.core.registry import DATASETS
 
     for name in DATASETS.names():
         info = DATASETS.get(name).info

@@ -12,6 +12,7 @@ Needs the optional extra: ``pip install -e ".[dashboard]"`` (optuna-dashboard)."
 from __future__ import annotations
 
 import argparse
+import glob
 import signal
 import sys
 import threading
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from bpfree.core.errors import BpfreeError
+from bpfree.core.outputs import STUDY_JOURNAL, study_file
+from bpfree.workflow.grid import slug_to_arch
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,11 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def journals(results: str | Path) -> list[tuple[str, Path]]:
     """(study name, journal) for every study under RESULTS/tuning, sorted."""
-    from bpfree.workflow.grid import slug_to_arch
 
-    root = Path(results) / "tuning"
     found = []
-    for path in sorted(root.glob("*/*/*/study.journal")):
+    for path in sorted(
+        map(Path, glob.glob(study_file(STUDY_JOURNAL, "*", "*", "*", results=glob.escape(str(results)))))
+    ):
         algorithm, slug, dataset = path.parent.name, path.parent.parent.name, path.parent.parent.parent.name
         found.append((f"{dataset} {slug_to_arch(slug)} {algorithm}", path))
     return found

@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bpfree.core.errors import BpfreeError
+from bpfree.core.registry import DATASETS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -26,9 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # here, not at the top: keeps torch out of the CLI's start-up
     import bpfree.data  # noqa: F401
-    from bpfree.core.errors import BpfreeError
-    from bpfree.core.registry import DATASETS
 
     source = DATASETS.get(args.dataset)
     root = Path(args.root)

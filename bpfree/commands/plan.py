@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import argparse
 
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import output_file, write_text_atomic
+from bpfree.core.spec import read_yaml
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -22,13 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpfree.core.errors import BpfreeError
-    from bpfree.core.spec import read_yaml
+    # here, not at the top: keeps polars out of the CLI's start-up
     from bpfree.workflow.plan import plan_rows, plan_text
 
     if args.csv is not None:
-        from bpfree.core.io import output_file
-
         output_file(args.csv, "--csv")
     config = read_yaml(args.configfile, "config")
     if not isinstance(config, dict):
@@ -51,8 +52,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.configfile} with tuning.protocol: {other}: no forecast ({why})")
     if args.csv:
         import polars as pl
-
-        from bpfree.core.io import write_text_atomic
 
         write_text_atomic(args.csv, pl.DataFrame(rows).write_csv())
     return 0

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import argparse
 
+from bpfree.commands.train import add_spec_arguments, spec_from_args
+from bpfree.core.io import output_file, write_text_atomic
+from bpfree.core.spec import dump_yaml
+from bpfree.engine.resolve import resolve
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bpfree.commands.train import add_spec_arguments
-
     p = sub.add_parser("spec", help="write a run's resolved spec.yaml (for bpfree train --spec)")
     add_spec_arguments(p)
     p.add_argument("--out", required=True, help="the spec.yaml to write")
@@ -17,11 +20,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpfree.commands.train import spec_from_args
-    from bpfree.core.io import output_file, write_text_atomic
-    from bpfree.core.spec import dump_yaml
-    from bpfree.engine.resolve import resolve
-
     output_file(args.out, "--out")
     spec = resolve(spec_from_args(args))
     write_text_atomic(args.out, dump_yaml(spec))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import math
 import pickle
@@ -34,7 +35,19 @@ from typing import Any
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import read_json, read_yaml
+from bpfree.core.outputs import (
+    BASELINE,
+    BEST_PARAMS,
+    STUDY_JOURNAL,
+    run_dir,
+    study_dir,
+    table_file,
+    train_benchmark,
+    tune_benchmark,
+)
+from bpfree.core.spec import WorkflowConfig, parse
 from bpfree.report.formats import energy_text, hours
+from bpfree.workflow.grid import arch_to_slug, slug_to_arch
 
 # Optuna's journal operations (optuna.storages.journal._storage.JournalOperation)
 CREATE_STUDY, CREATE_TRIAL, SET_TRIAL_STATE_VALUES = 0, 4, 6
@@ -73,10 +86,10 @@ class Key:
     algorithm: str
 
     @property
-    def slug(self) -> str:
-        from bpfree.workflow.grid import arch_to_slug
+    def where(self) -> tuple[str, str, str]:
+        """(dataset, arch slug, algorithm): the study's part of its paths (bpfree.core.outputs)."""
 
-        return f"{self.dataset}/{arch_to_slug(self.arch)}/{self.algorithm}"
+        return self.dataset, arch_to_slug(self.arch), self.algorithm
 
     def __str__(self) -> str:
         return f"{self.dataset} {self.arch} {self.algorithm}"
@@ -98,8 +111,6 @@ class Plan:
 def plan_of(config_path: str | None, results: Path) -> Plan:
     """The grid the Snakefile would plan from the config (checked as the spec checks it,
     without the torch-side checks), or, without a config, the studies and runs on disk."""
-    from bpfree.core.outputs import BASELINE
-    from bpfree.core.spec import WorkflowConfig, parse
 
     if config_path is None and Path(DEFAULT_CONFIG).is_file():
         config_path = DEFAULT_CONFIG
@@ -146,14 +157,13 @@ def plan_of(config_path: str | None, results: Path) -> Plan:
 
 
 def _plan_on_disk(results: Path) -> Plan:
-    from bpfree.workflow.grid import slug_to_arch
-
     seeds: dict[Key, set[int]] = {}
-    for d in results.glob("runs/*/*/*/seed*"):
+    root = glob.escape(str(results))  # the patterns' own * only
+    for d in sorted(map(Path, glob.glob(run_dir("*", "*", "*", "*", results=root)))):
         key = Key(d.parent.parent.parent.name, slug_to_arch(d.parent.parent.name), d.parent.name)
         if d.name.removeprefix("seed").isdigit():
             seeds.setdefault(key, set()).add(int(d.name.removeprefix("seed")))
-    for d in results.glob("tuning/*/*/*"):
+    for d in sorted(map(Path, glob.glob(study_dir("*", "*", "*", results=root)))):
         if d.is_dir():
             seeds.setdefault(Key(d.parent.parent.name, slug_to_arch(d.parent.name), d.name), set())
     return Plan(sorted(seeds), {k: sorted(v) for k, v in seeds.items()}, None, 1800.0, None)
@@ -268,10 +278,10 @@ class StudyStatus:
 
 
 def study_status(key: Key, plan: Plan, results: Path, now: float) -> StudyStatus:
-    folder = results / "tuning" / key.slug
+    folder = Path(study_dir(*key.where, results=results))
     planned = plan.study_trials.get(key, plan.n_trials)
     status = StudyStatus(str(key), key.dataset, key.arch, key.algorithm, "pending", planned=planned)
-    journal = folder / "study.journal"
+    journal = folder / STUDY_JOURNAL
     if plan.n_trials == 0 or key in plan.untuned:
         status.state = "done"  # no study: the runs take the defaults, or the paper's values
         status.planned = 0
@@ -307,12 +317,12 @@ def study_status(key: Key, plan: Plan, results: Path, now: float) -> StudyStatus
     status.s_per_epoch = status.time_s / status.epochs if status.epochs > 0 else None
     status.epochs_per_trial = sum(finished_epochs) / len(finished_epochs) if finished_epochs else None
     status.benchmark_s, status.benchmark_max_rss_mb = _benchmarks(
-        [results / "benchmarks" / "tune" / f"{key.slug}.tsv"]
-        + sorted((results / "benchmarks" / "tune" / key.slug).parent.glob(f"{key.algorithm}.worker*.tsv"))
+        [Path(tune_benchmark(*key.where, results=results))]
+        + sorted(map(Path, glob.glob(tune_benchmark(*key.where, worker="*", results=glob.escape(str(results))))))
     )
     # n_trials counts finished trials, pruned and failed ones included (Optuna's meaning)
     enough = planned is not None and status.complete + status.pruned + status.failed >= planned
-    if enough and (folder / "best_params.yaml").is_file():
+    if enough and (folder / BEST_PARAMS).is_file():
         status.state = "done"
     elif status.running:
         status.state = "running"
@@ -375,7 +385,7 @@ class RunStatus:
 
 
 def run_status(key: Key, seed: int, plan: Plan, results: Path, now: float) -> RunStatus:
-    folder = results / "runs" / key.slug / f"seed{seed}"
+    folder = Path(run_dir(*key.where, seed, results=results))
     status = RunStatus(f"{key} seed{seed}", key.dataset, key.arch, key.algorithm, seed, "pending")
     status.max_epochs_per_stage = plan.max_epochs
     metrics = folder / "metrics.json"
@@ -390,7 +400,7 @@ def run_status(key: Key, seed: int, plan: Plan, results: Path, now: float) -> Ru
             status.time_s = float(record.get("train_time_s") or 0.0)
             status.energy_j = record.get("energy_j")
             status.energy_source = record.get("energy_source")
-            bench = results / "benchmarks" / "train" / key.slug / f"seed{seed}.tsv"
+            bench = Path(train_benchmark(*key.where, seed, results=results))
             status.benchmark_s, status.benchmark_max_rss_mb = _benchmarks([bench])
             return status
     checkpoint = folder / "checkpoint.pt"
@@ -519,6 +529,7 @@ def grid_status(config_path: str | None, results: str | Path, forecast: bool = T
 
     forecast_rows = None
     if unmeasured and forecast and plan.config is not None:
+        # here, not at the top: keeps polars out of the CLI's start-up
         from bpfree.workflow.plan import plan_rows
 
         wanted = {(s.dataset, s.arch, s.algorithm) for s in unmeasured}
@@ -538,7 +549,7 @@ def grid_status(config_path: str | None, results: str | Path, forecast: bool = T
 
     n_done = sum(r.state.startswith("done") for r in runs)
     finished = bool(runs) and n_done == len(runs) and all(s.state == "done" for s in studies)
-    cost_totals = _cost_totals(results / "tables" / "cost.csv") if finished else None
+    cost_totals = _cost_totals(Path(table_file("cost", "csv", results=results))) if finished else None
     if finished:
         state = "done"
     elif any(r.state == "running" for r in runs) or any(s.state in ("running", "stale worker") for s in studies):
@@ -577,6 +588,7 @@ def _count(states) -> dict[str, int]:
 
 def _cost_totals(path: Path) -> dict[str, Any] | None:
     """The whole grid's row of cost.csv (bpfree.report.cost): its time and energy totals."""
+    # here, not at the top: keeps polars out of the CLI's start-up
     from bpfree.report.cost import ALL
 
     try:

@@ -11,7 +11,11 @@ import os
 import sys
 
 from bpfree.commands.common import add_machine_arguments, add_subject_arguments, machine_overrides
-from bpfree.core.spec import EarlyStopping, Measurement, RunSpec, describe
+from bpfree.core.errors import BpfreeError
+from bpfree.core.paper import paper_row
+from bpfree.core.spec import PRECISIONS, EarlyStopping, Measurement, RunSpec, describe, load_spec
+from bpfree.engine import runfolder
+from bpfree.engine.resolve import load_settings, read_params_file, run_spec
 
 
 def add_spec_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +46,7 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         help="override measurement.profile_epoch: " + describe(Measurement, "profile_epoch"),
     )
-    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="override precision")
+    p.add_argument("--precision", choices=PRECISIONS, help="override precision")
     p.add_argument(
         "--checkpoint-every-s",
         type=float,
@@ -67,9 +71,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def spec_from_args(args: argparse.Namespace):
     """The RunSpec the flags describe (not yet resolved), or the one --spec names."""
-    from bpfree.core.errors import BpfreeError
-    from bpfree.core.spec import load_spec
-    from bpfree.engine.resolve import load_settings, read_params_file, run_spec
 
     machine = machine_overrides(args)
     if getattr(args, "spec", None):
@@ -88,8 +89,6 @@ def spec_from_args(args: argparse.Namespace):
     settings = load_settings(args.config)
     params = read_params_file(args.params, args.algorithm) if args.params else {}
     if args.paper_params:
-        from bpfree.core.paper import paper_row
-
         row = paper_row(args.algorithm, args.arch, args.dataset)
         params = row.params
         settings = settings.replace(early_stopping=row.early_stopping)  # that config's own stopping rule
@@ -139,7 +138,6 @@ SPEC_FLAGS = (
 
 def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: every bpfree command would otherwise pay for torch
-    from bpfree.engine import runfolder
     from bpfree.engine.loop import STOPPED_EXIT_CODE, Stopped, stop_on_signals
     from bpfree.engine.run import completed_record, prepare, train
     from bpfree.engine.setup import set_threads

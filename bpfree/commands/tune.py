@@ -7,6 +7,11 @@ import argparse
 import signal
 
 from bpfree.commands.common import add_machine_arguments, add_subject_arguments
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import output_file
+from bpfree.core.paper import study_settings
+from bpfree.core.spec import Machine, Tuning, parse
+from bpfree.engine.resolve import load_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,11 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     import optuna
 
-    from bpfree.core.errors import BpfreeError
-    from bpfree.core.io import output_file
-    from bpfree.core.paper import study_settings
-    from bpfree.core.spec import Machine, Tuning, parse
-    from bpfree.engine.resolve import load_settings
+    # here, not at the top: keeps optuna and torch out of the CLI's start-up
     from bpfree.engine.setup import set_threads
     from bpfree.models import parse_arch
     from bpfree.tuning.job import TuneJob, tune

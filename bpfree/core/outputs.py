@@ -26,6 +26,12 @@ TRIAL_COLUMNS = [
     "params",
     "spec",
 ]
+# the to_target table's target: this fraction of the BP twin's best validation accuracy (the
+# config's target_fraction default, bpfree aggregate --target-fraction's, bpfree.report.target's)
+TARGET_FRACTION = 0.99
+# what a run's memory breakdown is made of, in this order (bpfree.engine.analysis counts them; each
+# is a record's memory_PART_mb, a column of the hardware table and a colour of the memory figure)
+MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "cached_features", "data")
 # results/tables/NAME.{csv,md,tex}
 TABLE_NAMES = ["summary", "methods", "deltas", "paper", "cost", "hardware", "to_target"]
 # results/figures/NAME.{svg,png,html}; each is a workflow target: fig_NAME
@@ -43,3 +49,119 @@ FIGURE_NAMES = [
     "to_target",
     "power",
 ]
+
+# -- where the study's files lie ----------------------------------------------------------------
+# Every path under results/ written once, here: the workflow's rules (workflow/rules/*.smk), its
+# planner (bpfree.workflow.grid, .plan) and the commands that read a grid's results (status,
+# dashboard, figures) build them with these functions. ``arch`` is an architecture's slug
+# (mlp-256-256). A value not given stays a Snakemake wildcard, so that run_dir() is the rules'
+# pattern "results/runs/{dataset}/{arch}/{algorithm}/seed{seed}". ``results``: the results folder.
+RESULTS = "results"
+TABLE_EXTS = ("csv", "md", "tex")  # each table's files
+FIGURE_EXTS = ("svg", "png", "html")  # each figure's files
+HISTORIES = "histories.csv"  # every run's epochs, beside the tables (RESULTS/tables)
+STUDY_JOURNAL = "study.journal"  # a study's Optuna journal (never a rule's output: it resumes)
+STUDY_TRIALS = "study.trials.csv"  # every trial of a study, beside its journal
+BEST_PARAMS = "best_params.yaml"  # the study's best trial, what a run's spec takes
+WORKER_PARAMS = "worker{worker}.yaml"  # what an extra tuning worker (2, 3, ...) writes when done
+_STUDY = "{dataset}/{arch}/{algorithm}"
+_RUN = _STUDY + "/seed{seed}"
+
+
+class _Wildcards(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def fill(template: str, **values: object) -> str:
+    """``template`` with ``values`` put in; each name not given (or None) left as ``{name}``."""
+    return template.format_map(_Wildcards({k: v for k, v in values.items() if v is not None}))
+
+
+def study_dir(
+    dataset: str | None = None, arch: str | None = None, algorithm: str | None = None, *, results: object = RESULTS
+) -> str:
+    """RESULTS/tuning/DATASET/ARCH/ALGORITHM: a tuning study's journal, trials and best params."""
+    return f"{results}/tuning/" + fill(_STUDY, dataset=dataset, arch=arch, algorithm=algorithm)
+
+
+def study_file(
+    name: str,
+    dataset: str | None = None,
+    arch: str | None = None,
+    algorithm: str | None = None,
+    *,
+    results: object = RESULTS,
+) -> str:
+    """A file of a study's folder: STUDY_JOURNAL, STUDY_TRIALS, BEST_PARAMS or WORKER_PARAMS."""
+    return f"{study_dir(dataset, arch, algorithm, results=results)}/{name}"
+
+
+def run_dir(
+    dataset: str | None = None,
+    arch: str | None = None,
+    algorithm: str | None = None,
+    seed: int | str | None = None,
+    *,
+    results: object = RESULTS,
+) -> str:
+    """RESULTS/runs/DATASET/ARCH/ALGORITHM/seedSEED: one run's spec.yaml, metrics.json, history.csv."""
+    return f"{results}/runs/" + fill(_RUN, dataset=dataset, arch=arch, algorithm=algorithm, seed=seed)
+
+
+def run_file(
+    name: str,
+    dataset: str | None = None,
+    arch: str | None = None,
+    algorithm: str | None = None,
+    seed: int | str | None = None,
+    *,
+    results: object = RESULTS,
+) -> str:
+    return f"{run_dir(dataset, arch, algorithm, seed, results=results)}/{name}"
+
+
+def tables_dir(results: object = RESULTS) -> str:
+    """RESULTS/tables: bpfree aggregate's tables, NAME.{csv,md,tex} (TABLE_NAMES), and histories.csv."""
+    return f"{results}/tables"
+
+
+def table_file(name: str, ext: str, *, results: object = RESULTS) -> str:
+    return f"{tables_dir(results)}/{name}.{ext}"
+
+
+def figures_dir(results: object = RESULTS) -> str:
+    """RESULTS/figures: NAME.{svg,png,html} (FIGURE_NAMES)."""
+    return f"{results}/figures"
+
+
+def figure_file(name: str, ext: str, *, results: object = RESULTS) -> str:
+    return f"{figures_dir(results)}/{name}.{ext}"
+
+
+def train_benchmark(
+    dataset: str | None = None,
+    arch: str | None = None,
+    algorithm: str | None = None,
+    seed: int | str | None = None,
+    *,
+    results: object = RESULTS,
+) -> str:
+    """Snakemake's benchmark of a train job: RESULTS/benchmarks/train/DATASET/ARCH/ALGORITHM/seedSEED.tsv."""
+    return f"{results}/benchmarks/train/" + fill(
+        f"{_RUN}.tsv", dataset=dataset, arch=arch, algorithm=algorithm, seed=seed
+    )
+
+
+def tune_benchmark(
+    dataset: str | None = None,
+    arch: str | None = None,
+    algorithm: str | None = None,
+    *,
+    worker: bool | int | str = False,
+    results: object = RESULTS,
+) -> str:
+    """Snakemake's benchmark of a tune job: RESULTS/benchmarks/tune/DATASET/ARCH/ALGORITHM.tsv, or an
+    extra worker's ALGORITHM.workerK.tsv (worker: K; True: the ``{worker}`` wildcard; ``*``: a glob)."""
+    tail = "" if worker is False else ".worker" + ("{worker}" if worker is True else str(worker))
+    return f"{results}/benchmarks/tune/" + fill(f"{_STUDY}{tail}.tsv", dataset=dataset, arch=arch, algorithm=algorithm)

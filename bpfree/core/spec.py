@@ -30,12 +30,19 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import read_yaml  # the one YAML reader, with limits (re-exported: spec.read_yaml)
+from bpfree.core.outputs import TARGET_FRACTION
 
 SCHEMA_VERSION = 1  # of spec.yaml and metrics.json; raised when a field changes meaning
 MAX_THREADS = 1024  # torch starts that many threads; far more (1e5) ends in a segmentation fault
 MAX_SEED = 2**63 - 1  # a 64-bit integer: torch's generators, numpy and the tables (Int64) hold it
-PRECISIONS = ("fp32", "tf32", "bf16")
-ARCH_PATTERN = r"^[a-z][a-z0-9_-]*:[0-9]+(,[0-9]+)*$"  # the kind is checked against the registry
+# the precision choices, written once: the spec's check, the schema's enum, the CLI's choices and
+# bpfree.engine.precision all read them from here
+PrecisionName = Literal["fp32", "tf32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+# an architecture: KIND:W1,W2,... (the kind is checked against the registry, so any registered kind
+# fits; bpfree.workflow.grid derives its path slug, KIND-W1-W2, and the workflow's arch wildcard)
+ARCH_KIND = r"[a-z][a-z0-9_-]*"
+ARCH_PATTERN = rf"^{ARCH_KIND}:[0-9]+(,[0-9]+)*$"
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 
 
@@ -80,7 +87,7 @@ Device = Annotated[
 ]
 DataRoot = Annotated[Path_, Field(default="data", description="directory holding the torchvision datasets")]
 Precision = Annotated[
-    Literal["fp32", "tf32", "bf16"],
+    PrecisionName,
     Field(
         default="fp32",
         description="precision of the matrix work of every run and trial: fp32 (the paper's; TF32 switched "
@@ -307,7 +314,7 @@ class WorkflowConfig(Settings):
         "downloading (bpfree download NAME --from PATH), e.g. {fashion-mnist: /usr/share/datasets/fashion-mnist}",
     )
     target_fraction: float = Field(
-        0.99,
+        TARGET_FRACTION,
         gt=0,
         le=1,
         description="the to_target table's target: this fraction of the BP twin's best validation accuracy "

@@ -36,10 +36,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bpfree.algorithms.base import Algorithm
+from bpfree.core.outputs import MEMORY_PARTS  # re-exported: analysis.MEMORY_PARTS
 from bpfree.data import Batches, DataSplits, Split
+from bpfree.engine.checkpoint import rng_state, set_rng_state
 
 MB = 1024 * 1024
-MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "cached_features", "data")
 
 
 # -- counting -----------------------------------------------------------------------------------
@@ -215,8 +216,6 @@ def analyse(
     FLOPs per sample of training, validation and inference, and memory by part. ``rng``:
     (save, restore) of the global RNGs; by default those of bpfree.engine.checkpoint."""
     if rng is None:
-        from bpfree.engine.checkpoint import rng_state, set_rng_state
-
         device = data.train.x.device
         rng = (lambda: rng_state(device), lambda state: set_rng_state(state, device))
     saved = rng[0]()

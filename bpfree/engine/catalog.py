@@ -20,6 +20,7 @@ _imported: set[str] = set()
 def load(modules: Iterable[str] = ()) -> None:
     """Import the built-ins, then each plugin module not imported yet; a plugin that fails to
     import stops with one line naming it and where it was declared."""
+    # here, not at the top: keeps torch out of the CLI's start-up and the workflow's planning
     import bpfree.algorithms  # noqa: F401  (the built-ins first: plugins build on them)
     import bpfree.data  # noqa: F401
 

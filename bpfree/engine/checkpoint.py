@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from bpfree.core.io import write_bytes_atomic
+from bpfree.measure import WindowResult
 
 FORMAT = 2  # 2: plain data, read with weights_only=True
 
@@ -246,7 +247,6 @@ def _measured(measured: Any) -> None:
         return
     if not isinstance(measured, Mapping):
         raise ValueError(f"measured is a {type(measured).__name__}, not a mapping")
-    from bpfree.measure import WindowResult
 
     for key in ("windows", "carbon_rows", "summary"):
         items = measured.get(key, [])

@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from bpfree.core.errors import BpfreeError
-
-PRECISIONS = ("fp32", "tf32", "bf16")
+from bpfree.core.spec import PRECISIONS  # the choices, defined once
 
 
 def check_precision(precision: object, device: torch.device | None = None) -> str:

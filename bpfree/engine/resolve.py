@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from bpfree.core.errors import BpfreeError
+from bpfree.core.registry import ALGORITHMS, DATASETS
 from bpfree.core.spec import Machine, RunSpec, Settings, WorkflowConfig, parse, read_yaml
+from bpfree.engine import catalog
 
 
 def load_settings(path: str | Path | None) -> Settings:
@@ -83,9 +85,8 @@ def resolve(spec: RunSpec) -> RunSpec:
     """``spec`` with the algorithm's own architecture and every parameter's default filled
     in, after checking that the algorithm and dataset exist, that the algorithm can train the
     architecture and that every parameter is known and in range."""
+    # here, not at the top: keeps torch out of the CLI's start-up and the workflow's planning
     from bpfree.algorithms import check_trainable, params_from_mapping
-    from bpfree.core.registry import ALGORITHMS, DATASETS
-    from bpfree.engine import catalog
     from bpfree.models import parse_arch
 
     catalog.load()

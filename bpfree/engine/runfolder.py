@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import remove_stale_temporaries, writable_directory
+from bpfree.core.record import read_record
 
 LOCK = ".bpfree.lock"
 # the files a run writes in its folder (bpfree.engine.run): each must be a file or absent
@@ -142,7 +143,6 @@ def _acquire(folder: Path, wait: bool) -> int:
 def refuse_other_run(folder: str | Path, digest: str, flag: str = "--out") -> None:
     """One line if ``folder`` holds a finished run (metrics.json) of another specification
     than ``digest``, or a metrics.json this bpfree cannot read: it is never overwritten."""
-    from bpfree.core.record import read_record
 
     path = Path(folder) / "metrics.json"
     if not path.exists():

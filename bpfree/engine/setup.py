@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from bpfree.core.errors import BpfreeError
+from bpfree.engine.gpus import claim_slot
 
 
 def seed_everything(seed: int) -> None:
@@ -36,8 +37,6 @@ def resolve_device(device: str | None) -> torch.device:
     count = torch.cuda.device_count()
     if dev.index is None:
         if count > 1:
-            from bpfree.engine.gpus import claim_slot
-
             return torch.device("cuda", claim_slot(count))
         return torch.device("cuda", 0)
     if dev.index >= count:

@@ -17,8 +17,10 @@ import polars as pl
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import write_bytes_atomic, write_text_atomic
-from bpfree.core.outputs import BASELINE, FIGURE_NAMES
+from bpfree.core.outputs import BASELINE, FIGURE_NAMES, MEMORY_PARTS
+from bpfree.report.cost import cost_chart
 from bpfree.report.tables import METRIC, Tables, metric_title
+from bpfree.report.target import cumulative
 
 # one colour per algorithm in every figure; bp, the reference, in grey
 PALETTE = {"bp": "#7f7f7f", "ff": "#1f77b4", "mf": "#ff7f0e", "cafo-rand": "#2ca02c", "cafo-dfa": "#d62728"}
@@ -359,13 +361,11 @@ def paper(tables: Tables) -> alt.Chart:
 
 
 def cost(tables: Tables) -> alt.Chart:
-    from bpfree.report.cost import cost_chart
-
     return cost_chart(tables.cost, WIDTH)
 
 
 # -- where compute, memory and energy go (bpfree.engine.analysis, bpfree.report.target) ----------------------
-MEMORY_PARTS = {
+MEMORY_LABELS = {  # one per part of bpfree.core.outputs.MEMORY_PARTS, in its order (checked below)
     "weights": "weights (and buffers)",
     "gradients": "gradients",
     "optimizer": "optimiser state",
@@ -373,6 +373,8 @@ MEMORY_PARTS = {
     "cached_features": "cached features",
     "data": "data on the device",
 }
+if tuple(MEMORY_LABELS) != MEMORY_PARTS:
+    raise AssertionError(f"MEMORY_LABELS must name each of {MEMORY_PARTS}, in order")
 
 
 def flops(tables: Tables) -> alt.Chart:
@@ -434,7 +436,7 @@ def memory_breakdown(tables: Tables) -> alt.Chart:
             variable_name="part",
             value_name="mb",
         )
-        .with_columns(pl.col("part").str.strip_prefix("memory_").str.strip_suffix("_mb").replace_strict(MEMORY_PARTS))
+        .with_columns(pl.col("part").str.strip_prefix("memory_").str.strip_suffix("_mb").replace_strict(MEMORY_LABELS))
         .drop_nulls("mb")
     )
     peaks = labelled.select(
@@ -449,7 +451,7 @@ def memory_breakdown(tables: Tables) -> alt.Chart:
         .encode(
             y=y,
             x=alt.X("sum(mb):Q", title="MiB (tensor sizes; the stage that holds the most)"),
-            color=alt.Color("part:N", sort=list(MEMORY_PARTS.values()), title="held by"),
+            color=alt.Color("part:N", sort=list(MEMORY_LABELS.values()), title="held by"),
             order=alt.Order("part:N"),
             tooltip=["label:N", "memory_breakdown_stage:N", "part:N", alt.Tooltip("mb:Q", format=".2f")],
         )
@@ -492,7 +494,6 @@ def _estimated(histories: pl.DataFrame) -> bool:
 def to_target(tables: Tables) -> alt.Chart:
     """Validation accuracy against cumulative energy (time where energy is an estimate) of
     each run's last stage, with the target line and where each run first reached it."""
-    from bpfree.report.target import cumulative
 
     title = "Validation accuracy vs cost, to the target"
     history = tables.histories

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bpfree.core.outputs import BASELINE
+from bpfree.core.outputs import BASELINE, MEMORY_PARTS
 from bpfree.core.record import read_record
 from bpfree.report.formats import num, sig, with_source
 from bpfree.report.runs import KEYS, RunFiles
@@ -21,12 +21,7 @@ HARDWARE_MEANS = [
     "run_flops",
     "achieved_flops_per_s",
     "energy_per_flop_j",
-    "memory_weights_mb",
-    "memory_gradients_mb",
-    "memory_optimizer_mb",
-    "memory_activations_mb",
-    "memory_cached_features_mb",
-    "memory_data_mb",
+    *(f"memory_{part}_mb" for part in MEMORY_PARTS),
     "memory_breakdown_total_mb",
     "peak_memory_mb",
     "train_time_s",
@@ -120,10 +115,7 @@ def hardware_display(table: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for r in table.iter_rows(named=True):
         energy_per_flop = r.get("energy_per_flop_j")
-        memory = " / ".join(
-            sig(r.get(f"memory_{part}_mb"), 3)
-            for part in ("weights", "gradients", "optimizer", "activations", "cached_features", "data")
-        )
+        memory = " / ".join(sig(r.get(f"memory_{part}_mb"), 3) for part in MEMORY_PARTS)
         rows.append(
             {
                 "algorithm": r["algorithm"],

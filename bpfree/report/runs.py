@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from bpfree.core.errors import BpfreeError
+from bpfree.core.io import decode_utf8, read_limited
 from bpfree.core.outputs import HISTORY_COLUMNS
 from bpfree.core.record import RunRecord, read_record
 
@@ -135,7 +136,6 @@ def read_history(path: Path) -> pl.DataFrame:
     """A run's history.csv, checked row by row (read here, not by a path polars would expand
     as a wildcard): UTF-8, the columns bpfree writes first, every row whole, epochs counted
     from 1, numbers where numbers belong. One line naming the file and row otherwise."""
-    from bpfree.core.io import decode_utf8, read_limited
 
     data = read_limited(path, MAX_HISTORY_BYTES, f"run history {path}")
     text = decode_utf8(data, f"run history {path}")

@@ -22,10 +22,13 @@ from pathlib import Path
 
 import polars as pl
 
-from bpfree.core.outputs import BASELINE
+from bpfree.core.io import write_text_atomic
+from bpfree.core.outputs import BASELINE, HISTORIES, TARGET_FRACTION
+from bpfree.report.cost import cost_display, cost_table, read_trials
 from bpfree.report.formats import estimate, num, sig, to_latex, to_markdown, with_source
 from bpfree.report.hardware import hardware_display, hardware_table
 from bpfree.report.runs import KEYS, RunFiles, read_histories, read_metrics, runs_of
+from bpfree.report.target import to_target, to_target_display
 
 CONFIDENCE = 0.95
 
@@ -504,10 +507,9 @@ def build_tables(
     metrics_paths: list[str | Path] | list[RunFiles],
     trials_paths: list[str | Path] = (),
     *,
-    target_fraction: float = 0.99,
+    target_fraction: float = TARGET_FRACTION,
 ) -> Tables:
     """``trials_paths``: the studies' trial tables (``STUDY.trials.csv``) for the cost table."""
-    from bpfree.report.cost import cost_table, read_trials
 
     given = runs_of(metrics_paths)  # read and checked once
     runs = read_metrics(given)
@@ -515,7 +517,6 @@ def build_tables(
     deltas = bp_deltas(runs)
     tables = Tables(runs, methods, deltas, paper_comparison(methods, deltas), read_histories(given))
     tables.cost = cost_table(runs, read_trials(trials_paths))
-    from bpfree.report.target import to_target
 
     tables.hardware = hardware_table(runs, given)
     tables.to_target = to_target(runs, tables.histories, target_fraction)
@@ -525,15 +526,12 @@ def build_tables(
 def write_tables(tables: Tables, out_dir: str | Path) -> list[Path]:
     """``NAME.csv`` (every number), ``NAME.md`` and ``NAME.tex`` (formatted) for summary,
     methods, deltas and paper; ``histories.csv``."""
-    from bpfree.core.io import write_text_atomic
 
     out_dir = Path(out_dir)
-    from bpfree.report.cost import cost_display
 
     display = {"summary": summary_display, "methods": methods_display, "deltas": deltas_display, "paper": paper_display}
     if tables.cost is not None:
         display["cost"] = cost_display
-    from bpfree.report.target import to_target_display
 
     if tables.hardware is not None:
         display["hardware"] = hardware_display
@@ -546,5 +544,5 @@ def write_tables(tables: Tables, out_dir: str | Path) -> list[Path]:
         for ext, text in (("csv", frame.write_csv()), ("md", to_markdown(readable)), ("tex", to_latex(readable))):
             write_text_atomic(out_dir / f"{name}.{ext}", text)
             written.append(out_dir / f"{name}.{ext}")
-    write_text_atomic(out_dir / "histories.csv", tables.histories.write_csv())
-    return written + [out_dir / "histories.csv"]
+    write_text_atomic(out_dir / HISTORIES, tables.histories.write_csv())
+    return written + [out_dir / HISTORIES]

@@ -2,7 +2,7 @@
 a target, the standard of training efficiency (MLPerf Training's time-to-train), next to the
 paper's cost at the early-stopping point.
 
-The target of a run is ``fraction`` (default 0.99) of the best validation accuracy its BP
+The target of a run is ``fraction`` (default 0.99: bpfree.core.outputs.TARGET_FRACTION) of the best validation accuracy its BP
 twin (bp on the same architecture and dataset, same seed) reached in any epoch. For each
 BP-free run and each twin: the first epoch at which the validation accuracy of the model
 the run delivers reaches it, and the cumulative training time, energy and FLOPs up to and
@@ -27,9 +27,8 @@ from typing import Any
 
 import polars as pl
 
-from bpfree.core.outputs import BASELINE
+from bpfree.core.outputs import BASELINE, TARGET_FRACTION
 
-DEFAULT_FRACTION = 0.99
 # How often a counter's reading moves (seconds): an epoch shorter than this cannot be told
 # apart from no work. As bpfree.measure.energy (NVML_COUNTER_PERIOD_S; EnergyCounter.
 # update_period_s), kept here so that aggregating imports no torch; tests/test_target.py
@@ -124,7 +123,7 @@ def _best(rows: list[dict[str, Any]]) -> float | None:
     return max(values) if values else None
 
 
-def to_target(runs: pl.DataFrame, histories: pl.DataFrame, fraction: float = DEFAULT_FRACTION) -> pl.DataFrame:
+def to_target(runs: pl.DataFrame, histories: pl.DataFrame, fraction: float = TARGET_FRACTION) -> pl.DataFrame:
     """One row per run that has a history: its cost to the target (see the module's text)."""
     if histories.is_empty() or "val_accuracy" not in histories.columns:
         return pl.DataFrame(schema=COLUMNS)

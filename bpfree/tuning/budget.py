@@ -10,6 +10,9 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
+from bpfree.core.registry import DATASETS
+from bpfree.engine import catalog
+
 
 # -- epoch budgets --------------------------------------------------------------------------
 def stage_budgets(
@@ -19,9 +22,8 @@ def stage_budgets(
     capped by the early-stopping budget, as ``bpfree.engine.loop.fit`` caps it. The stages
     follow the architecture's depth, not its widths, so a tiny model of the same depth is
     built to ask for them (nothing is trained, no data is read)."""
+    # here, not at the top: keeps torch out of the workflow's planning (bpfree plan)
     from bpfree.algorithms import build_algorithm
-    from bpfree.core.registry import DATASETS
-    from bpfree.engine import catalog
     from bpfree.models import ArchSpec, parse_arch
 
     catalog.load()

@@ -6,15 +6,17 @@ Everything here is plain Python so that the grid can be tested without Snakemake
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bpfree.core.errors import BpfreeError
-from bpfree.core.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES
+from bpfree.core.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES, run_dir
 from bpfree.core.registry import DATASETS
-from bpfree.core.paper import study_settings
-from bpfree.core.spec import EarlyStopping, Tuning, WorkflowConfig, parse
+from bpfree.core.paper import paper_row, study_settings
+from bpfree.core.spec import ARCH_KIND, EarlyStopping, Tuning, WorkflowConfig, parse
+from bpfree.engine import catalog
 
 __all__ = ["BASELINE", "FIGURE_NAMES", "TABLE_NAMES", "Run", "Study", "check_config", "expand_runs"]
 
@@ -43,11 +45,15 @@ class Run:
 
     @property
     def dir(self) -> str:
-        return f"results/runs/{self.dataset}/{self.arch_slug}/{self.algorithm}/seed{self.seed}"
+        return run_dir(self.dataset, self.arch_slug, self.algorithm, self.seed)
 
     @property
     def study(self) -> Study:
         return Study(self.dataset, self.arch, self.algorithm)
+
+
+# the workflow's arch wildcard (workflow/rules/common.smk): arch_to_slug of any ARCH_PATTERN
+ARCH_SLUG_PATTERN = rf"{ARCH_KIND}(-[0-9]+)+"
 
 
 def arch_to_slug(arch: object) -> str:
@@ -57,8 +63,12 @@ def arch_to_slug(arch: object) -> str:
 
 
 def slug_to_arch(slug: str) -> str:
-    kind, *widths = slug.split("-")
-    return f"{kind}:{','.join(widths)}"
+    """``mlp-256-256`` -> ``mlp:256,256``; a kind may hold ``-`` itself (``my-net-8`` -> ``my-net:8``)."""
+    match = re.fullmatch(r"(.+?)((?:-[0-9]+)+)", slug)
+    if match is None:  # no widths: as before, the kind alone
+        return f"{slug}:"
+    kind, widths = match.groups()
+    return f"{kind}:{widths[1:].replace('-', ',')}"
 
 
 # -- the config, checked before any job is planned ----------------------------------------
@@ -69,7 +79,7 @@ def check_config(config: dict[str, Any]) -> WorkflowConfig:
     an architecture that the algorithm or its BP twin cannot train, a bad search space."""
     checked = parse(WorkflowConfig, config)
 
-    from bpfree.engine import catalog
+    # here, not at the top: keeps optuna and torch out of the CLI's start-up and the workflow's planning
     from bpfree.algorithms import check_trainable
     from bpfree.models import parse_arch
     from bpfree.tuning.space import search_space
@@ -116,8 +126,8 @@ def study_params(checked: WorkflowConfig) -> dict[Study, str]:
     """Where each study's runs take their parameters: ``tuned`` (the study, or the defaults
     when tuning is off) or ``paper`` (the paper's code's values: no study). A BP twin shared by
     two experiments must be asked for one way; a paper study must have its row."""
+    # here, not at the top: keeps torch out of the CLI's start-up and the workflow's planning
     from bpfree.models import parse_arch
-    from bpfree.core.paper import paper_row
 
     modes: dict[Study, str] = {}
     origin: dict[Study, int] = {}
@@ -144,6 +154,7 @@ def study_params(checked: WorkflowConfig) -> dict[Study, str]:
 
 # -- the grid -----------------------------------------------------------------------------
 def expand_studies(config: dict[str, Any]) -> list[Study]:
+    # here, not at the top: keeps torch out of the CLI's start-up and the workflow's planning
     from bpfree.models import parse_arch
 
     studies: set[Study] = set()
@@ -162,6 +173,7 @@ def expand_runs(config: dict[str, Any]) -> list[Run]:
 
 def needs_download(dataset: str) -> bool:
     """torchvision datasets are fetched once (on a login node); digits ships with sklearn."""
+    # here, not at the top: keeps torch out of the CLI's start-up and the workflow's planning
     import bpfree.data  # noqa: F401
 
     return hasattr(DATASETS.get(dataset), "download")

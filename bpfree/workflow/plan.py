@@ -3,6 +3,7 @@ its final runs, timed by earlier results of the same study where there are any."
 
 from __future__ import annotations
 
+import glob
 import itertools
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -14,6 +15,10 @@ from bpfree.report.formats import hours, percent
 from bpfree.report.cost import read_trials, share
 from bpfree.tuning.budget import stage_budgets, worst_case_epochs
 from bpfree.core.errors import BpfreeError
+from bpfree.core.outputs import STUDY_TRIALS, run_file, study_file
+from bpfree.core.paper import paper_row
+from bpfree.core.record import read_record
+from bpfree.workflow.grid import arch_to_slug, check_config, expand_runs, expand_studies, study_params, study_tuning
 
 
 # -- the forecast (bpfree plan) -------------------------------------------------------------------
@@ -27,17 +32,8 @@ def plan_rows(
     ``config``: a workflow config as read from its file; it is checked as the Snakefile
     checks it, and the studies and runs come from the same planner. ``protocol``: forecast
     the studies under this tuning protocol (bpfree or paper) instead of the config's."""
-    from bpfree.core.paper import paper_row
-    from bpfree.core.record import read_record
+    # here, not at the top: keeps optuna and torch out of the CLI's start-up and the workflow's planning
     from bpfree.tuning.space import search_space
-    from bpfree.workflow.grid import (
-        arch_to_slug,
-        check_config,
-        expand_runs,
-        expand_studies,
-        study_params,
-        study_tuning,
-    )
 
     if protocol is not None:
         config = {**config, "tuning": {**(config.get("tuning") or {}), "protocol": protocol}}
@@ -57,7 +53,7 @@ def plan_rows(
         n_trials = tuning.n_trials if tuned else 0
         space = search_space(study.algorithm, tuning.search_spaces) if tuned else None
         seeds = [r for r in runs if r.study == study]
-        where = f"{study.dataset}/{arch_to_slug(study.arch)}/{study.algorithm}"
+        where = (study.dataset, arch_to_slug(study.arch), study.algorithm)
         per_trial = worst_case_epochs(study.algorithm, study.arch, study.dataset, space, trial_budget) if space else 0
         if mode == "paper":  # the paper's row: its own stage lengths and budget
             row = paper_row(study.algorithm, study.arch, study.dataset)
@@ -68,7 +64,8 @@ def plan_rows(
             per_run = worst_case_epochs(study.algorithm, study.arch, study.dataset, space, run_budget)
         # earlier measurements of this study: seconds per epoch, and on what device
         run_rates, devices = [], set()
-        for path in sorted((results / "runs" / where).glob("seed*/metrics.json")):
+        measured = run_file("metrics.json", *where, "*", results=glob.escape(str(results)))  # RESULTS/runs/.../seed*
+        for path in sorted(map(Path, glob.glob(measured))):
             try:
                 record = read_record(path)
             except BpfreeError:
@@ -77,7 +74,7 @@ def plan_rows(
                 run_rates.append(record.time_per_epoch_s)
                 devices.add(record.device)
         trial_rate = None
-        table = results / "tuning" / where / "study.trials.csv"
+        table = Path(study_file(STUDY_TRIALS, *where, results=results))
         if table.is_file():
             try:
                 trials = read_trials([table])

@@ -10,14 +10,14 @@ rule aggregate:
     output:
         **{
             name: report(
-                f"results/tables/{name}.csv",
+                table_file(name, "csv"),
                 caption=f"../report/table_{name}.rst",
                 category="Tables",
             )
             for name in TABLES
         },
         other=[path for path in all_tables() if not path.endswith(".csv")],
-        histories="results/tables/histories.csv",
+        histories=f"{tables_dir()}/{HISTORIES}",
     log:
         "logs/aggregate.log",
     localrule: True  # seconds of work: on the node that runs Snakemake, never queued

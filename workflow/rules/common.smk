@@ -1,5 +1,25 @@
-# Helpers shared by the rules: the run grid and tuning studies from the checked config, and paths.
+# Helpers shared by the rules: the run grid and tuning studies from the checked config, and paths
+# (each written once, in bpfree/core/outputs.py: a value not given stays a wildcard).
+from bpfree.core.outputs import (
+    BEST_PARAMS,
+    FIGURE_EXTS,
+    HISTORIES,
+    STUDY_JOURNAL,
+    STUDY_TRIALS,
+    TABLE_EXTS,
+    WORKER_PARAMS,
+    figure_file,
+    run_dir,
+    run_file,
+    study_dir,
+    study_file,
+    table_file,
+    tables_dir,
+    train_benchmark,
+    tune_benchmark,
+)
 from bpfree.workflow.grid import (
+    ARCH_SLUG_PATTERN,
     FIGURE_NAMES,
     RUN_SECTIONS_KEYS,
     TABLE_NAMES,
@@ -31,7 +51,7 @@ RUN_SECTIONS = {key: config.get(key) for key in RUN_SECTIONS_KEYS}
 
 wildcard_constraints:
     dataset=r"[a-z0-9][a-z0-9-]*",
-    arch=r"(mlp|cnn)(-\d+)+",
+    arch=ARCH_SLUG_PATTERN,  # any registered kind: derived from bpfree.core.spec.ARCH_PATTERN
     algorithm=r"[a-z0-9][a-z0-9-]*",
     seed=r"\d+",
     worker=r"\d+",
@@ -46,23 +66,25 @@ def every_core(wildcards):
 
 
 def all_metrics():
-    return [f"{run.dir}/metrics.json" for run in RUNS]
-
-
-def all_histories():
-    return [f"{run.dir}/history.csv" for run in RUNS]
-
-
-def all_tables():
     return [
-        f"results/tables/{name}.{ext}"
-        for name in TABLES
-        for ext in ("csv", "md", "tex")
+        run_file("metrics.json", run.dataset, run.arch_slug, run.algorithm, run.seed)
+        for run in RUNS
     ]
 
 
+def all_histories():
+    return [
+        run_file("history.csv", run.dataset, run.arch_slug, run.algorithm, run.seed)
+        for run in RUNS
+    ]
+
+
+def all_tables():
+    return [table_file(name, ext) for name in TABLES for ext in TABLE_EXTS]
+
+
 def figure_files(name):
-    return [f"results/figures/{name}.{ext}" for ext in ("svg", "png", "html")]
+    return [figure_file(name, ext) for ext in FIGURE_EXTS]
 
 
 def all_figures():
@@ -76,10 +98,6 @@ def dataset_ready(wildcards):
     return {}
 
 
-def study_dir(wildcards):
-    return f"results/tuning/{wildcards.dataset}/{wildcards.arch}/{wildcards.algorithm}"
-
-
 def params_mode(wildcards):
     study = _Study(wildcards.dataset, slug_to_arch(wildcards.arch), wildcards.algorithm)
     return STUDY_PARAMS.get(study, "tuned")
@@ -87,7 +105,10 @@ def params_mode(wildcards):
 
 def study_n_trials(wildcards):
     """The study's trial count: tuning.n_trials, or the paper's for it (tuning.protocol: paper)."""
-    return study_trials(CONFIG, _Study(wildcards.dataset, slug_to_arch(wildcards.arch), wildcards.algorithm))
+    return study_trials(
+        CONFIG,
+        _Study(wildcards.dataset, slug_to_arch(wildcards.arch), wildcards.algorithm),
+    )
 
 
 def is_tuned(wildcards):
@@ -100,9 +121,17 @@ def spec_inputs(wildcards):
         return {}
     # extra workers run beside the first; the runs wait for all of them
     return {
-        "params": f"{study_dir(wildcards)}/best_params.yaml",
+        "params": study_file(
+            BEST_PARAMS, wildcards.dataset, wildcards.arch, wildcards.algorithm
+        ),
         "workers": [
-            f"{study_dir(wildcards)}/worker{k}.yaml" for k in range(2, TUNE_WORKERS + 1)
+            study_file(
+                WORKER_PARAMS.format(worker=k),
+                wildcards.dataset,
+                wildcards.arch,
+                wildcards.algorithm,
+            )
+            for k in range(2, TUNE_WORKERS + 1)
         ],
     }
 
@@ -133,7 +162,7 @@ def all_trial_tables():
         return []
     return sorted(
         {
-            f"results/tuning/{r.dataset}/{r.arch_slug}/{r.algorithm}/study.trials.csv"
+            study_file(STUDY_TRIALS, r.dataset, r.arch_slug, r.algorithm)
             for r in RUNS
             if STUDY_PARAMS.get(r.study) == "tuned"
         }

@@ -5,16 +5,16 @@ for name in FIGURES:
         name:
             f"fig_{name}"
         input:
-            tables=[f"results/tables/{t}.csv" for t in TABLES],
-            histories="results/tables/histories.csv",
+            tables=[table_file(t, "csv") for t in TABLES],
+            histories=f"{tables_dir()}/{HISTORIES}",
         output:
             svg=report(
-                f"results/figures/{name}.svg",
+                figure_file(name, "svg"),
                 caption=f"../report/fig_{name}.rst",
                 category="Figures",
             ),
-            png=f"results/figures/{name}.png",
-            html=f"results/figures/{name}.html",  # interactive; 1 MB each, kept out of the report
+            png=figure_file(name, "png"),
+            html=figure_file(name, "html"),  # interactive; 1 MB each, kept out of the report
         log:
             f"logs/figures/{name}.log",
         localrule: True  # seconds of work: on the node that runs Snakemake, never queued

@@ -6,7 +6,7 @@ rule spec:
     input:
         unpack(spec_inputs),
     output:
-        "results/runs/{dataset}/{arch}/{algorithm}/seed{seed}/spec.yaml",
+        run_file("spec.yaml"),
     log:
         "logs/spec/{dataset}/{arch}/{algorithm}/seed{seed}.log",
     localrule: True
@@ -29,16 +29,16 @@ rule spec:
 rule train:
     input:
         unpack(dataset_ready),
-        spec="results/runs/{dataset}/{arch}/{algorithm}/seed{seed}/spec.yaml",
+        spec=run_file("spec.yaml"),
     output:
-        metrics="results/runs/{dataset}/{arch}/{algorithm}/seed{seed}/metrics.json",
-        history="results/runs/{dataset}/{arch}/{algorithm}/seed{seed}/history.csv",
+        metrics=run_file("metrics.json"),
+        history=run_file("history.csv"),
     log:
         "logs/train/{dataset}/{arch}/{algorithm}/seed{seed}.log",
     # Snakemake's own measure of the job (wall time, max RSS): bpfree status sets it next
     # to the run's own time (metrics.json)
     benchmark:
-        "results/benchmarks/train/{dataset}/{arch}/{algorithm}/seed{seed}.tsv"
+        train_benchmark()
     # all local cores: one measured run at a time, so no run's time or energy is shared
     # with another's (on SLURM the profile's set-threads decides)
     threads: every_core

@@ -18,8 +18,8 @@ TUNE_SHELL = (
 
 TUNE_PARAMS = dict(
     arch=lambda wc: slug_to_arch(wc.arch),
-    journal=lambda wc: f"results/tuning/{wc.dataset}/{wc.arch}/{wc.algorithm}/study.journal",
-    trials=lambda wc: f"results/tuning/{wc.dataset}/{wc.arch}/{wc.algorithm}/study.trials.csv",
+    journal=lambda wc: study_file(STUDY_JOURNAL, wc.dataset, wc.arch, wc.algorithm),
+    trials=lambda wc: study_file(STUDY_TRIALS, wc.dataset, wc.arch, wc.algorithm),
     n_trials=study_n_trials,
     config_path=CONFIGFILE,
     device=CONFIG.device,
@@ -33,13 +33,13 @@ rule tune:
     input:
         unpack(dataset_ready),
     output:
-        best="results/tuning/{dataset}/{arch}/{algorithm}/best_params.yaml",
+        best=study_file(BEST_PARAMS),
         # rewritten from the journal after each trial by whichever worker ran it
-        trials="results/tuning/{dataset}/{arch}/{algorithm}/study.trials.csv",
+        trials=study_file(STUDY_TRIALS),
     log:
         "logs/tune/{dataset}/{arch}/{algorithm}.log",
     benchmark:  # Snakemake's measure (wall time, max RSS), beside the trials' own times
-        "results/benchmarks/tune/{dataset}/{arch}/{algorithm}.tsv"
+        tune_benchmark()
     threads: every_core
     resources:
         gpu=GPU_PER_JOB,
@@ -53,11 +53,11 @@ rule tune_worker:
     input:
         unpack(dataset_ready),
     output:
-        best="results/tuning/{dataset}/{arch}/{algorithm}/worker{worker}.yaml",
+        best=study_file(WORKER_PARAMS),
     log:
         "logs/tune/{dataset}/{arch}/{algorithm}.worker{worker}.log",
     benchmark:
-        "results/benchmarks/tune/{dataset}/{arch}/{algorithm}.worker{worker}.tsv"
+        tune_benchmark(worker=True)
     threads: every_core
     resources:
         gpu=GPU_PER_JOB,
