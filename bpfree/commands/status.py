@@ -38,6 +38,9 @@ from bpfree.core.io import read_json, read_yaml
 from bpfree.core.outputs import (
     BASELINE,
     BEST_PARAMS,
+    RUN_CHECKPOINT,
+    RUN_METRICS,
+    RUN_SPEC,
     STUDY_JOURNAL,
     run_dir,
     study_dir,
@@ -388,7 +391,7 @@ def run_status(key: Key, seed: int, plan: Plan, results: Path, now: float) -> Ru
     folder = Path(run_dir(*key.where, seed, results=results))
     status = RunStatus(f"{key} seed{seed}", key.dataset, key.arch, key.algorithm, seed, "pending")
     status.max_epochs_per_stage = plan.max_epochs
-    metrics = folder / "metrics.json"
+    metrics = folder / RUN_METRICS
     if metrics.is_file():
         try:
             record = read_json(metrics, "run metrics")  # bounded, as every reader of metrics.json
@@ -403,10 +406,10 @@ def run_status(key: Key, seed: int, plan: Plan, results: Path, now: float) -> Ru
             bench = Path(train_benchmark(*key.where, seed, results=results))
             status.benchmark_s, status.benchmark_max_rss_mb = _benchmarks([bench])
             return status
-    checkpoint = folder / "checkpoint.pt"
+    checkpoint = folder / RUN_CHECKPOINT
     if checkpoint.is_file():
         status.state = "running"
-        status.max_epochs_per_stage = _spec_max_epochs(folder / "spec.yaml") or plan.max_epochs
+        status.max_epochs_per_stage = _spec_max_epochs(folder / RUN_SPEC) or plan.max_epochs
         try:
             status.updated_s_ago = max(0.0, now - checkpoint.stat().st_mtime)
         except OSError:

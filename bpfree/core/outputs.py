@@ -57,6 +57,12 @@ FIGURE_NAMES = [
 # (mlp-256-256). A value not given stays a Snakemake wildcard, so that run_dir() is the rules'
 # pattern "results/runs/{dataset}/{arch}/{algorithm}/seed{seed}". ``results``: the results folder.
 RESULTS = "results"
+# a run folder's files (bpfree train writes them; RESULTS/runs/.../seedN/ in the workflow)
+RUN_SPEC = "spec.yaml"  # its complete resolved specification: bpfree train --spec re-runs it
+RUN_METRICS = "metrics.json"  # its record (bpfree.core.record.RunRecord)
+RUN_HISTORY = "history.csv"  # one row per epoch (HISTORY_COLUMNS first)
+RUN_CHECKPOINT = "checkpoint.pt"  # while it runs: what a killed run resumes from
+RUN_FILES = (RUN_SPEC, RUN_METRICS, RUN_HISTORY, RUN_CHECKPOINT)
 TABLE_EXTS = ("csv", "md", "tex")  # each table's files
 FIGURE_EXTS = ("svg", "png", "html")  # each figure's files
 HISTORIES = "histories.csv"  # every run's epochs, beside the tables (RESULTS/tables)

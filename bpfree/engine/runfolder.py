@@ -27,11 +27,12 @@ from pathlib import Path
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import remove_stale_temporaries, writable_directory
+from bpfree.core.outputs import RUN_FILES, RUN_METRICS
 from bpfree.core.record import read_record
 
 LOCK = ".bpfree.lock"
 # the files a run writes in its folder (bpfree.engine.run): each must be a file or absent
-OUTPUTS = ("spec.yaml", "metrics.json", "history.csv", "checkpoint.pt")
+OUTPUTS = RUN_FILES
 
 _held: set[str] = set()  # folders this process holds (a nested hold is a no-op)
 
@@ -144,7 +145,7 @@ def refuse_other_run(folder: str | Path, digest: str, flag: str = "--out") -> No
     """One line if ``folder`` holds a finished run (metrics.json) of another specification
     than ``digest``, or a metrics.json this bpfree cannot read: it is never overwritten."""
 
-    path = Path(folder) / "metrics.json"
+    path = Path(folder) / RUN_METRICS
     if not path.exists():
         return
     try:

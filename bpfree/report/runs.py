@@ -15,7 +15,7 @@ import polars as pl
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import decode_utf8, read_limited
-from bpfree.core.outputs import HISTORY_COLUMNS
+from bpfree.core.outputs import HISTORY_COLUMNS, RUN_HISTORY
 from bpfree.core.record import RunRecord, read_record
 
 KEYS = ["algorithm", "arch", "dataset"]
@@ -76,7 +76,7 @@ def read_runs(paths: Iterable[str | Path], *, warn: bool = True) -> list[RunFile
                 f"{keys[key]} and {path} (they would count as two seeds); give each run once"
             )
         keys[key] = path
-        history_path = path.with_name("history.csv")
+        history_path = path.with_name(RUN_HISTORY)
         history = None
         if history_path.exists() or history_path.is_symlink():
             history = read_history(history_path)

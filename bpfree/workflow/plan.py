@@ -15,7 +15,7 @@ from bpfree.report.formats import hours, percent
 from bpfree.report.cost import read_trials, share
 from bpfree.tuning.budget import stage_budgets, worst_case_epochs
 from bpfree.core.errors import BpfreeError
-from bpfree.core.outputs import STUDY_TRIALS, run_file, study_file
+from bpfree.core.outputs import RUN_METRICS, STUDY_TRIALS, run_file, study_file
 from bpfree.core.paper import paper_row
 from bpfree.core.record import read_record
 from bpfree.workflow.grid import arch_to_slug, check_config, expand_runs, expand_studies, study_params, study_tuning
@@ -64,7 +64,7 @@ def plan_rows(
             per_run = worst_case_epochs(study.algorithm, study.arch, study.dataset, space, run_budget)
         # earlier measurements of this study: seconds per epoch, and on what device
         run_rates, devices = [], set()
-        measured = run_file("metrics.json", *where, "*", results=glob.escape(str(results)))  # RESULTS/runs/.../seed*
+        measured = run_file(RUN_METRICS, *where, "*", results=glob.escape(str(results)))  # RESULTS/runs/.../seed*
         for path in sorted(map(Path, glob.glob(measured))):
             try:
                 record = read_record(path)

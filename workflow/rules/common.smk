@@ -4,6 +4,9 @@ from bpfree.core.outputs import (
     BEST_PARAMS,
     FIGURE_EXTS,
     HISTORIES,
+    RUN_HISTORY,
+    RUN_METRICS,
+    RUN_SPEC,
     STUDY_JOURNAL,
     STUDY_TRIALS,
     TABLE_EXTS,
@@ -67,14 +70,14 @@ def every_core(wildcards):
 
 def all_metrics():
     return [
-        run_file("metrics.json", run.dataset, run.arch_slug, run.algorithm, run.seed)
+        run_file(RUN_METRICS, run.dataset, run.arch_slug, run.algorithm, run.seed)
         for run in RUNS
     ]
 
 
 def all_histories():
     return [
-        run_file("history.csv", run.dataset, run.arch_slug, run.algorithm, run.seed)
+        run_file(RUN_HISTORY, run.dataset, run.arch_slug, run.algorithm, run.seed)
         for run in RUNS
     ]
 

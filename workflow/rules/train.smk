@@ -6,7 +6,7 @@ rule spec:
     input:
         unpack(spec_inputs),
     output:
-        run_file("spec.yaml"),
+        run_file(RUN_SPEC),
     log:
         "logs/spec/{dataset}/{arch}/{algorithm}/seed{seed}.log",
     localrule: True
@@ -29,10 +29,10 @@ rule spec:
 rule train:
     input:
         unpack(dataset_ready),
-        spec=run_file("spec.yaml"),
+        spec=run_file(RUN_SPEC),
     output:
-        metrics=run_file("metrics.json"),
-        history=run_file("history.csv"),
+        metrics=run_file(RUN_METRICS),
+        history=run_file(RUN_HISTORY),
     log:
         "logs/train/{dataset}/{arch}/{algorithm}/seed{seed}.log",
     # Snakemake's own measure of the job (wall time, max RSS): bpfree status sets it next
