@@ -240,3 +240,11 @@ def test_the_trial_counts_of_config_paper_yaml_are_the_papers(tmp_path):
             assert n == (1 if (algorithm, dataset) == ("mf", "mnist") else 50), (algorithm, dataset)
     bp = {(r["arch"], r["dataset"]): r["trial_epochs"] for r in rows if r["algorithm"] == "bp"}
     assert bp.pop(("mlp:1000,1000", "mnist")) == 10 and set(bp.values()) == {15}
+
+
+def test_the_bpfree_protocol_config_is_the_paper_grid_under_bpfree_tuning():
+    paper, ours = read_yaml("config/paper.yaml"), read_yaml("config/paper-bpfree.yaml")
+    assert {k: v for k, v in paper.items() if k != "tuning"} == {k: v for k, v in ours.items() if k != "tuning"}
+    assert paper["tuning"]["protocol"] == "paper" and ours["tuning"]["protocol"] == "bpfree"
+    rows = plan_rows(ours, "no-results")
+    assert {r["trials"] for r in rows} == {50} and {r["protocol"] for r in rows} == {"bpfree"}

@@ -759,12 +759,13 @@ def test_fuzz_bad_paths_at_the_cli_never_a_traceback(tmp_path_factory, capsys, m
     (where / "afile").write_text("a file")
     metrics = write_run(where / "r", 1, 0.5)
     args = {
-        "train": train_argv(command="train", seed=1, out=path),
-        "spec": train_argv(command="spec", seed=1, out=path),
-        "tune --out": TUNE + ["--storage", "s.journal", "--out", path],
-        "tune --storage": TUNE + ["--storage", path, "--out", "b.yaml"],
-        "aggregate --out-dir": ["aggregate", str(metrics), "--out-dir", path],
-        "aggregate --summary": ["aggregate", str(metrics), "--summary", path],
+        # FLAG=PATH: a path may begin with "-" ("-?"), which argparse takes for a flag otherwise
+        "train": [*train_argv(command="train", seed=1), f"--out={path}"],
+        "spec": [*train_argv(command="spec", seed=1), f"--out={path}"],
+        "tune --out": TUNE + ["--storage", "s.journal", f"--out={path}"],
+        "tune --storage": TUNE + [f"--storage={path}", "--out", "b.yaml"],
+        "aggregate --out-dir": ["aggregate", str(metrics), f"--out-dir={path}"],
+        "aggregate --summary": ["aggregate", str(metrics), f"--summary={path}"],
     }[command]
     try:
         fuzz_case(capsys, args)

@@ -110,7 +110,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted,
     assert metrics["energy_source"] == expected["energy_source"] == "estimate"
     pieces_j = sum(p["energy_j"] for p in metrics["pieces_measured"])
     assert metrics["energy_j"] == pytest.approx(pieces_j)
-    assert sum(p["time_s"] for p in metrics["pieces_measured"]) <= metrics["train_time_s"]
+    # each piece's FIT window is opened by its caller around the loop, whose own timer is
+    # train_time_s: the windows cover it and the call's set-up (well under 10 ms a piece)
+    assert sum(p["time_s"] for p in metrics["pieces_measured"]) <= metrics["train_time_s"] + 0.01 * metrics["pieces"]
     epochs_j = sum(float(row["energy_j"]) for row in csv.DictReader(open(killed / "history.csv")))
     assert epochs_j <= metrics["energy_j"] < epochs_j * 5  # every epoch's energy is in the sum
     assert not (killed / "checkpoint.pt").exists()  # removed once the run is complete
