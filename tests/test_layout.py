@@ -2,8 +2,8 @@
 
 core -> what is trained (data, models, algorithms) -> measure -> one run (engine) -> many runs
 (tuning) and after the runs (report) -> faces (commands, workflow, bench, cli). Every import
-of a bpfree module counts, those inside functions too; only ``if TYPE_CHECKING:`` blocks
-(annotations, never run) are left out."""
+of a bpfree module counts, those inside functions and those under ``if TYPE_CHECKING:`` too: an
+annotation naming a type of a higher tier ties the two modules as much as a call does."""
 
 from __future__ import annotations
 
@@ -48,13 +48,14 @@ def _type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def imports_of(path: Path) -> set[str]:
-    """Every module (bpfree's and others') imported anywhere in ``path`` but under TYPE_CHECKING."""
+def imports_of(path: Path, *, annotations: bool = True) -> set[str]:
+    """Every module (bpfree's and others') imported anywhere in ``path``; with ``annotations``
+    false, not those under TYPE_CHECKING (never imported when the code runs)."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if _type_checking(child):
+            if not annotations and _type_checking(child):
                 continue
             if isinstance(child, ast.Import):
                 found.update(alias.name for alias in child.names)
@@ -82,22 +83,29 @@ def test_imports_point_down_or_stay_in_the_tier(module):
     assert not up, f"{module} imports a higher tier: {sorted(up)}"
 
 
-def test_there_is_no_import_circle():
+def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of ``graph`` (its modules in order, the first repeated at the end), or None."""
     seen: dict[str, int] = {}  # 1: on the path, 2: done
 
-    def walk(module: str, path: list[str]) -> None:
+    def walk(module: str, path: list[str]) -> list[str] | None:
         seen[module] = 1
-        for target in sorted(GRAPH[module]):
+        for target in sorted(graph[module]):
             if seen.get(target) == 1:
-                cycle = path[path.index(target) :] + [target] if target in path else [module, target]
-                pytest.fail("import circle: " + " -> ".join(cycle))
-            if target not in seen:
-                walk(target, path + [target])
+                return path[path.index(target) :] + [target]
+            if target not in seen and (cycle := walk(target, path + [target])):
+                return cycle
         seen[module] = 2
+        return None
 
-    for module in sorted(GRAPH):
-        if module not in seen:
-            walk(module, [module])
+    for module in sorted(graph):
+        if module not in seen and (cycle := walk(module, [module])):
+            return cycle
+    return None
+
+
+def test_there_is_no_import_circle():
+    cycle = find_circle(GRAPH)
+    assert cycle is None, "import circle: " + " -> ".join(cycle or [])
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if tier(m) in TORCH_FREE))
@@ -110,7 +118,10 @@ def test_the_core_and_the_report_do_not_import_torch(module):
             continue
         reached.add(current)
         todo += GRAPH[current]
-    torch_users = sorted(m for m in reached if any(i.split(".")[0] == "torch" for i in imports_of(MODULES[m])))
+    runs_torch = [
+        m for m in reached if any(i.split(".")[0] == "torch" for i in imports_of(MODULES[m], annotations=False))
+    ]
+    torch_users = sorted(runs_torch)
     assert not torch_users, f"{module} reaches torch through {torch_users}"
 
 
@@ -123,4 +134,9 @@ def test_the_checks_can_fail(tmp_path):
         "if TYPE_CHECKING:\n    from bpfree.report import tables\n"
         "def f():\n    from bpfree.engine import run\n"
     )
-    assert imports_of(source) == {"typing", "typing.TYPE_CHECKING", "bpfree.engine", "bpfree.engine.run"}
+    runtime = {"typing", "typing.TYPE_CHECKING", "bpfree.engine", "bpfree.engine.run"}
+    assert imports_of(source, annotations=False) == runtime
+    assert imports_of(source) == runtime | {"bpfree.report", "bpfree.report.tables"}
+    made_up = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_circle(made_up) == ["a", "b", "c", "a"]
+    assert find_circle({"a": {"b"}, "b": set(), "d": {"a", "b"}}) is None

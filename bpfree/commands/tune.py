@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     # here, not at the top: keeps optuna and torch out of the CLI's start-up
     from bpfree.engine.setup import set_threads
     from bpfree.models import parse_arch
-    from bpfree.tuning.job import TuneJob, tune
-    from bpfree.tuning.records import trials_csv_path, write_best_params
+    from bpfree.tuning.job import TuneJob, tune, write_best_params
+    from bpfree.tuning.records import trials_csv_path
 
     settings = load_settings(args.config)
     machine = parse(

@@ -10,7 +10,7 @@ import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,15 @@ from bpfree.algorithms import Algorithm, build_algorithm
 from bpfree.core.errors import BpfreeError, is_out_of_memory
 from bpfree.core.io import writable_directory, write_csv_atomic, write_json_atomic, write_text_atomic
 from bpfree.core.outputs import HISTORY_COLUMNS, RUN_CHECKPOINT, RUN_HISTORY, RUN_METRICS, RUN_SPEC
-from bpfree.core.record import RunRecord, build_record, read_record
+from bpfree.core.record import RunRecord, read_record
 from bpfree.core.registry import DATASETS
 from bpfree.core.spec import Measurement, RunSpec, dump_yaml
 from bpfree.data import DataSplits, load_splits
-from bpfree.engine.analysis import Analysis, analyse, epoch_flops, run_costs
+from bpfree.engine.analysis import analyse
 from bpfree.engine.checkpoint import Checkpoint, CheckpointState, check_fits
 from bpfree.engine.loop import Checkpointing, EpochRecord, FitResult, FitSession, Profiling, fit
 from bpfree.engine.precision import check_precision, precision_context, precision_flags
+from bpfree.engine.record import RunMeasurement, RunResult
 from bpfree.engine.resolve import resolve
 from bpfree.engine.setup import resolve_device, seed_everything
 from bpfree.engine.warmup import warm_up
@@ -45,57 +46,6 @@ from bpfree.measure import (
 from bpfree.models import parse_arch
 
 CHECKPOINT, SPEC, METRICS = RUN_CHECKPOINT, RUN_SPEC, RUN_METRICS  # bpfree.core.outputs names them
-
-
-@dataclass
-class RunMeasurement:
-    """What the meter saw besides the fit window (which is in ``FitResult.measurement``)."""
-
-    settings: Measurement
-    primary_domain: str  # "gpu" or "cpu": the device the run computed on
-    primary_peak: str  # the memory kind reported as peak_memory_mb
-    idle: WindowResult | None
-    test: WindowResult | None
-    carbon: CarbonResult
-    sources: dict[str, Any]  # Meter.describe()
-    hardware: dict[str, Any]
-
-
-@dataclass
-class RunResult:
-    """A finished run, typed: what bpfree.core.record.build_record makes metrics.json of."""
-
-    spec: RunSpec  # resolved: every default filled in
-    digest: str  # the spec's hash with the device type: the run's identity
-    fit: FitResult
-    test_accuracy: float
-    best_val_accuracy: float
-    arch: str
-    device: str
-    measurement: RunMeasurement | None = None
-    checkpoint_set_aside: Path | None = None  # a corrupt or foreign checkpoint found at the start
-    precision_flags: dict[str, Any] | None = None
-    analysis: Analysis | None = None  # FLOPs and memory by part (bpfree.engine.analysis), counted before the fit
-    split_sizes: tuple[int, int] = (0, 0)  # training and validation samples
-    environment: dict[str, Any] = field(default_factory=dict)  # versions, threads, host, time (environment())
-
-    def epoch_flops(self) -> list[float] | None:
-        """FLOPs of each epoch of the history (training and validation), or None."""
-        if self.analysis is None:
-            return None
-        per_epoch = epoch_flops(self.analysis, [r.stage for r in self.fit.history], *self.split_sizes)
-        return [t + v for t, v in per_epoch]
-
-    def costs(self, energy_j: float | None, energy_source: str | None) -> dict[str, Any]:
-        """The hardware analysis' fields of metrics.json (FLOPs, FLOP/s, energy per FLOP, memory
-        by part), given the fit's energy and its source; none without an analysis."""
-        if self.analysis is None:
-            return {}
-        stages = [r.stage for r in self.fit.history]
-        return run_costs(self.analysis, stages, *self.split_sizes, self.fit.train_time_s, energy_j, energy_source)
-
-    def record(self) -> RunRecord:
-        return build_record(self)
 
 
 def environment() -> dict[str, Any]:

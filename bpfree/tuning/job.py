@@ -14,8 +14,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
+from bpfree import __version__
 from bpfree.algorithms import params_from_mapping
 from bpfree.core.errors import BpfreeError
+from bpfree.core.io import write_yaml_atomic
 from bpfree.core.spec import EarlyStopping, Machine, Measurement, RunSpec, Settings, Tuning
 from bpfree.data import load_splits
 from bpfree.engine.resolve import run_spec
@@ -193,3 +195,49 @@ def _log_trial(bar, trial: optuna.Trial, outcome: TrialOutcome) -> None:
         f"trial {trial.number}: {what}; {params}; {outcome.epochs} epochs, {outcome.train_time_s:.1f} s",
         file=sys.stderr,
     )
+
+
+# -- the result on disk ---------------------------------------------------------------------
+def best_params_document(result: TuneResult) -> dict[str, Any]:
+    """What ``bpfree train --params`` reads (``algorithm`` and ``params``) and what a reader
+    needs to trust it: the value, the trial, the study's size and how it was searched."""
+    settings = result.job.settings
+    return {
+        "algorithm": result.job.algorithm,
+        "dataset": result.job.dataset,
+        "arch": str(result.arch),
+        "params": result.best_params,
+        "best_value": result.best.value,
+        "objective": OBJECTIVE,
+        "score": settings.score,  # final_model or best_epoch: what a trial's value is
+        "protocol": settings.protocol,
+        "best_trial": result.best.number,
+        "trials": dataclasses.asdict(result.counts),
+        "n_trials": result.job.n_trials,
+        "study": result.study_name,
+        "storage": str(result.job.storage),
+        "seed": settings.seed,
+        "sampler": {
+            "name": "TPESampler",
+            "multivariate": settings.multivariate,
+            "startup_trials": settings.startup_trials,
+            "constant_liar": True,
+        },
+        "pruner": {
+            "name": settings.pruner,
+            "startup_trials": settings.pruner_startup_trials,
+            "warmup_epochs": settings.pruner_warmup_epochs,
+            "reduction_factor": settings.pruner_reduction_factor,
+        },
+        "max_epochs": settings.max_epochs or result.job.early_stopping.max_epochs,
+        "search_space": result.space.describe(),
+        "bpfree_version": __version__,
+        "optuna_version": optuna.__version__,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # a damaged journal this worker set aside (its copy) and repaired; None: none
+        "journal_set_aside": str(result.journal_set_aside) if result.journal_set_aside else None,
+    }
+
+
+def write_best_params(path: str | Path, result: TuneResult) -> None:
+    write_yaml_atomic(path, best_params_document(result))

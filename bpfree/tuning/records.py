@@ -1,77 +1,26 @@
-"""What a study leaves on disk: its best params (what ``bpfree train --params`` reads) and its trial
-table, ``STUDY.trials.csv`` (every trial's state, epochs, time and energy)."""
+"""What a study leaves on disk beside its journal: its trial table, ``STUDY.trials.csv`` (every
+trial's state, epochs, time and energy), and each trial's run specification. The best params
+(what ``bpfree train --params`` reads) are written by :mod:`bpfree.tuning.job`, beside the
+result they come from."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from bpfree import __version__
-from bpfree.core.io import write_text_atomic, write_yaml_atomic
+from bpfree.core.io import write_text_atomic
 from bpfree.core.outputs import TRIAL_COLUMNS
 from bpfree.core.spec import RunSpec, dump_yaml
-from bpfree.tuning.study import OBJECTIVE
-
-if TYPE_CHECKING:  # annotations only: the job imports this module
-    from bpfree.tuning.job import TuneResult
 
 
 def trials_csv_path(storage: str | Path) -> Path:
     """The study's trial table beside its journal: ``study.journal`` -> ``study.trials.csv``."""
     storage = Path(storage)
     return storage.with_name(f"{storage.stem}.trials.csv")
-
-
-# -- the result on disk ---------------------------------------------------------------------
-def best_params_document(result: TuneResult) -> dict[str, Any]:
-    """What ``bpfree train --params`` reads (``algorithm`` and ``params``) and what a reader
-    needs to trust it: the value, the trial, the study's size and how it was searched."""
-    settings = result.job.settings
-    return {
-        "algorithm": result.job.algorithm,
-        "dataset": result.job.dataset,
-        "arch": str(result.arch),
-        "params": result.best_params,
-        "best_value": result.best.value,
-        "objective": OBJECTIVE,
-        "score": settings.score,  # final_model or best_epoch: what a trial's value is
-        "protocol": settings.protocol,
-        "best_trial": result.best.number,
-        "trials": dataclasses.asdict(result.counts),
-        "n_trials": result.job.n_trials,
-        "study": result.study_name,
-        "storage": str(result.job.storage),
-        "seed": settings.seed,
-        "sampler": {
-            "name": "TPESampler",
-            "multivariate": settings.multivariate,
-            "startup_trials": settings.startup_trials,
-            "constant_liar": True,
-        },
-        "pruner": {
-            "name": settings.pruner,
-            "startup_trials": settings.pruner_startup_trials,
-            "warmup_epochs": settings.pruner_warmup_epochs,
-            "reduction_factor": settings.pruner_reduction_factor,
-        },
-        "max_epochs": settings.max_epochs or result.job.early_stopping.max_epochs,
-        "search_space": result.space.describe(),
-        "bpfree_version": __version__,
-        "optuna_version": optuna.__version__,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        # a damaged journal this worker set aside (its copy) and repaired; None: none
-        "journal_set_aside": str(result.journal_set_aside) if result.journal_set_aside else None,
-    }
-
-
-def write_best_params(path: str | Path, result: TuneResult) -> None:
-    write_yaml_atomic(path, best_params_document(result))
 
 
 def trial_spec_path(table: str | Path, number: int) -> Path:
