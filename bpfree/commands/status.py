@@ -48,6 +48,7 @@ from bpfree.core.outputs import (
     train_benchmark,
     tune_benchmark,
 )
+from bpfree.core.paper import study_settings
 from bpfree.core.spec import WorkflowConfig, parse
 from bpfree.report.formats import energy_text, hours
 from bpfree.workflow.grid import arch_to_slug, slug_to_arch
@@ -140,12 +141,9 @@ def plan_of(config_path: str | None, results: Path) -> Plan:
     tuning = checked.tuning
     per_study = {}
     if tuning.protocol == "paper" and tuning.n_trials > 0:  # each study's own count
-        from bpfree.core.paper import study_settings
-
         for key in studies - untuned:
-            per_study[key] = study_settings(tuning, checked.early_stopping, key.algorithm, key.arch, key.dataset)[
-                0
-            ].n_trials
+            settings, _ = study_settings(tuning, checked.early_stopping, key.algorithm, key.arch, key.dataset)
+            per_study[key] = settings.n_trials
     return Plan(
         sorted(studies),
         {k: seeds for k in studies},
