@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -276,23 +277,18 @@ def fit(
     if checkpointing is not None:  # a stop signal abandons an epoch whose start is kept
         run.batches.abandon = lambda: STOP.requested and run.snapshot is not None
     status: Literal["ok", "diverged"] = "ok"
-    try:
-        for index, stage in enumerate(algo.stages()):
-            max_epochs = min(stage.max_epochs or policy.max_epochs, policy.max_epochs)
-            if resume is not None and index < resume.stage_index:
-                # done before the kill: its weights come with the checkpoint; replay its
-                # begin/end so that what end_stage does (freezing) holds again
-                algo.begin_stage(stage, max_epochs)
-                algo.end_stage(stage)
-                continue
-            stage_resume = resume if resume is not None and index == resume.stage_index else None
-            if not _fit_stage(run, stage, index, max_epochs, stage_resume):
-                status = "diverged"
-                break
-    except BaseException:  # e.g. a pruned trial: leave the meter reusable
-        if meter is not None:
-            meter.discard_window(epoch_window(len(run.history) + 1))
-        raise
+    for index, stage in enumerate(algo.stages()):
+        max_epochs = min(stage.max_epochs or policy.max_epochs, policy.max_epochs)
+        if resume is not None and index < resume.stage_index:
+            # done before the kill: its weights come with the checkpoint; replay its
+            # begin/end so that what end_stage does (freezing) holds again
+            algo.begin_stage(stage, max_epochs)
+            algo.end_stage(stage)
+            continue
+        stage_resume = resume if resume is not None and index == resume.stage_index else None
+        if not _fit_stage(run, stage, index, max_epochs, stage_resume):
+            status = "diverged"
+            break
     return FitResult(
         status,
         run.history,
@@ -488,28 +484,29 @@ def _fit_stage(run: _FitState, stage: Stage, index: int, max_epochs: int, resume
             epoch = len(history) + 1
             run.keep_snapshot(index, stage_epochs, stopper, best_state)
             t_meter = time.perf_counter()
-            if meter is not None:
-                meter.begin_window(epoch_window(epoch))
-            profiler = run.start_profile(epoch)
-            t0 = time.perf_counter()
-            try:
-                train_loss = algo.train_epoch(stage, run.batches)
-            except _AbandonEpoch:  # a stop signal: write the epoch's start, raise Stopped
-                if profiler is not None:
-                    profiler.stop()
-                run.stop(run.snapshot, abandoned_s=time.perf_counter() - t0)
-            t1 = time.perf_counter()
-            val = algo.evaluate(stage, run.data.val)
-            t2 = time.perf_counter()
+            # the epoch's window, opened and closed here (discarded when the epoch raises)
+            with meter.window(epoch_window(epoch)) if meter is not None else nullcontext() as window:
+                profiler = run.start_profile(epoch)
+                t0 = time.perf_counter()
+                try:
+                    train_loss = algo.train_epoch(stage, run.batches)
+                except _AbandonEpoch:  # a stop signal: write the epoch's start, raise Stopped
+                    if profiler is not None:
+                        profiler.stop()
+                    run.stop(run.snapshot, abandoned_s=time.perf_counter() - t0)
+                t1 = time.perf_counter()
+                val = algo.evaluate(stage, run.data.val)
+                t2 = time.perf_counter()
             record = EpochRecord(epoch, stage.name, train_loss, val.loss, val.accuracy, t2 - t0)
-            if meter is not None:
-                record.extra.update(_epoch_energy(meter, meter.end_window(epoch_window(epoch))))
+            if window is not None:
+                record.extra.update(_epoch_energy(meter, window.result))
             if profiler is not None:
                 run.finish_profile(profiler, epoch)
                 record.extra["profiled"] = True
+            t3 = time.perf_counter()
             run.times.compute_s += t1 - t0
             run.times.eval_s += t2 - t1
-            run.times.measurement_s += (t0 - t_meter) + (time.perf_counter() - t2)
+            run.times.measurement_s += (t0 - t_meter) + (t3 - t2)
             if run.on_epoch_end is not None:
                 run.on_epoch_end(record)
             history.append(record)
