@@ -4,6 +4,8 @@ without one, over several study seeds; per study its trials by state, epochs, ti
 its source) and the best validation accuracy found. Prints a Markdown table and writes a CSV.
 
     python scripts/pruner_measurement.py --out /tmp/pruners.csv   # mnist-5k, bp and mf, 3 seeds
+    python scripts/pruner_measurement.py --dataset fashion-mnist --data-root data \
+        --algorithms bp --pruners none median --n-trials 12 --max-epochs 5 --out /tmp/fm.csv
 
 Run it with one thread on an otherwise idle machine: times and energies are the measurement."""
 
@@ -39,6 +41,9 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--n-trials", type=int, default=20)
     parser.add_argument("--max-epochs", type=int, default=8, help="a trial's epoch budget per stage")
+    parser.add_argument("--pruners", nargs="+", choices=PRUNERS, default=list(PRUNERS))
+    parser.add_argument("--startup-trials", type=int, default=5, help="trials finished before a pruner prunes")
+    parser.add_argument("--data-root", default=Machine.model_fields["data_root"].default, help="where the dataset is")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -49,7 +54,7 @@ def main() -> int:
         for algorithm in args.algorithms:
             arch, space = STUDIES[algorithm]
             for seed in args.seeds:
-                for pruner in PRUNERS:
+                for pruner in args.pruners:
                     storage = Path(scratch) / f"{algorithm}-{seed}-{pruner}.journal"
                     job = TuneJob(
                         algorithm=algorithm,
@@ -61,13 +66,13 @@ def main() -> int:
                             max_epochs=args.max_epochs,
                             seed=seed,
                             pruner=pruner,
-                            pruner_startup_trials=5,
+                            pruner_startup_trials=args.startup_trials,
                             pruner_warmup_epochs=1,
                             search_spaces=space,
                         ),
                         early_stopping=EarlyStopping(max_epochs=args.max_epochs, patience=args.max_epochs),
                         arch=parse_arch(arch),
-                        machine=Machine(device="cpu"),
+                        machine=Machine(device="cpu", data_root=args.data_root),
                     )
                     t0 = time.perf_counter()
                     result = tune(job, progress=False)
@@ -99,11 +104,7 @@ def main() -> int:
                     }
                     rows.append(row)
                     print(" ".join(f"{k}={v}" for k, v in row.items()), file=sys.stderr, flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+                    write_rows(args.out, rows)  # after every study: a stopped measurement keeps its rows
     print("| algorithm | seed | pruner | trials c/p/f | epochs | time (s) | energy (J, source) | best val acc |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -113,6 +114,14 @@ def main() -> int:
             f"{r['best_val_accuracy']:.4f} |"
         )
     return 0
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 if __name__ == "__main__":
