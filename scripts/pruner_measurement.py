@@ -21,13 +21,14 @@ from pathlib import Path
 import optuna
 import torch
 
+from bpfree.core.spec import PRUNERS as SPEC_PRUNERS
 from bpfree.core.spec import EarlyStopping, Machine, Tuning
 from bpfree.engine import catalog
 from bpfree.models import parse_arch
 from bpfree.tuning.job import TuneJob, tune
 from bpfree.tuning.records import trial_records
 
-PRUNERS = ("none", "median", "successive-halving", "hyperband")
+PRUNERS = ("none", *(p for p in SPEC_PRUNERS if p != "none"))  # no pruner first: the others' reference
 STUDIES = {  # algorithm: (architecture, search space overrides: stage lengths inside the budget)
     "bp": ("mlp:1000,1000", {}),
     "mf": ("mlp:1000,1000", {"mf": {"epochs_per_layer": {"type": "int", "low": 2, "high": 8}}}),

@@ -174,3 +174,25 @@ def test_precision_choices_defined_once():
     for command in ("train", "spec", "bench"):
         (flag,) = [a for a in sub.choices[command]._actions if "--precision" in a.option_strings]
         assert tuple(flag.choices) == PRECISIONS, command
+
+
+def test_pruner_choices_defined_once():
+    """The pruners are written once (bpfree.core.spec.PRUNERS): the model's check, the
+    generated schema's enum and ``bpfree tune --pruner``'s choices all read them."""
+    import argparse
+
+    import yaml
+
+    from bpfree.cli import build_parser
+    from bpfree.core.spec import PRUNERS, Tuning, parse
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    tuning = schema["properties"]["tuning"]
+    tuning = schema["$defs"][tuning["$ref"].rsplit("/", 1)[1]] if "$ref" in tuning else tuning
+    assert tuple(tuning["properties"]["pruner"]["enum"]) == PRUNERS
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    (flag,) = [a for a in sub.choices["tune"]._actions if "--pruner" in a.option_strings]
+    assert tuple(flag.choices) == PRUNERS
+    assert {parse(Tuning, {"pruner": p}).pruner for p in PRUNERS} == set(PRUNERS)
+    with pytest.raises(BpfreeError, match="pruner"):
+        parse(Tuning, {"pruner": "asha"})

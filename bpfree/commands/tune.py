@@ -10,7 +10,7 @@ from bpfree.commands.common import add_machine_arguments, add_subject_arguments
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import output_file
 from bpfree.core.paper import study_settings
-from bpfree.core.spec import Machine, Tuning, parse
+from bpfree.core.spec import PRUNERS, Machine, Tuning, parse
 from bpfree.engine.resolve import load_settings
 
 
@@ -37,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-epochs", type=int, help="epoch budget of one trial (default: tuning.max_epochs)")
     p.add_argument(
         "--pruner",
-        choices=["median", "successive-halving", "hyperband", "none"],
-        help="default: tuning.pruner of --config (median)",
+        choices=PRUNERS,
+        help=f"default: tuning.pruner of --config ({Tuning.model_fields['pruner'].default})",
     )
     p.add_argument(
         "--trials-out",

@@ -39,6 +39,9 @@ MAX_SEED = 2**63 - 1  # a 64-bit integer: torch's generators, numpy and the tabl
 # bpfree.engine.precision all read them from here
 PrecisionName = Literal["fp32", "tf32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+# the pruners, likewise: the spec's check, the schema, `bpfree tune --pruner` and the measurement script
+PrunerName = Literal["median", "successive-halving", "hyperband", "none"]
+PRUNERS: tuple[str, ...] = get_args(PrunerName)
 # an architecture: KIND:W1,W2,... (the kind is checked against the registry, so any registered kind
 # fits; bpfree.workflow.grid derives its path slug, KIND-W1-W2, and the workflow's arch wildcard)
 ARCH_KIND = r"[a-z][a-z0-9_-]*"
@@ -237,7 +240,7 @@ class Tuning(_Model):
     seed: int = Field(42, ge=0, le=MAX_SEED, description="TPE sampler seed and every trial's training seed")
     multivariate: bool = Field(True, description="multivariate TPE")
     startup_trials: int = Field(10, ge=0, description="random trials before TPE models the space")
-    pruner: Literal["median", "successive-halving", "hyperband", "none"] = Field(
+    pruner: PrunerName = Field(
         "median",
         description="on the per-epoch validation accuracy: median, successive-halving or hyperband "
         "(multi-fidelity: the resource is epochs, up to a trial's epoch budget), or none",
