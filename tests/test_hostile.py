@@ -35,7 +35,7 @@ import pytest
 import torch
 import yaml
 from conftest import record
-from helpers import train_argv, tune_argv
+from helpers import FAST_TRAIN, train_argv, tune_argv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,22 +48,7 @@ from bpfree.core.errors import BpfreeError
 from bpfree.core.io import MAX_YAML_BYTES, WriteFailed, read_yaml, write_json_atomic
 from bpfree.tuning.journal import WholeLinesJournal
 
-FAST = [
-    "--arch",
-    "mlp:8",
-    "--max-epochs",
-    "2",
-    "--device",
-    "cpu",
-    "--threads",
-    "1",
-    "--measure-codecarbon",
-    "off",
-    "--measure-idle-s",
-    "0",
-    "--checkpoint-every-s",
-    "0",
-]
+FAST = [*FAST_TRAIN, "--checkpoint-every-s", "0"]
 
 
 def train_args(out, *extra: str, seed: str = "3", algorithm: str = "bp") -> list[str]:

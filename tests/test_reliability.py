@@ -19,7 +19,7 @@ import psutil
 import pytest
 import yaml
 from conftest import record, run_bpfree
-from helpers import train_argv, tune_argv
+from helpers import FAST_TRAIN, train_argv, tune_argv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from optuna.trial import TrialState
@@ -42,20 +42,7 @@ from bpfree.tuning.job import TuneJob, tune
 from bpfree.tuning.workers import _gone, worker_identity
 from bpfree.workflow.grid import check_config
 
-FAST = [
-    "--arch",
-    "mlp:8",
-    "--max-epochs",
-    "2",
-    "--device",
-    "cpu",
-    "--threads",
-    "1",
-    "--measure-codecarbon",
-    "off",
-    "--measure-idle-s",
-    "0",
-]
+FAST = FAST_TRAIN
 
 
 def one_line(capsys) -> str:
