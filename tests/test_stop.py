@@ -89,6 +89,30 @@ def test_signal_mid_epoch_checkpoints_and_the_same_command_resumes(tmp_path, mon
     assert not (out / CHECKPOINT).exists()
 
 
+def test_an_abandoned_epoch_leaves_no_measurement_window_open(tmp_path, monkeypatch):
+    """The loop opens each epoch's window and closes it itself: an epoch a stop signal
+    abandons is discarded there, and so is the FIT window around it (its opener's)."""
+    from bpfree.engine import run as run_module
+    from bpfree.measure import FIT, Meter, epoch_window
+
+    meters: list[Meter] = []
+    real = Meter.for_device
+
+    def keeping(*args, **kwargs):
+        meters.append(real(*args, **kwargs))
+        return meters[-1]
+
+    monkeypatch.setattr(run_module.Meter, "for_device", keeping)
+    monkeypatch.setattr(training, "FINISH_EPOCH_S", 0.0)
+    signal_in_pass(monkeypatch, 2)
+    with stop_on_signals(), pytest.raises(Stopped):
+        train(spec("bp"), tmp_path / "run")
+    (meter,) = meters
+    for name in (epoch_window(1), epoch_window(2), FIT):
+        with pytest.raises(ValueError, match="never opened"):
+            meter.peek_window(name)
+
+
 def test_the_weights_match_the_uninterrupted_run(tmp_path, monkeypatch):
     """Not only the history: every weight of the resumed run equals the uninterrupted one's."""
     from bpfree.engine import run as run_module
