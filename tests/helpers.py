@@ -8,8 +8,10 @@ from os import PathLike
 from typing import Any
 
 # a run in a second or two: a tiny MLP, two epochs, one CPU thread, no CodeCarbon, no idle baseline
-FAST_TRAIN = ["--arch", "mlp:8", "--max-epochs", "2", "--device", "cpu", "--threads", "1"]
-FAST_TRAIN += ["--measure-codecarbon", "off", "--measure-idle-s", "0"]
+FAST_TRAIN = [
+    *["--arch", "mlp:8", "--max-epochs", "2", "--device", "cpu", "--threads", "1"],
+    *["--measure-codecarbon", "off", "--measure-idle-s", "0"],
+]
 
 
 def _flags(**flags: Any) -> list[str]:

@@ -118,10 +118,11 @@ def test_the_core_and_the_report_do_not_import_torch(module):
             continue
         reached.add(current)
         todo += GRAPH[current]
-    runs_torch = [
-        m for m in reached if any(i.split(".")[0] == "torch" for i in imports_of(MODULES[m], annotations=False))
-    ]
-    torch_users = sorted(runs_torch)
+
+    def runs_torch(m: str) -> bool:
+        return any(i.split(".")[0] == "torch" for i in imports_of(MODULES[m], annotations=False))
+
+    torch_users = sorted(filter(runs_torch, reached))
     assert not torch_users, f"{module} reaches torch through {torch_users}"
 
 

@@ -42,8 +42,6 @@ from bpfree.tuning.job import TuneJob, tune
 from bpfree.tuning.workers import _gone, worker_identity
 from bpfree.workflow.grid import check_config
 
-FAST = FAST_TRAIN
-
 
 def one_line(capsys) -> str:
     err = capsys.readouterr().err
@@ -128,7 +126,7 @@ def test_bad_train_input_is_one_line_before_any_work(tmp_path, capsys, monkeypat
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     # later options win: the case's --algorithm/--seed/--out replace the defaults
-    assert main(train_args(tmp_path / "out", *FAST, *extra)) == 2
+    assert main(train_args(tmp_path / "out", *FAST_TRAIN, *extra)) == 2
     line = one_line(capsys)
     assert line.startswith("bpfree: error: ") and expected in line, line
     assert not (tmp_path / "out" / "metrics.json").exists()
@@ -210,7 +208,7 @@ def any_state() -> CheckpointState:
 
 
 def test_a_finished_run_is_not_run_again(tmp_path, capsys):
-    args = train_args(tmp_path / "out", *FAST)
+    args = train_args(tmp_path / "out", *FAST_TRAIN)
     assert main(args) == 0
     first = (tmp_path / "out" / "metrics.json").read_text()
     capsys.readouterr()
