@@ -16,6 +16,7 @@ from bpfree.cli import main
 from bpfree.core.errors import BpfreeError
 from bpfree.core.registry import DATASETS
 from bpfree.core.spec import EarlyStopping, Machine, RunSpec
+from bpfree.data import DatasetInfo
 from bpfree.engine.run import train
 from bpfree.models import CNN, MLP, parse_arch
 
@@ -78,7 +79,7 @@ def test_bp_params_reach_the_optimizer():
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"learning_rate": 0.1}, "valid: lr, weight_decay, batch_size"),
+        ({"learning_rate": 0.1}, "valid: batch_size, drop_last, lr, weight_decay"),
         ({"batch_size": 1.5}, "batch_size"),
         ({"lr": "fast"}, "lr"),
     ],
@@ -96,3 +97,24 @@ def test_bp_checkpoint_round_trip():
     assert not torch.equal(a.predict(x), b.predict(x))
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.predict(x), b.predict(x))
+
+
+def test_mfs_twin_starts_as_the_papers_mf_mlp():
+    """The paper's BP twin of MF is its MF_MLP: kaiming-relu hidden layers and an N(0, 0.01)
+    output layer with a zero bias (bpfree's default head is PyTorch's U(±1/sqrt(n)))."""
+    info = DatasetInfo("small", 10, (1, 28, 28), (0.5,), (0.25,))
+    twin = build_algorithm(
+        "bp", parse_arch("mlp:1000,1000"), info, {"init": "kaiming-relu", "head_init": "normal-0.01"}
+    )
+    body, _, head = twin.net.model
+    first = body.layers[0].weight
+    assert first.abs().max() > 0.95 * (6 / 784) ** 0.5  # beyond the default's bound 1/sqrt(784)
+    assert abs(float(head.weight.detach().std()) - 0.01) < 0.001 and torch.equal(head.bias, torch.zeros(10))
+    default = build_algorithm("bp", parse_arch("mlp:1000,1000"), info, {})
+    assert default.net.model[0].layers[0].weight.abs().max() <= 784**-0.5
+
+
+def test_an_mlp_init_on_a_cnn_twin_is_refused():
+    info = DatasetInfo("small", 10, (1, 28, 28), (0.5,), (0.25,))
+    with pytest.raises(BpfreeError, match="bp's init 'kaiming-relu' is for an MLP body"):
+        build_algorithm("bp", parse_arch("cnn:4,8"), info, {"init": "kaiming-relu"})

@@ -252,18 +252,28 @@ def test_sl_predicts_with_summed_sparsemax_probabilities():
     assert torch.allclose(algo.predict(data.test.x), sum(sparsemax(s) for s in scores))
 
 
-def test_batchnorm_keep_leaves_random_blocks_statistics_at_their_initial_values():
-    """The paper's code never runs cafo-rand's blocks in train mode: BatchNorm keeps 0/1."""
+def test_batchnorm_keep_leaves_random_blocks_statistics_as_the_papers_sizing_forward_leaves_them():
+    """The paper's code never trains cafo-rand's blocks, but its CNN sizes each block by one
+    train-mode forward of a zero image (CaFoBlock.get_output_shape): every running variance
+    moves from 1 to 0.9 and the means stay 0. ``keep`` holds exactly that (not PyTorch's 0/1)."""
     data = random_splits(SMALL, n=64)
     data.train.x.mul_(3).add_(1)
-    kept = build("cafo-rand", batchnorm="keep")
+    kept = build("cafo-rand", arch="cnn:4,6", batchnorm="keep")
     fit(kept, data, EarlyStopping(max_epochs=2), seed=0)
-    bn = kept.net.body.blocks[0][3]
-    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
-    assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+    paper = build("cafo-rand", arch="cnn:4,6")  # the same blocks, sized as the paper's code does
+    shape = (1, *SMALL.input_shape)
+    with torch.no_grad():
+        for block in paper.net.body.blocks:
+            block.train()
+            out = block(torch.zeros(shape))
+            shape = out.shape
+    for ours, theirs in zip(kept.net.body.blocks, paper.net.body.blocks):
+        assert torch.equal(ours[3].running_mean, theirs[3].running_mean)
+        assert torch.allclose(ours[3].running_var, theirs[3].running_var)
+        assert torch.allclose(ours[3].running_var, torch.full_like(ours[3].running_var, 0.9))
     recomputed = build("cafo-rand")
     fit(recomputed, data, EarlyStopping(max_epochs=2), seed=0)
-    assert not torch.equal(recomputed.net.body.blocks[0][3].running_mean, bn.running_mean)
+    assert not torch.equal(recomputed.net.body.blocks[0][3].running_mean, kept.net.body.blocks[0][3].running_mean)
 
 
 # -- parameters ---------------------------------------------------------------------------------
@@ -306,3 +316,43 @@ def test_cafo_rand_learns_digits():
     algo = build("cafo-rand", arch="cnn:8,16,32", info=data.info, seed=1)
     fit(algo, data, EarlyStopping(max_epochs=15), seed=1)
     assert algo.accuracy(data.test) > 0.9
+
+
+def test_per_predictor_stopping_freezes_each_predictor_when_its_own_loss_stops_improving():
+    """The paper's code stops each predictor on its own validation CE; a stopped predictor keeps
+    its weights while the others train on, and the stage ends when all three have stopped."""
+    data = random_splits(SMALL, n=96)
+    algo = build("cafo-rand", stopping="per-predictor", predictor_lr=0.05)
+    (stage,) = algo.stages()
+    assert stage.parts == ("predictor1", "predictor2", "predictor3") and not stage.restore_best
+    frozen_at: dict[int, torch.Tensor] = {}
+    real_stop = algo.stop_part
+
+    def stop_part(stage, index):
+        real_stop(stage, index)
+        frozen_at[index] = algo.net.predictors[index].weight.detach().clone()
+
+    algo.stop_part = stop_part
+    result = fit(algo, data, EarlyStopping(patience=2, max_epochs=60), seed=0)
+    assert set(frozen_at) == {0, 1, 2}  # every predictor stopped before the budget
+    for index, weight in frozen_at.items():  # and kept the weights it stopped with
+        assert torch.equal(algo.net.predictors[index].weight, weight)
+    stopped = [r.extra["parts_stopped"] for r in result.history]
+    assert stopped == sorted(stopped) and stopped[-1] == 3 and result.epochs < 60
+
+
+def test_drop_last_trains_on_full_batches_only():
+    """The paper's training loaders drop each epoch's last partial batch (drop_last=True)."""
+    data = random_splits(SMALL, n=100)
+    for drop_last, expected in ((False, [32, 32, 32, 4]), (True, [32, 32, 32])):
+        algo = build("cafo-dfa", batch_size=32, dfa_epochs=1, drop_last=drop_last)
+        sizes = []
+        real = algo.dfa_objective
+
+        def spy(x, y, real=real, sizes=sizes):
+            sizes.append(len(y))
+            return real(x, y)
+
+        algo.dfa_objective = spy
+        fit(algo, data, EarlyStopping(max_epochs=1), seed=0)
+        assert sizes == expected

@@ -90,12 +90,41 @@ def test_conv_block_is_cafos():
     assert big.abs().max() <= bound and big.abs().max() > 0.95 * bound
 
 
-def test_mlp_init_is_the_papers_zero_biases_default_weights():
+def test_mlp_default_init_is_pytorchs_weights_with_zero_biases():
     mlp = MLP((400, 300), (1, 28, 28))
     for layer in mlp.layers:
         assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
         bound = 1 / layer.in_features**0.5  # PyTorch's default U(±1/sqrt(fan_in))
         assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.95 * bound
+
+
+def test_mlp_kaiming_relu_init_is_the_papers_mf_mlp():
+    """The paper's MF_MLP calls kaiming_uniform_(w, a=sqrt(5), nonlinearity="relu"): the gain is
+    sqrt(2) and ``a`` is ignored, so its bound is sqrt(6/n_in), 2.45 times PyTorch's default."""
+    mlp = MLP((400, 300), (1, 28, 28), init="kaiming-relu")
+    for layer in mlp.layers:
+        reference = nn.Linear(layer.in_features, layer.out_features)
+        nn.init.kaiming_uniform_(reference.weight, a=5**0.5, nonlinearity="relu")
+        bound = (6 / layer.in_features) ** 0.5
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.95 * bound
+        assert abs(float(layer.weight.detach().std()) - float(reference.weight.detach().std())) < 0.02 * float(
+            reference.weight.detach().std()
+        )
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+
+
+def test_mlp_pytorch_init_keeps_pytorchs_biases_too():
+    """The paper's BP twin of FF is an nn.Sequential of default nn.Linear: biases U(±1/sqrt(n_in))."""
+    torch.manual_seed(0)
+    mlp = MLP((400,), (1, 28, 28), init="pytorch")
+    torch.manual_seed(0)
+    reference = nn.Linear(784, 400)
+    assert torch.equal(mlp.layers[0].weight, reference.weight) and torch.equal(mlp.layers[0].bias, reference.bias)
+
+
+def test_an_unknown_mlp_init_is_one_line():
+    with pytest.raises(BpfreeError, match="unknown MLP init 'xavier'; valid: pytorch-zero-bias, pytorch, kaiming-relu"):
+        MLP((4,), (1, 8, 8), init="xavier")
 
 
 def test_build_body_by_spec():

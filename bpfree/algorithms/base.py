@@ -38,12 +38,29 @@ class Stage:
     max_epochs: int | None = None  # None: the run's early-stopping budget
     early_stopping: bool = True  # False: run exactly max_epochs (e.g. a closed-form solve: 1)
     restore_best: bool = True  # False: the stage keeps its last epoch even if the policy restores
+    # parts that stop one by one (CaFo's predictors under ``stopping: per-predictor``): each
+    # has its own early stopping on its own ``Evaluation.parts`` entry, and once it stops the
+    # loop calls ``Algorithm.stop_part``; the stage ends when every part has stopped. Such a
+    # stage keeps each part's last epoch (no restore)
+    parts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Evaluation:
     loss: float
     accuracy: float
+    parts: tuple[Evaluation, ...] = ()  # per part of a stage with ``Stage.parts``, in order
+
+
+@dataclass(frozen=True)
+class MinibatchParams:
+    """What every algorithm's Params share: how the training split is cut into minibatches.
+    Subclasses may give ``batch_size`` another default."""
+
+    batch_size: int = 128
+    # drop each epoch's last partial batch, as the paper's training loaders do (DataLoader
+    # drop_last=True); bpfree's default trains on every sample of every epoch
+    drop_last: bool = False
 
 
 class Algorithm(ABC):
@@ -82,11 +99,21 @@ class Algorithm(ABC):
     def end_stage(self, stage: Stage) -> None:
         """Called once a stage has stopped and its best weights are restored."""
 
+    def stop_part(self, stage: Stage, index: int) -> None:
+        """Part ``index`` of ``stage.parts`` has stopped: it trains no more (its weights stay
+        as they are). Only stages with parts call it."""
+        raise NotImplementedError(f"{self.name} has no parts to stop")
+
     @abstractmethod
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores (N, C) of the final model; argmax is the prediction."""
 
     # -- shared helpers -----------------------------------------------------------------
+    @property
+    def drop_last(self) -> bool:
+        """Whether an epoch drops its last partial batch (``MinibatchParams.drop_last``)."""
+        return bool(getattr(self.params, "drop_last", False))
+
     @torch.no_grad()
     def accuracy(self, split: Split, batch_size: int = 2048) -> float:
         self.net.eval()

@@ -4,23 +4,31 @@ end with cross-entropy and AdamW (docs/algorithms.md#backpropagation-bp)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bpfree.algorithms.base import Algorithm, Evaluation, Stage, evaluate_scores, mean_loss
+from bpfree.algorithms.base import Algorithm, Evaluation, MinibatchParams, Stage, evaluate_scores, mean_loss
+from bpfree.core.errors import BpfreeError
 from bpfree.core.registry import ALGORITHMS
 from bpfree.data import Split
 from bpfree.data.batches import Batches
 from bpfree.models import build_body
+from bpfree.models.mlp import MLPInit
 
 
 @dataclass(frozen=True)
-class BPParams:
+class BPParams(MinibatchParams):
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    batch_size: int = 128
+    # an MLP body's initialisation (bpfree.models.mlp.MLP; the paper's code: kaiming-relu for
+    # MF's twin, pytorch for FF's); a CNN body has the CaFo blocks' own
+    init: MLPInit = "pytorch-zero-bias"
+    # the output layer: PyTorch's default, or N(0, 0.01) weights and bias 0 (the paper's MF_MLP
+    # output layer: MF's twin)
+    head_init: Literal["pytorch", "normal-0.01"] = "pytorch"
 
 
 @ALGORITHMS.register("bp")
@@ -32,8 +40,17 @@ class Backprop(Algorithm):
 
     def __init__(self, arch, info, params: BPParams, device, seed) -> None:
         super().__init__(arch, info, params, device, seed)
-        body = build_body(arch, info.input_shape)
-        self.net.model = nn.Sequential(body, nn.Flatten(), nn.Linear(body.out_features, info.num_classes))
+        if arch.kind == "mlp":
+            body = build_body(arch, info.input_shape, init=params.init)
+        elif params.init != BPParams.init:
+            raise BpfreeError(f"bp's init {params.init!r} is for an MLP body; {arch} has the CaFo blocks' own")
+        else:
+            body = build_body(arch, info.input_shape)
+        head = nn.Linear(body.out_features, info.num_classes)
+        if params.head_init == "normal-0.01":
+            nn.init.normal_(head.weight, mean=0.0, std=0.01)
+            nn.init.zeros_(head.bias)
+        self.net.model = nn.Sequential(body, nn.Flatten(), head)
         self.net.to(device)
         self.optimizer = torch.optim.AdamW(
             self.net.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=True

@@ -28,9 +28,18 @@ Predictors (stage "predictors"), all blocks in the same pass, loss ``predictor_l
 BatchNorm (``batchnorm``): the blocks run in eval mode whenever features are taken, so
 features and test predictions never depend on the batch. With ``recompute`` (default) the
 running statistics are first refilled from one pass over the training data in train mode (a
-cumulative average, not the 0.1-momentum one); with ``keep`` (the paper's code) they stay as
-they are: PyTorch's initial 0/1 for cafo-rand's random blocks (so BatchNorm does nothing), the
-0.1-momentum averages of the last DFA steps for cafo-dfa.
+cumulative average, not the 0.1-momentum one); with ``keep`` (the paper's code) they are what
+its blocks have: its CNN sizes each block by one train-mode forward of a zero image, which
+moves every running variance from 1 to 0.9 (momentum 0.1, a batch variance of 0) and leaves the
+means at 0; so cafo-rand's random blocks divide by √0.9 and subtract nothing, and cafo-dfa's
+start its DFA epochs from there (their 0.1-momentum averages of the last DFA steps remain).
+
+Predictor stopping (``stopping``): ``joint`` stops the predictors together on their summed
+validation loss; ``per-predictor`` (the paper's code, which trains them one after another) gives
+each its own early stopping on its own validation loss: a predictor that stops is frozen, the
+others go on, and each keeps its last epoch. The predictors share no parameter and the blocks
+are frozen, so training them side by side gives each the updates it would get alone, on the
+same batch order.
 
 docs/paper-code.md lists every difference from the paper's code, with its default and reason.
 """
@@ -46,28 +55,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bpfree.algorithms.base import Algorithm, Evaluation, Stage, evaluate_scores, mean_loss
+from bpfree.algorithms.base import Algorithm, Evaluation, MinibatchParams, Stage, evaluate_scores, mean_loss
 from bpfree.algorithms.sparsemax import sparsemax, sparsemax_loss
 from bpfree.core.errors import BpfreeError
 from bpfree.core.registry import ALGORITHMS
 from bpfree.data import Split
-from bpfree.data.batches import Batches, eval_batches
+from bpfree.data.batches import Batches, eval_batches, kept_samples
 from bpfree.models import CNN
 
 
 @dataclass(frozen=True)
-class CaFoParams:
+class CaFoParams(MinibatchParams):
     predictor_loss: Literal["ce", "mse", "sl"] = "ce"
     predictor_lr: float = 1e-3  # Adam, CE and SL predictors (the original code's rand-CE setting)
     predictor_weight_decay: float = 0.0
     ridge_lambda: float = 1.0  # λ of the MSE predictors' ridge solve (on sums, not means)
-    batch_size: int = 128
     dfa_lr: float = 1e-4  # Adam on the blocks and the auxiliary head (cafo-dfa only)
     dfa_epochs: int = 10
     dfa_weight_decay: float = 0.0
     predictor_bias: bool = True  # the paper's code's predictors have a bias (the CaFo paper's none)
     aggregate: Literal["logits", "probabilities"] = "logits"  # Σ_i s_i (paper's code) or Σ_i softmax(s_i)
     batchnorm: Literal["recompute", "keep"] = "recompute"  # refill running statistics, or the paper's
+    # CE and SL predictors: one early-stopping decision on their summed validation loss
+    # (joint), or each predictor on its own validation loss, frozen once it stops and keeping
+    # its last epoch (per-predictor, the paper's code); MSE's closed form has none
+    stopping: Literal["joint", "per-predictor"] = "joint"
 
 
 # -- the predictor losses, as functions of the block's scores s (N, C) and labels y (N,) ------------
@@ -129,6 +141,8 @@ class CascadedForward(Algorithm):
         self.net.predictors = nn.ModuleList(
             nn.Linear(size, num_classes, bias=params.predictor_bias) for size in self.block_sizes
         )
+        if params.batchnorm == "keep":
+            sizing_probe(self.blocks)
         if self.train_blocks:
             self.net.head = nn.Linear(self.block_sizes[-1], num_classes)  # DFA's auxiliary head
             nn.init.zeros_(self.net.head.bias)  # as the paper's code
@@ -140,6 +154,7 @@ class CascadedForward(Algorithm):
         self.optimizer: torch.optim.Optimizer | None = None
         self._calibrated = False  # BatchNorm statistics refilled for the predictor stage
         self._features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(y) -> (y, features)
+        self._stopped: set[int] = set()  # predictors stopped (stopping: per-predictor)
 
     @property
     def feedback(self) -> list[torch.Tensor]:
@@ -149,7 +164,13 @@ class CascadedForward(Algorithm):
     def stages(self) -> list[Stage]:
         closed_form = self.params.predictor_loss == "mse"
         # MSE is one closed-form solve: a single epoch, nothing for early stopping to watch
-        predictors = Stage("predictors", max_epochs=1, early_stopping=False) if closed_form else Stage("predictors")
+        if closed_form:
+            predictors = Stage("predictors", max_epochs=1, early_stopping=False)
+        elif self.params.stopping == "per-predictor":
+            names = tuple(f"predictor{i + 1}" for i in range(len(self.blocks)))
+            predictors = Stage("predictors", restore_best=False, parts=names)
+        else:
+            predictors = Stage("predictors")
         if self.train_blocks:
             return [Stage("dfa", max_epochs=self.params.dfa_epochs, early_stopping=False), predictors]
         return [predictors]
@@ -167,6 +188,11 @@ class CascadedForward(Algorithm):
             )
         self._calibrated = False
         self._features.clear()
+        self._stopped.clear()
+
+    def stop_part(self, stage: Stage, index: int) -> None:
+        self._stopped.add(index)
+        self.net.predictors[index].requires_grad_(False)
 
     def end_stage(self, stage: Stage) -> None:
         if stage.name == "dfa":
@@ -264,6 +290,7 @@ class CascadedForward(Algorithm):
             return
         features, y = self._cached_features(batches.split), batches.split.y
         order = torch.randperm(len(y), generator=batches.generator).to(y.device)
+        order = order[: kept_samples(len(y), bs, batches.drop_last)]
         for idx in order.split(bs):
             yield list(features.index_select(0, idx).split(self.block_sizes, 1)), y.index_select(0, idx)
 
@@ -272,12 +299,14 @@ class CascadedForward(Algorithm):
         return [predictor(f) for predictor, f in zip(self.net.predictors, features)]
 
     def _predictor_epoch(self, batches: Batches) -> float:
-        """CE or SL: every block's predictor steps on every minibatch (their losses are
-        independent, so one backward of the sum gives each its own gradient)."""
+        """CE or SL: every block's predictor that has not stopped steps on every minibatch
+        (their losses are independent, so one backward of the sum gives each its own gradient;
+        a stopped one gets none, and Adam leaves a parameter without a gradient alone)."""
         self.net.predictors.train()
         kind, losses = self.params.predictor_loss, []
+        active = [i for i in range(len(self.blocks)) if i not in self._stopped]
         for features, y in self._feature_batches(batches):
-            loss = sum(predictor_loss(kind, s, y) for s in self.block_scores(features))
+            loss = sum(predictor_loss(kind, self.net.predictors[i](features[i]), y) for i in active)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -325,10 +354,15 @@ class CascadedForward(Algorithm):
         kind = self.params.predictor_loss
         features = list(self._cached_features(split).split(self.block_sizes, 1))
         scores = self.block_scores(features)
-        loss = sum(float(predictor_loss(kind, s, split.y)) for s in scores)
+        losses = [float(predictor_loss(kind, s, split.y)) for s in scores]
         combined = combine_block_scores(kind, self.params.aggregate, scores)
         accuracy = float((combined.argmax(1) == split.y).float().mean())
-        return Evaluation(loss, accuracy)
+        parts = ()
+        if stage.parts:  # each predictor's own validation loss and accuracy
+            parts = tuple(
+                Evaluation(loss, float((s.argmax(1) == split.y).float().mean())) for loss, s in zip(losses, scores)
+            )
+        return Evaluation(sum(losses), accuracy, parts)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -343,12 +377,31 @@ class CascadedForward(Algorithm):
         return {
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "calibrated": self._calibrated,
+            "stopped": sorted(self._stopped),
         }
 
     def load_extra_state(self, state) -> None:
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self._calibrated = state.get("calibrated", False)
+        self._stopped = set()
+        for index in state.get("stopped", []):
+            self.stop_part(Stage("predictors"), int(index))
+
+
+@torch.no_grad()
+def sizing_probe(blocks: nn.ModuleList) -> None:
+    """What the paper's CNN leaves in its blocks' BatchNorm statistics when it sizes each block
+    by a train-mode forward of one zero image (CaFoBlock.get_output_shape): the convolution has
+    no bias, so every channel's batch mean and variance are 0, and one momentum update moves
+    the running mean to 0 and the running variance from 1 to 1 - momentum (0.9). Written as that
+    update, not as the forward itself, which a 1x1 map (three blocks on 8x8 digits) refuses."""
+    for bn in blocks.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            momentum = bn.momentum if bn.momentum is not None else 1.0
+            bn.running_mean.mul_(1 - momentum)
+            bn.running_var.mul_(1 - momentum)
+            bn.num_batches_tracked += 1
 
 
 def _check(p: CaFoParams) -> None:

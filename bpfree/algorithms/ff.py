@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bpfree.algorithms.base import Algorithm, Evaluation, Stage, evaluate_scores, mean_loss
+from bpfree.algorithms.base import Algorithm, Evaluation, MinibatchParams, Stage, evaluate_scores, mean_loss
 from bpfree.core.errors import BpfreeError
 from bpfree.core.registry import ALGORITHMS
 from bpfree.data import Split
@@ -54,12 +54,12 @@ from bpfree.models import build_body
 
 
 @dataclass(frozen=True)
-class FFParams:
+class FFParams(MinibatchParams):
+    batch_size: int = 100
     lr: float = 1e-3
     weight_decay: float = 3e-4
     classifier_lr: float = 1e-2
     classifier_weight_decay: float = 3e-3
-    batch_size: int = 100
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = 0.9  # SGD only
     peer_weight: float = 0.03  # λ of peer normalisation; 0 turns it off

@@ -16,8 +16,9 @@ Training (``params.training``):
 Prediction (``params.prediction``): argmax a_L M_Lᵀ (``last``, default) or argmax Σ_i a_i M_iᵀ
 (``sum``).
 
-Initialisation as the paper's code: PyTorch's default weights for W_i and M_i, zero biases
-(the MLP body's). Its per-layer early stopping keeps a layer's *last* epoch (no restore);
+Initialisation (``params.init``): bpfree's default, PyTorch's default weights U(±1/√n_in) for
+W_i with zero biases, or the paper's code's ``kaiming-relu``, U(±√(6/n_in)) with zero biases;
+M_i always PyTorch's default U(±1/√n_i), as the paper's code. Its per-layer early stopping keeps a layer's *last* epoch (no restore);
 ``layer_end`` chooses: ``last`` (default, the paper's) or ``best`` (the run's policy decides,
 ``early_stopping.restore_best``). docs/paper-code.md lists every difference from the paper's code.
 """
@@ -32,25 +33,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bpfree.algorithms.base import Algorithm, Evaluation, Stage, evaluate_scores, mean_loss
+from bpfree.algorithms.base import Algorithm, Evaluation, MinibatchParams, Stage, evaluate_scores, mean_loss
 from bpfree.core.errors import BpfreeError
 from bpfree.core.registry import ALGORITHMS
 from bpfree.data import Split
 from bpfree.data.batches import Batches
 from bpfree.models import build_body
+from bpfree.models.mlp import MLPInit
 
 
 @dataclass(frozen=True)
-class MFParams:
+class MFParams(MinibatchParams):
     lr: float = 1e-3
     weight_decay: float = 0.0
-    batch_size: int = 128
     epochs_per_layer: int | None = None  # cap per stage; None: the run's max_epochs
     training: Literal["layerwise", "simultaneous"] = "layerwise"
     prediction: Literal["last", "sum"] = "last"
     # layer-wise: a layer ends with its last epoch (the paper's code) or, when the run's policy
     # restores, with its best one (by its validation CE, which favours an early epoch of layer 2+)
     layer_end: Literal["last", "best"] = "last"
+    # the hidden layers W_i (bpfree.models.mlp.MLP): bpfree's default, or the paper's MF_MLP
+    # (kaiming-relu: U(±√(6/n_in)), 2.45 times the default's bound); M_i always PyTorch's default
+    init: MLPInit = "pytorch-zero-bias"
 
 
 @ALGORITHMS.register("mf")
@@ -64,7 +68,7 @@ class MonoForward(Algorithm):
         super().__init__(arch, info, params, device, seed)
         if params.epochs_per_layer is not None and params.epochs_per_layer < 1:
             raise BpfreeError(f"mf's epochs_per_layer must be >= 1 or null, got {params.epochs_per_layer}")
-        self.net.body = build_body(arch, info.input_shape)
+        self.net.body = build_body(arch, info.input_shape, init=params.init)
         self.layers = self.net.body.layers
         self.net.projections = nn.ModuleList(
             nn.Linear(layer.out_features, info.num_classes, bias=False) for layer in self.layers
@@ -142,7 +146,7 @@ class MonoForward(Algorithm):
             return
         if self._cache is None or self._cache.split.y is not batches.split.y:
             cached = torch.cat([self.features(x, i) for x, _ in batches.epoch(4096, shuffle=False)])
-            self._cache = Batches(Split(cached, batches.split.y), seed=0)
+            self._cache = Batches(Split(cached, batches.split.y), seed=0, drop_last=batches.drop_last)
         self._cache.generator = batches.generator
         yield from self._cache.epoch(bs)
 

@@ -49,18 +49,21 @@ class Batches:
     its start, in the order it always has (the permutation, then each batch's crop offsets
     and flips), and copies it to the device once: no batch waits on a host-device copy."""
 
-    def __init__(self, split: Split, *, seed: int, augment: bool = False) -> None:
+    def __init__(self, split: Split, *, seed: int, augment: bool = False, drop_last: bool = False) -> None:
         self.split = split
         self.augment = augment
+        self.drop_last = drop_last  # a shuffled epoch leaves out its last partial batch
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.split)
 
     def epoch(self, batch_size: int, *, shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Minibatches of one pass; a shuffled one without its last partial batch when
+        ``drop_last`` (an unshuffled pass, e.g. computing features, always covers every sample)."""
         n, device = len(self.split), self.split.x.device
         order = torch.randperm(n, generator=self.generator) if shuffle else None
-        starts = range(0, n, batch_size)
+        starts = range(0, kept_samples(n, batch_size, self.drop_last and shuffle), batch_size)
         if self.augment and n:  # per batch, as drawn before: the same numbers as ever for a seed
             params = torch.cat([draw_crop_flip(min(batch_size, n - s), self.generator) for s in starts], 1)
             params = params.to(device)  # one copy per epoch
@@ -77,6 +80,14 @@ class Batches:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+def kept_samples(n: int, batch_size: int, drop_last: bool) -> int:
+    """How many of ``n`` samples an epoch trains on: all, or (``drop_last``) those of its full
+    batches; a split smaller than one batch keeps its one partial batch."""
+    if not drop_last or n < batch_size:
+        return n
+    return n - n % batch_size
 
 
 def eval_batches(split: Split, batch_size: int = 2048) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

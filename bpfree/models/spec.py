@@ -41,6 +41,7 @@ def parse_arch(text: str) -> ArchSpec:
     return ArchSpec(kind, widths)
 
 
-def build_body(spec: ArchSpec, input_shape: tuple[int, int, int]) -> nn.Module:
-    """The hidden layers of ``spec`` (no output head); the module exposes ``out_features``."""
-    return ARCHITECTURES.get(spec.kind)(spec.widths, input_shape)
+def build_body(spec: ArchSpec, input_shape: tuple[int, int, int], **options) -> nn.Module:
+    """The hidden layers of ``spec`` (no output head); the module exposes ``out_features``.
+    ``options``: the architecture's own (e.g. the MLP's ``init``)."""
+    return ARCHITECTURES.get(spec.kind)(spec.widths, input_shape, **options)
