@@ -95,7 +95,7 @@ def test_params_file_with_unknown_key(tmp_path, capsys, params_file):
     path = params_file("lr: 0.01\nmomentum: 0.9\n")
     assert main(train_args(tmp_path, params=path)) != 0
     line = one_error_line(capsys)
-    assert "'momentum'" in line and "valid: lr, weight_decay, batch_size" in line
+    assert "'momentum'" in line and "valid: batch_size, drop_last, lr, weight_decay" in line
 
 
 @pytest.mark.parametrize("text", ["algorithm: ff\nparams:\n  lr: 0.01\n", "algorithm: ff\nlr: 0.01\n"])
@@ -109,7 +109,14 @@ def test_params_file_written_by_tune_is_accepted(tmp_path, capsys, params_file):
     args = train_args(tmp_path, "--arch", "mlp:8", "--max-epochs", "1", "--device", "cpu", params=path)
     assert main(args) == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["params"] == {"lr": 0.003, "weight_decay": 1e-4, "batch_size": 64}
+    assert metrics["params"] == {
+        "lr": 0.003,
+        "weight_decay": 1e-4,
+        "batch_size": 64,
+        "drop_last": False,
+        "init": "pytorch-zero-bias",
+        "head_init": "pytorch",
+    }
 
 
 def test_missing_params_file(tmp_path, capsys):

@@ -76,3 +76,46 @@ def test_a_small_model_learns_the_real_images(imported, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 2
     assert metrics["test_accuracy"] >= 0.82
+
+
+@pytest.mark.slow
+def test_the_papers_bp_twin_restores_its_best_accuracy_epoch_through_a_stop_and_resume(imported, tmp_path):
+    """``--paper-params`` for BP mlp:1000,1000 on the real Fashion-MNIST: it stops on the
+    validation loss but ends with the first epoch of the highest validation accuracy (the
+    paper's checkpoint rule); metrics.json holds the test accuracy under each selection rule;
+    a SIGTERM after epoch 2 and the same command again end with that choice."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    argv = [
+        *("train", "--paper-params", "--algorithm", "bp", "--dataset", "fashion-mnist"),
+        *("--arch", "mlp:1000,1000", "--seed", "1", "--data-root", str(imported), "--device", "cpu"),
+        *("--max-epochs", "4", "--checkpoint-every-s", "0", "--measure-idle-s", "0"),
+        *("--measure-codecarbon", "off", "--out", str(out)),
+    ]
+    env = {**os.environ, "BPFREE_PROGRESS": "lines"}
+    proc = subprocess.Popen([sys.executable, "-m", "bpfree", *argv], stderr=subprocess.PIPE, text=True, env=env)
+    seen = []
+    for line in proc.stderr:  # the job's log, as it is written: one line per epoch
+        seen.append(line)
+        if "epoch 2/4" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=300) == 75, "".join(seen) + rest
+    assert "bp train epoch 1/4" in seen[0] and "val_acc" in seen[0]
+    again = run_bpfree(*argv)
+    assert again.returncode == 0, again.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pieces"] == 2 and metrics["epochs"] == 4
+    history = [line.split(",") for line in (out / "history.csv").read_text().splitlines()]
+    accuracy = [float(row[history[0].index("val_accuracy")]) for row in history[1:]]
+    loss = [float(row[history[0].index("val_loss")]) for row in history[1:]]
+    by_selection = metrics["test_accuracy_by_selection"]
+    assert set(by_selection) == {"last", "min_val_loss", "max_val_accuracy", "restored_epoch"}
+    assert by_selection["restored_epoch"] == metrics["restored_epoch"] == accuracy.index(max(accuracy)) + 1
+    assert metrics["epoch_by_selection"]["min_val_loss"] == loss.index(min(loss)) + 1
+    assert metrics["test_accuracy"] == by_selection["max_val_accuracy"]
+    assert all(0.8 < by_selection[k] < 1 for k in ("last", "min_val_loss", "max_val_accuracy"))

@@ -74,6 +74,8 @@ def test_values_have_the_field_s_own_type_as_written(doc):
             allowed = typing.get_args(hints[name]) or (hints[name],)
             if float in allowed:
                 assert type(value) is float, (key(row), name, value)
+            elif bool in allowed:
+                assert type(value) is bool, (key(row), name, value)
             elif int in allowed:
                 assert type(value) is int, (key(row), name, value)
             else:
@@ -105,7 +107,14 @@ def test_every_params_field_is_a_field_of_the_algorithm(doc):
 def test_the_rows_runs_were_started_with_hold_their_values(doc):
     rows = {key(row): row for row in doc["rows"]}
     mf = rows["mf", "mlp:1000,1000", "fashion-mnist"]
-    assert mf["params"] == {"lr": 0.0003873086262136253, "weight_decay": 0.0, "batch_size": 128, "epochs_per_layer": 12}
+    assert mf["params"] == {
+        "lr": 0.0003873086262136253,
+        "weight_decay": 0.0,
+        "batch_size": 128,
+        "epochs_per_layer": 12,
+        "drop_last": True,
+        "init": "kaiming-relu",
+    }
     assert mf["early_stopping"] == {
         "monitor": "val_loss",
         "mode": "min",
@@ -113,9 +122,17 @@ def test_the_rows_runs_were_started_with_hold_their_values(doc):
         "min_delta": 0.0001,
         "max_epochs": 100,
         "restore_best": True,
+        "restore_by": "monitor",
     }
     bp = rows["bp", "mlp:1000,1000", "fashion-mnist"]
-    assert bp["params"] == {"lr": 0.00021316290979390737, "weight_decay": 2.7122805865833542e-05, "batch_size": 128}
+    assert bp["params"] == {
+        "lr": 0.00021316290979390737,
+        "weight_decay": 2.7122805865833542e-05,
+        "batch_size": 128,
+        "drop_last": True,
+        "init": "kaiming-relu",
+        "head_init": "normal-0.01",
+    }
     assert bp["early_stopping"] == {
         "monitor": "val_loss",
         "mode": "min",
@@ -123,6 +140,50 @@ def test_the_rows_runs_were_started_with_hold_their_values(doc):
         "min_delta": 0.0,
         "max_epochs": 100,
         "restore_best": True,
+        "restore_by": "val_accuracy",
     }
     assert mf["source"] == "configs/mf/fashion_mnist_mlp_2x1000.yaml"
     assert bp["source"] == "configs/bp_baselines/fashion_mnist_mlp_2x1000_bp.yaml"
+
+
+# -- what the paper's code ran, in every setting that can change a number ----------------------------
+MF_TWINS = {"mlp:1000,1000", "mlp:2000,2000,2000"}  # MF's archs: its BP twin is its MF_MLP
+FF_TWINS = {"mlp:1000,1000,1000", "mlp:2000,2000,2000,2000"}
+
+
+def test_every_row_trains_what_the_papers_code_trained(doc):
+    """Each choice the paper's code makes without a config key, set in every row as its code
+    makes it (docs/paper-code.md): drop_last, BP's restore rule, MF's and the twins' init, FF's
+    label value, CaFo's BatchNorm statistics and per-predictor stopping."""
+    rows = doc["rows"]
+    assert len(rows) == 26
+    for row in rows:
+        params, stopping, name = row["params"], row["early_stopping"], key(row)
+        assert params["drop_last"] is True, name  # its training DataLoaders: drop_last=True
+        if row["algorithm"] == "bp":
+            assert stopping["monitor"] == "val_loss" and stopping["restore_by"] == "val_accuracy", name
+            if row["arch"] in MF_TWINS:
+                assert (params["init"], params["head_init"]) == ("kaiming-relu", "normal-0.01"), name
+            elif row["arch"] in FF_TWINS:
+                assert params["init"] == "pytorch" and params.get("head_init", "pytorch") == "pytorch", name
+            else:  # the CNN twin: the CaFo blocks' own init, a default Linear head
+                assert "init" not in params and "head_init" not in params, name
+        else:
+            assert stopping["restore_by"] == "monitor", name
+        if row["algorithm"] == "mf":
+            assert params["init"] == "kaiming-relu", name
+        if row["algorithm"] == "ff":
+            assert params["label_value"] == "one", name
+        if row["algorithm"].startswith("cafo"):
+            assert (params["batchnorm"], params["stopping"]) == ("keep", "per-predictor"), name
+            assert stopping["restore_best"] is False, name
+    assert sum(row["algorithm"] == "bp" for row in rows) == 11
+
+
+def test_cafo_rand_mnist_is_the_row_its_published_runs_ran(doc):
+    """Its published runs logged no predictor_lr, predictor_weight_decay or num_epochs_per_block:
+    the code's defaults ran (lr 0.001, weight decay 0, 10 epochs a predictor), patience 20."""
+    row = {key(r): r for r in doc["rows"]}["cafo-rand", "cnn:32,128,512", "mnist"]
+    assert (row["params"]["predictor_lr"], row["params"]["predictor_weight_decay"]) == (0.001, 0.0)
+    assert (row["early_stopping"]["max_epochs"], row["early_stopping"]["patience"]) == (10, 20)
+    assert row["notes"][0].startswith("as it ran")

@@ -35,7 +35,7 @@ from bpfree.core.errors import BpfreeError
 from bpfree.core.io import write_csv_atomic, write_json_atomic
 from bpfree.core.registry import ALGORITHMS
 from bpfree.core.spec import EarlyStopping, Machine, Measurement, RunSpec, Tuning
-from bpfree.engine.checkpoint import Checkpoint, CheckpointState, StopperState
+from bpfree.engine.checkpoint import Checkpoint, CheckpointState
 from bpfree.engine.resolve import load_settings, read_params_file
 from bpfree.models import parse_arch
 from bpfree.tuning.job import TuneJob, tune
@@ -107,7 +107,7 @@ BAD_TRAIN_INPUT = {  # name -> (extra arguments, files to write, what the line m
     "params key misspelt": (
         ["--params", "p.yaml"],
         {"p.yaml": "lrr: 0.1\n"},
-        "unknown parameter 'lrr' for algorithm 'bp'; valid: lr",
+        "unknown parameter 'lrr' for algorithm 'bp'; valid: batch_size, drop_last, lr",
     ),
     "params value out of range": (
         ["--params", "p.yaml"],
@@ -204,7 +204,19 @@ def tiny_config(**params) -> RunSpec:
 
 
 def any_state() -> CheckpointState:
-    return CheckpointState(0, 1, StopperState(1.0, 1, 0), None, {}, {}, {}, [], 1.0, 1, 1, 0.1)
+    return CheckpointState(
+        0,
+        1,
+        {"stopping": [{"best": 1.0, "best_epoch": 1, "bad_epochs": 0, "stopped": False}], "selections": {}},
+        {},
+        {},
+        {},
+        [],
+        1.0,
+        1,
+        1,
+        0.1,
+    )
 
 
 def test_a_finished_run_is_not_run_again(tmp_path, capsys):

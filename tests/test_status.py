@@ -64,7 +64,7 @@ def running_run(folder: Path, epochs: int, time_s: float) -> None:
     """A checkpoint as bpfree.engine.checkpoint writes it (torch.save of plain data and tensors)."""
     import torch
 
-    from bpfree.engine.checkpoint import Checkpoint, CheckpointState, StopperState
+    from bpfree.engine.checkpoint import Checkpoint, CheckpointState
 
     folder.mkdir(parents=True, exist_ok=True)
     history = [
@@ -73,8 +73,10 @@ def running_run(folder: Path, epochs: int, time_s: float) -> None:
     state = CheckpointState(
         stage_index=1,
         stage_epochs=epochs - 3,
-        stopper=StopperState(0.1, 2, 0),
-        best_state={"w": torch.ones(3, 3)},
+        handlers={
+            "stopping": [{"best": 0.1, "best_epoch": 2, "bad_epochs": 0, "stopped": False}],
+            "selections": {"restore": {"best": 0.1, "epoch": 2, "weights": {"w": torch.ones(3, 3)}}},
+        },
         algorithm={"weights": {"w": torch.zeros(4)}, "optimizer": {"state": {0: {"step": torch.tensor(3.0)}}}},
         batches={"generator": torch.Generator().get_state()},
         rng={"torch": torch.get_rng_state()},
@@ -145,7 +147,7 @@ def test_journal_is_replayed_without_optuna_storage(grid):
 def test_checkpoint_is_read_without_torch_objects(grid):
     data = read_checkpoint(grid / "results/runs/digits/mlp-8-8/mf/seed1/checkpoint.pt")
     assert len(data["history"]) == 5 and data["history"][-1]["stage"] == "layer2" and data["train_time_s"] == 2.5
-    assert data["best_state"]["w"] is None  # a tensor: never built
+    assert data["handlers"]["selections"]["restore"]["weights"]["w"] is None  # a tensor: never built
     (grid / "junk.pt").write_bytes(b"not a zip")
     assert read_checkpoint(grid / "junk.pt") is None
 

@@ -163,7 +163,7 @@ def test_a_trial_whose_worker_died_before_naming_itself_is_failed_not_waited_for
     [
         (
             {"bp": {"lrr": {"type": "float", "low": 1e-5, "high": 1e-2}}},
-            "search space of bp: unknown parameter 'lrr'; valid: lr, weight_decay, batch_size",
+            "search space of bp: unknown parameter 'lrr'; valid: batch_size, drop_last, lr, weight_decay",
         ),
         ({"bp": {"lr": {"type": "float", "low": 1e-5, "hihg": 1e-2}}}, "unknown key(s) hihg"),
         ({"bp": {"lr": {"type": "flaot", "low": 1e-5, "high": 1e-2}}}, "type must be one of float"),
@@ -223,7 +223,14 @@ def test_best_params_round_trip_into_bpfree_train(tmp_path, capsys):
     doc = yaml.safe_load(best.read_text())
     assert (doc["algorithm"], doc["dataset"], doc["arch"]) == ("bp", "digits", "mlp:32")
     assert doc["trials"] == {"complete": 2, "pruned": 0, "failed": 0, "running": 0}
-    assert set(doc["params"]) == {"lr", "weight_decay", "batch_size"}  # the full Params
+    assert set(doc["params"]) == {
+        "lr",
+        "weight_decay",
+        "batch_size",
+        "drop_last",
+        "init",
+        "head_init",
+    }  # the full Params
     assert doc["params"]["lr"] != 1e-3 and 0 < doc["best_value"] <= 1 and doc["best_trial"] in (0, 1)
 
     out = tmp_path / "run"

@@ -17,6 +17,9 @@ from bpfree.core.io import read_json
 from bpfree.core.spec import SCHEMA_VERSION
 
 Status = Literal["ok", "diverged"]
+# the selection rules whose test accuracy a single-stage run reports (bpfree.engine.stopping):
+# the last epoch's weights, the lowest validation loss's, the highest validation accuracy's
+SELECTIONS: tuple[str, ...] = ("last", "min_val_loss", "max_val_accuracy")
 
 
 class RunRecord(BaseModel):
@@ -36,6 +39,19 @@ class RunRecord(BaseModel):
     test_accuracy: float | None
     best_val_accuracy: float | None
     epochs: int
+    # the epoch whose weights the model ends with (its last stage's best, or its last epoch)
+    restored_epoch: int | None = None
+    # single-stage runs (BP, FF, CaFo-Rand with joint stopping): the test accuracy of the weights
+    # each selection rule chose in the one fit, no extra training (docs/measurement.md), and the
+    # run's own restored_epoch; epoch_by_selection: each rule's epoch. None for staged runs
+    test_accuracy_by_selection: dict[str, float | int | None] | None = None
+    epoch_by_selection: dict[str, int] | None = None
+    test_accuracy_last: float | None = None  # the same, flat (one table column each)
+    test_accuracy_min_val_loss: float | None = None
+    test_accuracy_max_val_accuracy: float | None = None
+    epoch_last: int | None = None
+    epoch_min_val_loss: int | None = None
+    epoch_max_val_accuracy: int | None = None
     # killed and resumed from its checkpoint: time, energy and CO2 are summed over the
     # pieces, peaks are their max (see energy_covers, pieces_measured)
     resumed: bool

@@ -135,6 +135,13 @@ class EarlyStopping(_Model):
         "(MF's epochs_per_layer, CaFo's dfa_epochs)",
     )
     restore_best: bool = Field(True, description="end each stage with its best epoch's weights")
+    restore_by: Literal["monitor", "val_loss", "val_accuracy"] = Field(
+        "monitor",
+        description="which epoch is a stage's best when restore_best is on: the monitored value as stopping "
+        "judges it (monitor, min_delta included), the lowest validation loss or the highest validation "
+        "accuracy (val_loss, val_accuracy: the first such epoch, strict improvement, no min_delta; the paper's "
+        "BP restores by val_accuracy while it stops on val_loss)",
+    )
 
 
 class Measurement(_Model):

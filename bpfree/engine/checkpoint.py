@@ -29,16 +29,10 @@ import numpy as np
 import torch
 
 from bpfree.core.io import write_bytes_atomic
+from bpfree.engine.stopping import Selections, StageStopping, selections_reported, stage_budget
 from bpfree.measure import WindowResult
 
-FORMAT = 2  # 2: plain data, read with weights_only=True
-
-
-@dataclass
-class StopperState:
-    best: float
-    best_epoch: int
-    bad_epochs: int
+FORMAT = 3  # 2: plain data, read with weights_only=True; 3: the stage's handlers' states
 
 
 @dataclass
@@ -47,8 +41,9 @@ class CheckpointState:
 
     stage_index: int  # the stage running when this was written
     stage_epochs: int  # its epochs so far
-    stopper: StopperState
-    best_state: dict[str, Any] | None  # that stage's best weights (restore_best)
+    # the stage's handlers' states (bpfree.engine.stopping): "stopping", its stoppers' (one per
+    # part); "selections", each kept selection's best value, epoch and weights
+    handlers: dict[str, Any]
     algorithm: dict[str, Any]  # Algorithm.state_dict(): weights, optimisers, extra state
     batches: dict[str, Any]  # the batch-order generator
     rng: dict[str, Any]  # python, numpy, torch and the device's own RNG (rng_state)
@@ -65,7 +60,7 @@ class CheckpointState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointState:
-        return cls(**{**data, "stopper": StopperState(**data["stopper"])})
+        return cls(**data)
 
 
 class Checkpoint:
@@ -173,20 +168,22 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 # -- does a checkpoint fit the run it would restore? ------------------------------------------
 def check_fits(state: CheckpointState, algo: Any, policy: Any, record_type: type, device: Any = None) -> None:
     """Raise ValueError, naming the first thing, if ``state`` does not fit ``algo`` under the
-    early-stopping ``policy``: the stage and its epochs in range, the stopper's numbers, the
-    history's rows (``record_type``: the fit's EpochRecord), the model's tensors (names,
+    early-stopping ``policy``: the stage and its epochs in range, the stage's handlers' states
+    (each stopper's numbers, each selection's epoch and weights), the history's rows (``record_type``: the fit's EpochRecord), the model's tensors (names,
     shapes, dtypes), the batch order's and every RNG's state, and the algorithm's whole state
     as restored on a copy of ``algo`` at that stage (its optimisers' tensors against their
     parameters). Nothing of the run is touched."""
     stages = algo.stages()
-    budgets = [min(stage.max_epochs or policy.max_epochs, policy.max_epochs) for stage in stages]
+    budgets = [stage_budget(stage, policy) for stage in stages]
     index = _int(state.stage_index, "stage_index", 0, len(stages) - 1)
     _int(state.stage_epochs, "stage_epochs", 0, budgets[index])
-    stopper = state.stopper
-    if not _is_number(stopper.best) or math.isnan(stopper.best):
-        raise ValueError(f"stopper.best is {stopper.best!r}, not a number")
-    _int(stopper.best_epoch, "stopper.best_epoch", -1, None)  # -1: none yet (or no early stopping)
-    _int(stopper.bad_epochs, "stopper.bad_epochs", 0, None)
+    net = algo.net.state_dict()
+    stage = stages[index]
+    if not isinstance(state.handlers, Mapping) or set(state.handlers) != {"stopping", "selections"}:
+        raise ValueError("handlers is not a stage's handlers' states (stopping, selections)")
+    StageStopping(stage, policy).check_state(state.handlers["stopping"])
+    selections = Selections(stage, policy, selections_reported(stages))
+    selections.check_state(state.handlers["selections"], lambda weights, where: _same(weights, net, where))
     _history(state.history, record_type, {stage.name for stage in stages}, state.stage_epochs)
     for name, low in (("train_time_s", 0.0), ("checkpoint_time_s", 0.0)):
         value = getattr(state, name)
@@ -197,12 +194,9 @@ def check_fits(state: CheckpointState, algo: Any, policy: Any, record_type: type
     if not isinstance(state.extra, Mapping):
         raise ValueError(f"extra is a {type(state.extra).__name__}, not a mapping")
     _measured(state.measured)
-    net = algo.net.state_dict()
     if not isinstance(state.algorithm, Mapping) or "net" not in state.algorithm:
         raise ValueError("algorithm is not an algorithm's state (no net)")
     _same(state.algorithm["net"], net, "algorithm.net")
-    if state.best_state is not None:
-        _same(state.best_state, net, "best_state")
     _same(state.batches, {"generator": torch.Generator().get_state()}, "batches")
     _rng(state.rng, device if device is not None else algo.device)
     _restore_on_a_copy(state, algo, stages, budgets)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bpfree.core.record import RunRecord
+from bpfree.core.record import SELECTIONS, RunRecord
 from bpfree.core.spec import Measurement, RunSpec
 from bpfree.engine.analysis import Analysis, epoch_flops, run_costs
 from bpfree.engine.loop import FitResult
@@ -47,6 +47,8 @@ class RunResult:
     analysis: Analysis | None = None  # FLOPs and memory by part (bpfree.engine.analysis), counted before the fit
     split_sizes: tuple[int, int] = (0, 0)  # training and validation samples
     environment: dict[str, Any] = field(default_factory=dict)  # versions, threads, host, time (environment())
+    # a single-stage fit's test accuracy and epoch under each selection rule (run.test_by_selection)
+    by_selection: dict[str, Any] | None = None
 
     def epoch_flops(self) -> list[float] | None:
         """FLOPs of each epoch of the history (training and validation), or None."""
@@ -83,6 +85,8 @@ def build_record(run: RunResult) -> RunRecord:
         "test_accuracy": run.test_accuracy,
         "best_val_accuracy": run.best_val_accuracy,
         "epochs": fit.epochs,
+        "restored_epoch": fit.restored_epoch,
+        **selection_fields(run.by_selection, fit.restored_epoch),
         "resumed": fit.pieces > 1,
         "pieces": fit.pieces,
         "checkpoint_set_aside": run.checkpoint_set_aside and run.checkpoint_set_aside.name,
@@ -103,6 +107,20 @@ def build_record(run: RunResult) -> RunRecord:
     fields |= time_split_fields(fit)
     fields |= run.costs(fields.get("energy_j"), fields.get("energy_source"))
     return RunRecord(**fields)
+
+
+def selection_fields(by_selection: dict[str, Any] | None, restored_epoch: int | None) -> dict[str, Any]:
+    """``test_accuracy_by_selection`` (last, min_val_loss, max_val_accuracy and the run's own
+    restored_epoch) and ``epoch_by_selection``, with a flat column per rule for the tables."""
+    if by_selection is None:
+        return {}
+    accuracy, epoch = by_selection["accuracy"], by_selection["epoch"]
+    return {
+        "test_accuracy_by_selection": {**accuracy, "restored_epoch": restored_epoch},
+        "epoch_by_selection": dict(epoch),
+        **{f"test_accuracy_{name}": accuracy.get(name) for name in SELECTIONS},
+        **{f"epoch_{name}": epoch.get(name) for name in SELECTIONS},
+    }
 
 
 def measurement_fields(measured: RunMeasurement, fit: WindowResult | None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ CLI's flags), a :class:`RunResult` goes out, and ``DIR/spec.yaml``, ``DIR/metric
 
 from __future__ import annotations
 
+import copy
 import platform
 import time
 from collections.abc import Callable, Iterator
@@ -112,12 +113,14 @@ def train_configuration(
     *,
     around_fit: Callable[[Algorithm], AbstractContextManager[FitSession]] | None = None,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    progress: bool = False,
 ) -> Trained:
     """The one way a configuration is trained, by ``bpfree train`` (:func:`train`) and by every
     tuning trial (bpfree.tuning.trial): seeded, built, fitted under its precision and scored on
     the validation split. ``spec``: resolved (:func:`prepare`). ``around_fit(algo)``: a block
     around the fit (a run's measurement, :func:`measured`) that gives it a meter, checkpointing
-    and the state to resume from, and finishes once the fit has run; None: a bare fit."""
+    and the state to resume from, and finishes once the fit has run; None: a bare fit.
+    ``progress``: a bar or a line per epoch (a run's; a trial reports at its end instead)."""
     seed_everything(spec.seed)
     algo = build_algorithm(spec.algorithm, parse_arch(spec.arch), data.info, spec.params, device=device, seed=spec.seed)
     with precision_context(spec.precision, device):  # training, validation and test alike
@@ -132,6 +135,7 @@ def train_configuration(
                 resume=session.resume,
                 on_epoch_end=on_epoch_end,
                 profiling=session.profiling,
+                progress=progress,
             )
         result = session.result
         val_accuracy = algo.accuracy(data.val) if result.status == "ok" else float("nan")
@@ -184,7 +188,7 @@ def train(spec: RunSpec, out: str | Path | None = None) -> RunResult:
             analysis = None
             if spec.measurement.hardware_analysis:  # on a copy, before the fit; the RNGs are restored
                 analysis = analyse(build, data, max_epochs=spec.early_stopping.max_epochs)
-        trained = train_configuration(spec, device, data, around_fit=around_fit)
+        trained = train_configuration(spec, device, data, around_fit=around_fit, progress=True)
     except (torch.OutOfMemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
             raise
@@ -209,6 +213,7 @@ def train(spec: RunSpec, out: str | Path | None = None) -> RunResult:
         analysis,
         (len(data.train), len(data.val)),
         environment(),
+        session.by_selection,
     )
     if out is not None:
         write_outputs(run, out)
@@ -224,6 +229,8 @@ class MeasuredFit(FitSession):
     checkpoint: Checkpoint | None = None
     test_accuracy: float = float("nan")
     measurement: RunMeasurement | None = None
+    # a single-stage fit's test accuracy under each selection rule (test_by_selection)
+    by_selection: dict[str, Any] | None = None
 
 
 @contextmanager
@@ -283,6 +290,7 @@ def measured(
             with meter.window(TEST) as test:
                 session.test_accuracy = algo.accuracy(data.test)
             test_window = test.result
+            session.by_selection = test_by_selection(algo, result, data.test)  # outside every window
         session.measurement = RunMeasurement(
             settings,
             meter.primary_domain,
@@ -293,6 +301,26 @@ def measured(
             meter.describe(),
             hardware_metadata(algo.device),
         )
+
+
+def test_by_selection(algo: Algorithm, result: FitResult, test) -> dict[str, Any] | None:
+    """The test accuracy of the weights each selection rule chose (the last epoch's, the
+    lowest validation loss's, the highest validation accuracy's; ``FitResult.chosen``), from the
+    one fit with no extra training, and the epoch the run's own weights are from. The model
+    ends with its own weights again. None for a fit that reports no selections (several
+    stages, or parts that stop on their own: bpfree.engine.stopping.selections_reported)."""
+    if not result.chosen:
+        return None
+    own = copy.deepcopy(algo.net.state_dict())
+    accuracies: dict[str, Any] = {}
+    for name, chosen in result.chosen.items():
+        algo.net.load_state_dict(chosen.weights)
+        accuracies[name] = algo.accuracy(test)
+    algo.net.load_state_dict(own)
+    return {
+        "accuracy": accuracies,
+        "epoch": {name: chosen.epoch for name, chosen in result.chosen.items()},
+    }
 
 
 @dataclass(frozen=True)

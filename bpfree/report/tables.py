@@ -396,6 +396,10 @@ def summary_display(runs: pl.DataFrame) -> pl.DataFrame:
                 "seed": str(r["seed"]),
                 "status": r["status"],
                 "test accuracy (%)": num(r.get("test_accuracy"), 2, 100),
+                # the same run's weights chosen by each selection rule (single-stage runs only)
+                "test acc., last epoch (%)": num(r.get("test_accuracy_last"), 2, 100),
+                "test acc., min. val. loss (%)": num(r.get("test_accuracy_min_val_loss"), 2, 100),
+                "test acc., max. val. acc. (%)": num(r.get("test_accuracy_max_val_accuracy"), 2, 100),
                 "epochs": str(r.get("epochs", "–")),
                 "time (s)": num(r.get("train_time_s"), 1),
                 "energy (J)": with_source(num(r.get("energy_j"), 1), r.get("energy_source")),
