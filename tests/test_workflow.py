@@ -134,6 +134,31 @@ def test_every_method_gets_its_bp_twin_per_dataset_and_seed():
     assert runs[0].dir == "results/runs/digits/cnn-4-8/bp/seed1"
 
 
+def test_an_experiment_may_name_its_own_seeds_and_a_shared_twin_trains_them_all():
+    config = {
+        "seeds": [1, 2],
+        "experiments": [
+            {"algorithm": "mf", "arch": "mlp:8,8", "datasets": ["digits"], "seeds": [1, 2, 3, 4]},
+            {"algorithm": "ff", "arch": "mlp:8,8", "datasets": ["digits"], "seeds": [9]},
+            {"algorithm": "cafo-rand", "arch": "cnn:4,8", "datasets": ["digits"]},
+        ],
+    }
+    check_config(config)
+    by_study = {}
+    for run in expand_runs(config):
+        by_study.setdefault((run.arch, run.algorithm), []).append(run.seed)
+    assert by_study == {
+        ("cnn:4,8", "bp"): [1, 2],
+        ("cnn:4,8", "cafo-rand"): [1, 2],
+        ("mlp:8,8", "bp"): [1, 2, 3, 4, 9],  # the twin of both MLP experiments
+        ("mlp:8,8", "ff"): [9],
+        ("mlp:8,8", "mf"): [1, 2, 3, 4],
+    }
+    config["experiments"][0]["seeds"] = [1, 1]
+    with pytest.raises(BpfreeError, match=r"experiments\[0\]\.seeds: items must be distinct"):
+        check_config(config)
+
+
 def test_paper_grid_covers_every_method_and_twin_on_all_four_datasets():
     runs = expand_runs(load("paper.yaml"))
     assert {r.dataset for r in runs} == PAPER_DATASETS

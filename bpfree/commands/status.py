@@ -130,14 +130,15 @@ def plan_of(config_path: str | None, results: Path) -> Plan:
     except BpfreeError as err:
         raise BpfreeError(f"{config_path}: {err}") from None
     studies, untuned = set(), set()
+    seeds: dict[Key, set[int]] = {}
     for exp in checked.experiments:
         arch = "".join(str(exp.arch).split())
         for dataset in exp.datasets:
             for algorithm in dict.fromkeys([exp.algorithm, BASELINE]):
                 studies.add(Key(dataset, arch, algorithm))
+                seeds.setdefault(Key(dataset, arch, algorithm), set()).update(exp.seeds or checked.seeds)
                 if exp.params == "paper":
                     untuned.add(Key(dataset, arch, algorithm))
-    seeds = [int(s) for s in checked.seeds]
     tuning = checked.tuning
     per_study = {}
     if tuning.protocol == "paper" and tuning.n_trials > 0:  # each study's own count
@@ -146,7 +147,7 @@ def plan_of(config_path: str | None, results: Path) -> Plan:
             per_study[key] = settings.n_trials
     return Plan(
         sorted(studies),
-        {k: seeds for k in studies},
+        {k: sorted(seeds[k]) for k in studies},
         tuning.n_trials,
         float(tuning.stale_after),
         checked.early_stopping.max_epochs,

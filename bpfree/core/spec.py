@@ -269,6 +269,9 @@ class Tuning(_Model):
     )
 
 
+SeedList = Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], AfterValidator(_unique), Unique]
+
+
 class Experiment(_Model):
     algorithm: str = Field(description="a registered BP-free algorithm (bpfree algorithms)")
     arch: str = Field(pattern=ARCH_PATTERN, description="mlp:W1,W2,... or cnn:C1,C2,...")
@@ -280,6 +283,12 @@ class Experiment(_Model):
         description="tuned: each run (and its BP twin's) takes its study's best parameters (the algorithm's "
         "defaults when tuning.n_trials is 0); paper: the paper's code's final hyperparameters and early "
         "stopping for this algorithm, architecture and dataset (bpfree/core/paper_params.yaml), and no study",
+    )
+    seeds: SeedList | None = Field(
+        None,
+        min_length=1,
+        description="this experiment's seeds (its runs and its BP twin's), in place of the config's seeds; null: "
+        "the config's. A BP twin shared by experiments trains every seed any of them asks for",
     )
 
 
@@ -310,7 +319,7 @@ class WorkflowConfig(Settings):
     tune_workers: int = Field(
         1, ge=1, description="jobs working on each Optuna study at once, sharing its journal (e.g. one per GPU)"
     )
-    seeds: Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], AfterValidator(_unique), Unique] = Field(
+    seeds: SeedList = Field(
         min_length=1,
         description="distinct seeds; every run of the grid and its BP twin are trained once per seed (split, "
         "initialisation and batch order follow it), so runs pair by seed",

@@ -167,8 +167,19 @@ def expand_studies(config: dict[str, Any]) -> list[Study]:
 
 
 def expand_runs(config: dict[str, Any]) -> list[Run]:
-    seeds = [int(s) for s in config["seeds"]]
-    return sorted(Run(s.dataset, s.arch, s.algorithm, seed) for s in expand_studies(config) for seed in seeds)
+    """Every run: each experiment's studies (its BP twin's too) for each of its seeds (its own
+    ``seeds``, or the config's); a twin shared by experiments trains every seed any asks for."""
+    # here, not at the top: keeps torch out of the CLI's start-up and the workflow's planning
+    from bpfree.models import parse_arch
+
+    runs: set[Run] = set()
+    for exp in config["experiments"]:
+        arch = str(parse_arch(exp["arch"]))
+        seeds = [int(s) for s in (exp.get("seeds") or config["seeds"])]
+        for dataset in exp["datasets"]:
+            for algorithm in dict.fromkeys([exp["algorithm"], BASELINE]):
+                runs.update(Run(dataset, arch, algorithm, seed) for seed in seeds)
+    return sorted(runs)
 
 
 def needs_download(dataset: str) -> bool:
