@@ -178,13 +178,12 @@ def steady_round_s(name: str, data, device) -> tuple[float, float]:
 
 def check_algorithm(name: str, data, device, settings, args) -> dict:
     from bpfree.algorithms import build_algorithm
-    from bpfree.core.spec import EarlyStopping
-    from bpfree.engine.loop import fit
-    from bpfree.engine.run import measured
+    from bpfree.core.spec import EarlyStopping, RunSpec
+    from bpfree.engine.run import measure_run
     from bpfree.engine.setup import seed_everything
 
     # sizing fit: also the warm-up (CUDA/cuBLAS/cuDNN set-up); the run then settles once, in
-    # measured, before its idle baseline, as bpfree train does
+    # measure_run, before its idle baseline, as bpfree train does
     round_s, sizing_s = steady_round_s(name, data, device)
     epochs = max(1, min(MAX_EPOCHS, math.ceil(args.seconds / max(round_s, 1e-4))))
 
@@ -194,14 +193,22 @@ def check_algorithm(name: str, data, device, settings, args) -> dict:
     out = Path(args.out) / name if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    with measured(algo, data, settings=settings, out=out) as session:  # idle, FIT, then TEST
-        session.result = fit(algo, data, policy, seed=1, meter=session.meter)
-    result, test_acc, measurement = session.result, session.test_accuracy, session.measurement
+    spec = RunSpec(
+        algorithm=name,
+        dataset=data.info.name,
+        seed=1,
+        arch=str(algo.arch),
+        params=epoch_params(name, epochs),
+        early_stopping=policy,
+        measurement=settings,
+    )
+    trained, measurement = measure_run(spec, algo, data, out=out, checkpoint=None)  # idle, FIT, then TEST
+    result, test_acc = trained.fit, measurement.test_accuracy
     return row_from(
         name,
         str(algo.arch),
         result.train_time_s,
-        result.measurement,
+        measurement.fit,
         measurement,
         {
             "epochs": result.epochs,

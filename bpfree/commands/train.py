@@ -175,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _energy_note(result) -> str:
-    fit = result.fit.measurement
-    if fit is None or result.measurement is None:
+    measured = result.measurement
+    if measured is None:
         return ""
-    energy = fit.of(result.measurement.primary_domain)
+    energy = measured.fit.of(measured.primary_domain)
     return f", {energy.joules:.1f} J ({energy.source})" if energy.joules is not None else ""

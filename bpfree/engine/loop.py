@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bpfree.algorithms.base import Algorithm, Evaluation, Stage
 from bpfree.core.errors import BpfreeError
@@ -38,7 +38,7 @@ from bpfree.engine.stopping import SELECTION_RULES, Selections, StageStopping, s
 from bpfree.measure.meter import epoch_window
 
 if TYPE_CHECKING:
-    from bpfree.measure import Meter, WindowResult
+    from bpfree.measure import Meter
 
 
 @dataclass
@@ -194,9 +194,7 @@ class FitResult:
     status: Literal["ok", "diverged"]
     history: list[EpochRecord]
     train_time_s: float
-    measurement: WindowResult | None = None  # the FIT window (bpfree.engine.run.measured), when measured
     pieces: int = 1  # processes the fit ran in (more than 1: resumed from a checkpoint)
-    pieces_measured: tuple[dict[str, Any], ...] = ()  # per piece, when a resumed run was measured
     checkpoints: int = 0  # written over all pieces
     checkpoint_time_s: float = 0.0  # spent writing them (inside train_time_s and the fit window)
     time_split: TimeSplit | None = None
@@ -212,28 +210,22 @@ class FitResult:
         return len(self.history)
 
 
+class SoFar(Protocol):
+    """What a run's measurement holds so far (bpfree.engine.run.MeasuredSoFar)."""
+
+    def so_far(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class Checkpointing:
     """How a fit keeps its state: ``checkpoint`` is written after an epoch once ``every_s``
-    seconds have passed since the last one (0: after every epoch); ``measured()`` gives what
-    the meter saw so far, kept in each checkpoint so that a resumed run's energy adds up."""
+    seconds have passed since the last one (0: after every epoch); ``measured.so_far()``
+    gives what the meter saw so far, kept in each checkpoint so that a resumed run's energy
+    adds up."""
 
     checkpoint: Checkpoint
     every_s: float = 0.0
-    measured: Callable[[], dict[str, Any]] | None = None
-
-
-@dataclass
-class FitSession:
-    """What a fit is given by the block around it (:func:`bpfree.engine.run.train_configuration`'s
-    ``around_fit``): a meter for its epoch windows, its checkpointing and the state it resumes
-    from, a profiler's epoch; and the fit's result, set once it has run, for the block's end."""
-
-    meter: Meter | None = None
-    checkpointing: Checkpointing | None = None
-    resume: CheckpointState | None = None
-    profiling: Profiling | None = None
-    result: FitResult | None = None
+    measured: SoFar | None = None
 
 
 # -- the fit's running totals ---------------------------------------------------------------------
@@ -348,7 +340,7 @@ class Checkpoints:
         state.train_time_s = fit.elapsed()
         state.pieces, state.checkpoints = fit.pieces, fit.checkpoints
         state.checkpoint_time_s = fit.checkpoint_time_s + time.perf_counter() - t0
-        state.measured = keeping.measured() if keeping.measured is not None else None
+        state.measured = keeping.measured.so_far() if keeping.measured is not None else None
         keeping.checkpoint.save(state, epoch=len(state.history))
         self.last_save = time.perf_counter()
         fit.checkpoint_time_s += self.last_save - t0
@@ -552,7 +544,7 @@ def fit(
     ``meter`` (bpfree.measure.Meter): each epoch is measured in its own window
     (:func:`bpfree.measure.epoch_window`), and its energy goes into its record's ``extra``
     before ``on_epoch_end`` sees it. The window around the whole fit is its caller's
-    (:func:`bpfree.engine.run.measured` opens and closes it).
+    (:func:`bpfree.engine.run.measure_run` opens and closes it).
 
     ``resume``: a killed run's state (its checkpoint, read once by the caller); the fit goes
     on from it and ends as the uninterrupted run would (same batches, same weights, the same
@@ -602,7 +594,6 @@ def fit(
         status,
         state.history,
         state.elapsed(),
-        None,
         state.pieces,
         checkpoints=state.checkpoints,
         checkpoint_time_s=state.checkpoint_time_s,

@@ -17,17 +17,25 @@ from bpfree.measure import CarbonResult, WindowResult
 
 
 @dataclass
-class RunMeasurement:
-    """What the meter saw besides the fit window (which is in ``FitResult.measurement``)."""
+class Measured:
+    """What the meter saw of one run (:func:`measure_run`): the idle baseline, the FIT window
+    over every piece of the run (``pieces``: each one's summary, when it was resumed), the
+    TEST window and the test accuracy measured in it, CodeCarbon's result, the counters used
+    and the machine; and, reported outside every window, the test accuracy under each
+    selection rule (:func:`test_by_selection`)."""
 
     settings: Measurement
     primary_domain: str  # "gpu" or "cpu": the device the run computed on
     primary_peak: str  # the memory kind reported as peak_memory_mb
     idle: WindowResult | None
+    fit: WindowResult
+    pieces: tuple[dict[str, Any], ...]
     test: WindowResult | None
+    test_accuracy: float
     carbon: CarbonResult
     sources: dict[str, Any]  # Meter.describe()
     hardware: dict[str, Any]
+    by_selection: dict[str, Any] | None = None
 
 
 @dataclass
@@ -41,14 +49,12 @@ class RunResult:
     best_val_accuracy: float
     arch: str
     device: str
-    measurement: RunMeasurement | None = None
+    measurement: Measured | None = None  # what the meter saw (bpfree.engine.run.measure_run)
     checkpoint_set_aside: Path | None = None  # a corrupt or foreign checkpoint found at the start
     precision_flags: dict[str, Any] | None = None
     analysis: Analysis | None = None  # FLOPs and memory by part (bpfree.engine.analysis), counted before the fit
     split_sizes: tuple[int, int] = (0, 0)  # training and validation samples
     environment: dict[str, Any] = field(default_factory=dict)  # versions, threads, host, time (environment())
-    # a single-stage fit's test accuracy and epoch under each selection rule (run.test_by_selection)
-    by_selection: dict[str, Any] | None = None
 
     def epoch_flops(self) -> list[float] | None:
         """FLOPs of each epoch of the history (training and validation), or None."""
@@ -86,7 +92,7 @@ def build_record(run: RunResult) -> RunRecord:
         "best_val_accuracy": run.best_val_accuracy,
         "epochs": fit.epochs,
         "restored_epoch": fit.restored_epoch,
-        **selection_fields(run.by_selection, fit.restored_epoch),
+        **selection_fields(run.measurement.by_selection if run.measurement else None, fit.restored_epoch),
         "resumed": fit.pieces > 1,
         "pieces": fit.pieces,
         "checkpoint_set_aside": run.checkpoint_set_aside and run.checkpoint_set_aside.name,
@@ -103,7 +109,7 @@ def build_record(run: RunResult) -> RunRecord:
         **run.environment,
     }
     if run.measurement is not None:
-        fields |= measurement_fields(run.measurement, fit.measurement) | pieces_fields(fit, run.measurement)
+        fields |= measurement_fields(run.measurement) | pieces_fields(fit, run.measurement)
     fields |= time_split_fields(fit)
     fields |= run.costs(fields.get("energy_j"), fields.get("energy_source"))
     return RunRecord(**fields)
@@ -123,10 +129,12 @@ def selection_fields(by_selection: dict[str, Any] | None, restored_epoch: int | 
     }
 
 
-def measurement_fields(measured: RunMeasurement, fit: WindowResult | None) -> dict[str, Any]:
+def measurement_fields(measured: Measured) -> dict[str, Any]:
     """The meter's figures: the fit window's energy on the computing device (its source
     beside it), every GPU source side by side, the CPU's, the test window's, CodeCarbon's CO2,
     and the peaks over the fit and test windows (flat: the tables keep only flat values)."""
+
+    fit = measured.fit
 
     def energy(window: WindowResult | None, domain: str) -> Any:
         return window.of(domain) if window is not None else _NO_ENERGY
@@ -179,12 +187,12 @@ def measurement_fields(measured: RunMeasurement, fit: WindowResult | None) -> di
     }
 
 
-def pieces_fields(fit: FitResult, measured: RunMeasurement) -> dict[str, Any]:
+def pieces_fields(fit: FitResult, measured: Measured) -> dict[str, Any]:
     """What the energy and the CO2 cover when a run was killed and resumed: each piece up to
     its last checkpoint (energy), each piece up to CodeCarbon's last flush (CO2)."""
     if fit.pieces == 1:
         covers = "whole fit"
-    elif len(fit.pieces_measured) == fit.pieces:
+    elif len(measured.pieces) == fit.pieces:
         covers = f"sum of {fit.pieces} pieces, each up to its last checkpoint"
     else:
         covers = "last piece (the checkpoint held no measurement of the earlier ones)"
@@ -199,7 +207,7 @@ def pieces_fields(fit: FitResult, measured: RunMeasurement) -> dict[str, Any]:
         )
     return {
         "energy_covers": covers,
-        "pieces_measured": list(fit.pieces_measured) or None,
+        "pieces_measured": list(measured.pieces) or None,
         "codecarbon_pieces": carbon_pieces,
         "co2_covers": co2_covers,
     }

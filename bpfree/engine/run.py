@@ -9,8 +9,7 @@ from __future__ import annotations
 import copy
 import platform
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,16 +27,15 @@ from bpfree.core.spec import Measurement, RunSpec, dump_yaml
 from bpfree.data import DataSplits, load_splits
 from bpfree.engine.analysis import analyse
 from bpfree.engine.checkpoint import Checkpoint, CheckpointState, check_fits
-from bpfree.engine.loop import Checkpointing, EpochRecord, FitResult, FitSession, Profiling, fit
+from bpfree.engine.loop import Checkpointing, EpochRecord, FitResult, Profiling, fit
 from bpfree.engine.precision import check_precision, precision_context, precision_flags
-from bpfree.engine.record import RunMeasurement, RunResult
+from bpfree.engine.record import Measured, RunResult
 from bpfree.engine.resolve import resolve
 from bpfree.engine.setup import resolve_device, seed_everything
 from bpfree.engine.warmup import warm_up
 from bpfree.measure import (
     FIT,
     TEST,
-    CarbonResult,
     CarbonTracker,
     Meter,
     WindowResult,
@@ -106,38 +104,47 @@ class Trained:
     val_accuracy: float
 
 
+def build_configuration(spec: RunSpec, device: torch.device, info) -> Algorithm:
+    """The configuration's algorithm, seeded (its initial weights follow ``spec.seed``).
+    ``spec``: resolved (:func:`prepare`)."""
+    seed_everything(spec.seed)
+    return build_algorithm(spec.algorithm, parse_arch(spec.arch), info, spec.params, device=device, seed=spec.seed)
+
+
 def train_configuration(
     spec: RunSpec,
-    device: torch.device,
     data: DataSplits,
+    algo: Algorithm | None = None,
     *,
-    around_fit: Callable[[Algorithm], AbstractContextManager[FitSession]] | None = None,
+    device: torch.device | None = None,
+    meter: Meter | None = None,
+    checkpointing: Checkpointing | None = None,
+    resume: CheckpointState | None = None,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    profiling: Profiling | None = None,
     progress: bool = False,
 ) -> Trained:
     """The one way a configuration is trained, by ``bpfree train`` (:func:`train`) and by every
-    tuning trial (bpfree.tuning.trial): seeded, built, fitted under its precision and scored on
-    the validation split. ``spec``: resolved (:func:`prepare`). ``around_fit(algo)``: a block
-    around the fit (a run's measurement, :func:`measured`) that gives it a meter, checkpointing
-    and the state to resume from, and finishes once the fit has run; None: a bare fit.
+    tuning trial (bpfree.tuning.trial): built (:func:`build_configuration`, unless ``algo`` is
+    given already built), fitted under its precision and scored on the validation split.
+    ``spec``: resolved (:func:`prepare`). ``meter``, ``checkpointing``, ``resume``,
+    ``profiling``: as :func:`bpfree.engine.loop.fit` takes them (a run's; a trial has none).
     ``progress``: a bar or a line per epoch (a run's; a trial reports at its end instead)."""
-    seed_everything(spec.seed)
-    algo = build_algorithm(spec.algorithm, parse_arch(spec.arch), data.info, spec.params, device=device, seed=spec.seed)
-    with precision_context(spec.precision, device):  # training, validation and test alike
-        with around_fit(algo) if around_fit is not None else nullcontext(FitSession()) as session:
-            session.result = fit(
-                algo,
-                data,
-                spec.early_stopping,
-                seed=spec.seed,
-                meter=session.meter,
-                checkpointing=session.checkpointing,
-                resume=session.resume,
-                on_epoch_end=on_epoch_end,
-                profiling=session.profiling,
-                progress=progress,
-            )
-        result = session.result
+    if algo is None:
+        algo = build_configuration(spec, device, data.info)
+    with precision_context(spec.precision, algo.device):  # training and validation alike
+        result = fit(
+            algo,
+            data,
+            spec.early_stopping,
+            seed=spec.seed,
+            meter=meter,
+            checkpointing=checkpointing,
+            resume=resume,
+            on_epoch_end=on_epoch_end,
+            profiling=profiling,
+            progress=progress,
+        )
         val_accuracy = algo.accuracy(data.val) if result.status == "ok" else float("nan")
     return Trained(algo, result, val_accuracy)
 
@@ -153,32 +160,6 @@ def train(spec: RunSpec, out: str | Path | None = None) -> RunResult:
             write_text_atomic(out / SPEC, text)
     arch = parse_arch(spec.arch)
     info = DATASETS.get(spec.dataset).info
-
-    def build() -> Algorithm:
-        return build_algorithm(spec.algorithm, arch, info, spec.params, device=device, seed=spec.seed)
-
-    sessions: list[MeasuredFit] = []
-
-    def around_fit(algo: Algorithm) -> AbstractContextManager[MeasuredFit]:
-        checkpoint = None
-        if out is not None:  # one that does not fit this run is set aside before any restore
-            checkpoint = Checkpoint(
-                out / CHECKPOINT,
-                spec.identity(device.type),
-                check=lambda state: check_fits(state, algo, spec.early_stopping, EpochRecord, device),
-            )
-        profile_epoch = spec.measurement.profile_epoch
-        return measured(
-            algo,
-            data,
-            settings=spec.measurement,
-            out=out,
-            checkpoint=checkpoint,
-            checkpoint_every_s=spec.checkpoint_every_s,
-            profiling=Profiling(profile_epoch, out) if profile_epoch is not None and out is not None else None,
-            sessions=sessions,
-        )
-
     try:
         data = load_splits(
             spec.dataset, root=spec.machine.data_root, seed=spec.seed, device=device, download=spec.machine.download
@@ -187,8 +168,20 @@ def train(spec: RunSpec, out: str | Path | None = None) -> RunResult:
             flags = precision_flags(device)
             analysis = None
             if spec.measurement.hardware_analysis:  # on a copy, before the fit; the RNGs are restored
-                analysis = analyse(build, data, max_epochs=spec.early_stopping.max_epochs)
-        trained = train_configuration(spec, device, data, around_fit=around_fit, progress=True)
+                analysis = analyse(
+                    lambda: build_algorithm(spec.algorithm, arch, info, spec.params, device=device, seed=spec.seed),
+                    data,
+                    max_epochs=spec.early_stopping.max_epochs,
+                )
+        algo = build_configuration(spec, device, info)
+        checkpoint = None
+        if out is not None:  # one that does not fit this run is set aside before any restore
+            checkpoint = Checkpoint(
+                out / CHECKPOINT,
+                spec.identity(device.type),
+                check=lambda state: check_fits(state, algo, spec.early_stopping, EpochRecord, device),
+            )
+        trained, measured = measure_run(spec, algo, data, out=out, checkpoint=checkpoint)
     except (torch.OutOfMemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
             raise
@@ -198,109 +191,100 @@ def train(spec: RunSpec, out: str | Path | None = None) -> RunResult:
             "or use a smaller architecture; the last checkpoint is kept, so the same "
             "command resumes"
         ) from None
-    session = sessions[-1]
     run = RunResult(
         spec,
         digest,
         trained.fit,
-        session.test_accuracy,
+        measured.test_accuracy,
         trained.val_accuracy,
         str(trained.algo.arch),
         str(device),
-        session.measurement,
-        session.checkpoint.set_aside if session.checkpoint is not None else None,
+        measured,
+        checkpoint.set_aside if checkpoint is not None else None,
         flags,
         analysis,
         (len(data.train), len(data.val)),
         environment(),
-        session.by_selection,
     )
     if out is not None:
         write_outputs(run, out)
-        session.checkpoint.remove()  # the run is complete: nothing to resume
+        checkpoint.remove()  # the run is complete: nothing to resume
     return run
 
 
-@dataclass
-class MeasuredFit(FitSession):
-    """A run's fit inside :func:`measured`: besides what the fit is given (FitSession), the
-    checkpoint it keeps and, once the block has ended, its test accuracy and what was measured."""
-
-    checkpoint: Checkpoint | None = None
-    test_accuracy: float = float("nan")
-    measurement: RunMeasurement | None = None
-    # a single-stage fit's test accuracy under each selection rule (test_by_selection)
-    by_selection: dict[str, Any] | None = None
-
-
-@contextmanager
-def measured(
-    algo: Algorithm,
-    data: DataSplits,
-    *,
-    settings: Measurement,
-    out: Path | None = None,
-    checkpoint: Checkpoint | None = None,
-    checkpoint_every_s: float = 0.0,
-    profiling: Profiling | None = None,
-    sessions: list[MeasuredFit] | None = None,
-) -> Iterator[MeasuredFit]:
-    """The measurement of one run around its fit: an idle baseline, then the FIT window (with
-    CodeCarbon around it) for the block's fit, then the test accuracy in the TEST window. The
-    block sets ``session.result`` (its FitResult); at its end ``session.test_accuracy`` and
-    ``session.measurement`` hold what was measured. CodeCarbon's CSV goes to ``out``.
+def measure_run(
+    spec: RunSpec, algo: Algorithm, data: DataSplits, *, out: Path | None, checkpoint: Checkpoint | None
+) -> tuple[Trained, Measured]:
+    """One run's fit and test under its measurement, every window opened and closed here: an
+    idle baseline (IDLE, by the meter) with the data and model resident, then the FIT window
+    (CodeCarbon inside it: ``Meter.window(FIT, carbon=...)``) around the fit, whose loop
+    measures each epoch in its own window, then the TEST window around the test pass.
 
     ``checkpoint``: read once here (the state the fit resumes from), and written by the fit
-    every ``checkpoint_every_s`` with what was measured so far. A run resumed from it is summed
-    over its pieces: each checkpoint keeps what the fit window and CodeCarbon measured so far
-    (the earlier pieces' and this one's), and the fit window returned covers them all, each
-    piece up to its last checkpoint (the work of a killed epoch is lost, and measured again
-    when it is redone). ``sessions``: the session is appended to it, for the caller."""
+    every ``spec.checkpoint_every_s`` with what was measured so far (:class:`MeasuredSoFar`).
+    A run resumed from it is summed over its pieces: each checkpoint keeps what the FIT window
+    and CodeCarbon measured so far (the earlier pieces' and this one's), and the FIT window
+    returned covers them all, each piece up to its last checkpoint (the work of a killed epoch
+    is lost, and measured again when it is redone)."""
+    settings, device = spec.measurement, algo.device
     resume = checkpoint.load() if checkpoint is not None else None
     earlier = PiecesMeasured.from_checkpoint(resume)
-    warm_up(algo.device)
-    with Meter.for_device(algo.device, settings) as meter:
-        # idle with the data and model resident: net energy is what the training added
-        # on a GPU, wait (up to 10 s) for the power reading to settle after the warm-up first
-        idle = meter.measure_idle(settings.idle_seconds, settle_max_s=10.0 if algo.device.type == "cuda" else 0.0)
-        carbon = _carbon_tracker(settings, out, earlier.carbon_rows, gpu_ids=meter.nvml_gpu_ids)
-        checkpointing = None
-        if checkpoint is not None:
-            checkpointing = Checkpointing(
-                checkpoint,
-                checkpoint_every_s,
-                measured=lambda: earlier.plus(meter.peek_window(FIT), carbon, str(algo.device)).to_dict(),
+    profile_epoch = settings.profile_epoch
+    profiling = Profiling(profile_epoch, out) if profile_epoch is not None and out is not None else None
+    warm_up(device)
+    with precision_context(spec.precision, device), Meter.for_device(device, settings) as meter:
+        # idle with the data and model resident: net energy is what the training added; on a
+        # GPU, wait (up to 10 s) for the power reading to settle after the warm-up first
+        idle = meter.measure_idle(settings.idle_seconds, settle_max_s=10.0 if device.type == "cuda" else 0.0)
+        carbon = carbon_tracker(settings, out, earlier.carbon_rows, gpu_ids=meter.nvml_gpu_ids)
+        so_far = MeasuredSoFar(meter, earlier, str(device))
+        checkpointing = Checkpointing(checkpoint, spec.checkpoint_every_s, so_far) if checkpoint is not None else None
+        with meter.window(FIT, carbon=carbon) as fit_window:
+            trained = train_configuration(
+                spec,
+                data,
+                algo,
+                meter=meter,
+                checkpointing=checkpointing,
+                resume=resume,
+                profiling=profiling,
+                progress=True,
             )
-        session = MeasuredFit(meter, checkpointing, resume, profiling, checkpoint=checkpoint)
-        if sessions is not None:
-            sessions.append(session)
-        try:
-            with meter.window(FIT) as window:
-                yield session
-        finally:
-            carbon_result = carbon.stop()
-        result = session.result
-        result.measurement = window.result
-        if earlier.windows:
-            whole = earlier.plus(window.result, carbon, str(algo.device))
-            result.measurement = combine_windows(whole.windows, FIT)
-            result.pieces_measured = whole.summary
-        test_window = None
-        if result.status == "ok":
+        whole = earlier.plus(fit_window.result, str(device))
+        test_window, test_accuracy = None, float("nan")
+        if trained.fit.status == "ok":
             with meter.window(TEST) as test:
-                session.test_accuracy = algo.accuracy(data.test)
+                test_accuracy = algo.accuracy(data.test)
             test_window = test.result
-            session.by_selection = test_by_selection(algo, result, data.test)  # outside every window
-        session.measurement = RunMeasurement(
+        measured = Measured(
             settings,
             meter.primary_domain,
             meter.primary_peak,
             idle,
+            combine_windows(list(whole.windows), FIT),
+            whole.summary if earlier.windows else (),
             test_window,
-            carbon_result,
+            test_accuracy,
+            fit_window.result.carbon,
             meter.describe(),
-            hardware_metadata(algo.device),
+            hardware_metadata(device),
         )
+    if trained.fit.status == "ok":  # outside every window: reported, not measured
+        with precision_context(spec.precision, device):
+            measured.by_selection = test_by_selection(algo, trained.fit, data.test)
+    return trained, measured
+
+
+class MeasuredSoFar:
+    """What a run's measurement holds at a checkpoint: the earlier pieces' FIT windows and
+    CodeCarbon rows, and this piece's up to now (the FIT window peeked, left open). The loop's
+    checkpoints keep it (``Checkpointing.measured``), so that a resumed run's energy adds up."""
+
+    def __init__(self, meter: Meter, earlier: PiecesMeasured, device: str) -> None:
+        self.meter, self.earlier, self.device = meter, earlier, device
+
+    def so_far(self) -> dict[str, Any]:
+        return self.earlier.plus(self.meter.peek_window(FIT), self.device).to_dict()
 
 
 def test_by_selection(algo: Algorithm, result: FitResult, test) -> dict[str, Any] | None:
@@ -342,8 +326,9 @@ class PiecesMeasured:
             tuple(extra.get("summary", ())),
         )
 
-    def plus(self, window: WindowResult, carbon: CarbonTracker | _NoCarbon, device: str) -> PiecesMeasured:
-        """These pieces and the current one, measured up to now."""
+    def plus(self, window: WindowResult, device: str) -> PiecesMeasured:
+        """These pieces and the current one (its FIT window, peeked or ended: its CodeCarbon
+        rows so far, or its result's)."""
         energy = window.of("gpu" if device.startswith("cuda") else "cpu")
         piece = {
             "piece": len(self.windows) + 1,
@@ -353,7 +338,7 @@ class PiecesMeasured:
             "energy_j": energy.joules,
             "energy_source": energy.source,
         }
-        return PiecesMeasured(self.windows + (window,), tuple(carbon.rows_so_far()), self.summary + (piece,))
+        return PiecesMeasured(self.windows + (window,), self.carbon_rows + window.carbon_rows, self.summary + (piece,))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -363,32 +348,20 @@ class PiecesMeasured:
         }
 
 
-class _NoCarbon:
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def rows_so_far(self) -> list[dict[str, Any]]:
-        return []
-
-    def stop(self) -> CarbonResult:
-        return CarbonResult(error=self.reason)
-
-
-def _carbon_tracker(
+def carbon_tracker(
     settings: Measurement,
     out: Path | None,
     earlier: tuple[dict[str, Any], ...] = (),
     gpu_ids: list[int] | None = None,
-) -> CarbonTracker | _NoCarbon:
-    """Started here, outside every window: its start costs about a second. ``gpu_ids``: the
-    run's own GPU (NVML index), so that CodeCarbon does not count every visible board."""
+) -> CarbonTracker:
+    """The run's CodeCarbon tracker, for its FIT window (started and stopped by it), or one
+    that is off and says why. ``gpu_ids``: the run's own GPU (NVML index), so that CodeCarbon
+    does not count every visible board."""
     if not settings.codecarbon:
-        return _NoCarbon("off (measurement.codecarbon: false)")
+        return CarbonTracker.off("off (measurement.codecarbon: false)")
     if out is None:
-        return _NoCarbon("off (no run directory for its CSV)")
-    tracker = CarbonTracker(out, settings.country_iso_code, earlier=earlier, gpu_ids=gpu_ids)
-    tracker.start()
-    return tracker
+        return CarbonTracker.off("off (no run directory for its CSV)")
+    return CarbonTracker(out, settings.country_iso_code, earlier=earlier, gpu_ids=gpu_ids)
 
 
 def write_outputs(run: RunResult, out: Path) -> None:

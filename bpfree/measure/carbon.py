@@ -91,7 +91,17 @@ def _accepts(klass, name: str) -> bool:
 class CarbonTracker:
     """``earlier``: the rows of the pieces before this one (from the checkpoint).
     ``gpu_ids``: NVML indices of the GPUs the run uses (``Meter.nvml_gpu_ids``); CodeCarbon
-    counts only these where it takes ``gpu_ids`` (None: every GPU it finds)."""
+    counts only these where it takes ``gpu_ids`` (None: every GPU it finds).
+
+    Started and stopped by the meter's window it is given (``Meter.window(FIT, carbon=...)``);
+    :meth:`off` is one that tracks nothing and says why (``codecarbon_error``)."""
+
+    @classmethod
+    def off(cls, reason: str) -> CarbonTracker:
+        """A tracker that never starts CodeCarbon; its result's error is ``reason``."""
+        tracker = cls(".", "USA")
+        tracker._off = reason
+        return tracker
 
     def __init__(
         self,
@@ -114,8 +124,11 @@ class CarbonTracker:
         self._start_s: float | None = None
         self._last_flush: float | None = None
         self._result: CarbonResult | None = None
+        self._off: str | None = None
 
     def start(self) -> None:
+        if self._off is not None:
+            return
         t0 = time.perf_counter()
         try:
             OfflineEmissionsTracker = _import_tracker()
@@ -152,6 +165,8 @@ class CarbonTracker:
         """The earlier pieces' rows and this piece's totals as last taken, taking them anew
         when ``FLUSH_S`` has passed (a flush costs ~0.1 s the first time, well under 1 ms
         after): what a checkpoint keeps, so that a kill loses at most ``FLUSH_S`` of CO2."""
+        if self._off is not None:
+            return []
         if self._tracker is not None and self.clock() - self._last_flush >= FLUSH_S:
             self._last_flush = self.clock()
             try:
@@ -165,6 +180,9 @@ class CarbonTracker:
         """Stops the tracker (exactly once; later calls return the same result). CO2 and
         energy are summed over the earlier pieces' rows and this piece's."""
         if self._result is not None:
+            return self._result
+        if self._off is not None:
+            self._result = CarbonResult(error=self._off)
             return self._result
         if self._tracker is None:
             self._result = CarbonResult(

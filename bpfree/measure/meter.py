@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from bpfree.core.spec import Measurement
+from bpfree.measure.carbon import CarbonResult, CarbonTracker
 from bpfree.measure.energy import (
     CpuTimeEstimate,
     EnergyCounter,
@@ -65,8 +66,9 @@ class EnergyResult:
 
 
 # The windows bpfree opens, by name. Each is opened and closed by the one function that names
-# it: IDLE by Meter.measure_idle, FIT and TEST by bpfree.engine.run.measured, each epoch's by
-# the loop (bpfree.engine.loop), TRIAL by bpfree.tuning.trial.run_trial.
+# it: IDLE by Meter.measure_idle, FIT and TEST by bpfree.engine.run.measure_run, each epoch's by
+# the loop's EpochMeasure (bpfree.engine.loop), TRIAL by bpfree.tuning.trial.run_trial
+# (docs/measurement.md; tests/test_windows.py checks it).
 IDLE = "idle"  # nothing running: the baseline later windows subtract
 FIT = "fit"  # every epoch's training and validation (a run's energy_j)
 TEST = "test"  # the test split's one pass
@@ -85,6 +87,11 @@ class WindowResult:
     energy: dict[str, EnergyResult]  # by domain
     peaks_mb: dict[str, float | None]  # by gauge kind
     problems: tuple[str, ...] = ()
+    # a window opened with a CodeCarbon tracker (Meter.window(name, carbon=...)): its result
+    # once the window has ended; while it is open (peek_window), its rows so far. Neither is
+    # part of to_dict: a checkpoint keeps the rows on their own
+    carbon: CarbonResult | None = None
+    carbon_rows: tuple[dict[str, Any], ...] = ()
 
     def of(self, domain: str) -> EnergyResult:
         return self.energy.get(domain, EnergyResult())
@@ -169,6 +176,7 @@ class _OpenWindow:
     failures: dict[tuple[str, str], int]
     peaks: dict[str, float | None]
     problems: list[str]
+    carbon: CarbonTracker | None = None
 
 
 class _Sampler(threading.Thread):
@@ -357,9 +365,14 @@ class Meter:
                 if hasattr(counter, "measure_period") and not getattr(counter, "period_measured", True):
                     counter.measure_period(clock=self.clock)
 
-    def begin_window(self, name: str) -> None:
+    def begin_window(self, name: str, carbon: CarbonTracker | None = None) -> None:
+        """Open window ``name``. ``carbon``: a CodeCarbon tracker started now, before the
+        window's first readings (its start costs about a second, kept out of the window's
+        time and energy), and stopped at its end, after its last readings."""
         if name in self._open:
             raise ValueError(f"measurement window {name!r} is already open")
+        if carbon is not None:
+            carbon.start()
         self.sync()
         self._fold_peaks()
         for gauge in self.gauges:
@@ -372,6 +385,7 @@ class Meter:
             failures=self._failures(),
             peaks={g.kind: None for g in self.gauges},
             problems=problems,
+            carbon=carbon,
         )
 
     def end_window(self, name: str) -> WindowResult:
@@ -389,13 +403,15 @@ class Meter:
                 window.problems.append(f"{key[0]} {key[1]}: {count - window.failures.get(key, 0)} failed samples")
         energy = {domain.name: self._energy(domain, window, readings, time_s) for domain in self.domains}
         peaks = {kind: (v / MB if v is not None else None) for kind, v in window.peaks.items()}
-        return WindowResult(name, time_s, energy, peaks, tuple(window.problems))
+        carbon = window.carbon.stop() if window.carbon is not None else None
+        return WindowResult(name, time_s, energy, peaks, tuple(window.problems), carbon)
 
     @contextmanager
-    def window(self, name: str) -> Iterator[OpenWindow]:
+    def window(self, name: str, carbon: CarbonTracker | None = None) -> Iterator[OpenWindow]:
         """``with meter.window(NAME) as w:`` opens the window and closes it at the block's end
-        (``w.result`` is then its WindowResult); a block that raises discards it instead."""
-        self.begin_window(name)
+        (``w.result`` is then its WindowResult); a block that raises discards it instead
+        (its CodeCarbon tracker, if any, stopped). ``carbon``: see :meth:`begin_window`."""
+        self.begin_window(name, carbon)
         opened = OpenWindow(name)
         try:
             yield opened
@@ -419,11 +435,15 @@ class Meter:
         peek = _OpenWindow(window.start, window.readings, window.failures, window.peaks, problems)
         energy = {domain.name: self._energy(domain, peek, readings, time_s) for domain in self.domains}
         peaks = {kind: (v / MB if v is not None else None) for kind, v in window.peaks.items()}
-        return WindowResult(name, time_s, energy, peaks, tuple(problems))
+        rows = tuple(window.carbon.rows_so_far()) if window.carbon is not None else ()
+        return WindowResult(name, time_s, energy, peaks, tuple(problems), carbon_rows=rows)
 
     def discard_window(self, name: str) -> None:
-        """Forget an open window (the work inside it failed); no-op when it is not open."""
-        self._open.pop(name, None)
+        """Forget an open window (the work inside it failed); no-op when it is not open. Its
+        CodeCarbon tracker is stopped (what it saw so far is written)."""
+        window = self._open.pop(name, None)
+        if window is not None and window.carbon is not None:
+            window.carbon.stop()
 
     # -- inside ------------------------------------------------------------------------
     def _read_counters(self, problems: list[str]) -> dict[tuple[str, str], float | None]:

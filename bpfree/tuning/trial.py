@@ -91,7 +91,7 @@ def _train_trial(
 
     trained = None
     try:
-        trained = train_configuration(spec, device, data, on_epoch_end=on_epoch_end)
+        trained = train_configuration(spec, data, device=device, on_epoch_end=on_epoch_end)
         result = trained.fit
         value = best_epoch if score == "best_epoch" else trained.val_accuracy
         if result.status != "ok":
