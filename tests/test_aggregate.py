@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import statistics
 
 import polars as pl
 import pytest
@@ -12,8 +14,10 @@ from conftest import record
 
 from bpfree.report.runs import read_metrics
 from bpfree.report.tables import (
+    METRIC,
     bp_deltas,
     build_tables,
+    interval,
     method_stats,
     paper_arch,
     paper_comparison,
@@ -56,17 +60,73 @@ def frame(rows):
     return pl.from_dicts(rows, infer_schema_length=None)
 
 
-def test_mean_sd_and_t_interval_over_seeds():
+def wilson(p, n, z):
+    """Wilson's score interval for a proportion ``p`` of ``n`` trials, as textbooks write it."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def test_mean_sd_and_score_interval_of_accuracy_over_seeds():
     runs = frame([run("bp", s, a) for s, a in [(1, 0.90), (2, 0.92), (3, 0.97)]])
     row = method_stats(runs).row(0, named=True)
     sd = math.sqrt(((0.90 - 0.93) ** 2 + (0.92 - 0.93) ** 2 + (0.97 - 0.93) ** 2) / 2)
     assert row["test_accuracy_n"] == 3
     assert row["test_accuracy_mean"] == pytest.approx(0.93)
     assert row["test_accuracy_sd"] == pytest.approx(sd)
-    half = T_975_DF2 * sd / math.sqrt(3)
-    assert row["test_accuracy_ci_low"] == pytest.approx(0.93 - half)
-    assert row["test_accuracy_ci_high"] == pytest.approx(0.93 + half)
+    # the effective sample size: the Bernoulli trials whose mean has the seeds' variance
+    n_eff = 0.93 * 0.07 / (sd**2 / 3)
+    low, high = wilson(0.93, n_eff, T_975_DF2)
+    assert row["test_accuracy_ci_low"] == pytest.approx(low)
+    assert row["test_accuracy_ci_high"] == pytest.approx(high)
     assert (row["runs"], row["ok"], row["diverged"], row["seeds"]) == (3, 3, 0, "1,2,3")
+
+
+def test_an_accuracy_interval_stays_within_0_and_100_percent():
+    """FF on digits: 95.33%, 97.33%, 98.00% gave the t-interval [93.44, 100.34]; near 100% the
+    interval must end at or below it (and hold the mean)."""
+    for values in ([0.90, 0.96, 1.0], [0.9533, 0.9733, 0.98], [0.99, 1.0], [0.0, 0.02, 0.01], [1.0, 1.0, 1.0]):
+        runs = frame([run("ff", s, a) for s, a in enumerate(values, start=1)])
+        row = method_stats(runs).row(0, named=True)
+        low, high, mean = row["test_accuracy_ci_low"], row["test_accuracy_ci_high"], row["test_accuracy_mean"]
+        assert 0.0 <= low <= mean <= high <= 1.0, (values, low, high)
+    assert (low, high) == (1.0, 1.0)  # all equal: no spread
+
+
+def test_a_cost_interval_stays_above_zero_on_the_log_scale():
+    """Early stopping makes times spread: 10, 30, 12 s has the t-interval [-10.0, 44.7] s."""
+    runs = frame([run("bp", s, 0.9, time_s=t) for s, t in [(1, 10.0), (2, 30.0), (3, 12.0)]])
+    row = method_stats(runs).row(0, named=True)
+    logs = [math.log(t) for t in (10.0, 30.0, 12.0)]
+    centre = sum(logs) / 3
+    half = T_975_DF2 * math.sqrt(sum((x - centre) ** 2 for x in logs) / 2) / math.sqrt(3)
+    assert row["train_time_s_ci_low"] == pytest.approx(math.exp(centre - half))
+    assert row["train_time_s_ci_high"] == pytest.approx(math.exp(centre + half))
+    assert 0 < row["train_time_s_ci_low"] < row["train_time_s_mean"] < row["train_time_s_ci_high"]
+
+
+def test_every_interval_holds_its_mean_with_two_to_four_seeds():
+    rng = random.Random(34)
+    for _ in range(300):
+        k = rng.randint(2, 4)
+        accuracies = [rng.choice([1.0, rng.betavariate(0.5, 0.2)]) for _ in range(k)]
+        times = [rng.lognormvariate(0, 2) for _ in range(k)]
+        runs = frame([run("bp", s, a, time_s=t) for s, (a, t) in enumerate(zip(accuracies, times), start=1)])
+        row = method_stats(runs).row(0, named=True)
+        for column in ("test_accuracy", "train_time_s"):
+            low, mean, high = (row[f"{column}_{s}"] for s in ("ci_low", "mean", "ci_high"))
+            assert low <= mean * (1 + 1e-12) and mean <= high * (1 + 1e-12), (column, accuracies, times)
+
+
+def test_a_quantity_that_can_be_negative_keeps_the_t_interval():
+    values = [-5.0, 10.0, 40.0]
+    (low, high), kind = interval(METRIC["net_energy_j"], values)
+    sd = statistics.stdev(values)
+    assert kind == "t"
+    assert (low, high) == pytest.approx((15.0 - T_975_DF2 * sd / math.sqrt(3), 15.0 + T_975_DF2 * sd / math.sqrt(3)))
+    # a positive quantity with a value <= 0 (a broken counter's 0 J) falls back to it, and says so
+    (low, high), kind = interval(METRIC["energy_j"], [0.0, 10.0, 20.0])
+    assert kind == "t" and low < 0
 
 
 def test_t_halfwidth_needs_two_values():
@@ -200,7 +260,10 @@ def test_tables_from_run_files(tmp_path):
     assert {p.name for p in written} >= {"summary.csv", "methods.md", "deltas.tex", "paper.csv", "histories.csv"}
     assert tables.histories.height == 16 and tables.histories["seed"].n_unique() == 2
     md = (tmp_path / "tables" / "methods.md").read_text().splitlines()
-    assert md[0].startswith("| algorithm | arch | dataset |") and len(md) == 2 + 2
+    assert md[0].startswith("| algorithm | arch | dataset |") and len([r for r in md if r.startswith("|")]) == 2 + 2
+    # below the table, the line that says which interval each metric has
+    assert md[-1].startswith("mean ± sd [95% interval]") and "test accuracy: Wilson score interval" in md[-1]
+    assert "; training time, " in md[-1] and "epochs" in md[-1] and ": t-interval on the log scale" in md[-1]
     assert "1 diverged" in (tmp_path / "tables" / "methods.md").read_text()
     tex = (tmp_path / "tables" / "methods.tex").read_text()
     assert r"\toprule" in tex and r"test accuracy (\%)" in tex

@@ -19,7 +19,7 @@ from bpfree.core.errors import BpfreeError
 from bpfree.core.io import write_bytes_atomic, write_text_atomic
 from bpfree.core.outputs import BASELINE, FIGURE_NAMES, MEMORY_PARTS
 from bpfree.report.cost import cost_chart
-from bpfree.report.tables import METRIC, Tables, metric_title
+from bpfree.report.tables import INTERVALS, METRIC, Tables, metric_title
 from bpfree.report.target import cumulative
 
 # one colour per algorithm in every figure; bp, the reference, in grey
@@ -132,8 +132,8 @@ def method_chart(tables: Tables, column: str, title: str, bars: bool, scale: flo
         "arch:N",
         "dataset:N",
         alt.Tooltip("mean:Q", format=".4g"),
-        alt.Tooltip("low:Q", format=".4g", title="95% CI low"),
-        alt.Tooltip("high:Q", format=".4g", title="95% CI high"),
+        alt.Tooltip("low:Q", format=".4g", title="95% interval low"),
+        alt.Tooltip("high:Q", format=".4g", title="95% interval high"),
         "ok runs:N",
         "note:N",
     ]
@@ -148,7 +148,11 @@ def method_chart(tables: Tables, column: str, title: str, bars: bool, scale: flo
         .properties(width=WIDTH)
         .facet(row=alt.Row("dataset:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")))
         .resolve_scale(x="independent", y="independent")
-        .properties(title=alt.Title(title, subtitle="mean over the seeds' ok runs; whiskers: 95% t-interval"))
+        .properties(
+            title=alt.Title(
+                title, subtitle=f"mean over the seeds' ok runs; whiskers: 95% {INTERVALS[METRIC[column].interval]}"
+            )
+        )
     )
 
 

@@ -131,12 +131,16 @@ def with_source(text: str, source: str | None) -> str:
     return f"{text} ({source})" if source and text != "–" else text
 
 
-def to_markdown(frame: pl.DataFrame) -> str:
+def to_markdown(frame: pl.DataFrame, note: str | None = None) -> str:
+    """A Markdown table; ``note``: a line below it (what its intervals are, say)."""
+
     def cell(value) -> str:
         return ("" if value is None else str(value)).replace("|", r"\|")
 
     lines = ["| " + " | ".join(map(cell, frame.columns)) + " |", "|" + "|".join("---" for _ in frame.columns) + "|"]
     lines += ["| " + " | ".join(map(cell, row)) + " |" for row in frame.iter_rows()]
+    if note:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
@@ -156,8 +160,8 @@ _LATEX_SPECIAL = {
 }
 
 
-def to_latex(frame: pl.DataFrame) -> str:
-    """A booktabs tabular (\\usepackage{booktabs})."""
+def to_latex(frame: pl.DataFrame, note: str | None = None) -> str:
+    """A booktabs tabular (\\usepackage{booktabs}); ``note``: a paragraph below it."""
 
     def cell(value) -> str:
         return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in ("" if value is None else str(value)))
@@ -170,4 +174,6 @@ def to_latex(frame: pl.DataFrame) -> str:
     ]
     lines += [" & ".join(map(cell, row)) + r" \\" for row in frame.iter_rows()]
     lines += [r"\bottomrule", r"\end{tabular}"]
+    if note:
+        lines += ["", cell(note)]
     return "\n".join(lines) + "\n"

@@ -40,23 +40,37 @@ class Metric:
     unit: str
     source: str | None = None  # the column that says how it was measured
     percent: bool = False  # a fraction shown in percent (accuracy); deltas in points
+    positive: bool = False  # never below 0 (a time, an energy, a count): its interval stays above 0
+
+    @property
+    def interval(self) -> str:
+        """How its 95% interval over seeds is computed (:func:`interval`)."""
+        return "score" if self.percent else "log" if self.positive else "t"
 
 
 METRICS = [
     Metric("test_accuracy", "test accuracy", "%", percent=True),
-    Metric("train_time_s", "training time", "s"),
-    Metric("time_per_epoch_s", "time per epoch", "s"),
-    Metric("epochs", "epochs", ""),
-    Metric("min_val_loss", "min. validation loss", ""),
-    Metric("energy_j", "energy", "J", source="energy_source"),
+    Metric("train_time_s", "training time", "s", positive=True),
+    Metric("time_per_epoch_s", "time per epoch", "s", positive=True),
+    Metric("epochs", "epochs", "", positive=True),
+    Metric("min_val_loss", "min. validation loss", "", positive=True),
+    Metric("energy_j", "energy", "J", source="energy_source", positive=True),
     Metric("net_energy_j", "energy above idle", "J", source="energy_source"),
-    Metric("cpu_energy_j", "CPU energy", "J", source="cpu_energy_source"),
-    Metric("co2_kg", "CO2", "kg"),
-    Metric("peak_memory_mb", "peak memory", "MB", source="peak_memory_kind"),
+    Metric("cpu_energy_j", "CPU energy", "J", source="cpu_energy_source", positive=True),
+    Metric("co2_kg", "CO2", "kg", positive=True),
+    Metric("peak_memory_mb", "peak memory", "MB", source="peak_memory_kind", positive=True),
 ]
 
 
 METRIC = {m.column: m for m in METRICS}
+
+
+# what each interval is, for the tables' footnotes and the figures' subtitles (docs/measurement.md)
+INTERVALS = {
+    "score": "Wilson score interval with the seeds' effective sample size and Student's t",
+    "log": "t-interval on the log scale",
+    "t": "t-interval",
+}
 
 
 # -- per method ---------------------------------------------------------------------------
@@ -64,13 +78,70 @@ def present(runs: pl.DataFrame) -> list[Metric]:
     return [m for m in METRICS if m.column in runs.columns]
 
 
-def t_halfwidth(sd: float, n: int, confidence: float = CONFIDENCE) -> float:
-    """Half the width of the t-interval for a mean of ``n`` values with sample sd ``sd``."""
+def t_quantile(n: int, confidence: float = CONFIDENCE) -> float:
     from scipy import stats  # here: the figures import this module and need no scipy
 
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1))
+
+
+def t_halfwidth(sd: float, n: int, confidence: float = CONFIDENCE) -> float:
+    """Half the width of the t-interval for a mean of ``n`` values with sample sd ``sd``."""
     if n < 2 or sd is None or not math.isfinite(sd):
         return math.nan
-    return float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return t_quantile(n, confidence) * sd / math.sqrt(n)
+
+
+def score_interval(mean: float, sd: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """A ``confidence`` interval for the mean ``mean`` of ``n`` fractions in [0, 1] (accuracies
+    over seeds) with sample sd ``sd``: Wilson's score interval, with the seeds' effective
+    sample size n_eff = m(1 - m) / (sd^2 / n) (the Bernoulli trials that would give the mean
+    this variance) and Student's t quantile (n - 1 degrees of freedom) in place of z. It
+    inverts |m - p| <= t sqrt(p(1 - p) / n_eff): it lies within [0, 1], always holds the mean,
+    and tends to the t-interval when the spread is small against m(1 - m). (NaN, NaN) below
+    two values; (m, m) when they are all equal."""
+    if n < 2 or sd is None or not math.isfinite(sd):
+        return math.nan, math.nan
+    q = mean * (1 - mean)
+    if sd == 0 or q <= 0:  # no spread (a mean of 0 or 1 has none either)
+        return mean, mean
+    t = t_quantile(n, confidence)
+    v = sd * sd / n  # the mean's variance; v / q = 1 / n_eff
+    a = t * t * v / q
+    centre = (mean + a / 2) / (1 + a)
+    half = t / (1 + a) * math.sqrt(v + a * v / (4 * q))  # sqrt(p(1-p)/n_eff + t^2/(4 n_eff^2))
+    return max(0.0, centre - half), min(1.0, centre + half)  # max/min: rounding only
+
+
+def log_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The t-interval of the values' logarithms, back-transformed: above 0, wider upwards,
+    as a positive quantity's spread is. With two to four values it always holds their mean
+    (the t quantile is at least n - 1, the largest a value's distance from the log-mean can
+    be in sds of the logs). Values must be > 0; (NaN, NaN) below two."""
+    n = len(values)
+    if n < 2:
+        return math.nan, math.nan
+    logs = [math.log(v) for v in values]
+    centre = sum(logs) / n
+    sd = math.sqrt(sum((x - centre) ** 2 for x in logs) / (n - 1))
+    half = t_halfwidth(sd, n, confidence)
+    return math.exp(centre - half), math.exp(centre + half)
+
+
+def interval(metric: Metric, values: list[float], confidence: float = CONFIDENCE) -> tuple[tuple[float, float], str]:
+    """The 95% interval of the mean of ``values`` as ``metric`` asks for it (``Metric.interval``)
+    and the kind actually used: a positive quantity with a value <= 0 gets the t-interval."""
+    n = len(values)
+    mean = sum(values) / n if n else math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
+    kind = metric.interval
+    if kind == "log" and any(v <= 0 for v in values):
+        kind = "t"
+    if kind == "score":
+        return score_interval(mean, sd, n, confidence), kind
+    if kind == "log":
+        return log_interval(values, confidence), kind
+    half = t_halfwidth(sd, n, confidence)
+    return (mean - half, mean + half), kind
 
 
 def method_stats(runs: pl.DataFrame) -> pl.DataFrame:
@@ -91,6 +162,7 @@ def method_stats(runs: pl.DataFrame) -> pl.DataFrame:
             value.count().alias(f"{m.column}_n"),
             value.mean().alias(f"{m.column}_mean"),
             value.std(ddof=1).alias(f"{m.column}_sd"),
+            value.alias(f"_{m.column}_values"),
         ]
     for source in dict.fromkeys(m.source for m in metrics if m.source in runs.columns):
         measured_by = pl.col(source).filter(ok).drop_nulls()
@@ -115,18 +187,23 @@ def method_stats(runs: pl.DataFrame) -> pl.DataFrame:
             if m.source in groups.columns
             else [False] * groups.height
         )
+        values = groups[f"_{m.column}_values"].to_list()
+        low, high = [None] * groups.height, [None] * groups.height
         for i in range(groups.height):
             if mixed[i] and mean[i] is not None:
                 notes[i].append(f"{m.column} not summarised: measured by {groups[m.source][i]}")
                 mean[i] = sd[i] = None
             elif n[i] == 1:
                 sd[i] = math.nan  # one value has no spread: undefined, not missing
-        half = [t_halfwidth(s, k) if mu is not None else None for mu, s, k in zip(mean, sd, n)]
+            if mean[i] is not None:
+                (low[i], high[i]), kind = interval(m, values[i])
+                if kind != m.interval:
+                    notes[i].append(f"{m.column}: a value <= 0, so a {INTERVALS[kind]}")
         columns |= {
             f"{m.column}_mean": mean,
             f"{m.column}_sd": sd,
-            f"{m.column}_ci_low": [None if h is None else mu - h for mu, h in zip(mean, half)],
-            f"{m.column}_ci_high": [None if h is None else mu + h for mu, h in zip(mean, half)],
+            f"{m.column}_ci_low": low,
+            f"{m.column}_ci_high": high,
         }
     groups = groups.with_columns(
         [pl.Series(name, values, dtype=pl.Float64) for name, values in columns.items()]
@@ -488,6 +565,18 @@ def paper_display(paper: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def footnote(name: str, frame: pl.DataFrame) -> str | None:
+    """The line below a readable table: for ``methods``, which interval each metric has."""
+    if name != "methods":
+        return None
+    kinds: dict[str, list[str]] = {}
+    for m in METRICS:
+        if f"{m.column}_mean" in frame.columns:
+            kinds.setdefault(m.interval, []).append(m.label)
+    parts = [f"{', '.join(labels)}: {INTERVALS[kind]}" for kind, labels in kinds.items()]
+    return "mean ± sd [95% interval] over the seeds' ok runs; " + "; ".join(parts) + " (docs/measurement.md)"
+
+
 @dataclass
 class Tables:
     """The study's tables: built by :func:`build_tables` from the runs, or read back from their
@@ -541,7 +630,9 @@ def write_tables(tables: Tables, out_dir: str | Path) -> list[Path]:
     for name, shown in display.items():
         frame = getattr(tables, name)
         readable = shown(frame) if frame.height else pl.DataFrame({"note": ["(no rows)"]})
-        for ext, text in (("csv", frame.write_csv()), ("md", to_markdown(readable)), ("tex", to_latex(readable))):
+        note = footnote(name, frame) if frame.height else None
+        markdown, latex = to_markdown(readable, note), to_latex(readable, note)
+        for ext, text in (("csv", frame.write_csv()), ("md", markdown), ("tex", latex)):
             write_text_atomic(out_dir / f"{name}.{ext}", text)
             written.append(out_dir / f"{name}.{ext}")
     write_text_atomic(out_dir / HISTORIES, tables.histories.write_csv())
