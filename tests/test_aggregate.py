@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import statistics
 
 import polars as pl
@@ -269,13 +270,14 @@ def test_tables_from_run_files(tmp_path):
     assert r"\toprule" in tex and r"test accuracy (\%)" in tex
 
 
-def test_deltas_table_shows_tiny_co2_masses_not_zeros():
+def test_deltas_table_shows_tiny_co2_masses_in_grams_not_zeros():
     from bpfree.report.tables import deltas_display
 
     rows = [run("bp", s, 0.9, 1.0) | {"co2_kg": 1.4e-7 + s * 1e-9} for s in (1, 2)]
     rows += [run("mf", s, 0.9, 1.0) | {"co2_kg": 0.9e-7 + s * 1e-9} for s in (1, 2)]
     shown = deltas_display(bp_deltas(frame(rows))).filter(pl.col("metric").str.starts_with("CO2"))
-    assert shown["method"].to_list() == ["9.15e-08"] and shown["bp"].to_list() == ["1.415e-07"]
+    assert shown["metric"].to_list() == ["CO2 (g)"]  # as in the methods and cost tables, not kg
+    assert shown["method"].to_list() == ["0.00009150"] and shown["bp"].to_list() == ["0.0001415"]
 
 
 def test_methods_table_shows_co2_in_significant_digits():
@@ -283,7 +285,55 @@ def test_methods_table_shows_co2_in_significant_digits():
 
     rows = [run("mf", s, 0.9, 1.0) | {"co2_kg": c} for s, c in ((1, 1.0e-6), (2, 1.2e-6), (3, 1.1e-6))]
     shown = methods_display(method_stats(frame(rows)))["CO2 (g)"].to_list()
-    assert shown[0].startswith("0.0011 ± 0.0001 [")  # grams: not "0.001 ± 0.000"
+    assert shown[0].startswith("0.00110 ± 0.000100 [")  # grams: not "0.001 ± 0.000"
+
+
+def test_tables_show_time_and_energy_in_the_unit_their_numbers_fill():
+    """A study of minutes in min, not hours; 5,000 J in kJ; a table's unit is in its header."""
+    from bpfree.report.tables import deltas_display, methods_display, summary_display
+
+    rows = [run("bp", s, 0.9, 5_000.0 + s, time_s=300.0 + s) for s in (1, 2)]
+    rows += [run("mf", s, 0.9, 4_000.0 + s, time_s=200.0 + s) for s in (1, 2)]
+    runs = frame(rows)
+    methods = methods_display(method_stats(runs)).to_dicts()
+    assert methods[0]["time (min)"].startswith("5.03 ± ") and methods[0]["energy (kJ)"].startswith("5.00 ± ")
+    summary = summary_display(runs).to_dicts()
+    assert summary[0]["time (min)"] == "5.02" and summary[0]["energy (kJ)"] == "5.00 (nvml-counter)"
+    deltas = {r["metric"]: r for r in deltas_display(bp_deltas(runs)).to_dicts()}
+    assert deltas["training time (min)"]["bp"] == "5.025" and deltas["energy (kJ, nvml-counter)"]["method"] == "4.002"
+    # a tiny run stays in seconds and joules
+    tiny = frame([run("bp", s, 0.9, 0.4, time_s=0.1 * s) for s in (1, 2)])
+    assert {"time (s)", "energy (J)"} <= set(methods_display(method_stats(tiny)).columns)
+
+
+def test_every_table_shows_memory_in_mib_and_co2_in_grams(tmp_path):
+    """One memory unit (the runs measure MiB) and one CO2 unit in every readable table."""
+    paths = []
+    for algorithm in ("bp", "mf"):
+        for seed in (1, 2):
+            d = tmp_path / algorithm / str(seed)
+            d.mkdir(parents=True)
+            fields = run(algorithm, seed, 0.9, 10.0 + seed) | {
+                "co2_kg": 1e-6 * seed,
+                "peak_memory_mb": 800.0 + seed,
+                "peak_memory_kind": "process-rss",
+                "train_flops_per_sample": 1e4,
+                "memory_breakdown_total_mb": 3.0,
+                "memory_weights_mb": 3.0,
+            }
+            (d / "metrics.json").write_text(json.dumps(record(fields)))
+            (d / "history.csv").write_text(
+                "epoch,stage,train_loss,val_loss,val_accuracy,epoch_time_s\n1,train,1,1,0.9,1\n"
+            )
+            paths.append(d / "metrics.json")
+    write_tables(build_tables(paths), tmp_path / "tables")
+    seen = set()
+    for table in sorted((tmp_path / "tables").glob("*.md")):
+        text = table.read_text()
+        assert not re.search(r"\bMB\b", text), f"{table.name} shows memory in MB"
+        assert not re.search(r"CO2[^|]*\(kg", text), f"{table.name} shows CO2 in kg"
+        seen |= {table.stem for unit in ("MiB", "CO2 (g)") if unit in text}
+    assert {"summary", "methods", "deltas", "hardware"} <= seen
 
 
 def test_hardware_and_to_target_tables_from_analysed_runs(tmp_path):

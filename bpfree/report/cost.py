@@ -29,7 +29,7 @@ import polars as pl
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.outputs import TRIAL_COLUMNS
-from bpfree.report.formats import co2_text, energy_text, hours, percent
+from bpfree.report.formats import Unit, co2_text, energy_text, fixed, hours, percent, unit_for
 
 KEYS = ["algorithm", "arch", "dataset"]
 
@@ -236,9 +236,22 @@ def trials_csvs_of(paths: Iterable[str | Path]) -> list[Path]:
 PHASE_COLOURS = {"tuning": "#9467bd", "final runs": "#7f7f7f"}
 
 
+def cost_units(cost: pl.DataFrame) -> tuple[Unit, Unit]:
+    """fig_cost's time and energy units: those the largest study's bar (tuning and runs
+    stacked) fills (:func:`bpfree.report.formats.unit_for`), the whole grid's row left out."""
+    studies = cost.filter(pl.col("algorithm") != ALL)
+
+    def totals(quantity: str) -> list[float]:
+        pairs = zip(studies[f"tuning_{quantity}"].to_list(), studies[f"runs_{quantity}"].to_list(), strict=True)
+        return [sum(v for v in pair if v is not None) for pair in pairs]
+
+    return unit_for("time", totals("time_s")), unit_for("energy", totals("energy_j"))
+
+
 def cost_long(cost: pl.DataFrame) -> pl.DataFrame:
-    """One row per study, phase (tuning, final runs) and quantity (time in hours, energy in
-    kWh), the whole grid's row left out: what fig_cost stacks."""
+    """One row per study, phase (tuning, final runs) and quantity (time and energy, each in
+    the unit of :func:`cost_units`), the whole grid's row left out: what fig_cost stacks."""
+    time_unit, energy_unit = cost_units(cost)
     rows = []
     for r in cost.filter(pl.col("algorithm") != ALL).to_dicts():
         label = f"{r['arch']} · {r['algorithm']}"
@@ -250,8 +263,8 @@ def cost_long(cost: pl.DataFrame) -> pl.DataFrame:
                     "algorithm": r["algorithm"],
                     "label": label,
                     "phase": phase,
-                    "quantity": "time (h)",
-                    "value": r[f"{prefix}_time_s"] / 3600 if r[f"{prefix}_time_s"] is not None else None,
+                    "quantity": f"time ({time_unit.name})",
+                    "value": time_unit.of(r[f"{prefix}_time_s"]),
                     "source": "wall clock",
                 }
             )
@@ -262,7 +275,7 @@ def cost_long(cost: pl.DataFrame) -> pl.DataFrame:
                     "label": label,
                     "phase": phase,
                     "quantity": "energy",
-                    "value": r[f"{prefix}_energy_j"] / 3.6e6 if r[f"{prefix}_energy_j"] is not None else None,
+                    "value": energy_unit.of(r[f"{prefix}_energy_j"]),
                     "source": source or "not measured",
                 }
             )
@@ -280,7 +293,7 @@ def cost_long(cost: pl.DataFrame) -> pl.DataFrame:
     sources = _sources(
         s for s in frame.filter(pl.col("quantity") == "energy")["source"].to_list() if s != "not measured"
     )
-    label = f"energy (kWh, {sources})" if sources else "energy (kWh, not measured)"
+    label = f"energy ({energy_unit.name}, {sources or 'not measured'})"
     return frame.with_columns(
         pl.when(pl.col("quantity") == "energy").then(pl.lit(label)).otherwise("quantity").alias("quantity")
     )
@@ -307,9 +320,15 @@ def cost_chart(cost: pl.DataFrame | None, width: int = 360):
         f"tuning: {percent(total.get('tuning_share_time'))} of the time",
         f"{percent(total.get('tuning_share_energy'))} of the energy" if total.get("tuning_energy_j") else None,
     ]
-    subtitle = (
-        f"whole grid: {hours(total.get('total_time_s'))}, "
-        f"{energy_text(total.get('total_energy_j'), None)}; " + ", ".join(s for s in shares if s)
+    # in the panels' units: a reader adds the bars up to the same numbers
+    time_unit, energy_unit = cost_units(cost)
+    grid = [
+        f"{fixed(unit.of(total[column]))} {unit.name}"
+        for unit, column in ((time_unit, "total_time_s"), (energy_unit, "total_energy_j"))
+        if total.get(column) is not None
+    ]
+    subtitle = "; ".join(
+        filter(None, [f"whole grid: {', '.join(grid)}" if grid else None, ", ".join(s for s in shares if s)])
     )
     # each method above its BP twin, as in the other figures
     long = long.with_columns((pl.col("algorithm") == "bp").alias("_bp")).sort(
@@ -336,7 +355,7 @@ def cost_chart(cost: pl.DataFrame | None, width: int = 360):
     return (
         chart.facet(
             row=alt.Row("dataset:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
-            # sorted by the field itself ("time (h)" before "energy (kWh, ...)"): Vega-Lite
+            # sorted by the field itself ("time (...)" before "energy (...)"): Vega-Lite
             # orders a row x column facet's headers by a sort array (or a sort field) as the
             # values first appear in the data, but its cells by the array, so that a header
             # could name the other column's quantity (issue 25)

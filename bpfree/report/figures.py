@@ -19,6 +19,7 @@ from bpfree.core.errors import BpfreeError
 from bpfree.core.io import write_bytes_atomic, write_text_atomic
 from bpfree.core.outputs import BASELINE, FIGURE_NAMES, MEMORY_PARTS
 from bpfree.report.cost import cost_chart
+from bpfree.report.formats import unit_for
 from bpfree.report.tables import INTERVALS, METRIC, Tables, metric_title
 from bpfree.report.target import cumulative
 
@@ -68,15 +69,18 @@ def with_label(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def measured_title(column: str, frame: pl.DataFrame, device: pl.DataFrame | None = None) -> str:
-    """The axis title of a measured metric, with its source(s): ``GPU energy (J, nvml-counter)``."""
+def measured_title(
+    column: str, frame: pl.DataFrame, device: pl.DataFrame | None = None, unit: str | None = None
+) -> str:
+    """The axis title of a measured metric, with its unit (``unit``, else the column's) and
+    source(s): ``GPU energy (kJ, nvml-counter)``."""
     metric = METRIC[column]
     sources = []
     if metric.source and metric.source in frame.columns:
         for value in frame[metric.source].drop_nulls().unique().sort().to_list():
             sources += [s.strip() for s in str(value).split(",")]
     sources = sorted(set(sources))
-    title = metric_title(metric, ", ".join(sources) or None)
+    title = metric_title(metric, ", ".join(sources) or None, unit)
     if column != "energy_j":
         return title
     # which device's energy: the runs' energy_device (bpfree.measure: "gpu" or "cpu")
@@ -102,14 +106,18 @@ def has_values(frame: pl.DataFrame, column: str) -> bool:
     return column in frame.columns and frame[column].drop_nulls().drop_nans().len() > 0
 
 
-def method_chart(tables: Tables, column: str, title: str, bars: bool, scale: float = 1.0) -> alt.Chart:
-    """Mean over seeds of ``column`` per method with its 95% CI, each method next to its BP
-    twin, one panel per dataset. Bars from zero for costs; points for accuracy."""
+def method_chart(tables: Tables, column: str, title: str, bars: bool) -> alt.Chart:
+    """Mean over seeds of ``column`` per method with its 95% interval, each method next to its
+    BP twin, one panel per dataset, in one unit picked from the numbers (accuracy in %). Bars
+    from zero for costs; points for accuracy."""
     methods = tables.methods
     mean = f"{column}_mean"
     if not has_values(methods, mean):
         return not_measured(title, f"no run measured {METRIC[column].label} ({column} absent)")
-    axis = measured_title(column, methods, tables.summary)
+    unit, scale = METRIC[column].shown_in(
+        [v for c in (mean, f"{column}_ci_high") if c in methods.columns for v in methods[c].to_list()]
+    )
+    axis = measured_title(column, methods, tables.summary, unit)
     data = (
         with_label(methods)
         .with_columns(
@@ -158,7 +166,7 @@ def method_chart(tables: Tables, column: str, title: str, bars: bool, scale: flo
 
 # -- the figures --------------------------------------------------------------------------
 def accuracy(tables: Tables) -> alt.Chart:
-    return method_chart(tables, "test_accuracy", "Test accuracy, each method vs its BP twin", bars=False, scale=100)
+    return method_chart(tables, "test_accuracy", "Test accuracy, each method vs its BP twin", bars=False)
 
 
 def energy(tables: Tables) -> alt.Chart:
@@ -194,7 +202,8 @@ def pareto(tables: Tables) -> alt.Chart:
     cost = "energy_j" if has_values(methods, "energy_j_mean") else "train_time_s"
     if not has_values(methods, f"{cost}_mean") or not has_values(methods, "test_accuracy_mean"):
         return not_measured("Energy vs accuracy", "no run with both accuracy and a cost measured")
-    cost_title = measured_title(cost, methods, tables.summary)
+    unit, scale = METRIC[cost].shown_in(methods[f"{cost}_mean"].to_list())
+    cost_title = measured_title(cost, methods, tables.summary, unit)
     subtitle = "mean over seeds; line: Pareto front (lower cost and higher accuracy)"
     if cost != "energy_j":
         subtitle += "; energy not measured, training time instead"
@@ -205,7 +214,7 @@ def pareto(tables: Tables) -> alt.Chart:
             "arch",
             "algorithm",
             "label",
-            pl.col(f"{cost}_mean").alias("cost"),
+            (pl.col(f"{cost}_mean") * scale).alias("cost"),
             (100 * pl.col("test_accuracy_mean")).alias("accuracy"),
         )
         .drop_nulls(["cost", "accuracy"])
@@ -504,10 +513,7 @@ def to_target(tables: Tables) -> alt.Chart:
     if not has_values(history, "val_accuracy"):
         return not_measured(title, "no run history with val_accuracy")
     by_time = _estimated(history)
-    cost, cost_title = ("cum_time_s", "training time so far (s)") if by_time else ("cum_energy_j", "energy so far (J)")
-    if not by_time:
-        sources = sorted(history["energy_source"].drop_nulls().unique().to_list())
-        cost_title = f"energy so far (J, {', '.join(sources)})"
+    cost = "cum_time_s" if by_time else "cum_energy_j"
     rows = []
     for _, run in history.group_by(["algorithm", "arch", "dataset", "seed"], maintain_order=True):
         rows += [r for r in cumulative(run) if r["final_stage"]]
@@ -526,6 +532,13 @@ def to_target(tables: Tables) -> alt.Chart:
     curves = curves.drop_nulls("cost").filter(pl.col("accuracy").is_finite())
     if curves.is_empty():
         return not_measured(title, "no epoch with both a validation accuracy and a cost")
+    unit = unit_for("time" if by_time else "energy", curves["cost"].to_list())
+    curves = curves.with_columns(pl.col("cost") / unit.size)
+    if by_time:
+        cost_title = f"training time so far ({unit.name})"
+    else:
+        sources = sorted(history["energy_source"].drop_nulls().unique().to_list())
+        cost_title = f"energy so far ({unit.name}, {', '.join(sources)})"
     x = alt.X("cost:Q", title=cost_title + " (log)", scale=alt.Scale(type="log"))
     y = alt.Y("accuracy:Q", title="validation accuracy (%)", scale=alt.Scale(zero=False))
     pick = alt.selection_point(fields=["algorithm"], bind="legend")

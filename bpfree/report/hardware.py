@@ -128,9 +128,9 @@ def hardware_display(table: pl.DataFrame) -> pl.DataFrame:
                 "pJ/FLOP": "not measured"
                 if energy_per_flop is None
                 else f"{energy_per_flop * 1e12:.3g} ({r.get('energy_per_flop_source')})",
-                "memory MB: weights / grads / optim. / activ. / cached / data": memory,
-                "sum (MB)": sig(r.get("memory_breakdown_total_mb"), 3) + vs(r, "memory_vs_bp"),
-                "measured peak (MB)": with_source(num(r.get("peak_memory_mb"), 0), r.get("peak_memory_kind")),
+                "memory MiB: weights / grads / optim. / activ. / cached / data": memory,
+                "sum (MiB)": sig(r.get("memory_breakdown_total_mb"), 3) + vs(r, "memory_vs_bp"),
+                "measured peak (MiB)": with_source(num(r.get("peak_memory_mb"), 0), r.get("peak_memory_kind")),
                 "time %: data / compute / eval / ckpt / meas. / other": " / ".join(
                     share(r, f"time_{part}_s")
                     for part in ("data", "compute", "eval", "checkpoint", "measurement", "other")

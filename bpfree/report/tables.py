@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,7 +26,7 @@ import polars as pl
 from bpfree.core.io import write_text_atomic
 from bpfree.core.outputs import BASELINE, HISTORIES, TARGET_FRACTION
 from bpfree.report.cost import cost_display, cost_table, read_trials
-from bpfree.report.formats import estimate, num, sig, to_latex, to_markdown, with_source
+from bpfree.report.formats import estimate, fixed, num, to_latex, to_markdown, unit_for, with_source
 from bpfree.report.hardware import hardware_display, hardware_table
 from bpfree.report.runs import KEYS, RunFiles, read_histories, read_metrics, runs_of
 from bpfree.report.target import to_target, to_target_display
@@ -37,28 +38,40 @@ CONFIDENCE = 0.95
 class Metric:
     column: str  # as in metrics.json
     label: str
-    unit: str
+    unit: str  # of the column: s, J, MiB, kg (its quantity's base unit), or none
     source: str | None = None  # the column that says how it was measured
     percent: bool = False  # a fraction shown in percent (accuracy); deltas in points
     positive: bool = False  # never below 0 (a time, an energy, a count): its interval stays above 0
+    quantity: str | None = None  # time, energy, memory, co2: shown in a unit picked from the numbers
 
     @property
     def interval(self) -> str:
         """How its 95% interval over seeds is computed (:func:`interval`)."""
         return "score" if self.percent else "log" if self.positive else "t"
 
+    def shown_in(self, values: Iterable[float | None] = ()) -> tuple[str, float]:
+        """The unit to show ``values`` (of this column) in, and the factor that takes them there:
+        accuracy in %, a time or an energy in the unit its largest value fills
+        (:func:`bpfree.report.formats.unit_for`), memory in MiB, CO2 in g."""
+        if self.percent:
+            return "%", 100.0
+        if self.quantity:
+            unit = unit_for(self.quantity, values)
+            return unit.name, 1 / unit.size
+        return self.unit, 1.0
+
 
 METRICS = [
     Metric("test_accuracy", "test accuracy", "%", percent=True),
-    Metric("train_time_s", "training time", "s", positive=True),
-    Metric("time_per_epoch_s", "time per epoch", "s", positive=True),
+    Metric("train_time_s", "training time", "s", positive=True, quantity="time"),
+    Metric("time_per_epoch_s", "time per epoch", "s", positive=True, quantity="time"),
     Metric("epochs", "epochs", "", positive=True),
     Metric("min_val_loss", "min. validation loss", "", positive=True),
-    Metric("energy_j", "energy", "J", source="energy_source", positive=True),
-    Metric("net_energy_j", "energy above idle", "J", source="energy_source"),
-    Metric("cpu_energy_j", "CPU energy", "J", source="cpu_energy_source", positive=True),
-    Metric("co2_kg", "CO2", "kg", positive=True),
-    Metric("peak_memory_mb", "peak memory", "MB", source="peak_memory_kind", positive=True),
+    Metric("energy_j", "energy", "J", source="energy_source", positive=True, quantity="energy"),
+    Metric("net_energy_j", "energy above idle", "J", source="energy_source", quantity="energy"),
+    Metric("cpu_energy_j", "CPU energy", "J", source="cpu_energy_source", positive=True, quantity="energy"),
+    Metric("co2_kg", "CO2", "kg", positive=True, quantity="co2"),
+    Metric("peak_memory_mb", "peak memory", "MiB", source="peak_memory_kind", positive=True, quantity="memory"),
 ]
 
 
@@ -462,7 +475,14 @@ def paper_comparison(methods: pl.DataFrame, deltas: pl.DataFrame) -> pl.DataFram
     return table.select(order)
 
 
+def _values(frame: pl.DataFrame, *columns: str) -> list[float | None]:
+    """Every value of ``columns`` in ``frame`` (those it has): what a unit is picked from."""
+    return [v for c in columns if c in frame.columns for v in frame[c].cast(pl.Float64).to_list()]
+
+
 def summary_display(runs: pl.DataFrame) -> pl.DataFrame:
+    time_unit, time_scale = METRIC["train_time_s"].shown_in(_values(runs, "train_time_s"))
+    energy_unit, energy_scale = METRIC["energy_j"].shown_in(_values(runs, "energy_j"))
     rows = []
     for r in runs.iter_rows(named=True):
         rows.append(
@@ -474,38 +494,47 @@ def summary_display(runs: pl.DataFrame) -> pl.DataFrame:
                 "status": r["status"],
                 "test accuracy (%)": num(r.get("test_accuracy"), 2, 100),
                 "epochs": str(r.get("epochs", "–")),
-                "time (s)": num(r.get("train_time_s"), 1),
-                "energy (J)": with_source(num(r.get("energy_j"), 1), r.get("energy_source")),
-                "peak memory (MB)": with_source(num(r.get("peak_memory_mb"), 0), r.get("peak_memory_kind")),
+                f"time ({time_unit})": fixed(r.get("train_time_s"), 3, time_scale),
+                f"energy ({energy_unit})": with_source(
+                    fixed(r.get("energy_j"), 3, energy_scale), r.get("energy_source")
+                ),
+                "peak memory (MiB)": with_source(num(r.get("peak_memory_mb"), 0), r.get("peak_memory_kind")),
             }
         )
     return pl.DataFrame(rows)
 
 
 def methods_display(methods: pl.DataFrame) -> pl.DataFrame:
+    # (column, label, decimals: None for three significant digits)
     shown = [
-        ("test_accuracy", "test accuracy (%)", 2, 100),
-        ("train_time_s", "time (s)", 1, 1),
-        ("epochs", "epochs", 1, 1),
-        ("min_val_loss", "min. val. loss", 4, 1),
-        ("energy_j", "energy (J)", 1, 1),
-        ("co2_kg", "CO2 (g)", None, 1000),
-        ("peak_memory_mb", "peak memory (MB)", 0, 1),
+        ("test_accuracy", "test accuracy", 2),
+        ("train_time_s", "time", None),
+        ("epochs", "epochs", 1),
+        ("min_val_loss", "min. val. loss", None),
+        ("energy_j", "energy", None),
+        ("co2_kg", "CO2", None),
+        ("peak_memory_mb", "peak memory", 0),
     ]
+    units = {}
+    for column, label, _ in shown:
+        unit, scale = METRIC[column].shown_in(_values(methods, *(f"{column}_{s}" for s in ("mean", "ci_high"))))
+        units[column] = (f"{label} ({unit})" if unit else label, scale)
     rows = []
     for r in methods.iter_rows(named=True):
         row = {k: r[k] for k in KEYS} | {"runs (ok/diverged)": f"{r['runs']} ({r['ok']}/{r['diverged']})"}
-        for column, label, digits, scale in shown:
+        for column, _, digits in shown:
             if f"{column}_mean" in r:
+                header, scale = units[column]
                 source = r.get(METRIC[column].source) if METRIC[column].source else None
-                row[label] = with_source(estimate(r, column, digits, scale), source)
+                row[header] = with_source(estimate(r, column, digits, scale), source)
         rows.append(row | {"note": r["note"]})
     return pl.DataFrame(rows)
 
 
-def metric_title(metric: Metric, source: str | None = None) -> str:
-    """``energy (J, nvml-counter)``: the label, with unit and how it was measured."""
-    detail = ", ".join(filter(None, [metric.unit, source]))
+def metric_title(metric: Metric, source: str | None = None, unit: str | None = None) -> str:
+    """``energy (kJ, nvml-counter)``: the label, with unit (``unit``, else the column's) and
+    how it was measured."""
+    detail = ", ".join(filter(None, [metric.unit if unit is None else unit, source]))
     return f"{metric.label} ({detail})" if detail else metric.label
 
 
@@ -514,10 +543,15 @@ HEADLINE = ["test_accuracy", "train_time_s", "epochs", "min_val_loss", "energy_j
 
 
 def deltas_display(deltas: pl.DataFrame) -> pl.DataFrame:
+    shown = deltas.filter(pl.col("metric").is_in(HEADLINE))
+    units = {
+        name: METRIC[name].shown_in(_values(shown.filter(pl.col("metric") == name), "method_mean", "bp_mean"))
+        for name in HEADLINE
+    }
     rows = []
-    for r in deltas.filter(pl.col("metric").is_in(HEADLINE)).iter_rows(named=True):
+    for r in shown.iter_rows(named=True):
         metric = METRIC[r["metric"]]
-        scale = 100 if metric.percent else 1
+        unit, scale = units[r["metric"]]
         change = (
             f"{num(r['delta'], 2, 100, sign=True)} pp" if metric.percent else f"{num(r['delta_pct'], 1, sign=True)}%"
         )
@@ -526,11 +560,10 @@ def deltas_display(deltas: pl.DataFrame) -> pl.DataFrame:
                 "algorithm": r["algorithm"],
                 "arch": r["arch"],
                 "dataset": r["dataset"],
-                "metric": metric_title(metric, r["source"]),
+                "metric": metric_title(metric, r["source"], unit),
                 "pairs": str(r["pairs"]),
-                # significant digits: one table holds accuracies and CO2 masses of 1e-7 kg
-                "method": sig(r["method_mean"], 4, scale),
-                "bp": sig(r["bp_mean"], 4, scale),
+                "method": fixed(r["method_mean"], 4, scale),
+                "bp": fixed(r["bp_mean"], 4, scale),
                 "change vs bp": change,
                 "paired t-test p": num(r["p_value"], 3),
                 "note": r["note"],
@@ -540,6 +573,8 @@ def deltas_display(deltas: pl.DataFrame) -> pl.DataFrame:
 
 
 def paper_display(paper: pl.DataFrame) -> pl.DataFrame:
+    time_unit, time_scale = METRIC["train_time_s"].shown_in(_values(paper, "time_s", "paper_time_s"))
+    energy_unit, energy_scale = METRIC["energy_j"].shown_in(_values(paper, "energy_j", "paper_energy_j"))
     rows = []
     for r in paper.iter_rows(named=True):
         rows.append(
@@ -552,12 +587,12 @@ def paper_display(paper: pl.DataFrame) -> pl.DataFrame:
                 "accuracy % (paper)": num(r["paper_accuracy_pct"]),
                 "vs bp pp (ours)": num(r["accuracy_vs_bp_pp"], sign=True),
                 "vs bp pp (paper)": num(r["paper_accuracy_vs_bp_pp"], sign=True),
-                "time s (ours)": num(r["time_s"], 1),
-                "time s (paper)": num(r["paper_time_s"], 1),
+                f"time {time_unit} (ours)": fixed(r["time_s"], 3, time_scale),
+                f"time {time_unit} (paper)": fixed(r["paper_time_s"], 3, time_scale),
                 "time vs bp % (ours)": num(r["time_vs_bp_pct"], 1, sign=True),
                 "time vs bp % (paper)": num(r["paper_time_vs_bp_pct"], 1, sign=True),
-                "energy J (ours)": with_source(num(r["energy_j"], 0), r["energy_source"]),
-                "energy J (paper, GPU NVML)": num(r["paper_energy_j"], 0),
+                f"energy {energy_unit} (ours)": with_source(fixed(r["energy_j"], 3, energy_scale), r["energy_source"]),
+                f"energy {energy_unit} (paper, GPU NVML)": fixed(r["paper_energy_j"], 3, energy_scale),
                 "energy vs bp % (ours)": num(r["energy_vs_bp_pct"], 1, sign=True),
                 "energy vs bp % (paper)": num(r["paper_energy_vs_bp_pct"], 1, sign=True),
             }
