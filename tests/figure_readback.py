@@ -168,7 +168,7 @@ def axis_labels(e: ET.Element) -> list[Label]:
             continue
         for text in group:
             m = TRANSLATE.match(text.get("transform", ""))
-            if not text.tag.endswith("text") or not m or text.get("opacity") == "0":
+            if not text.tag.endswith("text") or not m or text.get("opacity") == "0" or not (text.text or "").strip():
                 continue
             size = float((text.get("font-size") or "10px").removesuffix("px"))
             labels.append(Label(text.text or "", float(m[1]), float(m[2]), text.get("text-anchor", "start"), size))

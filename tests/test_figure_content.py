@@ -13,11 +13,11 @@ import re
 import polars as pl
 import pytest
 from figure_grid import GRID, write_grid
-from figure_readback import UNITS, Figure, assert_unit_fits, number, read_chart, unit_in
+from figure_readback import UNITS, Axis, Figure, Label, assert_unit_fits, number, read_chart, unit_in
 
 from bpfree.report.cost import ALL, COST_COLUMNS, _schema
 from bpfree.report.figures import FIGURES, MEMORY_LABELS
-from bpfree.report.tables import Tables
+from bpfree.report.tables import Tables, paper_comparison
 from bpfree.workflow.grid import FIGURE_NAMES
 
 DATASETS = sorted({d for d, _ in GRID})
@@ -330,6 +330,36 @@ def test_fig_cost_shows_time_and_energy_under_their_headers_on_the_default_grid(
     cost_panels(draw("cost", dataclasses.replace(tables, cost=cost)), cost)
 
 
+# -- every figure: legible ticks, no legend entry without a mark ---------------------------------------
+def unmatched(tables: Tables) -> Tables:
+    """The same tables where none of our runs matches a configuration of the paper (the default
+    digits grid): the paper table holds the paper's numbers alone."""
+    methods = tables.methods.clear().with_columns(pl.col(r"^.*_(mean|sd|ci_low|ci_high)$").cast(pl.Float64))
+    return dataclasses.replace(tables, paper=paper_comparison(methods, tables.deltas.clear()))
+
+
+def test_no_figure_has_tick_labels_that_run_into_each_other(tables):
+    """fig_paper's time axis drew "1,000" and "1,200" touching ("1,0001,200") on 180 px."""
+    for variant in (tables, unmatched(tables)):
+        for name in FIGURES:
+            for panel in draw(name, variant).panels:
+                for axis in panel.axes:
+                    assert not axis.crowded(), f"fig_{name} {panel.headers} {axis.orient}: {axis.crowded()} touch"
+
+
+def test_no_legend_entry_without_a_mark(tables):
+    """fig_paper listed "ours" in its legend where none of our runs matched the paper."""
+    for variant in (tables, unmatched(tables)):
+        for name in FIGURES:
+            figure = draw(name, variant)
+            drawn = {value for panel in figure.panels for mark in panel.marks for value in mark.values()}
+            for legend in figure.legends:
+                empty = [v for v in legend.values if v not in drawn]
+                assert not empty, f"fig_{name}: legend {legend.title!r} lists {empty}, drawn nowhere"
+    paper = draw("paper", unmatched(tables))
+    assert [legend.values for legend in paper.legends] == [["paper"]]
+
+
 def test_a_wrong_figure_fails_its_check(tables):
     """The checks can fail: a method dropped from the table, energies in kJ, a five-minute study
     in hours or 280 J in kWh do not pass."""
@@ -345,3 +375,11 @@ def test_a_wrong_figure_fails_its_check(tables):
         assert_unit_fits("time", "h", [0.05, 0.01])
     with pytest.raises(AssertionError, match="kJ fits"):
         assert_unit_fits("energy", "J", [1500.0])
+    # fig_paper's time labels as the old figure drew them, 25.7 px apart on a 180 px axis
+    touching = Axis(
+        "x",
+        None,
+        "linear",
+        labels=[Label(t, x, 15, "middle", 10) for t, x in (("800", 115.71), ("1,000", 141.43), ("1,200", 167.14))],
+    )
+    assert touching.crowded() == [("1,000", "1,200")]
