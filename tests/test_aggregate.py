@@ -16,6 +16,7 @@ from conftest import record
 from bpfree.report.runs import read_metrics
 from bpfree.report.tables import (
     METRIC,
+    Tables,
     bp_deltas,
     build_tables,
     interval,
@@ -276,7 +277,7 @@ def test_deltas_table_shows_tiny_co2_masses_in_grams_not_zeros():
     rows = [run("bp", s, 0.9, 1.0) | {"co2_kg": 1.4e-7 + s * 1e-9} for s in (1, 2)]
     rows += [run("mf", s, 0.9, 1.0) | {"co2_kg": 0.9e-7 + s * 1e-9} for s in (1, 2)]
     shown = deltas_display(bp_deltas(frame(rows))).filter(pl.col("metric").str.starts_with("CO2"))
-    assert shown["metric"].to_list() == ["CO2 (g)"]  # as in the methods and cost tables, not kg
+    assert shown["metric"].to_list() == ["CO2, CodeCarbon's (g, of CodeCarbon's energy)"]  # g, as every table
     assert shown["method"].to_list() == ["0.00009150"] and shown["bp"].to_list() == ["0.0001415"]
 
 
@@ -284,8 +285,51 @@ def test_methods_table_shows_co2_in_significant_digits():
     from bpfree.report.tables import methods_display
 
     rows = [run("mf", s, 0.9, 1.0) | {"co2_kg": c} for s, c in ((1, 1.0e-6), (2, 1.2e-6), (3, 1.1e-6))]
-    shown = methods_display(method_stats(frame(rows)))["CO2 (g)"].to_list()
+    shown = methods_display(method_stats(frame(rows)))["CO2, CodeCarbon's (g)"].to_list()
     assert shown[0].startswith("0.00110 ± 0.000100 [")  # grams: not "0.001 ± 0.000"
+
+
+def test_co2_stands_beside_the_energy_it_was_computed_from():
+    """A BP CNN on digits: CodeCarbon's own whole-machine energy 1,130 J against our 66.9 J.
+    CodeCarbon's CO2 follows its energy (largely the run's time); ours, our energy at the grid
+    intensity CodeCarbon applied (its CO2 over its energy), follows our energy column."""
+    from bpfree.report.tables import deltas_display, footnote, methods_display, with_co2
+
+    g_per_kwh = 369.0
+    kg_per_j = g_per_kwh / 3.6e9
+
+    def measured(algorithm, seed, energy, codecarbon):
+        return run(algorithm, seed, 0.9, energy, source="rapl") | {
+            "codecarbon_energy_j": codecarbon,
+            "co2_kg": codecarbon * kg_per_j,
+            "co2_country": "USA",
+        }
+
+    rows = [measured("bp", s, 66.9 + s, 1130.0 + s) for s in (1, 2)]
+    rows += [measured("mf", s, 30.0 + s, 1000.0 + s) for s in (1, 2)]  # half the energy, nearly the time
+    runs = with_co2(frame(rows))
+    assert runs["grid_intensity_g_per_kwh"].to_list() == pytest.approx([g_per_kwh] * 4)
+    assert runs["co2_ours_kg"].to_list() == pytest.approx([r["energy_j"] * kg_per_j for r in rows])
+    deltas = {r["metric"]: r for r in bp_deltas(runs).to_dicts()}
+    energy, ours = deltas["energy_j"], deltas["co2_ours_kg"]
+    codecarbon, theirs = deltas["codecarbon_energy_j"], deltas["co2_kg"]
+    assert ours["delta_pct"] == pytest.approx(energy["delta_pct"]) and ours["source"] == "rapl"
+    assert theirs["delta_pct"] == pytest.approx(codecarbon["delta_pct"]) != pytest.approx(energy["delta_pct"])
+    assert "follows codecarbon_energy_j" in theirs["note"]
+    # the readable deltas: each CO2 right after the energy it is of, labelled
+    shown = [r["metric"] for r in deltas_display(bp_deltas(runs)).to_dicts()]
+    i = shown.index("energy (J, rapl)")
+    assert shown[i : i + 4] == [
+        "energy (J, rapl)",
+        "CO2 of our energy (g, energy × CodeCarbon's grid intensity, rapl)",
+        "CodeCarbon's energy (kJ, its whole-machine estimate)",
+        "CO2, CodeCarbon's (g, of CodeCarbon's energy)",
+    ]
+    methods = method_stats(runs)
+    row = methods_display(methods).to_dicts()[0]
+    assert row["grid intensity, CodeCarbon's (g/kWh)"] == "369 (USA)"
+    tables = Tables(runs, methods, bp_deltas(runs), pl.DataFrame(), pl.DataFrame())
+    assert "USA 369 g/kWh" in footnote("deltas", tables) and "its CO2 over its own energy" in footnote("deltas", tables)
 
 
 def test_tables_show_time_and_energy_in_the_unit_their_numbers_fill():

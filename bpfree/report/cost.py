@@ -14,9 +14,12 @@ of the compute. Here both are counted side by side.
   ``STUDY.trials.csv`` (written by ``bpfree tune``, one row per trial, every state).
 
 Energies keep their source: a sum over trials or runs measured differently names every
-source (``rapl+estimate``), so that an estimate is never read as a measurement. Tuning has
-no CodeCarbon tracker per trial; its CO2 is the tuning energy times the CO2 per joule of
-the same study's final runs (measured by CodeCarbon on the same machine), and says so.
+source (``rapl+estimate``), so that an estimate is never read as a measurement. Each CO2
+stands beside the energy it was computed from: tuning's and the runs' (``*_co2_ours_kg``) are
+their energy times the grid intensity CodeCarbon applied to the same study's runs (its CO2
+over its own energy: tuning has no CodeCarbon tracker per trial); the runs' CodeCarbon CO2
+(``runs_co2_kg``) is of CodeCarbon's own whole-machine energy estimate
+(``runs_codecarbon_energy_j``), beside it.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ COST_COLUMNS = [
     "runs_time_s",
     "runs_energy_j",
     "runs_energy_source",
+    "runs_co2_ours_kg",
+    "runs_codecarbon_energy_j",
     "runs_co2_kg",
     "total_time_s",
     "total_energy_j",
@@ -68,7 +73,7 @@ COST_COLUMNS = [
 ]
 
 
-CO2_SCALED = "scaled: the runs' CO2 per joule"
+CO2_SCALED = "its energy × CodeCarbon's grid intensity of the study's runs"
 
 
 # -- the cost table ---------------------------------------------------------------------------
@@ -121,9 +126,20 @@ def _cost_row(keys: dict[str, str], trials: pl.DataFrame, runs: pl.DataFrame) ->
     tuning_energy = float(t_energy["energy_j"].sum()) if t_energy.height else None
     runs_energy = _total(runs["energy_j"].to_list()) if runs.height and "energy_j" in runs.columns else None
     runs_co2 = _total(runs["co2_kg"].to_list()) if runs.height and "co2_kg" in runs.columns else None
-    # tuning's CO2 at the runs' CO2 per joule (CodeCarbon ran around every run, not every trial)
-    co2_per_j = share(runs_co2, runs_energy)
-    tuning_co2 = tuning_energy * co2_per_j if tuning_energy is not None and co2_per_j is not None else None
+    cc_energy = None
+    if runs.height and "codecarbon_energy_j" in runs.columns:
+        cc_energy = _total(runs["codecarbon_energy_j"].to_list())
+    # the grid intensity CodeCarbon applied (kg per J: its CO2 over its own energy, over the runs
+    # that have both); CodeCarbon ran around every run, not every trial
+    intensity = None
+    if runs.height and {"co2_kg", "codecarbon_energy_j"} <= set(runs.columns):
+        both = runs.filter(pl.col("co2_kg").is_not_null() & (pl.col("codecarbon_energy_j") > 0))
+        intensity = share(_total(both["co2_kg"].to_list()), _total(both["codecarbon_energy_j"].to_list()))
+
+    def co2_of(energy: float | None) -> float | None:
+        return energy * intensity if energy is not None and intensity is not None else None
+
+    tuning_co2 = co2_of(tuning_energy)
     tuning_time = float(trials["time_s"].fill_null(0.0).sum()) if trials.height else 0.0
     runs_time = float(runs["train_time_s"].fill_null(0.0).sum()) if runs.height else 0.0
     total_energy = _total([tuning_energy, runs_energy])
@@ -146,6 +162,8 @@ def _cost_row(keys: dict[str, str], trials: pl.DataFrame, runs: pl.DataFrame) ->
         "runs_energy_source": _sources(runs["energy_source"].to_list())
         if runs.height and "energy_source" in runs.columns
         else None,
+        "runs_co2_ours_kg": co2_of(runs_energy),
+        "runs_codecarbon_energy_j": cc_energy,
         "runs_co2_kg": runs_co2,
         "total_time_s": tuning_time + runs_time,
         "total_energy_j": total_energy,
@@ -174,8 +192,9 @@ def cost_table(runs: pl.DataFrame, trials: pl.DataFrame) -> pl.DataFrame:
             )
         )
     grid = _cost_row(dict.fromkeys(KEYS, ALL), trials, runs)
-    # the grid's CO2 is the studies' (each scaled at its own runs' rate)
+    # the grid's CO2 of our energy is the studies' (each at its own runs' intensity)
     grid["tuning_co2_kg"] = _total(r["tuning_co2_kg"] for r in rows) if rows else None
+    grid["runs_co2_ours_kg"] = _total(r["runs_co2_ours_kg"] for r in rows) if rows else None
     grid["tuning_co2_source"] = CO2_SCALED if grid["tuning_co2_kg"] is not None else None
     rows.append(grid)
     return pl.DataFrame(rows, schema=_schema(), orient="row") if rows else pl.DataFrame(schema=_schema())
@@ -202,8 +221,14 @@ def grid_total(cost: pl.DataFrame) -> dict[str, Any] | None:
 
 
 def cost_display(cost: pl.DataFrame) -> pl.DataFrame:
-    """The cost table for a reader: time in minutes or hours, energy in kJ or kWh with its
-    source, tuning's share in percent."""
+    """The cost table for a reader: each time and energy in the unit it fills, energy with its
+    source, CO2 in g beside the energy it is of, tuning's share in percent."""
+
+    def codecarbon(r: dict[str, Any]) -> str:
+        if r["runs_co2_kg"] is None:
+            return "–"
+        return f"{co2_text(r['runs_co2_kg'])} (of {energy_text(r['runs_codecarbon_energy_j'], None)})"
+
     rows = []
     for r in cost.to_dicts():
         rows.append(
@@ -214,12 +239,13 @@ def cost_display(cost: pl.DataFrame) -> pl.DataFrame:
                 "tuning epochs": str(r["tuning_epochs"]),
                 "tuning time": hours(r["tuning_time_s"]),
                 "tuning energy": energy_text(r["tuning_energy_j"], r["tuning_energy_source"]),
-                "tuning CO2": co2_text(r["tuning_co2_kg"]),
+                "tuning CO2 (of that energy)": co2_text(r["tuning_co2_kg"]),
                 "runs": str(r["runs"]),
                 "run epochs": str(r["runs_epochs"]),
                 "run time": hours(r["runs_time_s"]),
                 "run energy": energy_text(r["runs_energy_j"], r["runs_energy_source"]),
-                "run CO2": co2_text(r["runs_co2_kg"]),
+                "run CO2 (of that energy)": co2_text(r["runs_co2_ours_kg"]),
+                "run CO2, CodeCarbon's (of its energy)": codecarbon(r),
                 "tuning share (time)": percent(r["tuning_share_time"]),
                 "tuning share (energy)": percent(r["tuning_share_energy"]),
             }

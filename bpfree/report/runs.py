@@ -96,6 +96,8 @@ def read_metrics(paths: Iterable[str | Path] | list[RunFiles]) -> pl.DataFrame:
     for run in runs_of(paths):
         row = run.record.scalars()
         row["counter_period_s"] = counter_period(run.record.measurement)
+        # whose grid intensity CodeCarbon applied (offline: this country's, from its own tables)
+        row["co2_country"] = (run.record.measurement or {}).get("country_iso_code")
         if run.history is not None:
             row["min_val_loss"] = _final_stage_min_val_loss(run.history)
         rows.append(row)

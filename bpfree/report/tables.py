@@ -43,6 +43,8 @@ class Metric:
     percent: bool = False  # a fraction shown in percent (accuracy); deltas in points
     positive: bool = False  # never below 0 (a time, an energy, a count): its interval stays above 0
     quantity: str | None = None  # time, energy, memory, co2: shown in a unit picked from the numbers
+    detail: str | None = None  # what it is, beside its unit in a title: "its whole-machine estimate"
+    note: str | None = None  # said in each of its deltas' rows
 
     @property
     def interval(self) -> str:
@@ -70,7 +72,42 @@ METRICS = [
     Metric("energy_j", "energy", "J", source="energy_source", positive=True, quantity="energy"),
     Metric("net_energy_j", "energy above idle", "J", source="energy_source", quantity="energy"),
     Metric("cpu_energy_j", "CPU energy", "J", source="cpu_energy_source", positive=True, quantity="energy"),
-    Metric("co2_kg", "CO2", "kg", positive=True, quantity="co2"),
+    # CO2 beside the energy it was computed from: ours, of the measured energy above, at the
+    # grid intensity CodeCarbon used; CodeCarbon's, of its own whole-machine energy estimate
+    Metric(
+        "co2_ours_kg",
+        "CO2 of our energy",
+        "kg",
+        source="energy_source",
+        positive=True,
+        quantity="co2",
+        detail="energy × CodeCarbon's grid intensity",
+    ),
+    Metric(
+        "codecarbon_energy_j",
+        "CodeCarbon's energy",
+        "J",
+        positive=True,
+        quantity="energy",
+        detail="its whole-machine estimate",
+    ),
+    Metric(
+        "co2_kg",
+        "CO2, CodeCarbon's",
+        "kg",
+        positive=True,
+        quantity="co2",
+        detail="of CodeCarbon's energy",
+        note="CodeCarbon's energy × grid intensity: follows codecarbon_energy_j (mostly time), not energy_j",
+    ),
+    Metric(
+        "grid_intensity_g_per_kwh",
+        "grid intensity",
+        "g/kWh",
+        source="co2_country",
+        positive=True,
+        detail="CodeCarbon's: its CO2 over its energy",
+    ),
     Metric("peak_memory_mb", "peak memory", "MiB", source="peak_memory_kind", positive=True, quantity="memory"),
 ]
 
@@ -340,6 +377,7 @@ def bp_deltas(runs: pl.DataFrame) -> pl.DataFrame:
             if unpaired:
                 extra = f"{unpaired} seed(s) without an ok pair (diverged or missing)"
                 row["note"] = "; ".join(filter(None, [row["note"], extra]))
+            row["note"] = "; ".join(filter(None, [m.note, row["note"]]))
             rows.append(
                 {
                     "algorithm": algorithm,
@@ -505,16 +543,21 @@ def summary_display(runs: pl.DataFrame) -> pl.DataFrame:
 
 
 def methods_display(methods: pl.DataFrame) -> pl.DataFrame:
-    # (column, label, decimals: None for three significant digits)
+    # (column, label, decimals: None for three significant digits, "mean" for the mean alone:
+    # the grid intensity is the country's, the same for every run, not a measurement)
     shown = [
         ("test_accuracy", "test accuracy", 2),
         ("train_time_s", "time", None),
         ("epochs", "epochs", 1),
         ("min_val_loss", "min. val. loss", None),
         ("energy_j", "energy", None),
-        ("co2_kg", "CO2", None),
+        ("co2_ours_kg", "CO2 of that energy", None),
+        ("codecarbon_energy_j", "CodeCarbon's energy", None),
+        ("co2_kg", "CO2, CodeCarbon's", None),
+        ("grid_intensity_g_per_kwh", "grid intensity, CodeCarbon's", "mean"),
         ("peak_memory_mb", "peak memory", 0),
     ]
+    shown = [item for item in shown if f"{item[0]}_mean" in methods.columns]
     units = {}
     for column, label, _ in shown:
         unit, scale = METRIC[column].shown_in(_values(methods, *(f"{column}_{s}" for s in ("mean", "ci_high"))))
@@ -526,24 +569,41 @@ def methods_display(methods: pl.DataFrame) -> pl.DataFrame:
             if f"{column}_mean" in r:
                 header, scale = units[column]
                 source = r.get(METRIC[column].source) if METRIC[column].source else None
-                row[header] = with_source(estimate(r, column, digits, scale), source)
+                value = fixed(r[f"{column}_mean"], 3, scale) if digits == "mean" else estimate(r, column, digits, scale)
+                row[header] = with_source(value, source)
         rows.append(row | {"note": r["note"]})
     return pl.DataFrame(rows)
 
 
 def metric_title(metric: Metric, source: str | None = None, unit: str | None = None) -> str:
-    """``energy (kJ, nvml-counter)``: the label, with unit (``unit``, else the column's) and
-    how it was measured."""
-    detail = ", ".join(filter(None, [metric.unit if unit is None else unit, source]))
+    """``energy (kJ, nvml-counter)``: the label, with unit (``unit``, else the column's), what
+    it is and how it was measured."""
+    detail = ", ".join(filter(None, [metric.unit if unit is None else unit, metric.detail, source]))
     return f"{metric.label} ({detail})" if detail else metric.label
 
 
-# the deltas' readable tables keep to these; the CSV has every measured metric
-HEADLINE = ["test_accuracy", "train_time_s", "epochs", "min_val_loss", "energy_j", "co2_kg", "peak_memory_mb"]
+# the deltas' readable tables keep to these; the CSV has every measured metric. Each CO2 right
+# after the energy it was computed from.
+HEADLINE = [
+    "test_accuracy",
+    "train_time_s",
+    "epochs",
+    "min_val_loss",
+    "energy_j",
+    "co2_ours_kg",
+    "codecarbon_energy_j",
+    "co2_kg",
+    "peak_memory_mb",
+]
 
 
 def deltas_display(deltas: pl.DataFrame) -> pl.DataFrame:
-    shown = deltas.filter(pl.col("metric").is_in(HEADLINE))
+    order = {name: i for i, name in enumerate(HEADLINE)}
+    shown = (
+        deltas.filter(pl.col("metric").is_in(HEADLINE))
+        .with_columns(pl.col("metric").replace_strict(order, return_dtype=pl.Int64).alias("_order"))
+        .sort("dataset", "arch", "algorithm", "_order")
+    )
     units = {
         name: METRIC[name].shown_in(_values(shown.filter(pl.col("metric") == name), "method_mean", "bp_mean"))
         for name in HEADLINE
@@ -600,16 +660,38 @@ def paper_display(paper: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def footnote(name: str, frame: pl.DataFrame) -> str | None:
-    """The line below a readable table: for ``methods``, which interval each metric has."""
-    if name != "methods":
+def co2_footnote(runs: pl.DataFrame) -> str | None:
+    """Where the CO2 columns come from, with the grid intensity each country's runs had."""
+    if "grid_intensity_g_per_kwh" not in runs.columns or not runs["grid_intensity_g_per_kwh"].is_not_null().any():
         return None
-    kinds: dict[str, list[str]] = {}
-    for m in METRICS:
-        if f"{m.column}_mean" in frame.columns:
-            kinds.setdefault(m.interval, []).append(m.label)
-    parts = [f"{', '.join(labels)}: {INTERVALS[kind]}" for kind, labels in kinds.items()]
-    return "mean ± sd [95% interval] over the seeds' ok runs; " + "; ".join(parts) + " (docs/measurement.md)"
+    country = "co2_country" if "co2_country" in runs.columns else None
+    seen = (
+        runs.filter(pl.col("grid_intensity_g_per_kwh").is_not_null())
+        .group_by(country or pl.lit("?"))
+        .agg(pl.col("grid_intensity_g_per_kwh").mean())
+    )
+    where = ", ".join(f"{c or 'country not recorded'} {fixed(g)} g/kWh" for c, g in sorted(seen.iter_rows()))
+    return (
+        "CO2 in g, each beside the energy it is of: ours is that energy × the grid intensity CodeCarbon "
+        f"applied to the same run ({where}; its CO2 over its own energy: offline, the country's intensity "
+        "from CodeCarbon's own tables); CodeCarbon's is its own whole-machine energy estimate × that intensity"
+    )
+
+
+def footnote(name: str, tables: Tables) -> str | None:
+    """The lines below a readable table: which interval each metric has (``methods``), and
+    where the CO2 comes from (``methods``, ``deltas``, ``cost``)."""
+    lines = []
+    if name == "methods":
+        kinds: dict[str, list[str]] = {}
+        for m in METRICS:
+            if f"{m.column}_mean" in tables.methods.columns and m.column != "grid_intensity_g_per_kwh":
+                kinds.setdefault(m.interval, []).append(m.label)
+        parts = [f"{', '.join(labels)}: {INTERVALS[kind]}" for kind, labels in kinds.items()]
+        lines.append("mean ± sd [95% interval] over the seeds' ok runs; " + "; ".join(parts) + " (docs/measurement.md)")
+    if name in ("methods", "deltas", "cost"):
+        lines.append(co2_footnote(tables.summary))
+    return "\n\n".join(line for line in lines if line) or None
 
 
 @dataclass
@@ -627,6 +709,20 @@ class Tables:
     to_target: pl.DataFrame | None = None  # each run's cost to a target accuracy (bpfree.report.target)
 
 
+def with_co2(runs: pl.DataFrame) -> pl.DataFrame:
+    """The runs with the grid intensity CodeCarbon used (``grid_intensity_g_per_kwh``: its CO2
+    over its own energy, g per kWh; offline it is the intensity of ``co2_country`` from the
+    tables CodeCarbon ships) and ``co2_ours_kg``: the run's measured (or estimated) energy
+    ``energy_j`` at that intensity, the CO2 of the energy the tables show beside it."""
+    if not {"co2_kg", "codecarbon_energy_j"} <= set(runs.columns):
+        return runs
+    kg_per_j = pl.when(pl.col("codecarbon_energy_j") > 0).then(pl.col("co2_kg") / pl.col("codecarbon_energy_j"))
+    derived = [(kg_per_j * 3.6e9).alias("grid_intensity_g_per_kwh")]
+    if "energy_j" in runs.columns:
+        derived.append((pl.col("energy_j") * kg_per_j).alias("co2_ours_kg"))
+    return runs.with_columns(derived)
+
+
 def build_tables(
     metrics_paths: list[str | Path] | list[RunFiles],
     trials_paths: list[str | Path] = (),
@@ -636,7 +732,7 @@ def build_tables(
     """``trials_paths``: the studies' trial tables (``STUDY.trials.csv``) for the cost table."""
 
     given = runs_of(metrics_paths)  # read and checked once
-    runs = read_metrics(given)
+    runs = with_co2(read_metrics(given))
     methods = method_stats(runs)
     deltas = bp_deltas(runs)
     tables = Tables(runs, methods, deltas, paper_comparison(methods, deltas), read_histories(given))
@@ -665,7 +761,7 @@ def write_tables(tables: Tables, out_dir: str | Path) -> list[Path]:
     for name, shown in display.items():
         frame = getattr(tables, name)
         readable = shown(frame) if frame.height else pl.DataFrame({"note": ["(no rows)"]})
-        note = footnote(name, frame) if frame.height else None
+        note = footnote(name, tables) if frame.height else None
         markdown, latex = to_markdown(readable, note), to_latex(readable, note)
         for ext, text in (("csv", frame.write_csv()), ("md", markdown), ("tex", latex)):
             write_text_atomic(out_dir / f"{name}.{ext}", text)
