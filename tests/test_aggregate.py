@@ -271,6 +271,36 @@ def test_tables_from_run_files(tmp_path):
     assert r"\toprule" in tex and r"test accuracy (\%)" in tex
 
 
+def test_ffs_validation_loss_is_not_compared_with_bps_cross_entropy(tmp_path):
+    """FF's validation loss is its goodness BCE: "+1422%" against BP's cross-entropy compared
+    two different losses. MF's, the cross-entropy of its last layer's scores, is compared."""
+    from bpfree.report.tables import deltas_display
+
+    paths = []
+    for algorithm, loss in (("bp", 0.1), ("ff", 1.6), ("mf", 0.2)):
+        for seed in (1, 2):
+            d = tmp_path / algorithm / str(seed)
+            d.mkdir(parents=True)
+            (d / "metrics.json").write_text(json.dumps(record(run(algorithm, seed, 0.9))))
+            (d / "history.csv").write_text(
+                f"epoch,stage,train_loss,val_loss,val_accuracy,epoch_time_s\n1,train,1,{loss + seed / 100},0.9,1\n"
+            )
+            paths.append(d / "metrics.json")
+    tables = build_tables(paths)
+    kinds = dict(tables.summary.select("algorithm", "val_loss_kind").unique().iter_rows())
+    assert kinds == {"bp": "cross-entropy", "mf": "cross-entropy", "ff": "FF goodness BCE, not a cross-entropy"}
+    loss = {r["algorithm"]: r for r in tables.deltas.filter(pl.col("metric") == "min_val_loss").to_dicts()}
+    ff = loss["ff"]
+    assert math.isnan(ff["delta_pct"]) and math.isnan(ff["p_value"]) and ff["pairs"] == 2
+    assert ff["method_mean"] == pytest.approx(1.615) and ff["bp_mean"] == pytest.approx(0.115)  # both still shown
+    assert ff["note"].startswith("not comparable: ff's validation loss is the FF goodness BCE")
+    assert loss["mf"]["delta_pct"] == pytest.approx(100 * (0.215 / 0.115 - 1))
+    shown = deltas_display(tables.deltas).filter(pl.col("metric").str.starts_with("min. validation loss"))
+    assert dict(zip(shown["algorithm"], shown["change vs bp"])) == {"ff": "not comparable", "mf": "+87.0%"}
+    methods = tables.methods.filter(pl.col("algorithm") == "ff")
+    assert methods["val_loss_kind"].to_list() == ["FF goodness BCE, not a cross-entropy"]
+
+
 def test_deltas_table_shows_tiny_co2_masses_in_grams_not_zeros():
     from bpfree.report.tables import deltas_display
 

@@ -157,6 +157,9 @@ def test_fig_val_loss_shows_every_runs_curve_in_its_panel(tables):
         axis = panel.axis("y")
         losses = history.filter(pl.col("dataset") == dataset)["val_loss"]
         assert axis.scale == "log" and axis.low <= losses.min() * 1.01 and axis.high >= losses.max() * 0.99
+    # FF's loss is no cross-entropy: the figure says so beside BP's and MF's
+    said = " ".join(figure.subtitles)  # a subtitle's lines, joined
+    assert "the losses differ (bp, mf: cross-entropy;" in said and "ff: FF goodness BCE, not a cross-entropy" in said
 
 
 def test_fig_to_target_shows_cumulative_energy_and_the_target(tables):

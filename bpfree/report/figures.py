@@ -292,16 +292,21 @@ def val_loss(tables: Tables) -> alt.Chart:
         .add_params(pick)
     )
     panels = data["panel"].n_unique()
+    subtitle = ["one line per seed; click a legend entry to pick a method"]
+    # what each method's loss is: FF's goodness BCE or CaFo's sum over blocks is no cross-entropy
+    summary = tables.summary
+    if "val_loss_kind" in summary.columns:
+        kinds = summary.filter(pl.col("algorithm").is_in(data["algorithm"].unique().to_list()))
+        kinds = kinds.group_by("val_loss_kind").agg(pl.col("algorithm").unique().sort()).sort("val_loss_kind")
+        if kinds.height > 1:
+            said = "; ".join(f"{', '.join(a)}: {k}" for k, a in kinds.sort("algorithm").iter_rows())
+            subtitle.append(f"the losses differ ({said}): compare where each reaches its minimum, not their values")
     return (
         alt.layer(lines, data=data)
         .properties(width=WIDTH * 3 // 4, height=200)
         .facet(facet=alt.Facet("panel:N", title=None), columns=min(panels, 3))
         .resolve_scale(y="independent")
-        .properties(
-            title=alt.Title(
-                "Validation loss per epoch", subtitle="one line per seed; click a legend entry to pick a method"
-            )
-        )
+        .properties(title=alt.Title("Validation loss per epoch", subtitle=subtitle))
     )
 
 

@@ -68,7 +68,9 @@ METRICS = [
     Metric("train_time_s", "training time", "s", positive=True, quantity="time"),
     Metric("time_per_epoch_s", "time per epoch", "s", positive=True, quantity="time"),
     Metric("epochs", "epochs", "", positive=True),
-    Metric("min_val_loss", "min. validation loss", "", positive=True),
+    # its "source" is what the loss is (bpfree.report.runs.val_loss_kind): FF's goodness BCE and
+    # CaFo's sum over blocks are no cross-entropy, and are not compared with BP's
+    Metric("min_val_loss", "min. validation loss", "", source="val_loss_kind", positive=True),
     Metric("energy_j", "energy", "J", source="energy_source", positive=True, quantity="energy"),
     Metric("net_energy_j", "energy above idle", "J", source="energy_source", quantity="energy"),
     Metric("cpu_energy_j", "CPU energy", "J", source="cpu_energy_source", positive=True, quantity="energy"),
@@ -369,7 +371,13 @@ def bp_deltas(runs: pl.DataFrame) -> pl.DataFrame:
                 picked = matched.filter(keep)
                 sources = set(picked[m.source].to_list()) | set(picked[f"{m.source}_bp"].to_list())
                 source = ", ".join(sorted(str(s) for s in sources))
-            if len(sources) > 1:
+            if len(sources) > 1 and m.column == "min_val_loss":
+                kinds = [", ".join(sorted(set(picked[c].to_list()))) for c in (m.source, f"{m.source}_bp")]
+                source = " vs ".join(kinds)
+                row = paired_delta([], [])
+                row["pairs"], row["method_mean"], row["bp_mean"] = len(a), sum(a) / len(a), sum(b) / len(b)
+                row["note"] = f"not comparable: {algorithm}'s validation loss is the {kinds[0]}; bp's the {kinds[1]}"
+            elif len(sources) > 1:
                 row = paired_delta([], [])
                 row["note"] = f"not compared: measured by {source}"
             else:
@@ -615,12 +623,16 @@ def deltas_display(deltas: pl.DataFrame) -> pl.DataFrame:
         change = (
             f"{num(r['delta'], 2, 100, sign=True)} pp" if metric.percent else f"{num(r['delta_pct'], 1, sign=True)}%"
         )
+        source = r["source"]
+        if (r["note"] or "").startswith(("not comparable", "not compared")):
+            change = r["note"].split(":")[0]
+            source = None if r["note"].startswith("not comparable") else source  # the note says what each is
         rows.append(
             {
                 "algorithm": r["algorithm"],
                 "arch": r["arch"],
                 "dataset": r["dataset"],
-                "metric": metric_title(metric, r["source"], unit),
+                "metric": metric_title(metric, source, unit),
                 "pairs": str(r["pairs"]),
                 "method": fixed(r["method_mean"], 4, scale),
                 "bp": fixed(r["bp_mean"], 4, scale),
