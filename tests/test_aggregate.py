@@ -301,6 +301,29 @@ def test_ffs_validation_loss_is_not_compared_with_bps_cross_entropy(tmp_path):
     assert methods["val_loss_kind"].to_list() == ["FF goodness BCE, not a cross-entropy"]
 
 
+def test_paper_md_says_in_one_line_when_no_run_matches_the_papers_grid(tmp_path):
+    """On the default digits grid paper.md was the paper's 26 rows beside 26 rows of dashes."""
+
+    def write(root, arch, dataset):
+        paths = []
+        for algorithm in ("bp", "mf"):
+            d = root / algorithm
+            d.mkdir(parents=True)
+            (d / "metrics.json").write_text(json.dumps(record(run(algorithm, 1, 0.9, arch=arch, dataset=dataset))))
+            (d / "history.csv").write_text("epoch,stage,train_loss,val_loss,val_accuracy,epoch_time_s\n")
+            paths.append(d / "metrics.json")
+        write_tables(build_tables(paths), root / "tables")
+        return (root / "tables" / "paper.md").read_text(), (root / "tables" / "paper.tex").read_text()
+
+    md, tex = write(tmp_path / "digits", "mlp:8,8", "digits")
+    rows = paper_results().height
+    assert md.count("\n") == 1 and md.startswith(f"None of these runs matches one of the paper's {rows} configurations")
+    assert tex.count("\n") == 1 and r"paper\_results.csv" in tex
+    assert pl.read_csv(tmp_path / "digits" / "tables" / "paper.csv").height == rows  # the numbers stay in the CSV
+    md, _ = write(tmp_path / "mnist", "mlp:1000,1000", "mnist")  # the paper's MF comparison on MNIST
+    assert md.startswith("| algorithm |") and "| mf | mlp:1000,1000 | mnist | 1 |" in md
+
+
 def test_deltas_table_shows_tiny_co2_masses_in_grams_not_zeros():
     from bpfree.report.tables import deltas_display
 

@@ -160,11 +160,14 @@ _LATEX_SPECIAL = {
 }
 
 
+def latex_text(value) -> str:
+    """``value`` as LaTeX text, its special characters escaped."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in ("" if value is None else str(value)))
+
+
 def to_latex(frame: pl.DataFrame, note: str | None = None) -> str:
     """A booktabs tabular (\\usepackage{booktabs}); ``note``: a paragraph below it."""
-
-    def cell(value) -> str:
-        return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in ("" if value is None else str(value)))
+    cell = latex_text
 
     lines = [
         rf"\begin{{tabular}}{{{'l' * frame.width}}}",

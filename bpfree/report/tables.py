@@ -26,7 +26,7 @@ import polars as pl
 from bpfree.core.io import write_text_atomic
 from bpfree.core.outputs import BASELINE, HISTORIES, TARGET_FRACTION
 from bpfree.report.cost import cost_display, cost_table, read_trials
-from bpfree.report.formats import estimate, fixed, num, to_latex, to_markdown, unit_for, with_source
+from bpfree.report.formats import estimate, fixed, latex_text, num, to_latex, to_markdown, unit_for, with_source
 from bpfree.report.hardware import hardware_display, hardware_table
 from bpfree.report.runs import KEYS, RunFiles, read_histories, read_metrics, runs_of
 from bpfree.report.target import to_target, to_target_display
@@ -644,7 +644,14 @@ def deltas_display(deltas: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def paper_display(paper: pl.DataFrame) -> pl.DataFrame:
+def paper_display(paper: pl.DataFrame) -> pl.DataFrame | str:
+    """Ours next to the paper, row by row; one line where none of our runs matches a row."""
+    if int(paper["runs"].sum()) == 0:
+        return (
+            f"None of these runs matches one of the paper's {paper.height} configurations (algorithm, "
+            "architecture, dataset; bpfree/data/paper_results.csv): nothing to compare. "
+            "config/paper.yaml runs the paper's grid; paper.csv holds the paper's numbers."
+        )
     time_unit, time_scale = METRIC["train_time_s"].shown_in(_values(paper, "time_s", "paper_time_s"))
     energy_unit, energy_scale = METRIC["energy_j"].shown_in(_values(paper, "energy_j", "paper_energy_j"))
     rows = []
@@ -774,7 +781,10 @@ def write_tables(tables: Tables, out_dir: str | Path) -> list[Path]:
         frame = getattr(tables, name)
         readable = shown(frame) if frame.height else pl.DataFrame({"note": ["(no rows)"]})
         note = footnote(name, tables) if frame.height else None
-        markdown, latex = to_markdown(readable, note), to_latex(readable, note)
+        if isinstance(readable, str):  # a table with nothing to show says so in one line
+            markdown, latex = readable + "\n", latex_text(readable) + "\n"
+        else:
+            markdown, latex = to_markdown(readable, note), to_latex(readable, note)
         for ext, text in (("csv", frame.write_csv()), ("md", markdown), ("tex", latex)):
             write_text_atomic(out_dir / f"{name}.{ext}", text)
             written.append(out_dir / f"{name}.{ext}")
