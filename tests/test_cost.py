@@ -205,6 +205,23 @@ def test_plan_estimates_time_from_earlier_trials(tmp_path, capsys):
     assert "1 of 7 studies measured" in capsys.readouterr().out
 
 
+def test_plan_defaults_to_the_snakefiles_config_as_status_does(tmp_path, capsys, monkeypatch):
+    assert main(["plan", "--results", str(tmp_path / "none")]) == 0
+    assert capsys.readouterr().out.startswith("config/config.yaml, tuning protocol bpfree: 7 studies")
+    monkeypatch.chdir(tmp_path)  # no config/config.yaml here: one line saying what to give
+    assert main(["plan"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no --configfile given and no config/config.yaml here" in err
+
+
+def test_plan_names_the_other_tuning_protocol_only_where_it_applies(tmp_path, capsys):
+    """The digits grid is not the paper's: "tuning.protocol: paper" (never set, and impossible for
+    it) is not mentioned; the paper's grid gets both forecasts (see above)."""
+    assert main(["plan", "--configfile", "config/config.yaml", "--results", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    assert "config/config.yaml, tuning protocol bpfree: 7 studies" in out and "protocol: paper" not in out
+
+
 def test_plan_refuses_a_bad_config_in_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("seeds: [1]\nexperiments: [{algorithm: nope, arch: 'mlp:8', datasets: [digits]}]\n")
