@@ -467,6 +467,24 @@ def test_hardware_and_to_target_tables_from_analysed_runs(tmp_path):
     assert "(×3.00 bp)" in (tmp_path / "tables" / "hardware.md").read_text()
 
 
+def test_hardware_table_shows_memory_in_mib_without_an_exponent():
+    """CaFo's cache on full MNIST is about 3,800 MiB: "3.81e+03" is no way to show it."""
+    from bpfree.report.hardware import hardware_display
+
+    table = pl.DataFrame(
+        {
+            "algorithm": ["cafo-rand"],
+            "arch": ["cnn:32,128,512"],
+            "dataset": ["mnist"],
+            "memory_cached_features_mb": [3_812.4],
+        }
+        | {"memory_breakdown_total_mb": [4_120.0], "peak_memory_mb": [4_500.0], "peak_memory_kind": ["torch-allocated"]}
+    )
+    row = hardware_display(table).row(0, named=True)
+    assert row["memory MiB: weights / grads / optim. / activ. / cached / data"] == "– / – / – / – / 3812 / –"
+    assert row["sum (MiB)"] == "4120" and row["measured peak (MiB)"] == "4500 (torch-allocated)"
+
+
 def test_runs_without_the_analysis_give_an_empty_hardware_table(tmp_path):
     from bpfree.report.hardware import hardware_table
 
