@@ -401,6 +401,9 @@ def test_tables_show_time_and_energy_in_the_unit_their_numbers_fill():
     # a tiny run stays in seconds and joules
     tiny = frame([run("bp", s, 0.9, 0.4, time_s=0.1 * s) for s in (1, 2)])
     assert {"time (s)", "energy (J)"} <= set(methods_display(method_stats(tiny)).columns)
+    # the unit is the means' (what the column is about), however far an interval reaches
+    spread = method_stats(frame([run("bp", s, 0.9, time_s=t) for s, t in ((1, 20.0), (2, 50.0))]))
+    assert spread["train_time_s_ci_high"].item() > 60 and "time (s)" in methods_display(spread).columns
 
 
 def test_every_table_shows_memory_in_mib_and_co2_in_grams(tmp_path):

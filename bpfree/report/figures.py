@@ -114,9 +114,7 @@ def method_chart(tables: Tables, column: str, title: str, bars: bool) -> alt.Cha
     mean = f"{column}_mean"
     if not has_values(methods, mean):
         return not_measured(title, f"no run measured {METRIC[column].label} ({column} absent)")
-    unit, scale = METRIC[column].shown_in(
-        [v for c in (mean, f"{column}_ci_high") if c in methods.columns for v in methods[c].to_list()]
-    )
+    unit, scale = METRIC[column].shown_in(methods[mean].to_list())  # the unit the bars (points) fill
     axis = measured_title(column, methods, tables.summary, unit)
     data = (
         with_label(methods)

@@ -568,7 +568,7 @@ def methods_display(methods: pl.DataFrame) -> pl.DataFrame:
     shown = [item for item in shown if f"{item[0]}_mean" in methods.columns]
     units = {}
     for column, label, _ in shown:
-        unit, scale = METRIC[column].shown_in(_values(methods, *(f"{column}_{s}" for s in ("mean", "ci_high"))))
+        unit, scale = METRIC[column].shown_in(_values(methods, f"{column}_mean"))
         units[column] = (f"{label} ({unit})" if unit else label, scale)
     rows = []
     for r in methods.iter_rows(named=True):
