@@ -19,10 +19,14 @@ ARCH = "mlp:1000,1000"  # the paper's MNIST/Fashion-MNIST MLP: the paper figure 
 GRID = {
     ("mnist", "bp"): (0.97, 40.0, 900.0),
     ("mnist", "mf"): (0.95, 25.0, 500.0),
-    ("mnist", "ff"): (0.91, 60.0, 1500.0),
+    ("mnist", "ff"): (0.985, 60.0, 1500.0),
     ("fashion-mnist", "bp"): (0.88, 400.0, 9000.0),
     ("fashion-mnist", "mf"): (0.84, 300.0, 7000.0),
 }
+# (dataset, algorithm) -> how far apart its seeds' accuracies and times are (else 0.001 and
+# 10%): FF on MNIST near 100% with a spread whose t-interval would pass 100%, and whose time
+# spreads so that its t-interval would reach below 0 s
+SPREAD = {("mnist", "ff"): (0.006, 0.6)}
 SEEDS = (1, 2)
 EPOCHS = 4
 
@@ -34,10 +38,11 @@ def write_grid(root: Path, energy_source: str = "nvml-counter", tuned: bool = Tr
 
     paths, trials = [], []
     for (dataset, algorithm), (accuracy, seconds, joules) in GRID.items():
+        accuracy_step, time_step = SPREAD.get((dataset, algorithm), (0.001, 0.1))
         for seed in SEEDS:
             d = root / "runs" / dataset / algorithm / f"seed{seed}"
             d.mkdir(parents=True)
-            time_s = seconds * (1 + seed / 10)
+            time_s = seconds * (1 + seed * time_step)
             energy = joules * (1 + seed / 10)
             flops = 3.0e6 if algorithm == "bp" else 1.0e6 * (2 if algorithm == "ff" else 1)
             metrics = {
@@ -46,7 +51,7 @@ def write_grid(root: Path, energy_source: str = "nvml-counter", tuned: bool = Tr
                 "dataset": dataset,
                 "seed": seed,
                 "status": "ok",
-                "test_accuracy": accuracy + seed / 1000,
+                "test_accuracy": accuracy + seed * accuracy_step,
                 "train_time_s": time_s,
                 "epochs": EPOCHS,
                 "energy_j": energy,

@@ -45,10 +45,14 @@ def trials_frame(rows: list[tuple]) -> pl.DataFrame:
 
 
 def runs_frame(rows: list[tuple]) -> pl.DataFrame:
-    """(algorithm, seed, epochs, train_time_s, energy_j, source, co2_kg) on mlp:8 / digits."""
+    """(algorithm, seed, epochs, train_time_s, energy_j, source, co2_kg) on mlp:8 / digits;
+    CodeCarbon's own energy ten times ours where it measured CO2."""
     keys = ["algorithm", "seed", "epochs", "train_time_s", "energy_j", "energy_source", "co2_kg"]
     frame = pl.DataFrame([dict(zip(keys, r, strict=True)) for r in rows])
-    return frame.with_columns(pl.lit("mlp:8").alias("arch"), pl.lit("digits").alias("dataset"))
+    codecarbon = pl.when(pl.col("co2_kg").is_not_null()).then(10 * pl.col("energy_j"))
+    return frame.with_columns(
+        pl.lit("mlp:8").alias("arch"), pl.lit("digits").alias("dataset"), codecarbon.alias("codecarbon_energy_j")
+    )
 
 
 def test_the_cost_table_adds_tuning_and_runs_per_study_and_for_the_grid():
@@ -80,8 +84,12 @@ def test_the_cost_table_adds_tuning_and_runs_per_study_and_for_the_grid():
     assert bp["runs"] == 2 and bp["runs_epochs"] == 20 and bp["runs_time_s"] == 60.0 and bp["runs_energy_j"] == 600.0
     assert bp["tuning_share_time"] == pytest.approx(15 / 75)
     assert bp["tuning_share_energy"] == pytest.approx(140 / 740)
-    # tuning's CO2 at the runs' kg per joule, and labelled so
-    assert bp["tuning_co2_kg"] == pytest.approx(140 * 6e-5 / 600) and bp["tuning_co2_source"].startswith("scaled")
+    # tuning's CO2: its energy at the grid intensity CodeCarbon applied to the runs (its CO2 over
+    # its own energy, 6e-5 kg over 6,000 J), labelled so; the runs' CO2 of our energy the same
+    # way, CodeCarbon's own beside its energy
+    assert bp["tuning_co2_kg"] == pytest.approx(140 * 6e-5 / 6000) and "grid intensity" in bp["tuning_co2_source"]
+    assert bp["runs_co2_ours_kg"] == pytest.approx(600 * 6e-5 / 6000)
+    assert bp["runs_co2_kg"] == pytest.approx(6e-5) and bp["runs_codecarbon_energy_j"] == 6000.0
 
     assert rows["mf"]["tuning_epochs"] == 0 and rows["mf"]["tuning_share_time"] == 0.0
     assert rows["ff"]["tuning_co2_kg"] is None  # no CO2 measured for its runs: none scaled
@@ -98,6 +106,9 @@ def test_the_cost_table_adds_tuning_and_runs_per_study_and_for_the_grid():
     assert shown["study"].to_list()[-1] == "whole grid"
     assert shown.filter(pl.col("study") == "bp mlp:8 digits")["trials (c/p/f)"].item() == "1/1/1"
     assert "(estimate+rapl)" in shown["tuning energy"].to_list()[-1]
+    bp_shown = shown.filter(pl.col("study") == "bp mlp:8 digits").row(0, named=True)
+    assert bp_shown["run CO2 (of that energy)"] == "0.00600 g"  # 600 J at 10 g per MJ
+    assert bp_shown["run CO2, CodeCarbon's (of its energy)"] == "0.0600 g (of 6.00 kJ)"
 
 
 def test_without_tuning_the_table_has_the_runs_and_a_zero_share():
@@ -192,6 +203,23 @@ def test_plan_estimates_time_from_earlier_trials(tmp_path, capsys):
 
     assert main(["plan", "--configfile", "config/config.yaml", "--results", str(tmp_path / "results")]) == 0
     assert "1 of 7 studies measured" in capsys.readouterr().out
+
+
+def test_plan_defaults_to_the_snakefiles_config_as_status_does(tmp_path, capsys, monkeypatch):
+    assert main(["plan", "--results", str(tmp_path / "none")]) == 0
+    assert capsys.readouterr().out.startswith("config/config.yaml, tuning protocol bpfree: 7 studies")
+    monkeypatch.chdir(tmp_path)  # no config/config.yaml here: one line saying what to give
+    assert main(["plan"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no --configfile given and no config/config.yaml here" in err
+
+
+def test_plan_names_the_other_tuning_protocol_only_where_it_applies(tmp_path, capsys):
+    """The digits grid is not the paper's: "tuning.protocol: paper" (never set, and impossible for
+    it) is not mentioned; the paper's grid gets both forecasts (see above)."""
+    assert main(["plan", "--configfile", "config/config.yaml", "--results", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    assert "config/config.yaml, tuning protocol bpfree: 7 studies" in out and "protocol: paper" not in out
 
 
 def test_plan_refuses_a_bad_config_in_one_line(tmp_path, capsys):

@@ -65,7 +65,7 @@ def test_energy_axis_names_its_source(tmp_path):
     cpu = write_runs(tmp_path / "cpu", energy_source="estimate", energy_device="cpu")
     text = spec_text(FIGURES["energy"](cpu))
     assert "CPU energy (J, estimate)" in text and "nvml" not in text
-    assert "peak memory (MB, cuda-allocator)" in spec_text(FIGURES["memory"](gpu))
+    assert "peak memory (MiB, cuda-allocator)" in spec_text(FIGURES["memory"](gpu))  # MiB, as measured
 
 
 def test_a_figure_without_its_measurement_says_so(tmp_path):

@@ -143,7 +143,7 @@ def test_an_estimate_is_labelled_as_one():
     twin = row(to_target(runs(("bp", 1)), bp), "bp")
     assert twin["energy_j"] == 2.0 and twin["energy_source"] == "estimate"
     shown = to_target_display(to_target(runs(("bp", 1)), bp)).to_dicts()[0]
-    assert shown["energy (J)"] == "2 (estimate)" and shown["reached"] == "yes"
+    assert shown["energy (J)"] == "2.00 (estimate)" and shown["reached"] == "yes"
 
 
 def test_counter_periods_agree_with_the_meter():

@@ -5,9 +5,11 @@ earlier results measured seconds per epoch."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import output_file, write_text_atomic
+from bpfree.core.outputs import DEFAULT_CONFIG
 from bpfree.core.spec import read_yaml
 
 
@@ -15,7 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plan", help="forecast a config's cost before running it: worst-case epochs per phase, time from earlier runs"
     )
-    p.add_argument("--configfile", required=True, help="the workflow config (as given to snakemake --configfile)")
+    p.add_argument(
+        "--configfile",
+        help=f"the workflow config, as given to snakemake --configfile (default: {DEFAULT_CONFIG}, the Snakefile's)",
+    )
     p.add_argument(
         "--results",
         default="results",
@@ -31,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.csv is not None:
         output_file(args.csv, "--csv")
+    if args.configfile is None:  # as snakemake: the default config where it is run
+        if not Path(DEFAULT_CONFIG).is_file():
+            raise BpfreeError(f"no --configfile given and no {DEFAULT_CONFIG} here: give the workflow config")
+        args.configfile = DEFAULT_CONFIG
     config = read_yaml(args.configfile, "config")
     if not isinstance(config, dict):
         raise BpfreeError(f"{args.configfile} is not a workflow config (not a mapping)")
@@ -38,18 +47,16 @@ def run(args: argparse.Namespace) -> int:
         rows = plan_rows(config, args.results)
         own = rows[0]["protocol"] if rows else "bpfree"
         other = "paper" if own == "bpfree" else "bpfree"
-        try:  # the other tuning protocol beside it, where every study has one
+        try:  # the other tuning protocol beside it, where it applies to every study (the paper's grid)
             others = plan_rows(config, args.results, protocol=other)
-        except BpfreeError as err:
-            others, why = [], str(err)
+        except BpfreeError:
+            others = []  # it does not apply to this grid: nothing to say about it
     except BpfreeError as err:
         raise BpfreeError(f"{args.configfile}: {err}") from None
     print(plan_text(rows, args.configfile), end="")
-    print()
     if others:
+        print()
         print(plan_text(others, f"{args.configfile} with tuning.protocol: {other}"), end="")
-    else:
-        print(f"{args.configfile} with tuning.protocol: {other}: no forecast ({why})")
     if args.csv:
         import polars as pl
 

@@ -57,6 +57,8 @@ FIGURE_NAMES = [
 # (mlp-256-256). A value not given stays a Snakemake wildcard, so that run_dir() is the rules'
 # pattern "results/runs/{dataset}/{arch}/{algorithm}/seed{seed}". ``results``: the results folder.
 RESULTS = "results"
+# the Snakefile's config when --configfile is not given (bpfree plan's default too)
+DEFAULT_CONFIG = "config/config.yaml"
 # a run folder's files (bpfree train writes them; RESULTS/runs/.../seedN/ in the workflow)
 RUN_SPEC = "spec.yaml"  # its complete resolved specification: bpfree train --spec re-runs it
 RUN_METRICS = "metrics.json"  # its record (bpfree.core.record.RunRecord)

@@ -14,9 +14,12 @@ of the compute. Here both are counted side by side.
   ``STUDY.trials.csv`` (written by ``bpfree tune``, one row per trial, every state).
 
 Energies keep their source: a sum over trials or runs measured differently names every
-source (``rapl+estimate``), so that an estimate is never read as a measurement. Tuning has
-no CodeCarbon tracker per trial; its CO2 is the tuning energy times the CO2 per joule of
-the same study's final runs (measured by CodeCarbon on the same machine), and says so.
+source (``rapl+estimate``), so that an estimate is never read as a measurement. Each CO2
+stands beside the energy it was computed from: tuning's and the runs' (``*_co2_ours_kg``) are
+their energy times the grid intensity CodeCarbon applied to the same study's runs (its CO2
+over its own energy: tuning has no CodeCarbon tracker per trial); the runs' CodeCarbon CO2
+(``runs_co2_kg``) is of CodeCarbon's own whole-machine energy estimate
+(``runs_codecarbon_energy_j``), beside it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import polars as pl
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.outputs import TRIAL_COLUMNS
-from bpfree.report.formats import co2_text, energy_text, hours, percent
+from bpfree.report.formats import Unit, co2_text, energy_text, fixed, hours, percent, unit_for
 
 KEYS = ["algorithm", "arch", "dataset"]
 
@@ -60,6 +63,8 @@ COST_COLUMNS = [
     "runs_time_s",
     "runs_energy_j",
     "runs_energy_source",
+    "runs_co2_ours_kg",
+    "runs_codecarbon_energy_j",
     "runs_co2_kg",
     "total_time_s",
     "total_energy_j",
@@ -68,7 +73,7 @@ COST_COLUMNS = [
 ]
 
 
-CO2_SCALED = "scaled: the runs' CO2 per joule"
+CO2_SCALED = "its energy × CodeCarbon's grid intensity of the study's runs"
 
 
 # -- the cost table ---------------------------------------------------------------------------
@@ -121,9 +126,20 @@ def _cost_row(keys: dict[str, str], trials: pl.DataFrame, runs: pl.DataFrame) ->
     tuning_energy = float(t_energy["energy_j"].sum()) if t_energy.height else None
     runs_energy = _total(runs["energy_j"].to_list()) if runs.height and "energy_j" in runs.columns else None
     runs_co2 = _total(runs["co2_kg"].to_list()) if runs.height and "co2_kg" in runs.columns else None
-    # tuning's CO2 at the runs' CO2 per joule (CodeCarbon ran around every run, not every trial)
-    co2_per_j = share(runs_co2, runs_energy)
-    tuning_co2 = tuning_energy * co2_per_j if tuning_energy is not None and co2_per_j is not None else None
+    cc_energy = None
+    if runs.height and "codecarbon_energy_j" in runs.columns:
+        cc_energy = _total(runs["codecarbon_energy_j"].to_list())
+    # the grid intensity CodeCarbon applied (kg per J: its CO2 over its own energy, over the runs
+    # that have both); CodeCarbon ran around every run, not every trial
+    intensity = None
+    if runs.height and {"co2_kg", "codecarbon_energy_j"} <= set(runs.columns):
+        both = runs.filter(pl.col("co2_kg").is_not_null() & (pl.col("codecarbon_energy_j") > 0))
+        intensity = share(_total(both["co2_kg"].to_list()), _total(both["codecarbon_energy_j"].to_list()))
+
+    def co2_of(energy: float | None) -> float | None:
+        return energy * intensity if energy is not None and intensity is not None else None
+
+    tuning_co2 = co2_of(tuning_energy)
     tuning_time = float(trials["time_s"].fill_null(0.0).sum()) if trials.height else 0.0
     runs_time = float(runs["train_time_s"].fill_null(0.0).sum()) if runs.height else 0.0
     total_energy = _total([tuning_energy, runs_energy])
@@ -146,6 +162,8 @@ def _cost_row(keys: dict[str, str], trials: pl.DataFrame, runs: pl.DataFrame) ->
         "runs_energy_source": _sources(runs["energy_source"].to_list())
         if runs.height and "energy_source" in runs.columns
         else None,
+        "runs_co2_ours_kg": co2_of(runs_energy),
+        "runs_codecarbon_energy_j": cc_energy,
         "runs_co2_kg": runs_co2,
         "total_time_s": tuning_time + runs_time,
         "total_energy_j": total_energy,
@@ -174,8 +192,9 @@ def cost_table(runs: pl.DataFrame, trials: pl.DataFrame) -> pl.DataFrame:
             )
         )
     grid = _cost_row(dict.fromkeys(KEYS, ALL), trials, runs)
-    # the grid's CO2 is the studies' (each scaled at its own runs' rate)
+    # the grid's CO2 of our energy is the studies' (each at its own runs' intensity)
     grid["tuning_co2_kg"] = _total(r["tuning_co2_kg"] for r in rows) if rows else None
+    grid["runs_co2_ours_kg"] = _total(r["runs_co2_ours_kg"] for r in rows) if rows else None
     grid["tuning_co2_source"] = CO2_SCALED if grid["tuning_co2_kg"] is not None else None
     rows.append(grid)
     return pl.DataFrame(rows, schema=_schema(), orient="row") if rows else pl.DataFrame(schema=_schema())
@@ -202,8 +221,14 @@ def grid_total(cost: pl.DataFrame) -> dict[str, Any] | None:
 
 
 def cost_display(cost: pl.DataFrame) -> pl.DataFrame:
-    """The cost table for a reader: time in minutes or hours, energy in kJ or kWh with its
-    source, tuning's share in percent."""
+    """The cost table for a reader: each time and energy in the unit it fills, energy with its
+    source, CO2 in g beside the energy it is of, tuning's share in percent."""
+
+    def codecarbon(r: dict[str, Any]) -> str:
+        if r["runs_co2_kg"] is None:
+            return "–"
+        return f"{co2_text(r['runs_co2_kg'])} (of {energy_text(r['runs_codecarbon_energy_j'], None)})"
+
     rows = []
     for r in cost.to_dicts():
         rows.append(
@@ -214,12 +239,13 @@ def cost_display(cost: pl.DataFrame) -> pl.DataFrame:
                 "tuning epochs": str(r["tuning_epochs"]),
                 "tuning time": hours(r["tuning_time_s"]),
                 "tuning energy": energy_text(r["tuning_energy_j"], r["tuning_energy_source"]),
-                "tuning CO2": co2_text(r["tuning_co2_kg"]),
+                "tuning CO2 (of that energy)": co2_text(r["tuning_co2_kg"]),
                 "runs": str(r["runs"]),
                 "run epochs": str(r["runs_epochs"]),
                 "run time": hours(r["runs_time_s"]),
                 "run energy": energy_text(r["runs_energy_j"], r["runs_energy_source"]),
-                "run CO2": co2_text(r["runs_co2_kg"]),
+                "run CO2 (of that energy)": co2_text(r["runs_co2_ours_kg"]),
+                "run CO2, CodeCarbon's (of its energy)": codecarbon(r),
                 "tuning share (time)": percent(r["tuning_share_time"]),
                 "tuning share (energy)": percent(r["tuning_share_energy"]),
             }
@@ -236,9 +262,22 @@ def trials_csvs_of(paths: Iterable[str | Path]) -> list[Path]:
 PHASE_COLOURS = {"tuning": "#9467bd", "final runs": "#7f7f7f"}
 
 
+def cost_units(cost: pl.DataFrame) -> tuple[Unit, Unit]:
+    """fig_cost's time and energy units: those the largest study's bar (tuning and runs
+    stacked) fills (:func:`bpfree.report.formats.unit_for`), the whole grid's row left out."""
+    studies = cost.filter(pl.col("algorithm") != ALL)
+
+    def totals(quantity: str) -> list[float]:
+        pairs = zip(studies[f"tuning_{quantity}"].to_list(), studies[f"runs_{quantity}"].to_list(), strict=True)
+        return [sum(v for v in pair if v is not None) for pair in pairs]
+
+    return unit_for("time", totals("time_s")), unit_for("energy", totals("energy_j"))
+
+
 def cost_long(cost: pl.DataFrame) -> pl.DataFrame:
-    """One row per study, phase (tuning, final runs) and quantity (time in hours, energy in
-    kWh), the whole grid's row left out: what fig_cost stacks."""
+    """One row per study, phase (tuning, final runs) and quantity (time and energy, each in
+    the unit of :func:`cost_units`), the whole grid's row left out: what fig_cost stacks."""
+    time_unit, energy_unit = cost_units(cost)
     rows = []
     for r in cost.filter(pl.col("algorithm") != ALL).to_dicts():
         label = f"{r['arch']} · {r['algorithm']}"
@@ -250,8 +289,8 @@ def cost_long(cost: pl.DataFrame) -> pl.DataFrame:
                     "algorithm": r["algorithm"],
                     "label": label,
                     "phase": phase,
-                    "quantity": "time (h)",
-                    "value": r[f"{prefix}_time_s"] / 3600 if r[f"{prefix}_time_s"] is not None else None,
+                    "quantity": f"time ({time_unit.name})",
+                    "value": time_unit.of(r[f"{prefix}_time_s"]),
                     "source": "wall clock",
                 }
             )
@@ -262,7 +301,7 @@ def cost_long(cost: pl.DataFrame) -> pl.DataFrame:
                     "label": label,
                     "phase": phase,
                     "quantity": "energy",
-                    "value": r[f"{prefix}_energy_j"] / 3.6e6 if r[f"{prefix}_energy_j"] is not None else None,
+                    "value": energy_unit.of(r[f"{prefix}_energy_j"]),
                     "source": source or "not measured",
                 }
             )
@@ -280,7 +319,7 @@ def cost_long(cost: pl.DataFrame) -> pl.DataFrame:
     sources = _sources(
         s for s in frame.filter(pl.col("quantity") == "energy")["source"].to_list() if s != "not measured"
     )
-    label = f"energy (kWh, {sources})" if sources else "energy (kWh, not measured)"
+    label = f"energy ({energy_unit.name}, {sources or 'not measured'})"
     return frame.with_columns(
         pl.when(pl.col("quantity") == "energy").then(pl.lit(label)).otherwise("quantity").alias("quantity")
     )
@@ -307,9 +346,15 @@ def cost_chart(cost: pl.DataFrame | None, width: int = 360):
         f"tuning: {percent(total.get('tuning_share_time'))} of the time",
         f"{percent(total.get('tuning_share_energy'))} of the energy" if total.get("tuning_energy_j") else None,
     ]
-    subtitle = (
-        f"whole grid: {hours(total.get('total_time_s'))}, "
-        f"{energy_text(total.get('total_energy_j'), None)}; " + ", ".join(s for s in shares if s)
+    # in the panels' units: a reader adds the bars up to the same numbers
+    time_unit, energy_unit = cost_units(cost)
+    grid = [
+        f"{fixed(unit.of(total[column]))} {unit.name}"
+        for unit, column in ((time_unit, "total_time_s"), (energy_unit, "total_energy_j"))
+        if total.get(column) is not None
+    ]
+    subtitle = "; ".join(
+        filter(None, [f"whole grid: {', '.join(grid)}" if grid else None, ", ".join(s for s in shares if s)])
     )
     # each method above its BP twin, as in the other figures
     long = long.with_columns((pl.col("algorithm") == "bp").alias("_bp")).sort(
@@ -336,7 +381,7 @@ def cost_chart(cost: pl.DataFrame | None, width: int = 360):
     return (
         chart.facet(
             row=alt.Row("dataset:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
-            # sorted by the field itself ("time (h)" before "energy (kWh, ...)"): Vega-Lite
+            # sorted by the field itself ("time (...)" before "energy (...)"): Vega-Lite
             # orders a row x column facet's headers by a sort array (or a sort field) as the
             # values first appear in the data, but its cells by the array, so that a header
             # could name the other column's quantity (issue 25)

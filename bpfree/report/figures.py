@@ -19,7 +19,8 @@ from bpfree.core.errors import BpfreeError
 from bpfree.core.io import write_bytes_atomic, write_text_atomic
 from bpfree.core.outputs import BASELINE, FIGURE_NAMES, MEMORY_PARTS
 from bpfree.report.cost import cost_chart
-from bpfree.report.tables import METRIC, Tables, metric_title
+from bpfree.report.formats import unit_for
+from bpfree.report.tables import INTERVALS, METRIC, Tables, metric_title
 from bpfree.report.target import cumulative
 
 # one colour per algorithm in every figure; bp, the reference, in grey
@@ -68,15 +69,18 @@ def with_label(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def measured_title(column: str, frame: pl.DataFrame, device: pl.DataFrame | None = None) -> str:
-    """The axis title of a measured metric, with its source(s): ``GPU energy (J, nvml-counter)``."""
+def measured_title(
+    column: str, frame: pl.DataFrame, device: pl.DataFrame | None = None, unit: str | None = None
+) -> str:
+    """The axis title of a measured metric, with its unit (``unit``, else the column's) and
+    source(s): ``GPU energy (kJ, nvml-counter)``."""
     metric = METRIC[column]
     sources = []
     if metric.source and metric.source in frame.columns:
         for value in frame[metric.source].drop_nulls().unique().sort().to_list():
             sources += [s.strip() for s in str(value).split(",")]
     sources = sorted(set(sources))
-    title = metric_title(metric, ", ".join(sources) or None)
+    title = metric_title(metric, ", ".join(sources) or None, unit)
     if column != "energy_j":
         return title
     # which device's energy: the runs' energy_device (bpfree.measure: "gpu" or "cpu")
@@ -102,14 +106,16 @@ def has_values(frame: pl.DataFrame, column: str) -> bool:
     return column in frame.columns and frame[column].drop_nulls().drop_nans().len() > 0
 
 
-def method_chart(tables: Tables, column: str, title: str, bars: bool, scale: float = 1.0) -> alt.Chart:
-    """Mean over seeds of ``column`` per method with its 95% CI, each method next to its BP
-    twin, one panel per dataset. Bars from zero for costs; points for accuracy."""
+def method_chart(tables: Tables, column: str, title: str, bars: bool) -> alt.Chart:
+    """Mean over seeds of ``column`` per method with its 95% interval, each method next to its
+    BP twin, one panel per dataset, in one unit picked from the numbers (accuracy in %). Bars
+    from zero for costs; points for accuracy."""
     methods = tables.methods
     mean = f"{column}_mean"
     if not has_values(methods, mean):
         return not_measured(title, f"no run measured {METRIC[column].label} ({column} absent)")
-    axis = measured_title(column, methods, tables.summary)
+    unit, scale = METRIC[column].shown_in(methods[mean].to_list())  # the unit the bars (points) fill
+    axis = measured_title(column, methods, tables.summary, unit)
     data = (
         with_label(methods)
         .with_columns(
@@ -132,8 +138,8 @@ def method_chart(tables: Tables, column: str, title: str, bars: bool, scale: flo
         "arch:N",
         "dataset:N",
         alt.Tooltip("mean:Q", format=".4g"),
-        alt.Tooltip("low:Q", format=".4g", title="95% CI low"),
-        alt.Tooltip("high:Q", format=".4g", title="95% CI high"),
+        alt.Tooltip("low:Q", format=".4g", title="95% interval low"),
+        alt.Tooltip("high:Q", format=".4g", title="95% interval high"),
         "ok runs:N",
         "note:N",
     ]
@@ -148,13 +154,17 @@ def method_chart(tables: Tables, column: str, title: str, bars: bool, scale: flo
         .properties(width=WIDTH)
         .facet(row=alt.Row("dataset:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")))
         .resolve_scale(x="independent", y="independent")
-        .properties(title=alt.Title(title, subtitle="mean over the seeds' ok runs; whiskers: 95% t-interval"))
+        .properties(
+            title=alt.Title(
+                title, subtitle=f"mean over the seeds' ok runs; whiskers: 95% {INTERVALS[METRIC[column].interval]}"
+            )
+        )
     )
 
 
 # -- the figures --------------------------------------------------------------------------
 def accuracy(tables: Tables) -> alt.Chart:
-    return method_chart(tables, "test_accuracy", "Test accuracy, each method vs its BP twin", bars=False, scale=100)
+    return method_chart(tables, "test_accuracy", "Test accuracy, each method vs its BP twin", bars=False)
 
 
 def energy(tables: Tables) -> alt.Chart:
@@ -190,7 +200,8 @@ def pareto(tables: Tables) -> alt.Chart:
     cost = "energy_j" if has_values(methods, "energy_j_mean") else "train_time_s"
     if not has_values(methods, f"{cost}_mean") or not has_values(methods, "test_accuracy_mean"):
         return not_measured("Energy vs accuracy", "no run with both accuracy and a cost measured")
-    cost_title = measured_title(cost, methods, tables.summary)
+    unit, scale = METRIC[cost].shown_in(methods[f"{cost}_mean"].to_list())
+    cost_title = measured_title(cost, methods, tables.summary, unit)
     subtitle = "mean over seeds; line: Pareto front (lower cost and higher accuracy)"
     if cost != "energy_j":
         subtitle += "; energy not measured, training time instead"
@@ -201,7 +212,7 @@ def pareto(tables: Tables) -> alt.Chart:
             "arch",
             "algorithm",
             "label",
-            pl.col(f"{cost}_mean").alias("cost"),
+            (pl.col(f"{cost}_mean") * scale).alias("cost"),
             (100 * pl.col("test_accuracy_mean")).alias("accuracy"),
         )
         .drop_nulls(["cost", "accuracy"])
@@ -279,16 +290,21 @@ def val_loss(tables: Tables) -> alt.Chart:
         .add_params(pick)
     )
     panels = data["panel"].n_unique()
+    subtitle = ["one line per seed; click a legend entry to pick a method"]
+    # what each method's loss is: FF's goodness BCE or CaFo's sum over blocks is no cross-entropy
+    summary = tables.summary
+    if "val_loss_kind" in summary.columns:
+        kinds = summary.filter(pl.col("algorithm").is_in(data["algorithm"].unique().to_list()))
+        kinds = kinds.group_by("val_loss_kind").agg(pl.col("algorithm").unique().sort()).sort("val_loss_kind")
+        if kinds.height > 1:
+            said = "; ".join(f"{', '.join(a)}: {k}" for k, a in kinds.sort("algorithm").iter_rows())
+            subtitle.append(f"the losses differ ({said}): compare where each reaches its minimum, not their values")
     return (
         alt.layer(lines, data=data)
         .properties(width=WIDTH * 3 // 4, height=200)
         .facet(facet=alt.Facet("panel:N", title=None), columns=min(panels, 3))
         .resolve_scale(y="independent")
-        .properties(
-            title=alt.Title(
-                "Validation loss per epoch", subtitle="one line per seed; click a legend entry to pick a method"
-            )
-        )
+        .properties(title=alt.Title("Validation loss per epoch", subtitle=subtitle))
     )
 
 
@@ -330,6 +346,9 @@ def paper(tables: Tables) -> alt.Chart:
     if not ours_any:
         subtitle = "none of our runs matches a configuration of the paper: the paper's numbers alone"
     order = rows["row"].to_list()
+    # the legend names only the sources drawn: no "ours" entry without a mark
+    drawn = [source for source in ("ours", "paper") if source in long["source"].to_list()]
+    symbols = {"ours": ("#d62728", "circle"), "paper": ("#4c4c4c", "diamond")}
     y = alt.Y("row:N", sort=order, title=None, axis=alt.Axis(labelLimit=400))
     dots = (
         alt.Chart()
@@ -337,8 +356,8 @@ def paper(tables: Tables) -> alt.Chart:
         .encode(
             y=y,
             x=alt.X("value:Q", title=None, scale=alt.Scale(zero=False)),
-            color=alt.Color("source:N", scale=alt.Scale(domain=["ours", "paper"], range=["#d62728", "#4c4c4c"])),
-            shape=alt.Shape("source:N", scale=alt.Scale(domain=["ours", "paper"], range=["circle", "diamond"])),
+            color=alt.Color("source:N", scale=alt.Scale(domain=drawn, range=[symbols[s][0] for s in drawn])),
+            shape=alt.Shape("source:N", scale=alt.Scale(domain=drawn, range=[symbols[s][1] for s in drawn])),
             tooltip=["row:N", "source:N", alt.Tooltip("value:Q", format=".2f"), "runs:Q"],
         )
     )
@@ -500,10 +519,7 @@ def to_target(tables: Tables) -> alt.Chart:
     if not has_values(history, "val_accuracy"):
         return not_measured(title, "no run history with val_accuracy")
     by_time = _estimated(history)
-    cost, cost_title = ("cum_time_s", "training time so far (s)") if by_time else ("cum_energy_j", "energy so far (J)")
-    if not by_time:
-        sources = sorted(history["energy_source"].drop_nulls().unique().to_list())
-        cost_title = f"energy so far (J, {', '.join(sources)})"
+    cost = "cum_time_s" if by_time else "cum_energy_j"
     rows = []
     for _, run in history.group_by(["algorithm", "arch", "dataset", "seed"], maintain_order=True):
         rows += [r for r in cumulative(run) if r["final_stage"]]
@@ -522,6 +538,13 @@ def to_target(tables: Tables) -> alt.Chart:
     curves = curves.drop_nulls("cost").filter(pl.col("accuracy").is_finite())
     if curves.is_empty():
         return not_measured(title, "no epoch with both a validation accuracy and a cost")
+    unit = unit_for("time" if by_time else "energy", curves["cost"].to_list())
+    curves = curves.with_columns(pl.col("cost") / unit.size)
+    if by_time:
+        cost_title = f"training time so far ({unit.name})"
+    else:
+        sources = sorted(history["energy_source"].drop_nulls().unique().to_list())
+        cost_title = f"energy so far ({unit.name}, {', '.join(sources)})"
     x = alt.X("cost:Q", title=cost_title + " (log)", scale=alt.Scale(type="log"))
     y = alt.Y("accuracy:Q", title="validation accuracy (%)", scale=alt.Scale(zero=False))
     pick = alt.selection_point(fields=["algorithm"], bind="legend")
@@ -612,19 +635,37 @@ def power(tables: Tables) -> alt.Chart:
     )
 
 
+# the least room (px) between two tick labels of a quantitative axis: Vega drops every other
+# label until they are this far apart (its default, 0, let "1,000" and "1,200" touch)
+LABEL_SEPARATION = 6
+
+
+def legible(figure: Callable[[Tables], alt.Chart]) -> Callable[[Tables], alt.Chart]:
+    """``figure`` with its quantitative axes' tick labels kept apart (``LABEL_SEPARATION``)."""
+
+    def draw(tables: Tables) -> alt.Chart:
+        return figure(tables).configure_axisQuantitative(labelOverlap=True, labelSeparation=LABEL_SEPARATION)
+
+    draw.__doc__ = figure.__doc__
+    return draw
+
+
 FIGURES: dict[str, Callable[[Tables], alt.Chart]] = {
-    "accuracy": accuracy,
-    "energy": energy,
-    "time": time,
-    "pareto": pareto,
-    "val_loss": val_loss,
-    "memory": memory,
-    "paper": paper,
-    "cost": cost,
-    "flops": flops,
-    "memory_breakdown": memory_breakdown,
-    "to_target": to_target,
-    "power": power,
+    name: legible(figure)
+    for name, figure in {
+        "accuracy": accuracy,
+        "energy": energy,
+        "time": time,
+        "pareto": pareto,
+        "val_loss": val_loss,
+        "memory": memory,
+        "paper": paper,
+        "cost": cost,
+        "flops": flops,
+        "memory_breakdown": memory_breakdown,
+        "to_target": to_target,
+        "power": power,
+    }.items()
 }
 assert list(FIGURES) == FIGURE_NAMES, "bpfree.core.outputs.FIGURE_NAMES names the workflow's targets"
 

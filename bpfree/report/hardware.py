@@ -11,7 +11,7 @@ import polars as pl
 
 from bpfree.core.outputs import BASELINE, MEMORY_PARTS
 from bpfree.core.record import read_record
-from bpfree.report.formats import num, sig, with_source
+from bpfree.report.formats import fixed, num, with_source
 from bpfree.report.runs import KEYS, RunFiles
 
 # -- where compute, memory and time go (bpfree.engine.analysis) -----------------------------------
@@ -115,7 +115,7 @@ def hardware_display(table: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for r in table.iter_rows(named=True):
         energy_per_flop = r.get("energy_per_flop_j")
-        memory = " / ".join(sig(r.get(f"memory_{part}_mb"), 3) for part in MEMORY_PARTS)
+        memory = " / ".join(fixed(r.get(f"memory_{part}_mb"), 3) for part in MEMORY_PARTS)
         rows.append(
             {
                 "algorithm": r["algorithm"],
@@ -128,9 +128,9 @@ def hardware_display(table: pl.DataFrame) -> pl.DataFrame:
                 "pJ/FLOP": "not measured"
                 if energy_per_flop is None
                 else f"{energy_per_flop * 1e12:.3g} ({r.get('energy_per_flop_source')})",
-                "memory MB: weights / grads / optim. / activ. / cached / data": memory,
-                "sum (MB)": sig(r.get("memory_breakdown_total_mb"), 3) + vs(r, "memory_vs_bp"),
-                "measured peak (MB)": with_source(num(r.get("peak_memory_mb"), 0), r.get("peak_memory_kind")),
+                "memory MiB: weights / grads / optim. / activ. / cached / data": memory,
+                "sum (MiB)": fixed(r.get("memory_breakdown_total_mb"), 3) + vs(r, "memory_vs_bp"),
+                "measured peak (MiB)": with_source(num(r.get("peak_memory_mb"), 0), r.get("peak_memory_kind")),
                 "time %: data / compute / eval / ckpt / meas. / other": " / ".join(
                     share(r, f"time_{part}_s")
                     for part in ("data", "compute", "eval", "checkpoint", "measurement", "other")

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -96,6 +97,9 @@ def read_metrics(paths: Iterable[str | Path] | list[RunFiles]) -> pl.DataFrame:
     for run in runs_of(paths):
         row = run.record.scalars()
         row["counter_period_s"] = counter_period(run.record.measurement)
+        # whose grid intensity CodeCarbon applied (offline: this country's, from its own tables)
+        row["co2_country"] = (run.record.measurement or {}).get("country_iso_code")
+        row["val_loss_kind"] = val_loss_kind(run.record.algorithm, run.record.params)
         if run.history is not None:
             row["min_val_loss"] = _final_stage_min_val_loss(run.history)
         rows.append(row)
@@ -106,6 +110,33 @@ def read_metrics(paths: Iterable[str | Path] | list[RunFiles]) -> pl.DataFrame:
     return frame.select(first + [c for c in frame.columns if c not in first]).sort(
         "dataset", "arch", "algorithm", "seed"
     )
+
+
+CROSS_ENTROPY = "cross-entropy"
+
+
+def val_loss_kind(algorithm: str, params: dict[str, Any]) -> str:
+    """What a run's validation loss (history.csv's ``val_loss`` of its last stage, the
+    summary's ``min_val_loss``) is, as its algorithm's ``evaluate`` computes it with these
+    params: :data:`CROSS_ENTROPY` where it is the cross-entropy of the class scores the
+    delivered model predicts with (BP's; comparable across methods), else what it is (FF's
+    goodness BCE, CaFo's sum over its blocks). tests/test_val_loss_kind.py holds this to the
+    algorithms' own code. Kept here so that aggregating imports no torch."""
+    if algorithm == "bp":
+        return CROSS_ENTROPY
+    if algorithm == "mf":
+        if params.get("training", "layerwise") == "simultaneous" or params.get("prediction", "last") == "last":
+            return CROSS_ENTROPY  # the last layer's projection, which is what predicts
+        return "cross-entropy of the last layer alone, not of the summed prediction"
+    if algorithm == "ff":
+        if params.get("prediction", "goodness") == "softmax":
+            return CROSS_ENTROPY  # its linear classifier's, which is what predicts
+        return "FF goodness BCE, not a cross-entropy"
+    if algorithm in ("cafo-rand", "cafo-dfa"):
+        loss = {"ce": "cross-entropies", "mse": "squared errors", "sl": "sparsemax losses"}
+        kind = params.get("predictor_loss", "ce")
+        return f"sum of the blocks' {loss.get(kind, kind)}, not one cross-entropy"
+    return f"{algorithm}'s own validation loss"
 
 
 def counter_period(measurement: dict | None) -> float | None:

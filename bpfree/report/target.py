@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from bpfree.core.outputs import BASELINE, TARGET_FRACTION
+from bpfree.report.formats import fixed, unit_for
 
 # How often a counter's reading moves (seconds): an epoch shorter than this cannot be told
 # apart from no work. As bpfree.measure.energy (NVML_COUNTER_PERIOD_S; EnergyCounter.
@@ -215,13 +216,17 @@ def to_target_display(table: pl.DataFrame) -> pl.DataFrame:
     def sci(value):
         return "–" if value is None else f"{value:.3g}"
 
+    # one unit per column, the one its largest value fills
+    time_unit = unit_for("time", table["time_s"].to_list())
+    energy_unit = unit_for("energy", table["energy_j"].to_list())
+
     def ratio(value):
         return "" if value is None else f" (×{value:.2f} bp)"
 
     rows = []
     for r in table.iter_rows(named=True):
         reached = {True: "yes", False: "no", None: "–"}[r["reached"]]
-        energy = sci(r["energy_j"])
+        energy = "–" if r["energy_j"] is None else fixed(energy_unit.of(r["energy_j"]))
         if r["energy_j"] is not None and r["energy_source"]:
             energy += f" ({r['energy_source']})"
         rows.append(
@@ -233,8 +238,10 @@ def to_target_display(table: pl.DataFrame) -> pl.DataFrame:
                 "target val. acc. (%)": num(r["target_val_accuracy"], 2, 100),
                 "reached": reached,
                 "epoch": "–" if r["epoch"] is None else f"{r['epoch']} of {r['epochs_run']}",
-                "time (s)": sci(r["time_s"]) + ("" if r["algorithm"] == BASELINE else ratio(r["time_vs_bp"])),
-                "energy (J)": energy + ("" if r["algorithm"] == BASELINE else ratio(r["energy_vs_bp"])),
+                f"time ({time_unit.name})": ("–" if r["time_s"] is None else fixed(time_unit.of(r["time_s"])))
+                + ("" if r["algorithm"] == BASELINE else ratio(r["time_vs_bp"])),
+                f"energy ({energy_unit.name})": energy
+                + ("" if r["algorithm"] == BASELINE else ratio(r["energy_vs_bp"])),
                 "FLOPs": sci(r["flops"]) + ("" if r["algorithm"] == BASELINE else ratio(r["flops_vs_bp"])),
                 "note": r["note"],
             }
