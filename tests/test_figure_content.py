@@ -386,3 +386,36 @@ def test_a_wrong_figure_fails_its_check(tables):
         labels=[Label(t, x, 15, "middle", 10) for t, x in (("800", 115.71), ("1,000", 141.43), ("1,200", 167.14))],
     )
     assert touching.crowded() == [("1,000", "1,200")]
+
+
+# -- the paper's claims ---------------------------------------------------------------------------
+def test_fig_claims_shows_each_claims_estimate_and_the_papers_value(tables):
+    """Each kind of quantity in its own panel; every row of the claims table with a value is
+    there with our estimate, its interval and its verdict, and the paper's value beside it; a
+    ratio shown as its % change; the rows with nothing to plot named in the subtitle."""
+    from bpfree.report.claims import PANELS, shown_value
+
+    figure = draw("claims", tables)
+    claims = tables.claims
+    plotted = claims.filter(pl.col("value").is_not_null()).to_dicts()
+    assert plotted, "the grid ran some of the paper's configurations"
+    units = {r["unit"] or "" for r in plotted}
+    assert sorted(p.headers[0] for p in figure.panels) == sorted(PANELS[u] for u in units)
+    for r in plotted:
+        label = f"{r['claim']} · {r['algorithm']} {r['arch']} · {r['dataset']}"
+        panel = figure.panel(PANELS[r["unit"] or ""])
+        (ours,) = [m for m in panel.marks_of("point") if m["label"] == label and m["mark"].startswith("ours")]
+        assert close(number(ours["value"]), shown_value(r["value"], r["unit"] or ""))
+        assert ours["verdict"] == r["verdict"]
+        if r["ci_low"] is not None:
+            (rule,) = [m for m in panel.marks_of("rule") if m.get("label") == label]
+            assert close(number(rule["low"]), shown_value(r["ci_low"], r["unit"] or ""))
+            assert close(number(rule["high"]), shown_value(r["ci_high"], r["unit"] or ""))
+        papers = [m for m in panel.marks_of("point") if m["label"] == label and m["mark"] == "the paper's value"]
+        if r["paper_value"] is None:
+            assert not papers
+        else:
+            assert close(number(papers[0]["value"]), shown_value(r["paper_value"], r["unit"] or ""))
+    subtitle = " ".join(figure.subtitles)
+    for r in claims.filter(pl.col("value").is_null()).to_dicts():
+        assert f"{r['arch']} on {r['dataset']}" in subtitle and r["verdict"] in subtitle

@@ -33,7 +33,7 @@ TARGET_FRACTION = 0.99
 # is a record's memory_PART_mb, a column of the hardware table and a colour of the memory figure)
 MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "cached_features", "data")
 # results/tables/NAME.{csv,md,tex}
-TABLE_NAMES = ["summary", "methods", "deltas", "paper", "cost", "hardware", "to_target"]
+TABLE_NAMES = ["summary", "methods", "deltas", "paper", "cost", "hardware", "to_target", "claims"]
 # results/figures/NAME.{svg,png,html}; each is a workflow target: fig_NAME
 FIGURE_NAMES = [
     "accuracy",
@@ -48,6 +48,7 @@ FIGURE_NAMES = [
     "memory_breakdown",
     "to_target",
     "power",
+    "claims",
 ]
 
 # -- where the study's files lie ----------------------------------------------------------------

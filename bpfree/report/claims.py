@@ -31,6 +31,7 @@ from bpfree.core.errors import BpfreeError
 from bpfree.core.io import loads_yaml
 from bpfree.core.outputs import BASELINE
 from bpfree.core.paper import SAME_AS
+from bpfree.report.paper_table import paper_results
 
 CONFIDENCE = 0.95
 # the verdict rule, written once (the claims table's caption and docs/results.md quote it)
@@ -95,13 +96,6 @@ def claims() -> tuple[Claim, ...]:
 
 
 # -- the paper's side ---------------------------------------------------------------------------
-def _paper_table() -> pl.DataFrame:
-    # here, not at the top: tables imports this module's neighbours; the paper's table is read once there
-    from bpfree.report.tables import paper_results
-
-    return paper_results()
-
-
 def paper_value(claim: Claim, algorithm: str, arch: str, dataset: str, paper: pl.DataFrame) -> float | None:
     """The paper's own comparison for one row (pp for an accuracy, a ratio otherwise), or None."""
     if claim.paper is None:
@@ -237,7 +231,7 @@ def claims_table(runs: pl.DataFrame) -> pl.DataFrame:
     """One row per claim x row of the paper's grid (ours where we ran it, a stand-in dataset
     such as mnist-5k for mnist), and one per method we ran that no claim covers (not in the
     paper's grid). ``runs``: one row per run (bpfree.report.runs.read_metrics)."""
-    paper = _paper_table()
+    paper = paper_results()
     ran = {(a, r, d) for a, r, d in runs.select("algorithm", "arch", "dataset").unique().iter_rows()}
     stand_ins = {paper_dataset: ours for ours, paper_dataset in SAME_AS.items()}
     covered: set[tuple[str, str, str]] = set()
@@ -384,9 +378,9 @@ VERDICT_COLOURS = {
     NEEDS_GPU: "#9e9e9e",
 }
 PANELS = {
-    "pp": "test accuracy: method − BP twin (percentage points)",
+    "pp": "test accuracy: method − BP twin (points)",
     "": "min. validation loss: method − BP twin",
-    "x": "method ÷ BP twin (log scale)",
+    "x": "method against its BP twin (% change; ratio − 1)",
 }
 
 
@@ -394,81 +388,103 @@ def _label(r: dict[str, Any]) -> str:
     return f"{r['claim']} · {r['algorithm']} {r['arch']} · {r['dataset']}"
 
 
+def shown_value(value: float | None, unit: str) -> float | None:
+    """What fig_claims plots: a difference as it is, a ratio as its % change (100 (r − 1))."""
+    if value is None:
+        return None
+    return 100.0 * (value - 1.0) if unit == "x" else value
+
+
 def claims_chart(table: pl.DataFrame):
-    """Each claim's paired difference or ratio with its 95% interval (a rule), our estimate (a
-    dot coloured by its verdict) and the paper's own value (a diamond), against zero (one for
-    a ratio); rows with nothing to plot (not run here, not in the paper's grid) listed below."""
+    """Each claim's paired difference (or a ratio's % change) with its 95% interval (a rule),
+    our estimate (a dot coloured by its verdict) and the paper's own value (a diamond), against
+    zero, one panel per kind of quantity; the rows with nothing to plot (not run here, not in
+    the paper's grid) are named in the subtitle."""
     import altair as alt  # here: the table is built without altair
 
-    panels = []
-    plotted = table.filter(pl.col("value").is_not_null())
-    for unit, title in PANELS.items():
-        part = plotted.filter(pl.col("unit") == unit)
-        if part.height == 0:
-            continue
-        rows = [r | {"label": _label(r)} for r in part.iter_rows(named=True)]
-        ours = pl.DataFrame(
-            [
-                {
-                    "label": r["label"],
-                    "value": r["value"],
-                    "low": r["ci_low"],
-                    "high": r["ci_high"],
-                    "verdict": r["verdict"],
-                    "mark": "ours (95% interval)",
-                }
-                for r in rows
-            ]
+    marks = []
+    order = []
+    for r in table.filter(pl.col("value").is_not_null()).iter_rows(named=True):
+        unit, label = r["unit"] or "", _label(r)
+        order.append(label)
+        panel = PANELS[unit]
+        marks.append(
+            {
+                "panel": panel,
+                "label": label,
+                "value": shown_value(r["value"], unit),
+                "low": shown_value(r["ci_low"], unit),
+                "high": shown_value(r["ci_high"], unit),
+                "verdict": r["verdict"],
+                "mark": OURS,
+            }
         )
-        paper = pl.DataFrame(
-            [{"label": r["label"], "value": r["paper_value"], "mark": "the paper's value"} for r in rows],
-            schema={"label": pl.String, "value": pl.Float64, "mark": pl.String},
-        ).filter(pl.col("value").is_not_null())
-        ratio = unit == "x"
-        x_scale = alt.Scale(type="log") if ratio else alt.Scale(zero=False)
-        x = alt.X("value:Q", title=title, scale=x_scale)
-        y = alt.Y("label:N", title=None, sort=[r["label"] for r in rows], axis=alt.Axis(labelLimit=420))
-        base = alt.Chart(ours)
-        interval_rule = base.mark_rule().encode(
-            x=alt.X("low:Q", scale=x_scale, title=title), x2="high:Q", y=y, color=_verdict_colour(alt)
+        if r["paper_value"] is not None:
+            marks.append({"panel": panel, "label": label, "value": shown_value(r["paper_value"], unit), "mark": PAPERS})
+    schema = {
+        "panel": pl.String,
+        "label": pl.String,
+        "value": pl.Float64,
+        "low": pl.Float64,
+        "high": pl.Float64,
+        "verdict": pl.String,
+        "mark": pl.String,
+    }
+    data = pl.DataFrame(marks, schema=schema)
+    subtitle = _wrap(VERDICT_RULE)
+    unplotted = _unplotted(table)
+    if unplotted:
+        subtitle += _wrap("Nothing to plot: " + "; ".join(unplotted) + ".")
+    title = alt.Title("The paper's claims, tested", subtitle=subtitle)
+    if data.height == 0:
+        return (
+            alt.Chart(alt.Data(values=[{"message": "no run of the paper's grid: nothing to plot"}]))
+            .mark_text(align="left")
+            .encode(text="message:N")
+            .properties(width=420, title=title)
         )
-        dots = base.mark_point(filled=True, size=70).encode(
+    x = alt.X("value:Q", title=None, scale=alt.Scale(zero=True))
+    y = alt.Y("label:N", title=None, sort=order, axis=alt.Axis(labelLimit=420))
+    present = [m for m in MARKS if m in set(data["mark"])]  # a legend entry only for a mark drawn
+    shape = alt.Shape("mark:N", scale=alt.Scale(domain=present, range=[MARKS[m] for m in present]), title=None)
+    verdicts = [v for v in VERDICT_COLOURS if v in set(data["verdict"].drop_nulls())]
+    ours = alt.datum.mark == OURS
+    layers = [
+        alt.Chart().mark_rule(color="black", strokeDash=[4, 3]).encode(x=alt.datum(0)),
+        alt.Chart()
+        .transform_filter(ours)
+        .mark_rule()
+        .encode(x=alt.X("low:Q"), x2="high:Q", y=y, color=_verdict_colour(alt, verdicts)),
+        alt.Chart()
+        .transform_filter(ours)
+        .mark_point(filled=True, size=70)
+        .encode(
             x=x,
             y=y,
-            color=_verdict_colour(alt),
-            shape=alt.Shape("mark:N", scale=alt.Scale(domain=list(MARKS), range=list(MARKS.values())), title=None),
+            color=_verdict_colour(alt, verdicts),
+            shape=shape,
             tooltip=["label", "value", "low", "high", "verdict"],
-        )
-        layers = [interval_rule, dots]
-        if paper.height:
-            layers.append(
-                alt.Chart(paper)
-                .mark_point(filled=False, size=90, color="black")
-                .encode(
-                    x=x,
-                    y=y,
-                    shape=alt.Shape(
-                        "mark:N", scale=alt.Scale(domain=list(MARKS), range=list(MARKS.values())), title=None
-                    ),
-                )
+        ),
+        alt.Chart()
+        .transform_filter(alt.datum.mark == PAPERS)
+        .mark_point(filled=False, size=90, color="black")
+        .encode(x=x, y=y, shape=shape, tooltip=["label", "value"]),
+    ]
+    return (
+        alt.layer(*layers, data=data)
+        .properties(width=420)
+        .facet(
+            row=alt.Row(
+                "panel:N", title=None, sort=list(PANELS.values()), header=alt.Header(labelAngle=0, labelAlign="left")
             )
-        centre = pl.DataFrame({"value": [1.0 if ratio else 0.0]})
-        layers.append(alt.Chart(centre).mark_rule(strokeDash=[4, 3], color="black").encode(x=x))
-        panels.append(alt.layer(*layers).properties(width=420, title=title))
-    lines = _unplotted(table)
-    if lines:
-        listed = pl.DataFrame({"line": lines, "order": list(range(len(lines)))})
-        panels.append(
-            alt.Chart(listed)
-            .mark_text(align="left", baseline="middle", fontSize=11)
-            .encode(x=alt.value(0), y=alt.Y("order:O", axis=None), text="line:N")
-            .properties(width=420, height=16 * len(lines), title="nothing to plot")
         )
-    chart = alt.vconcat(*panels) if panels else alt.Chart(pl.DataFrame({"x": [0]})).mark_text()
-    return chart.properties(title=alt.TitleParams("The paper's claims, tested", subtitle=_wrap(VERDICT_RULE)))
+        .resolve_scale(x="independent", y="independent")
+        .properties(title=title)
+    )
 
 
-MARKS = {"ours (95% interval)": "circle", "the paper's value": "diamond"}
+OURS, PAPERS = "ours (95% interval)", "the paper's value"
+MARKS = {OURS: "circle", PAPERS: "diamond"}
 
 
 def _unplotted(table: pl.DataFrame) -> list[str]:
@@ -476,7 +492,7 @@ def _unplotted(table: pl.DataFrame) -> list[str]:
     not run here on mnist, cifar10, cifar100``."""
     grouped: dict[tuple[str, str, str], list[str]] = {}
     for r in table.filter(pl.col("value").is_null()).iter_rows(named=True):
-        where = r["dataset"] if r["claim"] != "-" else f"{r['arch']} on {r['dataset']}"
+        where = f"{r['arch']} on {r['dataset']}"
         grouped.setdefault((r["claim"], r["algorithm"], r["verdict"]), []).append(where)
     return [
         f"{claim} · {algorithm}: {verdict} ({', '.join(where)})"
@@ -484,7 +500,7 @@ def _unplotted(table: pl.DataFrame) -> list[str]:
     ]
 
 
-def _verdict_colour(alt):
+def _verdict_colour(alt, verdicts):
     return alt.Color(
         "verdict:N",
         scale=alt.Scale(domain=list(VERDICT_COLOURS), range=list(VERDICT_COLOURS.values())),

@@ -18,9 +18,10 @@ import polars as pl
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import write_bytes_atomic, write_text_atomic
 from bpfree.core.outputs import BASELINE, FIGURE_NAMES, MEMORY_PARTS
+from bpfree.report.claims import claims_chart
 from bpfree.report.cost import cost_chart
 from bpfree.report.formats import unit_for
-from bpfree.report.tables import INTERVALS, METRIC, Tables, metric_title
+from bpfree.report.tables import INTERVALS, METRIC, REQUIRED_TABLES, TABLES, Tables, metric_title
 from bpfree.report.target import cumulative
 
 # one colour per algorithm in every figure; bp, the reference, in grey
@@ -31,18 +32,16 @@ DEVICE_NAMES = {"gpu": "GPU", "cuda": "GPU", "cpu": "CPU"}
 
 
 def read_tables(directory: str | Path) -> Tables:
+    """Every table of ``TABLES`` whose CSV is there (the required ones must be) and the histories."""
     directory = Path(directory)
     frames = {}
-    for name in ("summary", "methods", "deltas", "paper", "histories"):
+    for name in (*TABLES, "histories"):
         path = directory / f"{name}.csv"
         if not path.exists():
-            raise BpfreeError(f"{path} is missing; write the tables first (bpfree aggregate --out-dir)")
+            if name in (*REQUIRED_TABLES, "histories"):
+                raise BpfreeError(f"{path} is missing; write the tables first (bpfree aggregate --out-dir)")
+            continue
         frames[name] = pl.read_csv(path, infer_schema_length=None, glob=False)
-    if (directory / "cost.csv").exists():
-        frames["cost"] = pl.read_csv(directory / "cost.csv", infer_schema_length=None, glob=False)
-    for name in ("hardware", "to_target"):
-        if (directory / f"{name}.csv").exists():
-            frames[name] = pl.read_csv(directory / f"{name}.csv", infer_schema_length=None, glob=False)
     return Tables(**frames)
 
 
@@ -635,6 +634,14 @@ def power(tables: Tables) -> alt.Chart:
     )
 
 
+def claims(tables: Tables) -> alt.Chart:
+    """Each claim of the paper: our paired estimate and interval, the paper's value, the verdict
+    (bpfree.report.claims)."""
+    if tables.claims is None or tables.claims.height == 0:
+        return not_measured("The paper's claims, tested", "no claims table (bpfree aggregate writes it)")
+    return claims_chart(tables.claims)
+
+
 # the least room (px) between two tick labels of a quantitative axis: Vega drops every other
 # label until they are this far apart (its default, 0, let "1,000" and "1,200" touch)
 LABEL_SEPARATION = 6
@@ -665,6 +672,7 @@ FIGURES: dict[str, Callable[[Tables], alt.Chart]] = {
         "memory_breakdown": memory_breakdown,
         "to_target": to_target,
         "power": power,
+        "claims": claims,
     }.items()
 }
 assert list(FIGURES) == FIGURE_NAMES, "bpfree.core.outputs.FIGURE_NAMES names the workflow's targets"

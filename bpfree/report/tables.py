@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import polars as pl
 
 from bpfree.core.io import write_text_atomic
-from bpfree.core.outputs import BASELINE, HISTORIES, TARGET_FRACTION
+from bpfree.core.outputs import BASELINE, HISTORIES, TABLE_NAMES, TARGET_FRACTION
+from bpfree.report.claims import VERDICT_RULE, claims_display, claims_table
 from bpfree.report.cost import cost_display, cost_table, read_trials
 from bpfree.report.formats import estimate, fixed, latex_text, num, to_latex, to_markdown, unit_for, with_source
 from bpfree.report.hardware import hardware_display, hardware_table
+from bpfree.report.paper_table import paper_arch, paper_results  # noqa: F401  (paper_arch: re-exported)
 from bpfree.report.runs import KEYS, RunFiles, read_histories, read_metrics, runs_of
 from bpfree.report.target import to_target, to_target_display
 
@@ -408,24 +409,6 @@ PAPER_STAND_INS = {"mnist-5k": "mnist"}
 SUBSET_NOTES = {"mnist-5k": "5,000-image subset of MNIST: compare the changes vs BP, not accuracies"}
 
 
-def paper_results() -> pl.DataFrame:
-    """The paper's numbers (package data), with its architectures in our notation."""
-    text = resources.files("bpfree.data").joinpath("paper_results.csv").read_text()
-    paper = pl.read_csv(text.encode())
-    return paper.with_columns(pl.col("architecture").map_elements(paper_arch, return_dtype=pl.String).alias("arch"))
-
-
-def paper_arch(text: str) -> str:
-    """The paper's ``mlp 2x1000`` -> ``mlp:1000,1000``; ``cnn 32-128-512`` -> ``cnn:32,128,512``."""
-    kind, _, shape = text.strip().partition(" ")
-    if "x" in shape:
-        depth, width = shape.split("x")
-        widths = [width] * int(depth)
-    else:
-        widths = shape.split("-")
-    return f"{kind}:{','.join(widths)}"
-
-
 def _with_bp_change(frame: pl.DataFrame, column: str, name: str, points: bool) -> pl.DataFrame:
     """Add ``name``: each row's ``column`` against the bp row of its arch and dataset
     (difference for accuracy in points, relative change in percent otherwise)."""
@@ -714,6 +697,8 @@ def footnote(name: str, tables: Tables) -> str | None:
         lines.append("mean ± sd [95% interval] over the seeds' ok runs; " + "; ".join(parts) + " (docs/measurement.md)")
     if name in ("methods", "deltas", "cost"):
         lines.append(co2_footnote(tables.summary))
+    if name == "claims":
+        lines.append(VERDICT_RULE)
     return "\n\n".join(line for line in lines if line) or None
 
 
@@ -730,6 +715,7 @@ class Tables:
     cost: pl.DataFrame | None = None  # tuning next to the final runs (bpfree.report.cost)
     hardware: pl.DataFrame | None = None  # FLOPs, memory by part, time split per method (bpfree.engine.analysis)
     to_target: pl.DataFrame | None = None  # each run's cost to a target accuracy (bpfree.report.target)
+    claims: pl.DataFrame | None = None  # each claim of the paper against our runs (bpfree.report.claims)
 
 
 def with_co2(runs: pl.DataFrame) -> pl.DataFrame:
@@ -763,6 +749,7 @@ def build_tables(
 
     tables.hardware = hardware_table(runs, given)
     tables.to_target = to_target(runs, tables.histories, target_fraction)
+    tables.claims = claims_table(runs)
     return tables
 
 
@@ -771,18 +758,11 @@ def write_tables(tables: Tables, out_dir: str | Path) -> list[Path]:
     methods, deltas and paper; ``histories.csv``."""
 
     out_dir = Path(out_dir)
-
-    display = {"summary": summary_display, "methods": methods_display, "deltas": deltas_display, "paper": paper_display}
-    if tables.cost is not None:
-        display["cost"] = cost_display
-
-    if tables.hardware is not None:
-        display["hardware"] = hardware_display
-    if tables.to_target is not None:
-        display["to_target"] = to_target_display
     written = []
-    for name, shown in display.items():
+    for name, shown in TABLES.items():
         frame = getattr(tables, name)
+        if frame is None:
+            continue
         readable = shown(frame) if frame.height else pl.DataFrame({"note": ["(no rows)"]})
         note = footnote(name, tables) if frame.height else None
         if isinstance(readable, str):  # a table with nothing to show says so in one line
@@ -794,3 +774,21 @@ def write_tables(tables: Tables, out_dir: str | Path) -> list[Path]:
             written.append(out_dir / f"{name}.{ext}")
     write_text_atomic(out_dir / HISTORIES, tables.histories.write_csv())
     return written + [out_dir / HISTORIES]
+
+
+# Every table, in the order written: NAME -> what makes its readable NAME.md and NAME.tex
+# (NAME.csv holds every number). The one registry of tables, as FIGURES is of figures:
+# bpfree.core.outputs.TABLE_NAMES names the same tables for the workflow's outputs.
+TABLES: dict[str, Callable[[pl.DataFrame], pl.DataFrame | str]] = {
+    "summary": summary_display,
+    "methods": methods_display,
+    "deltas": deltas_display,
+    "paper": paper_display,
+    "cost": cost_display,
+    "hardware": hardware_display,
+    "to_target": to_target_display,
+    "claims": claims_display,
+}
+# the tables every aggregate writes (the others are there when their inputs are)
+REQUIRED_TABLES = ("summary", "methods", "deltas", "paper")
+assert list(TABLES) == TABLE_NAMES, "bpfree.core.outputs.TABLE_NAMES names the workflow's table outputs"
