@@ -925,3 +925,41 @@ def test_the_installed_codecarbon_takes_gpu_ids():
     from bpfree.measure.carbon import _accepts
 
     assert _accepts(OfflineEmissionsTracker, "gpu_ids")
+
+
+# -- the idle baseline, once per machine -----------------------------------------------------------
+def test_an_idle_baseline_is_reused_by_the_jobs_that_follow_within_its_age(tmp_path):
+    """The first job's meter waits out its idle baseline and keeps it; the next one within
+    ``idle_reuse_s`` takes it instead (no idle window, the same idle power, its age said); an
+    older one, or one of other counters, is measured again."""
+    from bpfree.measure import Domain, IdleCache, Meter
+    from bpfree.measure.energy import PolledPower
+
+    now = [1000.0]
+    cache = IdleCache("cuda:0", 600.0, path=str(tmp_path / "idle.json"), clock=lambda: now[0])
+
+    def meter(watts: float, source: str = "nvml-polling") -> Meter:
+        return Meter(
+            [Domain("gpu", [PolledPower(lambda: watts, source=source)])], [], poll_interval_s=0.01, primary_domain="gpu"
+        )
+
+    with meter(50.0) as first:
+        assert first.measure_idle(0.1, reuse=cache) is not None and first.idle_age_s == 0.0
+    baseline = first._idle_power[("gpu", "nvml-polling")]
+    now[0] += 300.0
+    with meter(90.0) as second:  # busy now: a baseline taken now would be wrong; the kept one is used
+        assert second.measure_idle(0.1, reuse=cache) is None
+        assert second._idle_power == {("gpu", "nvml-polling"): baseline} and second.idle_age_s == 300.0
+        assert second.describe()["idle_age_s"] == 300.0
+    now[0] += 301.0  # 601 s old: too old
+    with meter(60.0) as third:
+        assert third.measure_idle(0.1, reuse=cache) is not None and third.idle_age_s == 0.0
+    with meter(60.0, source="nvml-polling-instant") as other:  # other counters: measured again
+        assert other.measure_idle(0.1, reuse=cache) is not None
+    (tmp_path / "idle.json").write_text("{not json")
+    with meter(60.0) as damaged:
+        assert damaged.measure_idle(0.1, reuse=cache) is not None
+    never = IdleCache("cuda:0", 0.0, path=str(tmp_path / "never.json"))
+    with meter(60.0) as off:
+        off.measure_idle(0.1, reuse=never)
+    assert not (tmp_path / "never.json").exists()

@@ -78,6 +78,7 @@ class RunRecord(BaseModel):
     energy_source: str | None = None
     energy_device: str | None = None
     idle_power_w: float | None = None
+    idle_age_s: float | None = None  # the idle baseline's age: 0 measured by this run, else reused (idle_reuse_s)
     net_energy_j: float | None = None
     gpu_energy_counter_j: float | None = None  # the GPU board by each source, side by side
     gpu_energy_polled_j: float | None = None

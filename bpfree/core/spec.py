@@ -148,6 +148,13 @@ class Measurement(_Model):
     """How each run measures energy, memory and CO2 (bpfree/measure)."""
 
     idle_seconds: float = Field(5.0, ge=0, description="idle baseline before training; 0 skips it (no net energy)")
+    idle_reuse_s: float = Field(
+        600.0,
+        ge=0,
+        description="reuse this machine's idle baseline of the same device and counters if it was taken at most "
+        "this many seconds ago (by an earlier job; its age goes into metrics.json, idle_age_s); 0: every run "
+        "takes its own",
+    )
     poll_interval_s: float = Field(0.1, gt=0, description="power polling and device-memory sampling interval")
     country_iso_code: str = Field(
         "USA", pattern=r"^[A-Z]{3}$", description="CodeCarbon's carbon intensity (ISO 3166-1 alpha-3, e.g. USA, FRA)"

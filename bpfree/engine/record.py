@@ -151,6 +151,7 @@ def measurement_fields(measured: Measured) -> dict[str, Any]:
         "energy_source": device.source,
         "energy_device": measured.primary_domain,
         "idle_power_w": device.idle_power_w,
+        "idle_age_s": measured.sources.get("idle_age_s"),
         "net_energy_j": device.net_joules,
         # the GPU board by each source, side by side (None without a GPU)
         "gpu_energy_counter_j": gpu.by_source.get("nvml-counter"),

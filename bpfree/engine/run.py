@@ -37,6 +37,7 @@ from bpfree.measure import (
     FIT,
     TEST,
     CarbonTracker,
+    IdleCache,
     Meter,
     WindowResult,
     combine_windows,
@@ -235,7 +236,12 @@ def measure_run(
     with precision_context(spec.precision, device), Meter.for_device(device, settings) as meter:
         # idle with the data and model resident: net energy is what the training added; on a
         # GPU, wait (up to 10 s) for the power reading to settle after the warm-up first
-        idle = meter.measure_idle(settings.idle_seconds, settle_max_s=10.0 if device.type == "cuda" else 0.0)
+        # reused from an earlier job of this machine and device within measurement.idle_reuse_s
+        idle = meter.measure_idle(
+            settings.idle_seconds,
+            settle_max_s=10.0 if device.type == "cuda" else 0.0,
+            reuse=IdleCache(str(device), settings.idle_reuse_s),
+        )
         carbon = carbon_tracker(settings, out, earlier.carbon_rows, gpu_ids=meter.nvml_gpu_ids)
         so_far = MeasuredSoFar(meter, earlier, str(device))
         checkpointing = Checkpointing(checkpoint, spec.checkpoint_every_s, so_far) if checkpoint is not None else None

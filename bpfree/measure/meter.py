@@ -16,7 +16,11 @@ and falls back to the next counter, or to None."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+import platform
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +30,8 @@ from typing import Any
 
 import torch
 
+from bpfree.core.errors import BpfreeError
+from bpfree.core.io import write_text_atomic
 from bpfree.core.spec import Measurement
 from bpfree.measure.carbon import CarbonResult, CarbonTracker
 from bpfree.measure.energy import (
@@ -221,6 +227,7 @@ class Meter:
         self._open: dict[str, _OpenWindow] = {}
         self._sampler: _Sampler | None = None
         self.settling: tuple[float, bool] | None = None  # (seconds waited, settled) before the idle baseline
+        self.idle_age_s: float | None = None  # the baseline's age when taken (0: measured by this meter)
         self.nvml_gpu_ids: list[int] | None = None  # NVML index of the GPU measured (CodeCarbon's gpu_ids)
         # measure the counters' update periods before the first idle baseline (real devices;
         # a test's stand-in counters keep their assumed ones unless it asks)
@@ -327,17 +334,31 @@ class Meter:
         self.settling = (self.clock() - start, settled)
         return self.settling
 
-    def measure_idle(self, seconds: float, settle_max_s: float = 0.0) -> WindowResult | None:
+    def measure_idle(
+        self, seconds: float, settle_max_s: float = 0.0, reuse: IdleCache | None = None
+    ) -> WindowResult | None:
         """Power with nothing running (data and model already resident), per counter; later
         windows subtract it x their duration as ``net_joules``. 0 seconds: no baseline.
         Skipped where every counter is an estimate of this process's own work (no idle part
         to measure: its idle power is 0 by construction). ``settle_max_s``: first wait up to
         this long for the power to stop falling (``settle``); a baseline taken before it
         settled says so in its problems. Before anything, a counter's update period is
-        measured where it can be (``measure_periods``), at most once per process and board."""
+        measured where it can be (``measure_periods``), at most once per process and board.
+
+        ``reuse``: this machine's last baseline of the same device and counters, taken by an
+        earlier job at most ``reuse.max_age_s`` ago, is taken instead of waiting (no settling,
+        no idle window; ``idle_age_s`` says how old it is); a baseline measured here is kept
+        there for the jobs that follow."""
         self.measure_counter_periods()
         if seconds <= 0 or not any(c.includes_idle for d in self.domains for c in d.counters):
             return None
+        sources = sorted(f"{d.name} {c.source}" for d in self.domains for c in d.counters if c.includes_idle)
+        if reuse is not None:
+            kept = reuse.load(sources)
+            if kept is not None:
+                self._idle_power = {tuple(k.split(" ", 1)): w for k, w in kept.power_w.items()}
+                self.idle_age_s = kept.age_s
+                return None
         _, settled = self.settle(settle_max_s)
         self.begin_window(IDLE)
         self.sleep(seconds)
@@ -354,6 +375,9 @@ class Meter:
             for source, joules in energy.by_source.items()
             if joules is not None
         }
+        self.idle_age_s = 0.0
+        if reuse is not None and settled and not self.idle.problems:
+            reuse.save(sources, {f"{d} {s}": w for (d, s), w in self._idle_power.items()})
         return self.idle
 
     def measure_counter_periods(self) -> None:
@@ -518,12 +542,57 @@ class Meter:
                 if c.update_period_s > 0
             },
             "idle_measured_s": self.idle.time_s if self.idle is not None else 0.0,
+            "idle_age_s": self.idle_age_s,
             "idle_settle_s": self.settling[0] if self.settling is not None else None,
             "idle_settled": self.settling[1] if self.settling is not None else None,
             "idle_note": None
             if self.idle is not None or any(c.includes_idle for d in self.domains for c in d.counters)
             else "no idle baseline: every counter estimates this process's own work (idle part 0)",
         }
+
+
+@dataclass(frozen=True)
+class KeptIdle:
+    power_w: dict[str, float]  # "domain source" -> W
+    age_s: float
+
+
+class IdleCache:
+    """This machine's last idle baseline of one device, in a small JSON file
+    (``$XDG_CACHE_HOME/bpfree/idle-HOST-DEVICE.json``, or ``path``): per counter its idle power,
+    the counters it was taken with and when. A baseline older than ``max_age_s``, or of other
+    counters, is not reused; a file that cannot be read is ignored (and rewritten)."""
+
+    def __init__(self, device: str, max_age_s: float, path: str | None = None, clock=time.time) -> None:
+        if path is None:
+            base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+            host = re.sub(r"[^A-Za-z0-9._-]", "_", platform.node() or "host")
+            path = os.path.join(base, "bpfree", f"idle-{host}-{re.sub(r'[^A-Za-z0-9._-]', '_', device)}.json")
+        self.path, self.max_age_s, self.clock = path, max_age_s, clock
+
+    def load(self, sources: list[str]) -> KeptIdle | None:
+        if self.max_age_s <= 0:
+            return None
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.loads(f.read(65536))
+            age = self.clock() - float(data["taken_at"])
+            power = {str(k): float(v) for k, v in data["power_w"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if data.get("sources") != sources or not 0 <= age <= self.max_age_s or set(power) != set(sources):
+            return None
+        if not all(math.isfinite(w) and w >= 0 for w in power.values()):
+            return None
+        return KeptIdle(power, age)
+
+    def save(self, sources: list[str], power_w: dict[str, float]) -> None:
+        if self.max_age_s <= 0 or set(power_w) != set(sources):
+            return
+        try:
+            write_text_atomic(self.path, json.dumps({"taken_at": self.clock(), "sources": sources, "power_w": power_w}))
+        except (OSError, BpfreeError):
+            pass  # no cache: the next job measures its own
 
 
 def _untrustworthy(counter: EnergyCounter, delta: float | None, time_s: float) -> str | None:
