@@ -276,3 +276,55 @@ def test_the_bpfree_protocol_config_is_the_paper_grid_under_bpfree_tuning():
     assert paper["tuning"]["protocol"] == "paper" and ours["tuning"]["protocol"] == "bpfree"
     rows = plan_rows(ours, "no-results")
     assert {r["trials"] for r in rows} == {50} and {r["protocol"] for r in rows} == {"bpfree"}
+
+
+# -- the wall time, fixed costs included ------------------------------------------------------------
+def small_config() -> dict:
+    return {
+        "seeds": [1, 2],
+        "job_threads": 1,
+        "experiments": [{"algorithm": "mf", "arch": "mlp:8", "datasets": ["digits"]}],
+        "tuning": {"n_trials": 0},
+    }
+
+
+def benchmark(path, seconds: float) -> None:
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:01\t100\n")
+
+
+def test_the_wall_time_is_every_jobs_measured_time_over_the_cores(tmp_path):
+    """Each job as Snakemake's benchmark of the earlier run timed it (spec, train, aggregate,
+    every figure), over the cores, after Snakemake's own start; a job not timed yet counts as
+    its kind's timed ones."""
+    from bpfree.core.outputs import FIGURE_NAMES, report_benchmark, spec_benchmark, train_benchmark
+    from bpfree.workflow.plan import wall_forecast
+
+    results = tmp_path / "results"
+    for algorithm in ("mf", "bp"):
+        for seed in (1, 2):
+            benchmark(train_benchmark("digits", "mlp-8", algorithm, seed, results=results), 10.0)
+            benchmark(spec_benchmark("digits", "mlp-8", algorithm, seed, results=results), 3.0)
+    benchmark(report_benchmark("aggregate", results=results), 4.0)
+    for name in FIGURE_NAMES[1:]:
+        benchmark(report_benchmark(f"fig_{name}", results=results), 5.0)
+    forecast = wall_forecast(small_config(), results, cores=2, probe=lambda: 6.0)
+    timed_report = [4.0] + [5.0] * (len(FIGURE_NAMES) - 1)
+    # the untimed figure as its kind's timed jobs (the aggregate and the figures): their mean
+    jobs = 4 * 10.0 + 4 * 3.0 + sum(timed_report) + sum(timed_report) / len(timed_report)
+    assert forecast["jobs"] == 8 + 1 + len(FIGURE_NAMES) and forecast["timed_jobs"] == forecast["jobs"] - 1
+    assert forecast["wall_s"] == pytest.approx(6.0 + jobs / 2)
+    assert forecast["untimed_training_jobs"] == 0
+    # one core: the same jobs one after another
+    assert wall_forecast(small_config(), results, cores=1, probe=lambda: 6.0)["wall_s"] == pytest.approx(6.0 + jobs)
+
+
+def test_without_earlier_results_the_wall_time_is_a_lower_bound_of_fixed_costs(tmp_path, capsys):
+    from bpfree.workflow.plan import wall_forecast, wall_text
+
+    forecast = wall_forecast(small_config(), tmp_path / "nothing", cores=2, probe=lambda: 3.0)
+    assert forecast["untimed_training_jobs"] == 4 and forecast["timed_jobs"] == 0
+    assert forecast["wall_s"] == pytest.approx(3.0 + forecast["jobs"] * 3.0 / 2)
+    assert wall_text(forecast).startswith("wall time on 2 cores: at least ")

@@ -5,6 +5,7 @@ earlier results measured seconds per epoch."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from bpfree.core.errors import BpfreeError
@@ -26,13 +27,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="results",
         help="where earlier runs and studies are, for seconds per epoch (default: results)",
     )
+    p.add_argument(
+        "--cores",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="the cores the workflow will run on (snakemake --cores), for the wall time (default: this machine's)",
+    )
     p.add_argument("--csv", help="also write one row per study here")
     p.set_defaults(func=run, catalog=True)
 
 
 def run(args: argparse.Namespace) -> int:
     # here, not at the top: keeps polars out of the CLI's start-up
-    from bpfree.workflow.plan import plan_rows, plan_text
+    from bpfree.workflow.plan import plan_rows, plan_text, wall_forecast, wall_text
+
+    if args.cores < 1:
+        raise BpfreeError(f"--cores must be >= 1, got {args.cores}")
 
     if args.csv is not None:
         output_file(args.csv, "--csv")
@@ -54,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     except BpfreeError as err:
         raise BpfreeError(f"{args.configfile}: {err}") from None
     print(plan_text(rows, args.configfile), end="")
+    print(wall_text(wall_forecast(config, args.results, args.cores)), end="")
     if others:
         print()
         print(plan_text(others, f"{args.configfile} with tuning.protocol: {other}"), end="")

@@ -174,3 +174,23 @@ def tune_benchmark(
     extra worker's ALGORITHM.workerK.tsv (worker: K; True: the ``{worker}`` wildcard; ``*``: a glob)."""
     tail = "" if worker is False else ".worker" + ("{worker}" if worker is True else str(worker))
     return f"{results}/benchmarks/tune/" + fill(f"{_STUDY}{tail}.tsv", dataset=dataset, arch=arch, algorithm=algorithm)
+
+
+def spec_benchmark(
+    dataset: str | None = None,
+    arch: str | None = None,
+    algorithm: str | None = None,
+    seed: int | str | None = None,
+    *,
+    results: object = RESULTS,
+) -> str:
+    """Snakemake's benchmark of a spec job: RESULTS/benchmarks/spec/DATASET/ARCH/ALGORITHM/seedSEED.tsv."""
+    return f"{results}/benchmarks/spec/" + fill(
+        f"{_RUN}.tsv", dataset=dataset, arch=arch, algorithm=algorithm, seed=seed
+    )
+
+
+def report_benchmark(job: str, *, results: object = RESULTS) -> str:
+    """Snakemake's benchmark of the aggregate job (``aggregate``) or a figure's (``fig_NAME``):
+    RESULTS/benchmarks/report/JOB.tsv."""
+    return f"{results}/benchmarks/report/{job}.tsv"

@@ -4,20 +4,17 @@ its final runs, timed by earlier results of the same study where there are any."
 from __future__ import annotations
 
 import glob
-import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
-from bpfree.report.formats import hours, percent
-from bpfree.report.cost import read_trials, share
-from bpfree.tuning.budget import stage_budgets, worst_case_epochs
 from bpfree.core.errors import BpfreeError
 from bpfree.core.outputs import RUN_METRICS, STUDY_TRIALS, run_file, study_file
 from bpfree.core.paper import paper_row
 from bpfree.core.record import read_record
+from bpfree.report.cost import read_trials, share
+from bpfree.report.formats import hours, percent
+from bpfree.tuning.budget import stage_budgets, worst_case_epochs
 from bpfree.workflow.grid import arch_to_slug, check_config, expand_runs, expand_studies, study_params, study_tuning
 
 
@@ -103,6 +100,142 @@ def plan_rows(
             }
         )
     return rows
+
+
+# -- the wall time: every job of the workflow, fixed costs included --------------------------------
+def read_benchmark(path: str | Path) -> float | None:
+    """The wall seconds of a Snakemake benchmark file (its ``s`` column), or None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            header, first = f.readline().rstrip("\n").split("\t"), f.readline().rstrip("\n").split("\t")
+        value = float(first[header.index("s")])
+    except (OSError, ValueError, IndexError):
+        return None
+    return value if value >= 0 else None
+
+
+def startup_probe() -> float:
+    """This machine's start-up of a job process: a Python importing bpfree's run engine and
+    torch (what every train, tune and spec job pays before its work), timed once."""
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import bpfree.engine.run"], capture_output=True, check=False)
+    return time.perf_counter() - t0
+
+
+def wall_forecast(
+    config: Mapping[str, Any], results: str | Path = "results", cores: int = 1, probe=startup_probe
+) -> dict[str, Any]:
+    """The workflow's expected wall time on ``cores`` cores, job by job: each job's wall time as
+    Snakemake's benchmark of an earlier run of it measured it, else as earlier jobs of its kind
+    measured it (a run's: its study's other seeds, or its epochs at the measured seconds per epoch
+    plus the fixed cost measured for train jobs), else a job process's start-up on this machine
+    (``probe``, timed once, only if some job needs it). The jobs run ``cores // threads`` at a
+    time (a train or tune job's threads: ``job_threads``, else every core), the others one core
+    each; the wall time is their core-seconds over the cores."""
+    from bpfree.core.outputs import FIGURE_NAMES, report_benchmark, spec_benchmark, train_benchmark, tune_benchmark
+
+    checked = check_config(dict(config))
+    plain = checked.model_dump(mode="json")
+    results = Path(results)
+    threads = min(checked.job_threads or cores, cores)
+    rows = {(r["dataset"], r["arch"], r["algorithm"]): r for r in plan_rows(config, results)}
+    started: list[float] = []
+
+    def fixed() -> float:
+        if not started:
+            started.append(probe())
+        return started[0]
+
+    jobs: list[tuple[str, float | None, int]] = []  # (kind, seconds or None: estimated, threads)
+    train_fixed = []
+    for run in expand_runs(plain):
+        where = (run.dataset, run.arch_slug, run.algorithm, run.seed)
+        measured = read_benchmark(train_benchmark(*where, results=results))
+        record_path = Path(run_file(RUN_METRICS, *where, results=results))
+        if measured is not None and record_path.is_file():
+            try:
+                train_fixed.append(measured - read_record(record_path).train_time_s)
+            except BpfreeError:
+                pass
+    fixed_train = sorted(train_fixed)[len(train_fixed) // 2] if train_fixed else None
+    for run in expand_runs(plain):
+        where = (run.dataset, run.arch_slug, run.algorithm, run.seed)
+        study = (run.dataset, run.arch, run.algorithm)
+        seconds = read_benchmark(train_benchmark(*where, results=results))
+        if seconds is None:
+            others = [
+                read_benchmark(p)
+                for p in glob.glob(train_benchmark(*where[:3], "*", results=glob.escape(str(results))))
+            ]
+            others = [o for o in others if o is not None]
+            row = rows.get(study)
+            if others:
+                seconds = sum(others) / len(others)
+            elif row is not None and row["s_per_epoch_runs"] is not None:
+                seconds = row["s_per_epoch_runs"] * row["run_epochs"] + (
+                    fixed_train if fixed_train is not None else fixed()
+                )
+        jobs.append(("train", seconds, threads))
+        spec = read_benchmark(spec_benchmark(*where, results=results))
+        jobs.append(("spec", spec, 1))
+    for (dataset, arch, algorithm), row in rows.items():
+        if row["trials"] == 0:
+            continue
+        slug = arch_to_slug(arch)
+        seconds = read_benchmark(tune_benchmark(dataset, slug, algorithm, results=results))
+        if seconds is None and row["s_per_epoch_tuning"] is not None:
+            seconds = row["s_per_epoch_tuning"] * row["tuning_epochs"] + fixed()
+        jobs.append(("tune", seconds, threads))
+    for name in ["aggregate", *(f"fig_{f}" for f in FIGURE_NAMES)]:
+        jobs.append(("report", read_benchmark(report_benchmark(name, results=results)), 1))
+    by_kind: dict[str, list[float]] = {}
+    for kind, seconds, _ in jobs:
+        if seconds is not None:
+            by_kind.setdefault(kind, []).append(seconds)
+    timed = sum(seconds is not None for _, seconds, _ in jobs)
+    core_seconds, unknown = 0.0, 0
+    for kind, seconds, used in jobs:
+        if seconds is None:  # as its kind's measured jobs, else a start-up
+            if kind in by_kind:
+                seconds = sum(by_kind[kind]) / len(by_kind[kind])
+            else:
+                seconds = fixed()
+                unknown += kind in ("train", "tune")  # its training unknown: counted as its start-up only
+        core_seconds += seconds * used
+    snakemake_s = fixed()  # Snakemake's own start: it imports bpfree (and torch) to plan the grid
+    return {
+        "cores": cores,
+        "jobs": len(jobs),
+        "timed_jobs": timed,
+        "core_seconds": core_seconds,
+        "wall_s": snakemake_s + core_seconds / cores,
+        "startup_s": started[0] if started else None,
+        "untimed_training_jobs": unknown,
+    }
+
+
+def wall_text(forecast: dict[str, Any]) -> str:
+    timed, jobs = forecast["timed_jobs"], forecast["jobs"]
+    basis = (
+        "every job timed by an earlier run's Snakemake benchmark"
+        if timed == jobs
+        else f"{timed} of {jobs} jobs timed by earlier runs' Snakemake benchmarks, the rest from their kind's "
+        f"or a job's start-up on this machine ({forecast['startup_s']:.1f} s)"
+    )
+    if forecast["untimed_training_jobs"]:
+        return (
+            f"wall time on {forecast['cores']} cores: at least {hours(forecast['wall_s'])} for {jobs} jobs: their "
+            f"fixed costs ({basis}); the training of {forecast['untimed_training_jobs']} train and tune jobs is "
+            "not known before an earlier run measured it\n"
+        )
+    return (
+        f"expected wall time on {forecast['cores']} cores: {hours(forecast['wall_s'])} for {jobs} jobs, fixed costs "
+        f"included ({basis}; early stopping as the earlier runs stopped)\n"
+    )
 
 
 def plan_text(rows: list[dict[str, Any]], name: str) -> str:

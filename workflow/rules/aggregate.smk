@@ -20,6 +20,8 @@ rule aggregate:
         histories=f"{tables_dir()}/{HISTORIES}",
     log:
         "logs/aggregate.log",
+    benchmark:  # its wall time, for bpfree plan's forecast
+        report_benchmark("aggregate")
     localrule: True  # seconds of work: on the node that runs Snakemake, never queued
     params:
         out_dir=lambda wc, output: Path(output.summary).parent,

@@ -17,6 +17,8 @@ for name in FIGURES:
             html=figure_file(name, "html"),  # interactive; 1 MB each, kept out of the report
         log:
             f"logs/figures/{name}.log",
+        benchmark:  # its wall time, for bpfree plan's forecast
+            report_benchmark(f"fig_{name}")
         localrule: True  # seconds of work: on the node that runs Snakemake, never queued
         params:
             name=name,

@@ -9,6 +9,8 @@ rule spec:
         run_file(RUN_SPEC),
     log:
         "logs/spec/{dataset}/{arch}/{algorithm}/seed{seed}.log",
+    benchmark:  # its wall time, for bpfree plan's forecast
+        spec_benchmark()
     localrule: True
     params:
         arch=lambda wc: slug_to_arch(wc.arch),
