@@ -135,6 +135,13 @@ class EarlyStopping(_Model):
         "(MF's epochs_per_layer, CaFo's dfa_epochs)",
     )
     restore_best: bool = Field(True, description="end each stage with its best epoch's weights")
+
+    def stage_budget(self, stage_max_epochs: int | None) -> int:
+        """A stage's epoch budget: its own limit (an algorithm's, e.g. MF's epochs_per_layer;
+        None: none), capped by ``max_epochs``. The one rule: the loop, the checkpoint's check,
+        the hardware analysis, the tuning budget and the forecast all take it from here."""
+        return min(stage_max_epochs or self.max_epochs, self.max_epochs)
+
     restore_by: Literal["monitor", "val_loss", "val_accuracy"] = Field(
         "monitor",
         description="which epoch is a stage's best when restore_best is on: the monitored value as stopping "

@@ -37,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bpfree.algorithms.base import Algorithm
 from bpfree.core.outputs import MEMORY_PARTS  # re-exported: analysis.MEMORY_PARTS
+from bpfree.core.spec import EarlyStopping
 from bpfree.data import Batches, DataSplits, Split
 from bpfree.engine.checkpoint import rng_state, set_rng_state
 
@@ -239,7 +240,7 @@ def _analyse(algo: Algorithm, data: DataSplits, max_epochs: int, t0: float) -> A
     stages = []
     notes = [] if rows >= batch_size else [f"training split smaller than one batch: {rows} rows counted"]
     for stage in algo.stages():
-        algo.begin_stage(stage, min(stage.max_epochs or max_epochs, max_epochs))
+        algo.begin_stage(stage, EarlyStopping(max_epochs=max_epochs).stage_budget(stage.max_epochs))
         state = list(algo.net.parameters()) + list(algo.net.buffers())
         fixed = _addresses(state)
         flops, evals = [], []

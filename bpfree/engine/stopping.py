@@ -155,8 +155,8 @@ class Selection:
 
 
 def stage_budget(stage: Stage, policy: EarlyStopping) -> int:
-    """A stage's epoch budget: its own limit, capped by the run's ``max_epochs``."""
-    return min(stage.max_epochs or policy.max_epochs, policy.max_epochs)
+    """A stage's epoch budget (:meth:`EarlyStopping.stage_budget`)."""
+    return policy.stage_budget(stage.max_epochs)
 
 
 def selections_reported(stages: list[Stage]) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bpfree.core.registry import DATASETS
+from bpfree.core.spec import EarlyStopping
 from bpfree.engine import catalog
 
 
@@ -31,7 +32,8 @@ def stage_budgets(
     small = ArchSpec(arch.kind, tuple(min(w, 4) for w in arch.widths))
     info = DATASETS.get(dataset).info
     algo = build_algorithm(algorithm, small, info, dict(params or {}), device="cpu")
-    return [min(stage.max_epochs or max_epochs, max_epochs) for stage in algo.stages()]
+    policy = EarlyStopping(max_epochs=max_epochs)
+    return [policy.stage_budget(stage.max_epochs) for stage in algo.stages()]
 
 
 def _candidates(space: Any) -> list[dict[str, Any]]:
