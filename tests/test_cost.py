@@ -98,14 +98,14 @@ def test_the_cost_table_adds_tuning_and_runs_per_study_and_for_the_grid():
     assert grid["tuning_time_s"] == 35.0 and grid["runs_time_s"] == 125.0 and grid["total_time_s"] == 160.0
     assert grid["tuning_energy_j"] == 340.0 and grid["runs_energy_j"] == 1250.0
     # sums over differently measured work name every source: an estimate never reads as measured
-    assert grid["tuning_energy_source"] == "estimate+rapl" and grid["runs_energy_source"] == "estimate+rapl"
+    assert grid["tuning_energy_source"] == "rapl+estimate" and grid["runs_energy_source"] == "rapl+estimate"
     assert grid["tuning_co2_kg"] == pytest.approx(bp["tuning_co2_kg"])
     assert grid["tuning_share_time"] == pytest.approx(35 / 160)
 
     shown = cost_display(cost)
     assert shown["study"].to_list()[-1] == "whole grid"
     assert shown.filter(pl.col("study") == "bp mlp:8 digits")["trials (c/p/f)"].item() == "1/1/1"
-    assert "(estimate+rapl)" in shown["tuning energy"].to_list()[-1]
+    assert "(rapl+estimate)" in shown["tuning energy"].to_list()[-1]
     bp_shown = shown.filter(pl.col("study") == "bp mlp:8 digits").row(0, named=True)
     assert bp_shown["run CO2 (of that energy)"] == "0.00600 g"  # 600 J at 10 g per MJ
     assert bp_shown["run CO2, CodeCarbon's (of its energy)"] == "0.0600 g (of 6.00 kJ)"

@@ -963,3 +963,15 @@ def test_an_idle_baseline_is_reused_by_the_jobs_that_follow_within_its_age(tmp_p
     with meter(60.0) as off:
         off.measure_idle(0.1, reuse=never)
     assert not (tmp_path / "never.json").exists()
+
+
+def test_energy_sources_combine_by_one_rule_best_first():
+    """A sum of energies from several sources is labelled by every source, best first, so that
+    one with an estimate in it never reads as measured: the meter's pieces, the cost table and
+    the to_target table use the one rule."""
+    from bpfree.measure.energy import combine_sources
+
+    assert combine_sources(["estimate", "nvml-counter", None, "estimate"]) == "nvml-counter+estimate"
+    assert combine_sources(["rapl+estimate", "nvml-polling"]) == "nvml-polling+rapl+estimate"
+    assert combine_sources([None, ""]) is None
+    assert combine_sources(["zeus", "rapl"]) == "rapl+zeus"  # an unknown source after the known ones

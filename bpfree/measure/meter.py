@@ -41,6 +41,7 @@ from bpfree.measure.energy import (
     NvmlEnergyCounter,
     PolledPower,
     RaplCounter,
+    combine_sources,
     nvml_instant_power_w,
     nvml_power_w,
 )
@@ -160,7 +161,7 @@ def _combine_energy(results: list[EnergyResult], times: list[float]) -> EnergyRe
         net = _sum([r.net_joules if r.source == common else None for r in results])
     else:
         joules = _sum([r.joules for r in results])
-        source = "+".join(dict.fromkeys(r.source for r in results if r.source)) if joules is not None else None
+        source = combine_sources(r.source for r in results) if joules is not None else None
         net = _sum([r.net_joules for r in results]) if joules is not None else None
     time_s = sum(times)
     idle_w = (joules - net) / time_s if joules is not None and net is not None and time_s > 0 else None

@@ -32,6 +32,7 @@ import polars as pl
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.outputs import TRIAL_COLUMNS
+from bpfree.measure.energy import combine_sources
 from bpfree.report.formats import Unit, co2_text, energy_text, fixed, hours, percent, unit_for
 
 KEYS = ["algorithm", "arch", "dataset"]
@@ -105,8 +106,7 @@ def read_trials(paths: Iterable[str | Path]) -> pl.DataFrame:
 
 
 def _sources(values: Iterable[str | None]) -> str | None:
-    named = [v for v in dict.fromkeys(values) if v]
-    return "+".join(sorted(named)) if named else None
+    return combine_sources(values)
 
 
 def share(part: float | None, whole: float | None) -> float | None:

@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from bpfree.core.outputs import BASELINE, TARGET_FRACTION
+from bpfree.measure.energy import combine_sources
 from bpfree.report.formats import fixed, unit_for
 
 # How often a counter's reading moves (seconds): an epoch shorter than this cannot be told
@@ -115,8 +116,7 @@ def cumulative(history: pl.DataFrame, counter_period_s: float | None = None) -> 
 
 
 def _sources(rows: list[dict[str, Any]]) -> str | None:
-    found = sorted({str(r["energy_source"]) for r in rows if r.get("energy_source")})
-    return ", ".join(found) or None
+    return combine_sources(r.get("energy_source") for r in rows)
 
 
 def _best(rows: list[dict[str, Any]]) -> float | None:
