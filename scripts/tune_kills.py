@@ -183,6 +183,8 @@ def report(outcomes: list[Outcome], reference: tuple[list[tuple], float | None] 
         rerun = "hung" if o.hung else str(o.rerun_code)
         at = "trial" if o.at_s is None else f"{o.at_s:.2f}"
         lines.append(f"{o.signal:8} {at:>7}  {o.kill_code!s:>4} {rerun:>5} {o.rerun_s:7.1f}  {same:5}  {o.landed}")
+        if o.rerun_code != 0 or o.kill_code not in (0, 75, -signal.SIGTERM, -signal.SIGKILL):
+            lines += ["    | " + line for line in o.stderr.strip().splitlines()[-12:]]
     return "\n".join(lines)
 
 

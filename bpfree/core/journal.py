@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -260,7 +261,8 @@ def _studies(storage: JournalStorage | None) -> tuple[list[JournalStudy], str | 
     studies = []
     for frozen in storage.get_all_studies():
         trials = storage.get_all_trials(storage.get_study_id_from_name(frozen.study_name), deepcopy=False)
-        check = optuna.create_study(storage=InMemoryStorage(), directions=frozen.directions)
+        with quiet_optuna():  # no "A new study created in memory" line on a reader's stderr
+            check = optuna.create_study(storage=InMemoryStorage(), directions=frozen.directions)
         for trial in trials:
             problem = _trial_problem(trial)
             if problem is None:
@@ -272,6 +274,17 @@ def _studies(storage: JournalStorage | None) -> tuple[list[JournalStudy], str | 
                 return studies, f"trial {trial.number} of study {frozen.study_name!r} is invalid: {problem}"
         studies.append(JournalStudy(frozen.study_name, list(frozen.directions), dict(frozen.user_attrs), trials))
     return studies, None
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's INFO lines (a study created in memory) left out for the block."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(min(max(previous, optuna.logging.WARNING), optuna.logging.CRITICAL))
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
 
 
 def _trial_problem(trial: FrozenTrial) -> str | None:

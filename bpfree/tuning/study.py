@@ -13,6 +13,7 @@ import yaml
 from optuna.trial import TrialState
 
 from bpfree.core.errors import BpfreeError
+from bpfree.core.journal import quiet_optuna
 from bpfree.core.spec import RunSpec, Tuning
 from bpfree.tuning.journal import WholeLinesJournal
 from bpfree.tuning.space import SearchSpace
@@ -85,13 +86,14 @@ def sample_params(study: optuna.Study, settings: Tuning, space: SearchSpace, num
     trial can then be added to the journal whole, in one line (``Study.add_trial``), instead of
     created and given its params one line at a time: a worker killed in between left a trial
     with some params, which no resumed study could draw again as the uninterrupted one did."""
-    copy = optuna.create_study(
-        storage=optuna.storages.InMemoryStorage(),
-        study_name=study.study_name,
-        directions=study.directions,
-        sampler=make_sampler(settings, number),
-        pruner=study.pruner,
-    )
+    with quiet_optuna():
+        copy = optuna.create_study(
+            storage=optuna.storages.InMemoryStorage(),
+            study_name=study.study_name,
+            directions=study.directions,
+            sampler=make_sampler(settings, number),
+            pruner=study.pruner,
+        )
     copy.add_trials(study.get_trials(deepcopy=False))
     return copy.ask(space.distributions).params
 
