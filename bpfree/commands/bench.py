@@ -36,9 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--shapes", help=f"comma-separated, of {','.join(SHAPE_NAMES)} (default: overhead digits, compute mnist,cifar)"
     )
     p.add_argument("--width", type=int_in(1, MAX_WIDTH), help="MLP hidden width, overriding the regime's")
-    p.add_argument(
-        "--train-samples", type=int_in(1, MAX_SAMPLES), help="training samples, overriding the regime's"
-    )
+    p.add_argument("--train-samples", type=int_in(1, MAX_SAMPLES), help="training samples, overriding the regime's")
     p.add_argument("--test-samples", type=int_in(1, MAX_SAMPLES), help="inference samples, overriding the regime's")
     p.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), help="epochs per stage, overriding the regime's")
     p.add_argument("--repeats", type=int_in(1, MAX_REPEATS), help="timed runs after the warm-up (best kept)")

@@ -72,4 +72,3 @@ def check_table_set(directory: str | Path, names: list[str] | None = None) -> di
                 f"half rewritten); {again}"
             )
     return files
-

@@ -13,6 +13,8 @@ import optuna
 import psutil
 from optuna.trial import TrialState
 
+from bpfree.core.spec import MAX_KILLED_ATTEMPTS
+
 
 def worker_identity() -> dict[str, Any]:
     """Who runs a trial: enough to tell later that it is gone. The process's start time
@@ -26,11 +28,6 @@ def worker_identity() -> dict[str, Any]:
         "slurm_task": os.environ.get("SLURM_PROCID"),
         "slurm_restart": os.environ.get("SLURM_RESTART_COUNT", "0"),
     }
-
-
-# a trial whose worker died while running it this many times (an out-of-memory kill, a crash
-# of the interpreter) is failed rather than run again: the study goes on without it
-MAX_KILLED_ATTEMPTS = 3
 
 
 def retry_stale_trials(study: optuna.Study, stale_after: float) -> list[int]:
