@@ -26,8 +26,14 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-JOURNAL = "results/tuning/digits/mlp-16/bp/study.journal"  # relative, as the workflow passes it
+JOURNAL = "results/tuning/digits/mlp/bp/study.journal"  # relative, as the workflow passes it
 TUNING = {"max_epochs": 3, "pruner": "median", "startup_trials": 2, "pruner_startup_trials": 1, "seed": 42}
+ARCH = "mlp:16"  # trials in a blink: the kill lands anywhere, startup included
+# trials long enough that most of the command's wall time is theirs, so that most random kills
+# land inside a trial: what kill_at_random_moments uses (the TPE past its start-up, the median
+# pruner at work)
+HEAVY = {"max_epochs": 6, "pruner": "median", "startup_trials": 3, "pruner_startup_trials": 2, "seed": 42}
+HEAVY_ARCH = "mlp:1024,1024"
 IN_A_TRIAL = "in a trial"  # kill_and_resume(when=...): as soon as a trial is running after one has finished
 
 
@@ -45,10 +51,10 @@ class Outcome:
     stderr: str = ""
 
 
-def command(where: Path, tuning: dict, n_trials: int) -> list[str]:
+def command(where: Path, tuning: dict, n_trials: int, arch: str = ARCH) -> list[str]:
     (where / "config.yaml").write_text(yaml.safe_dump({"tuning": tuning}))
     return [
-        sys.executable, "-m", "bpfree", "tune", "--algorithm", "bp", "--dataset", "digits", "--arch", "mlp:16",
+        sys.executable, "-m", "bpfree", "tune", "--algorithm", "bp", "--dataset", "digits", "--arch", arch,
         "--n-trials", str(n_trials), "--config", "config.yaml", "--device", "cpu", "--threads", "1",
         "--storage", JOURNAL, "--out", str(Path(JOURNAL).with_name("best_params.yaml")),
     ]  # fmt: skip
@@ -70,12 +76,13 @@ def study(where: Path) -> tuple[list[tuple], float | None]:
     return trials, (loaded.best_value if complete else None)
 
 
-def uninterrupted(where: Path, tuning: dict = TUNING, n_trials: int = 5) -> tuple[list[tuple], float | None, float]:
+def uninterrupted(
+    where: Path, tuning: dict = TUNING, n_trials: int = 5, arch: str = ARCH
+) -> tuple[list[tuple], float | None, float]:
     where.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    proc = subprocess.run(
-        command(where, tuning, n_trials), cwd=where, env=environment(), capture_output=True, text=True
-    )
+    args = command(where, tuning, n_trials, arch)
+    proc = subprocess.run(args, cwd=where, env=environment(), capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"the uninterrupted study failed: {proc.stderr.strip().splitlines()[-1:]}")
     trials, best = study(where)
@@ -109,6 +116,7 @@ def kill_and_resume(
     when: float | str = IN_A_TRIAL,
     tuning: dict = TUNING,
     n_trials: int = 5,
+    arch: str = ARCH,
     hang_s: float = 180.0,
 ) -> Outcome:
     """Run the study, send ``signum`` at ``when`` (seconds after the start, or IN_A_TRIAL),
@@ -116,7 +124,7 @@ def kill_and_resume(
     from bpfree.core.journal import read_journal
 
     where.mkdir(parents=True, exist_ok=True)
-    args = command(where, tuning, n_trials)
+    args = command(where, tuning, n_trials, arch)
     proc = subprocess.Popen(args, cwd=where, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     start = time.monotonic()
     if when == IN_A_TRIAL:
@@ -162,18 +170,31 @@ def kill_and_resume(
 
 
 def kill_at_random_moments(
-    where: Path, signum: int, *, kills: int = 10, tuning: dict = TUNING, n_trials: int = 5, seed: int = 35
-) -> list[Outcome]:
-    """``kills`` studies, each killed once at a moment drawn uniformly from the uninterrupted
-    command's wall time (measured here first), then resumed."""
-    _, _, seconds = uninterrupted(where / "reference", tuning, n_trials)
+    where: Path,
+    signum: int,
+    *,
+    kills: int = 10,
+    tuning: dict = HEAVY,
+    n_trials: int = 6,
+    arch: str = HEAVY_ARCH,
+    seed: int = 35,
+) -> tuple[tuple[list[tuple], float | None], list[Outcome]]:
+    """The uninterrupted study (trials, best value), then ``kills`` studies, each killed once at
+    a moment drawn uniformly from the uninterrupted command's wall time, then resumed."""
+    trials, best, seconds = uninterrupted(where / "reference", tuning, n_trials, arch)
     draw = random.Random(f"{seed}-{signum}")
-    return [
+    outcomes = [
         kill_and_resume(
-            where / f"kill{i}", signum, when=round(draw.uniform(0.2, seconds), 2), tuning=tuning, n_trials=n_trials
+            where / f"kill{i}",
+            signum,
+            when=round(draw.uniform(0.2, seconds), 2),
+            tuning=tuning,
+            n_trials=n_trials,
+            arch=arch,
         )
         for i in range(kills)
     ]
+    return (trials, best), outcomes
 
 
 def report(outcomes: list[Outcome], reference: tuple[list[tuple], float | None] | None = None) -> str:
@@ -194,26 +215,26 @@ def main() -> int:
     parser.add_argument(
         "--signals", nargs="+", default=["SIGTERM", "SIGKILL"], choices=["SIGTERM", "SIGKILL", "SIGINT"]
     )
-    parser.add_argument("--n-trials", type=int, default=5)
+    parser.add_argument("--n-trials", type=int, default=6)
     parser.add_argument("--seed", type=int, default=35, help="draws the moments")
     parser.add_argument("--where", default=None, help="a folder to work in (default: a temporary one)")
     args = parser.parse_args()
     import tempfile
 
     where = Path(args.where or tempfile.mkdtemp(prefix="tune-kills-"))
-    trials, best, seconds = uninterrupted(where / "uninterrupted", TUNING, args.n_trials)
-    print(f"uninterrupted: {len(trials)} trials, best {best}, {seconds:.1f} s; in {where}")
     failures = 0
     for name in args.signals:
-        outcomes = kill_at_random_moments(
+        reference, outcomes = kill_at_random_moments(
             where / name, signal.Signals[name], kills=args.kills, n_trials=args.n_trials, seed=args.seed
         )
-        print(report(outcomes, (trials, best)))
-        same = sum((o.trials, o.best) == (trials, best) for o in outcomes)
+        trials, best = reference
+        print(f"{name}: uninterrupted study {len(trials)} trials, best {best}; in {where / name}")
+        print(report(outcomes, reference))
+        same = sum((o.trials, o.best) == reference for o in outcomes)
         completed = sum(o.rerun_code == 0 for o in outcomes)
         inside = sum(o.landed.startswith("in trial") for o in outcomes)
         print(f"{name}: {completed}/{len(outcomes)} reruns completed, {same}/{len(outcomes)} the same study, "
-              f"{inside} kills inside a trial")  # fmt: skip
+              f"{inside} kills inside a trial", flush=True)  # fmt: skip
         failures += len(outcomes) - same
     return 1 if failures else 0
 

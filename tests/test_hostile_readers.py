@@ -31,8 +31,7 @@ from hypothesis import strategies as st
 from test_hostile import cli, mutations, refused, write_run
 from test_status import CONFIG, make_grid
 
-from bpfree.core.journal import read_journal
-from bpfree.tuning.journal import WholeLinesJournal, repair_journal
+from bpfree.tuning.journal import WholeLinesJournal
 
 REPO = Path(__file__).resolve().parents[1]
 MF_RUN = "results/runs/digits/mlp-8-8/mf/seed1"  # running: a checkpoint (the grid fixture)
@@ -104,6 +103,8 @@ def cli_lines(capsys, args: list[str]) -> tuple[int, str, str]:
 def test_the_journal_reader_replays_what_passes_its_checks_and_says_where_it_stops(tmp_path):
     """A line with the keys and types but that Optuna cannot replay (a distribution that is
     no distribution, for a running trial) is damage too, found by replaying."""
+    from bpfree.core.journal import read_journal
+
     journal = tmp_path / "study.journal"
     study = optuna.create_study(storage=optuna.storages.JournalStorage(WholeLinesJournal(str(journal))))
     study.ask()  # RUNNING, trial_id 0
@@ -412,6 +413,8 @@ def test_fuzz_damaged_journals_are_repaired_and_open(tmp_path_factory, data):
     the repair keeps a prefix that Optuna opens, or refuses a file that is no journal at all,
     in one line; the study opens after it."""
     from bpfree.core.errors import BpfreeError
+    from bpfree.core.journal import read_journal
+    from bpfree.tuning.journal import repair_journal
 
     good = journal_bytes(tmp_path_factory)
     lines = good.splitlines(keepends=True)

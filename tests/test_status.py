@@ -19,8 +19,6 @@ from conftest import record
 from bpfree.cli import main
 from bpfree.commands.status import grid_status, status_text
 from bpfree.core.errors import BpfreeError
-from bpfree.core.journal import read_journal
-from bpfree.core.readback import CheckpointFields, read_checkpoint_data, read_checkpoint_fields
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = {
@@ -154,6 +152,8 @@ def make_grid(tmp_path: Path) -> Path:
 
 
 def test_journal_is_read_as_every_command_reads_it(grid):
+    from bpfree.core.journal import read_journal
+
     journal = read_journal(grid / "results/tuning/digits/mlp-8-8/mf/study.journal")
     assert journal.damage is None and journal.studies[0].maximize
     trials = journal.trials
@@ -162,6 +162,8 @@ def test_journal_is_read_as_every_command_reads_it(grid):
 
 
 def test_checkpoint_is_read_without_torch_objects(grid):
+    from bpfree.core.readback import CheckpointFields, read_checkpoint_data, read_checkpoint_fields
+
     checkpoint = grid / "results/runs/digits/mlp-8-8/mf/seed1/checkpoint.pt"
     data = read_checkpoint_data(checkpoint)
     assert len(data["history"]) == 5 and data["history"][-1]["stage"] == "layer2" and data["train_time_s"] == 2.5

@@ -32,7 +32,7 @@ import tune_kills  # noqa: E402  (scripts/, on the path above)
 
 # TPE past its random start-up and the median pruner at work: what a resumed study must
 # draw and decide as the uninterrupted one did
-TUNING = {"max_epochs": 3, "pruner": "median", "startup_trials": 2, "pruner_startup_trials": 1, "seed": 42}
+TUNING = tune_kills.TUNING
 
 
 def study(journal: Path) -> tuple[list[tuple], float]:
@@ -46,10 +46,10 @@ def study(journal: Path) -> tuple[list[tuple], float]:
 def tune_args(where: Path, n_trials: int = 5) -> list[str]:
     config = where / "config.yaml"
     config.write_text(yaml.safe_dump({"tuning": TUNING}))
-    storage = where / "results/tuning/digits/mlp-16/bp/study.journal"
+    storage = where / tune_kills.JOURNAL
     return tune_argv(
         "--config", str(config), "--device", "cpu", "--threads", "1",
-        arch="mlp:16", n_trials=n_trials, storage=storage, out=storage.with_name("best_params.yaml"),
+        arch=tune_kills.ARCH, n_trials=n_trials, storage=storage, out=storage.with_name("best_params.yaml"),
     )  # fmt: skip
 
 
@@ -57,7 +57,7 @@ def tune_args(where: Path, n_trials: int = 5) -> list[str]:
 def uninterrupted(tmp_path_factory) -> tuple[list[tuple], float]:
     where = tmp_path_factory.mktemp("uninterrupted")
     assert main(tune_args(where)) == 0
-    return study(where / "results/tuning/digits/mlp-16/bp/study.journal")
+    return study(where / tune_kills.JOURNAL)
 
 
 def signal_at_epoch(monkeypatch, nth: int, signum: int = signal.SIGTERM) -> None:
@@ -77,7 +77,7 @@ def signal_at_epoch(monkeypatch, nth: int, signum: int = signal.SIGTERM) -> None
 def test_a_stop_signal_abandons_the_running_trial_and_the_study_resumes_as_uninterrupted(
     tmp_path, capsys, monkeypatch, uninterrupted, signum
 ):
-    journal = tmp_path / "results/tuning/digits/mlp-16/bp/study.journal"
+    journal = tmp_path / tune_kills.JOURNAL
     with monkeypatch.context() as patched:
         signal_at_epoch(patched, 6, signum)  # trial 2's epochs 1 and 2 were done: its third
         assert main(tune_args(tmp_path)) == 75  # EX_TEMPFAIL, as bpfree train's stop
@@ -119,12 +119,13 @@ def test_a_sigkilled_tune_with_a_relative_journal_path_resumes_to_the_same_study
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_ten_kills_at_random_moments_each_resume_to_the_uninterrupted_study(tmp_path, uninterrupted, signum):
-    outcomes = tune_kills.kill_at_random_moments(tmp_path, signum, kills=10, tuning=TUNING, seed=35)
-    print(tune_kills.report(outcomes))
+def test_ten_kills_at_random_moments_each_resume_to_the_uninterrupted_study(tmp_path, signum):
+    """Trials long enough (a 1024x1024 MLP, up to 6 epochs) that most kills land inside one."""
+    reference, outcomes = tune_kills.kill_at_random_moments(tmp_path, signum, kills=10, seed=35)
+    print(tune_kills.report(outcomes, reference))
     for outcome in outcomes:
         assert outcome.rerun_code == 0 and not outcome.hung, outcome
-        assert (outcome.trials, outcome.best) == uninterrupted, outcome
+        assert (outcome.trials, outcome.best) == reference, outcome
     if signum == signal.SIGTERM:
         assert all(o.kill_code in (75, 0) for o in outcomes), [o.kill_code for o in outcomes]
 
@@ -133,9 +134,9 @@ def test_a_dangling_symlink_lock_left_by_an_older_bpfree_is_taken_over(tmp_path)
     """The lock Optuna's JournalFileSymlinkLock leaves when its holder is SIGKILLed, as the
     workflow's relative paths made it: a link to ``results/.../study.journal`` that resolves
     from its own folder, hence dangles. It is removed, not waited on for ever."""
-    folder = tmp_path / "results/tuning/digits/mlp-16/bp"
+    folder = tmp_path / "results/tuning/digits/mlp/bp"
     folder.mkdir(parents=True)
-    os.symlink("results/tuning/digits/mlp-16/bp/study.journal", folder / "study.journal.lock")
+    os.symlink("results/tuning/digits/mlp/bp/study.journal", folder / "study.journal.lock")
     from bpfree.core.journal import writers_lock
 
     start = time.monotonic()
