@@ -10,7 +10,12 @@ from snakemake.utils import min_version, validate
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import read_yaml
-from bpfree.workflow.grid import check_config, job_config_file, register_gpus
+from bpfree.workflow.grid import (
+    check_config,
+    coerce_overrides,
+    job_config_file,
+    register_gpus,
+)
 
 min_version("9.0")
 
@@ -26,10 +31,12 @@ try:  # one clear line, before any job is planned
     # each config file read again, with bpfree's limits (size, UTF-8, aliases bounded)
     for _file in workflow.configfiles:
         read_yaml(_file, "config")
+    CONFIGFILE = job_config_file(workflow.configfiles, workflow.config_settings.config)
+    # --config seeds=[1,2] arrives as strings (Snakemake's YAML base loader): as its key's type
+    config.update(coerce_overrides(config, workflow.config_settings.config))
     CONFIG = check_config(
         config
     )  # typed, every default filled in (bpfree/core/spec.py)
-    CONFIGFILE = job_config_file(workflow.configfiles, workflow.config_settings.config)
 except BpfreeError as err:
     sys.exit(f"bpfree: config error: {err}")
 # the schema is generated from bpfree/core/spec.py (bpfree schema); this fills in its defaults

@@ -14,9 +14,11 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import record
 
 from bpfree.cli import main
-from bpfree.commands.status import grid_status, read_checkpoint, read_journal, status_text
+from bpfree.commands.status import grid_status, status_text
+from bpfree.core.errors import BpfreeError
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = {
@@ -56,8 +58,16 @@ def journal_study(path: Path, trials: list[dict]) -> None:
 
 def done_run(folder: Path, epochs: int, time_s: float, energy: float = 5.0) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"status": "ok", "epochs": epochs, "train_time_s": time_s, "energy_j": energy, "energy_source": "estimate"}
-    (folder / "metrics.json").write_text(json.dumps(record))
+    algorithm, arch, dataset, seed = folder.parent.name, folder.parent.parent.name, folder.parents[2].name, folder.name
+    fields = {"algorithm": algorithm, "arch": arch, "dataset": dataset, "seed": int(seed.removeprefix("seed"))}
+    fields |= {
+        "status": "ok",
+        "epochs": epochs,
+        "train_time_s": time_s,
+        "energy_j": energy,
+        "energy_source": "estimate",
+    }
+    (folder / "metrics.json").write_text(json.dumps(record(fields)))
 
 
 def running_run(folder: Path, epochs: int, time_s: float) -> None:
@@ -91,10 +101,15 @@ def running_run(folder: Path, epochs: int, time_s: float) -> None:
 
 @pytest.fixture
 def grid(tmp_path, monkeypatch):
+    """Half a grid (make_grid), the current directory."""
+    monkeypatch.chdir(tmp_path)
+    return make_grid(tmp_path)
+
+
+def make_grid(tmp_path: Path) -> Path:
     """Half a grid: bp's study done (2 complete, 1 pruned) with both runs done; mf's study
     with one complete trial and one RUNNING whose worker went silent (stale), its seed 1
     running (epoch 5, from the checkpoint), seed 2 pending."""
-    monkeypatch.chdir(tmp_path)
     results = tmp_path / "results"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     bp = results / "tuning/digits/mlp-8-8/bp"
@@ -138,18 +153,27 @@ def grid(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_journal_is_replayed_without_optuna_storage(grid):
-    trials, maximize = read_journal(grid / "results/tuning/digits/mlp-8-8/mf/study.journal")
-    assert maximize and [t.state for t in trials] == ["complete", "running"]
-    assert trials[0].value == 0.7 and trials[1].steps == 2 and trials[0].attrs["epochs"] == 3
+def test_journal_is_read_as_every_command_reads_it(grid):
+    from bpfree.core.journal import read_journal
+
+    journal = read_journal(grid / "results/tuning/digits/mlp-8-8/mf/study.journal")
+    assert journal.damage is None and journal.studies[0].maximize
+    trials = journal.trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "RUNNING"]
+    assert trials[0].value == 0.7 and len(trials[1].intermediate_values) == 2 and trials[0].user_attrs["epochs"] == 3
 
 
 def test_checkpoint_is_read_without_torch_objects(grid):
-    data = read_checkpoint(grid / "results/runs/digits/mlp-8-8/mf/seed1/checkpoint.pt")
+    from bpfree.core.readback import CheckpointFields, read_checkpoint_data, read_checkpoint_fields
+
+    checkpoint = grid / "results/runs/digits/mlp-8-8/mf/seed1/checkpoint.pt"
+    data = read_checkpoint_data(checkpoint)
     assert len(data["history"]) == 5 and data["history"][-1]["stage"] == "layer2" and data["train_time_s"] == 2.5
     assert data["handlers"]["selections"]["restore"]["weights"]["w"] is None  # a tensor: never built
+    assert read_checkpoint_fields(checkpoint) == CheckpointFields(5, "layer2", 2.5)
     (grid / "junk.pt").write_bytes(b"not a zip")
-    assert read_checkpoint(grid / "junk.pt") is None
+    with pytest.raises(BpfreeError, match="is no torch checkpoint"):
+        read_checkpoint_data(grid / "junk.pt")
 
 
 def test_status_of_a_half_done_grid(grid):

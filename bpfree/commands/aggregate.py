@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from bpfree.core.errors import BpfreeError
-from bpfree.core.io import output_file, writable_directory, write_text_atomic
+from bpfree.core.io import output_file, remove_stale_temporaries, writable_directory, write_text_atomic
 from bpfree.core.outputs import TARGET_FRACTION
 
 
@@ -31,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # here, not at the top: keeps polars out of the CLI's start-up
+    from bpfree.report.readback import write_table_set
     from bpfree.report.runs import read_metrics, read_runs
-    from bpfree.report.tables import build_tables, write_tables
+    from bpfree.report.tables import build_tables
 
     if args.out_dir is None and args.summary is None:
         raise BpfreeError("say where the tables go: --out-dir DIR and/or --summary FILE")
@@ -45,10 +47,13 @@ def run(args: argparse.Namespace) -> int:
         writable_directory(args.out_dir, "--out-dir")
     runs = read_runs(args.metrics)  # each checked once: a run given twice, a broken history
     if args.summary is not None:
-        write_text_atomic(args.summary, read_metrics(runs).write_csv(), "the summary table")
+        summary = Path(args.summary)  # its temporary of a write a kill interrupted, if any
+        remove_stale_temporaries(summary.parent, of=lambda name: name == summary.name)
+        write_text_atomic(summary, read_metrics(runs).write_csv(), "the summary table")
     if args.out_dir is not None:
         tables = build_tables(runs, args.trials, target_fraction=args.target_fraction)
-        write_tables(tables, args.out_dir)
+        # written as one set: its record last, so that a kill midway leaves no set bpfree figures takes
+        write_table_set(tables, args.out_dir)
         not_ok = tables.summary.filter(tables.summary["status"] != "ok").height
         print(
             f"{tables.summary.height} runs ({not_ok} not ok), {tables.methods.height} method groups -> {args.out_dir}"

@@ -7,9 +7,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bpfree.commands.common import int_in
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import output_file, write_json_atomic
-from bpfree.core.spec import MAX_THREADS, PRECISIONS
+from bpfree.core.spec import MAX_SEED, MAX_THREADS, PRECISIONS
+
+# what the overrides may be: beyond these a run is a memory or time bomb, not a benchmark (a
+# width of 10^11 asked torch for 25 TB; 10^13 repeats never end)
+MAX_WIDTH, MAX_SAMPLES, MAX_EPOCHS, MAX_REPEATS = 16384, 10_000_000, 10_000, 1000
 
 CASE_NAMES = ("bp-mlp", "ff", "ff-goodness", "mf", "bp-cnn", "cafo-rand", "cafo-dfa")
 SHAPE_NAMES = ("digits", "mnist", "cifar")
@@ -30,11 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--shapes", help=f"comma-separated, of {','.join(SHAPE_NAMES)} (default: overhead digits, compute mnist,cifar)"
     )
-    p.add_argument("--width", type=int, help="MLP hidden width, overriding the regime's")
-    p.add_argument("--train-samples", type=int, help="training samples, overriding the regime's")
-    p.add_argument("--test-samples", type=int, help="inference samples, overriding the regime's")
-    p.add_argument("--epochs", type=int, help="epochs per stage, overriding the regime's")
-    p.add_argument("--repeats", type=int, help="timed runs after the warm-up (best kept)")
+    p.add_argument("--width", type=int_in(1, MAX_WIDTH), help="MLP hidden width, overriding the regime's")
+    p.add_argument("--train-samples", type=int_in(1, MAX_SAMPLES), help="training samples, overriding the regime's")
+    p.add_argument("--test-samples", type=int_in(1, MAX_SAMPLES), help="inference samples, overriding the regime's")
+    p.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), help="epochs per stage, overriding the regime's")
+    p.add_argument("--repeats", type=int_in(1, MAX_REPEATS), help="timed runs after the warm-up (best kept)")
     p.add_argument(
         "--threads",
         type=int,
@@ -49,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the reference's dataset: pixels (uint8, ToTensor+Normalize per sample, as torchvision "
         "datasets feed the paper's code; default) or tensors (a TensorDataset of normalised images)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
     p.add_argument("--quick", action="store_true", help="tiny sizes, overhead regime unless --regime names one")
     p.add_argument("--out", help="write the full results as JSON here")
     p.set_defaults(func=run)

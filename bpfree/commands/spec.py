@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from bpfree.commands.train import add_spec_arguments, spec_from_args
-from bpfree.core.io import output_file, write_text_atomic
+from bpfree.core.io import output_file, remove_stale_temporaries, write_text_atomic
 from bpfree.core.spec import dump_yaml
 from bpfree.engine.resolve import resolve
 
@@ -20,8 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    output_file(args.out, "--out")
+    out = output_file(args.out, "--out")
     spec = resolve(spec_from_args(args))
-    write_text_atomic(args.out, dump_yaml(spec))
+    # its own temporary of a write a kill interrupted (each spec file has one writer: its job)
+    remove_stale_temporaries(out.parent, of=lambda name: name == out.name)
+    write_text_atomic(out, dump_yaml(spec))
     print(f"{spec.algorithm} {spec.arch} on {spec.dataset} seed {spec.seed} -> {args.out}")
     return 0

@@ -22,19 +22,18 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import io
 import json
 import math
-import pickle
 import socket
 import sys
 import time
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bpfree.core.errors import BpfreeError
-from bpfree.core.io import read_json, read_yaml
+from bpfree.core.io import MAX_TABLE_BYTES, decode_utf8, finite, read_limited, read_yaml
 from bpfree.core.outputs import (
     BASELINE,
     BEST_PARAMS,
@@ -42,22 +41,21 @@ from bpfree.core.outputs import (
     RUN_METRICS,
     RUN_SPEC,
     STUDY_JOURNAL,
+    folder_name,
     run_dir,
     study_dir,
     table_file,
     train_benchmark,
     tune_benchmark,
+    within,
 )
 from bpfree.core.paper import study_settings
+from bpfree.core.readback import read_checkpoint_fields
+from bpfree.core.record import read_record
 from bpfree.core.spec import WorkflowConfig, parse
 from bpfree.report.formats import energy_text, hours
 from bpfree.workflow.grid import arch_to_slug, slug_to_arch
 
-# Optuna's journal operations (optuna.storages.journal._storage.JournalOperation)
-CREATE_STUDY, CREATE_TRIAL, SET_TRIAL_STATE_VALUES = 0, 4, 6
-SET_TRIAL_INTERMEDIATE_VALUE, SET_TRIAL_USER_ATTR = 7, 8
-TRIAL_STATES = {0: "running", 1: "complete", 2: "pruned", 3: "failed", 4: "waiting"}
-MAXIMIZE = 2  # optuna.study.StudyDirection.MAXIMIZE
 DEFAULT_CONFIG = "config/config.yaml"  # the Snakefile's, when --configfile is not given
 
 
@@ -131,9 +129,13 @@ def plan_of(config_path: str | None, results: Path) -> Plan:
         raise BpfreeError(f"{config_path}: {err}") from None
     studies, untuned = set(), set()
     seeds: dict[Key, set[int]] = {}
-    for exp in checked.experiments:
+    for i, exp in enumerate(checked.experiments):
         arch = "".join(str(exp.arch).split())
+        # each name becomes a folder under --results: none may lead out of it (plan and the
+        # workflow refuse an unregistered name; this reads no registry, so checks the path)
+        folder_name(exp.algorithm, f"{config_path}: experiments[{i}].algorithm")
         for dataset in exp.datasets:
+            folder_name(dataset, f"{config_path}: experiments[{i}].datasets")
             for algorithm in dict.fromkeys([exp.algorithm, BASELINE]):
                 studies.add(Key(dataset, arch, algorithm))
                 seeds.setdefault(Key(dataset, arch, algorithm), set()).update(exp.seeds or checked.seeds)
@@ -172,87 +174,21 @@ def _plan_on_disk(results: Path) -> Plan:
 
 
 # -- a study, from its journal ---------------------------------------------------------------------
-@dataclass
-class Trial:
-    state: str
-    value: float | None = None
-    attrs: dict[str, Any] = field(default_factory=dict)
-    steps: int = 0  # intermediate values reported (epochs so far)
-    start: float | None = None  # epoch seconds
-
-
-def read_journal(path: Path) -> tuple[list[Trial], bool]:
-    """The study's trials, replayed from Optuna's journal as its backend replays it (updates
-    to a finished trial are ignored); a half-written last line (a worker appending) is
-    skipped. Returns (trials, maximize)."""
-    from datetime import datetime
-
-    trials: list[Trial] = []
-    maximize = True
-    with open(path, "rb") as f:
-        for raw in f:
-            try:
-                log = json.loads(raw)
-            except ValueError:
-                continue  # the line a worker is writing
-            op = log.get("op_code")
-            if op == CREATE_STUDY:
-                maximize = MAXIMIZE in (log.get("directions") or [MAXIMIZE])
-            elif op == CREATE_TRIAL:
-                start = log.get("datetime_start")
-                trials.append(
-                    Trial(
-                        TRIAL_STATES.get(log.get("state", 0), "running"),
-                        log.get("value"),
-                        dict(log.get("user_attrs") or {}),
-                        start=datetime.fromisoformat(start).timestamp() if start else None,
-                    )
-                )
-            elif op in (SET_TRIAL_STATE_VALUES, SET_TRIAL_INTERMEDIATE_VALUE, SET_TRIAL_USER_ATTR):
-                tid = log.get("trial_id")
-                if not isinstance(tid, int) or not 0 <= tid < len(trials):
-                    continue
-                trial = trials[tid]
-                if trial.state in ("complete", "pruned", "failed"):
-                    continue
-                if op == SET_TRIAL_STATE_VALUES:
-                    trial.state = TRIAL_STATES.get(log.get("state"), trial.state)
-                    if log.get("values"):
-                        trial.value = log["values"][0]
-                    if log.get("datetime_start") and trial.start is None:
-                        trial.start = datetime.fromisoformat(log["datetime_start"]).timestamp()
-                elif op == SET_TRIAL_INTERMEDIATE_VALUE:
-                    trial.steps += 1
-                else:
-                    trial.attrs.update(log.get("user_attr") or {})
-    return trials, maximize
-
-
 def _worker_gone(worker: Any) -> bool:
     """A RUNNING trial's worker known to be dead: a process on this host that is no more."""
     if not isinstance(worker, dict) or worker.get("host") != socket.gethostname():
         return False
     pid = worker.get("pid")
-    if not isinstance(pid, int):
+    if not isinstance(pid, int) or isinstance(pid, bool):
         return False
     try:
         import psutil
 
         process = psutil.Process(pid)
-        started = worker.get("started")
-        return started is not None and abs(process.create_time() - float(started)) > 1.0
+        started = finite(worker.get("started"))
+        return started is not None and abs(process.create_time() - started) > 1.0
     except Exception as err:  # noqa: BLE001 - psutil.NoSuchProcess and its kin
         return type(err).__name__ == "NoSuchProcess"
-
-
-def trial_cost(trial: Trial) -> tuple[float | None, float | None, str | None, float | None]:
-    """(epochs, time_s, energy_j, source) as bpfree.tuning.records.trial_records counts them."""
-    attrs = trial.attrs
-    epochs = attrs.get("epochs", trial.steps or None)
-    time_s = attrs.get("time_s", attrs.get("train_time_s"))
-    if time_s is None and trial.start is not None and attrs.get("heartbeat") is not None:
-        time_s = max(0.0, float(attrs["heartbeat"]) - trial.start)
-    return epochs, time_s, attrs.get("energy_j"), attrs.get("energy_source")
 
 
 @dataclass
@@ -261,13 +197,14 @@ class StudyStatus:
     dataset: str
     arch: str
     algorithm: str
-    state: str  # pending, running, waiting, stale worker, done
+    state: str  # pending, running, waiting, stale worker, done, damaged
     complete: int = 0
     planned: int | None = None
     pruned: int = 0
     failed: int = 0
     running: int = 0
     stale: int = 0
+    queued: int = 0  # WAITING: abandoned by a stop signal or a killed worker, run again next
     best: float | None = None
     epochs: float = 0.0
     time_s: float = 0.0
@@ -277,6 +214,7 @@ class StudyStatus:
     epochs_per_trial: float | None = None  # mean over finished trials
     benchmark_s: float | None = None  # Snakemake's benchmark of the tune job(s)
     benchmark_max_rss_mb: float | None = None
+    problem: str | None = None  # what is damaged (state damaged): its journal, and where
 
 
 def study_status(key: Key, plan: Plan, results: Path, now: float) -> StudyStatus:
@@ -288,30 +226,47 @@ def study_status(key: Key, plan: Plan, results: Path, now: float) -> StudyStatus
         status.state = "done"  # no study: the runs take the defaults, or the paper's values
         status.planned = 0
         return status
-    if not journal.is_file():
+    if not journal.exists() and not journal.is_symlink():
         return status
-    trials, maximize = read_journal(journal)
+    # here, not at the top: optuna is imported only where there is a journal to read
+    from optuna.trial import TrialState
+
+    from bpfree.core.journal import read_journal
+    from bpfree.tuning.records import trial_cost
+
+    try:
+        read = read_journal(journal)  # bounded, every line checked (bpfree.core.journal): as bpfree tune reads it
+    except BpfreeError as err:
+        status.state, status.problem = "damaged", str(err)
+        return status
+    if read.damage is not None:
+        status.problem = (
+            f"journal {journal} is damaged at {read.damage}; what is before it is shown (the next bpfree tune "
+            "sets the file aside and resumes from there)"
+        )
+    maximize = read.studies[0].maximize if read.studies else True
     values, energies, sources, finished_epochs = [], [], [], []
-    for trial in trials:
-        if trial.state == "running":
-            stale = _worker_gone(trial.attrs.get("worker")) or (
-                trial.attrs.get("heartbeat") is not None and now - float(trial.attrs["heartbeat"]) > plan.stale_after
-            )
+    for trial in read.trials:
+        if trial.state == TrialState.WAITING:
+            status.queued += 1
+            continue
+        if trial.state == TrialState.RUNNING:
+            beat = finite(trial.user_attrs.get("heartbeat"))
+            stale = _worker_gone(trial.user_attrs.get("worker")) or (beat is not None and now - beat > plan.stale_after)
             status.stale += stale
             status.running += not stale
             continue
-        if trial.state not in ("complete", "pruned", "failed"):
-            continue
-        setattr(status, trial.state, getattr(status, trial.state) + 1)
-        if trial.state == "complete" and trial.value is not None and math.isfinite(trial.value):
+        state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}[trial.state]
+        setattr(status, state, getattr(status, state) + 1)
+        if trial.state == TrialState.COMPLETE and finite(trial.value) is not None:
             values.append(trial.value)
         epochs, time_s, energy, source = trial_cost(trial)
-        status.epochs += float(epochs or 0)
-        status.time_s += float(time_s or 0.0)
+        status.epochs += epochs or 0
+        status.time_s += time_s or 0.0
         if epochs:
-            finished_epochs.append(float(epochs))
+            finished_epochs.append(epochs)
         if energy is not None:
-            energies.append(float(energy))
+            energies.append(energy)
             sources.append(source)
     status.best = (max(values) if maximize else min(values)) if values else None
     status.energy_j = sum(energies) if energies else None
@@ -324,7 +279,9 @@ def study_status(key: Key, plan: Plan, results: Path, now: float) -> StudyStatus
     )
     # n_trials counts finished trials, pruned and failed ones included (Optuna's meaning)
     enough = planned is not None and status.complete + status.pruned + status.failed >= planned
-    if enough and (folder / BEST_PARAMS).is_file():
+    if status.problem is not None:
+        status.state = "damaged"
+    elif enough and (folder / BEST_PARAMS).is_file():
         status.state = "done"
     elif status.running:
         status.state = "running"
@@ -336,37 +293,6 @@ def study_status(key: Key, plan: Plan, results: Path, now: float) -> StudyStatus
 
 
 # -- a run, from its folder ---------------------------------------------------------------------------
-class _Skeleton(pickle.Unpickler):
-    """Unpickles a torch checkpoint's plain data without torch: every tensor (and anything
-    but builtins) becomes None; nothing is constructed that the file names."""
-
-    SAFE = {("collections", "OrderedDict")}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self.SAFE:
-            return super().find_class(module, name)
-        return _nothing
-
-    def persistent_load(self, pid: Any) -> None:
-        return None
-
-
-def _nothing(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
-def read_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The plain fields of a run's checkpoint (``torch.save``'s zip: its ``data.pkl``), or
-    None where it cannot be read (being replaced, another format)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            name = next(n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
-            data = _Skeleton(archive.open(name)).load()
-    except (OSError, StopIteration, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 @dataclass
 class RunStatus:
     run: str
@@ -374,7 +300,7 @@ class RunStatus:
     arch: str
     algorithm: str
     seed: int
-    state: str  # pending, running, done (or the run's own status: diverged, failed, ...)
+    state: str  # pending, running, stopped, damaged, done (or done with the run's own status: diverged)
     epochs: int = 0
     stage: str | None = None
     max_epochs_per_stage: int | None = None
@@ -384,6 +310,7 @@ class RunStatus:
     updated_s_ago: float | None = None
     benchmark_s: float | None = None  # Snakemake's benchmark: the job's wall time
     benchmark_max_rss_mb: float | None = None
+    problem: str | None = None  # what is damaged (state damaged): its metrics.json or checkpoint
 
 
 def run_status(key: Key, seed: int, plan: Plan, results: Path, now: float) -> RunStatus:
@@ -391,34 +318,35 @@ def run_status(key: Key, seed: int, plan: Plan, results: Path, now: float) -> Ru
     status = RunStatus(f"{key} seed{seed}", key.dataset, key.arch, key.algorithm, seed, "pending")
     status.max_epochs_per_stage = plan.max_epochs
     metrics = folder / RUN_METRICS
-    if metrics.is_file():
+    if metrics.exists() or metrics.is_symlink():
         try:
-            record = read_json(metrics, "run metrics")  # bounded, as every reader of metrics.json
-        except BpfreeError:
-            record = None
-        if isinstance(record, dict):
-            status.state = "done" if record.get("status", "ok") == "ok" else f"done ({record.get('status')})"
-            status.epochs = int(record.get("epochs") or 0)
-            status.time_s = float(record.get("train_time_s") or 0.0)
-            status.energy_j = record.get("energy_j")
-            status.energy_source = record.get("energy_source")
-            bench = Path(train_benchmark(*key.where, seed, results=results))
-            status.benchmark_s, status.benchmark_max_rss_mb = _benchmarks([bench])
+            record = read_record(metrics)  # bounded and typed, as bpfree aggregate reads it
+        except BpfreeError as err:
+            status.state, status.problem = "damaged", f"{err} (bpfree train refuses to overwrite it: remove it)"
             return status
+        status.state = "done" if record.status == "ok" else f"done ({record.status})"
+        status.epochs = record.epochs
+        status.time_s = finite(record.train_time_s) or 0.0
+        status.energy_j = finite(record.energy_j)
+        status.energy_source = record.energy_source
+        bench = Path(train_benchmark(*key.where, seed, results=results))
+        status.benchmark_s, status.benchmark_max_rss_mb = _benchmarks([bench])
+        return status
     checkpoint = folder / RUN_CHECKPOINT
-    if checkpoint.is_file():
+    if checkpoint.exists() or checkpoint.is_symlink():
         status.state = "running"
         status.max_epochs_per_stage = _spec_max_epochs(folder / RUN_SPEC) or plan.max_epochs
         try:
             status.updated_s_ago = max(0.0, now - checkpoint.stat().st_mtime)
         except OSError:
             pass
-        data = read_checkpoint(checkpoint)
-        if data is not None:
-            history = [h for h in data.get("history") or [] if isinstance(h, dict)]
-            status.epochs = len(history)
-            status.stage = history[-1].get("stage") if history else None
-            status.time_s = float(data.get("train_time_s") or 0.0)
+        try:
+            fields = read_checkpoint_fields(checkpoint)  # bounded, nothing built from it
+        except BpfreeError as err:
+            status.state = "damaged"
+            status.problem = f"{err} (bpfree train sets it aside and starts the run afresh)"
+            return status
+        status.epochs, status.stage, status.time_s = fields.epochs, fields.stage, fields.train_time_s
         if status.updated_s_ago is not None and status.updated_s_ago > plan.stale_after:
             status.state = "stopped"  # a checkpoint nobody has advanced for stale_after s
     return status
@@ -438,19 +366,33 @@ def _benchmarks(paths: list[Path]) -> tuple[float | None, float | None]:
     files (a study's workers), the largest resident set."""
     seconds, rss = [], []
     for path in paths:
-        try:
-            with open(path, newline="") as f:
-                rows = list(csv.DictReader(f, delimiter="\t"))
-        except OSError:
-            continue
-        for row in rows[-1:]:  # the last measurement (a rerun appends none; repeats would)
-            try:
-                seconds.append(float(row["s"]))
-                if row.get("max_rss") not in (None, "", "NA", "-"):
-                    rss.append(float(row["max_rss"]))
-            except (KeyError, ValueError):
-                continue
+        for row in _csv_rows(path, "\t")[-1:]:  # the last measurement (a rerun appends none; repeats would)
+            if _float(row.get("s")) is not None:
+                seconds.append(_float(row.get("s")))
+            if _float(row.get("max_rss")) is not None:
+                rss.append(_float(row.get("max_rss")))
     return (sum(seconds) if seconds else None), (max(rss) if rss else None)
+
+
+def _csv_rows(path: Path, delimiter: str = ",") -> list[dict[str, Any]]:
+    """A CSV file's rows, read within MAX_TABLE_BYTES as UTF-8; none where it is missing or
+    cannot be read (Snakemake's benchmarks and the cost table are extras here)."""
+    if not path.exists():
+        return []
+    try:
+        text = decode_utf8(read_limited(path, MAX_TABLE_BYTES), str(path))
+        return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except (BpfreeError, csv.Error):
+        return []
+
+
+def _float(value: Any) -> float | None:
+    """A finite number from a CSV cell, or None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _sources(values: list[str | None]) -> str | None:
@@ -464,6 +406,9 @@ def grid_status(config_path: str | None, results: str | Path, forecast: bool = T
     if not results.is_dir():
         raise BpfreeError(f"no results folder at {results} (--results: the workflow's results folder)")
     plan = plan_of(config_path, results)
+    for key in plan.studies:  # every path read below stays in the results folder
+        if not within(results, study_dir(*key.where, results=results)):
+            raise BpfreeError(f"study {key} would be read from outside {results}; check its names")
     now = time.time()
     studies = [study_status(k, plan, results, now) for k in plan.studies]
     runs = [run_status(k, s, plan, results, now) for k in plan.studies for s in plan.seeds.get(k, [])]
@@ -593,20 +538,13 @@ def _cost_totals(path: Path) -> dict[str, Any] | None:
     # here, not at the top: keeps polars out of the CLI's start-up
     from bpfree.report.cost import ALL
 
-    try:
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("algorithm") == ALL]
-    except OSError:
-        return None
+    rows = [r for r in _csv_rows(path) if r.get("algorithm") == ALL]
     if not rows:
         return None
     row = rows[0]
 
     def num(name: str) -> float | None:
-        try:
-            return float(row[name]) if row.get(name) not in (None, "") else None
-        except ValueError:
-            return None
+        return _float(row.get(name))
 
     return {
         "total_time_s": num("total_time_s"),
@@ -640,6 +578,7 @@ def status_text(grid: dict[str, Any]) -> str:
             trials = "no study"  # tuning off, or params: paper
         extra = [f"{s['pruned']} pruned" if s["pruned"] else "", f"{s['failed']} failed" if s["failed"] else ""]
         extra += [f"{s['running']} running" if s["running"] else "", f"{s['stale']} stale" if s["stale"] else ""]
+        extra += [f"{s['queued']} to run again" if s["queued"] else ""]
         bench = "–" if s["benchmark_s"] is None else hours(s["benchmark_s"])
         rows.append(
             [
@@ -685,6 +624,12 @@ def status_text(grid: dict[str, Any]) -> str:
         )
     out += _table(["run", "state", "epochs", "time", "energy", "job (benchmark)"], rows)
     out.append("")
+    problems = [(s["study"], s["problem"]) for s in grid["studies"] if s["problem"]]
+    problems += [(r["run"], r["problem"]) for r in grid["runs"] if r["problem"]]
+    if problems:
+        out.append(f"damaged: {len(problems)}")
+        out += [f"  {what}: {problem}" for what, problem in problems]
+        out.append("")
     spent = grid["spent"]
     out.append(
         f"spent so far: {hours(spent['time_s'])} (tuning {hours(spent['tuning_time_s'])}, "

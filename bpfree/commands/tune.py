@@ -4,7 +4,7 @@ journal file (resumable, shareable by parallel workers), its best params written
 from __future__ import annotations
 
 import argparse
-import signal
+import sys
 
 from bpfree.commands.common import add_machine_arguments, add_subject_arguments
 from bpfree.core.errors import BpfreeError
@@ -55,10 +55,13 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     # here, not at the top: keeps optuna and torch out of the CLI's start-up
+    from bpfree.core.journal import check_journal_name
+    from bpfree.engine.loop import STOPPED_EXIT_CODE
     from bpfree.engine.setup import set_threads
     from bpfree.models import parse_arch
     from bpfree.tuning.job import TuneJob, tune, write_best_params
     from bpfree.tuning.records import trials_csv_path
+    from bpfree.tuning.stop import TuneInterrupted, stop_tuning_on_signals
 
     settings = load_settings(args.config)
     machine = parse(
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise BpfreeError("give --n-trials N (N >= 1) or tuning.n_trials in --config")
     # written to only after trials: find out now that each is a file that can be written
     output_file(args.storage, "--storage")
+    check_journal_name(args.storage)  # room beside it for its lock and a set-aside copy
     output_file(args.out, "--out")
     output_file(args.trials_out if args.trials_out is not None else trials_csv_path(args.storage), "--trials-out")
     job = TuneJob(
@@ -105,13 +109,15 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every_s=settings.checkpoint_every_s,
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # bpfree prints one line per trial
-    # SLURM ends a job with SIGTERM: let the running trial be recorded FAIL ("interrupted")
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # SLURM ends a job with SIGTERM: the running trial is abandoned (run again when the study
+    # resumes, not counted), and the command exits 75 as bpfree train does; so does Ctrl-C
     try:
-        result = tune(job)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    write_best_params(args.out, result)
+        with stop_tuning_on_signals():
+            result = tune(job)
+            write_best_params(args.out, result)
+    except TuneInterrupted as stop:
+        print(f"bpfree tune: {stop} (exit {STOPPED_EXIT_CODE})", file=sys.stderr)
+        return STOPPED_EXIT_CODE
     c = result.counts
     short = f" (short of {n_trials}: timeout)" if c.finished < n_trials else ""
     print(
@@ -121,7 +127,3 @@ def run(args: argparse.Namespace) -> int:
         f"trials here in {result.elapsed_s:.1f} s -> {args.out}; every trial's cost: {result.trials_csv}"
     )
     return 0
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt

@@ -22,7 +22,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ MAX_YAML_BYTES = 1 << 20  # 1 MiB: a spec, params or config file is a few KiB
 MAX_YAML_VALUES = 100_000  # scalars, lists and mappings, every alias followed
 MAX_YAML_DEPTH = 64  # nesting of lists and mappings
 MAX_JSON_BYTES = 64 << 20  # a run's metrics.json is tens of KiB
+MAX_TABLE_BYTES = 256 << 20  # a CSV table read back (the tables, Snakemake's benchmarks): a grid's are MiBs
 
 
 class WriteFailed(BpfreeError, OSError):
@@ -110,17 +111,26 @@ def write_bytes_atomic(path: str | Path, data: bytes, what: str | None = None) -
 TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
 
-def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+def temporary_of(name: str) -> str | None:
+    """The file whose atomic write made the temporary file ``name``, or None if it is none."""
+    return name[1:-13] if TEMPORARY.match(name) else None
+
+
+def remove_stale_temporaries(directory: str | Path, of: Callable[[str], bool] | None = None) -> list[Path]:
     """Remove the temporary files that interrupted atomic writes (a SIGKILL between creating
-    and renaming) left in ``directory``; the paths removed. Call it only while no other
-    process can be writing there (holding the run folder's lock)."""
+    and renaming) left in ``directory``; the paths removed. ``of``: only those of the files
+    whose name it accepts. Call it only while no other process can be writing those files
+    there (holding the run folder's lock, a study's ask lock, or as their only writer)."""
     removed = []
     try:
         entries = list(os.scandir(directory))
     except OSError:
         return removed
     for entry in entries:
-        if TEMPORARY.match(entry.name) and entry.is_file(follow_symlinks=False):
+        target = temporary_of(entry.name)
+        if target is None or (of is not None and not of(target)):
+            continue
+        if entry.is_file(follow_symlinks=False):
             try:
                 os.unlink(entry.path)
             except OSError:
@@ -302,6 +312,14 @@ def _check_expansion(root: yaml.Node, label: str) -> None:
             )
         if depth[key] > MAX_YAML_DEPTH:
             raise BpfreeError(f"{label} nests lists or mappings too deeply (at most {MAX_YAML_DEPTH})")
+
+
+def finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None: a number read back that a reader sums (text, a
+    boolean, NaN or 1e400 in a hand-edited file count as unknown, never as a crash)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def read_json(path: str | Path, what: str = "", limit: int = MAX_JSON_BYTES) -> Any:

@@ -69,12 +69,36 @@ RUN_FILES = (RUN_SPEC, RUN_METRICS, RUN_HISTORY, RUN_CHECKPOINT)
 TABLE_EXTS = ("csv", "md", "tex")  # each table's files
 FIGURE_EXTS = ("svg", "png", "html")  # each figure's files
 HISTORIES = "histories.csv"  # every run's epochs, beside the tables (RESULTS/tables)
+# beside the tables: what bpfree aggregate wrote as one set (each file's SHA-256), written last;
+# without it, or with a file that differs, the set is incomplete and bpfree figures refuses it
+TABLE_SET = "tables.set.json"
 STUDY_JOURNAL = "study.journal"  # a study's Optuna journal (never a rule's output: it resumes)
 STUDY_TRIALS = "study.trials.csv"  # every trial of a study, beside its journal
 BEST_PARAMS = "best_params.yaml"  # the study's best trial, what a run's spec takes
 WORKER_PARAMS = "worker{worker}.yaml"  # what an extra tuning worker (2, 3, ...) writes when done
 _STUDY = "{dataset}/{arch}/{algorithm}"
 _RUN = _STUDY + "/seed{seed}"
+
+
+def within(folder: object, path: object) -> bool:
+    """Whether ``path`` stays inside ``folder`` once ``..`` is resolved (links are not
+    followed: what a name from a config can reach)."""
+    import os
+
+    base = os.path.normpath(os.path.abspath(str(folder)))
+    return os.path.normpath(os.path.abspath(str(path))).startswith(base + os.sep)
+
+
+def folder_name(name: object, what: str) -> str:
+    """``name`` (a dataset's, an algorithm's) as it becomes one folder of a path under
+    results/: one path component, so that no name from a config reaches outside its folder
+    (``../../outside``) or into another's (``a/b``); one BpfreeError line otherwise."""
+    from bpfree.core.errors import BpfreeError
+
+    text = str(name)
+    if not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text:
+        raise BpfreeError(f"{what} {text!r} cannot be a folder name (one path component, not . or ..)")
+    return text
 
 
 class _Wildcards(dict):

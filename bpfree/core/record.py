@@ -7,6 +7,7 @@ naming the file, not as a silent empty column. No torch here: the tables are bui
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,8 +159,15 @@ def read_record(path: str | Path) -> RunRecord:
             "it was written by another bpfree; train the run again (remove its metrics.json)"
         )
     try:
-        return RunRecord.model_validate(data)
+        record = RunRecord.model_validate(data)
     except ValidationError as err:
         first = err.errors(include_url=False)[0]
         where = ".".join(map(str, first["loc"]))
         raise BpfreeError(f"{path}: field {where!r}: {first['msg']}") from None
+    for name, value in record.scalars().items():
+        # bpfree writes no infinity (write_json_atomic makes it null): 1e400 is not ours
+        if isinstance(value, float) and math.isinf(value):
+            raise BpfreeError(f"{path}: field {name!r} is {value}, not a finite number")
+    if record.epochs < 0 or record.train_time_s < 0:
+        raise BpfreeError(f"{path}: epochs and train_time_s must not be negative")
+    return record

@@ -34,6 +34,9 @@ from bpfree.core.outputs import TARGET_FRACTION
 
 SCHEMA_VERSION = 1  # of spec.yaml and metrics.json; raised when a field changes meaning
 MAX_THREADS = 1024  # torch starts that many threads; far more (1e5) ends in a segmentation fault
+# a tuning trial whose worker died while running it this many times (an out-of-memory kill, a
+# crash of the interpreter) is failed rather than run again (bpfree.tuning.workers)
+MAX_KILLED_ATTEMPTS = 3
 MAX_SEED = 2**63 - 1  # a 64-bit integer: torch's generators, numpy and the tables (Int64) hold it
 # the precision choices, written once: the spec's check, the schema's enum, the CLI's choices and
 # bpfree.engine.precision all read them from here
@@ -274,7 +277,10 @@ class Tuning(_Model):
         3, ge=2, description="successive-halving and hyperband: 1/this of a rung's trials go on to the next"
     )
     stale_after: float = Field(
-        1800.0, gt=0, description="seconds without a heartbeat before a RUNNING trial of a vanished worker is failed"
+        1800.0,
+        gt=0,
+        description="seconds without a heartbeat before a RUNNING trial of a vanished worker is run again "
+        f"(failed once {MAX_KILLED_ATTEMPTS} workers died running it)",
     )
     search_spaces: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from bpfree import __version__
 from bpfree.algorithms import params_from_mapping
 from bpfree.core.errors import BpfreeError
-from bpfree.core.io import write_yaml_atomic
+from bpfree.core.io import remove_stale_temporaries, write_yaml_atomic
 from bpfree.core.spec import EarlyStopping, Machine, Measurement, RunSpec, Settings, Tuning
 from bpfree.data import load_splits
 from bpfree.engine.resolve import run_spec
@@ -26,11 +26,20 @@ from bpfree.measure import Meter
 from bpfree.models import ArchSpec, parse_arch
 from bpfree.tuning.budget import cap_stage_lengths, worst_case_epochs
 from bpfree.tuning.journal import ask_lock, repair_journal
-from bpfree.tuning.records import trials_csv_path, write_trial_spec, write_trials_csv
+from bpfree.tuning.records import trial_spec_path, trials_csv_path, write_trial_spec, write_trials_csv
 from bpfree.tuning.space import SearchSpace, search_space
-from bpfree.tuning.study import OBJECTIVE, StudyCounts, check_identity, make_sampler, open_study, study_identity
+from bpfree.tuning.stop import TuneInterrupted, deferred
+from bpfree.tuning.study import (
+    OBJECTIVE,
+    StudyCounts,
+    check_identity,
+    make_sampler,
+    open_study,
+    sample_params,
+    study_identity,
+)
 from bpfree.tuning.trial import TrialOutcome, finish_trial, run_trial, trial_spec
-from bpfree.tuning.workers import fail_stale_trials, worker_identity
+from bpfree.tuning.workers import abandon_trial, retry_stale_trials, worker_identity
 
 MAX_CONSECUTIVE_FAILURES = 5  # a study whose every trial raises has a bug, not bad luck
 
@@ -114,14 +123,16 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     for line in capped:  # a trial trains the stage lengths it samples
         print(f"bpfree tune: {line}", file=sys.stderr)
     study_name = job.study_name or f"{job.algorithm}-{job.dataset}-{arch}"
-    set_aside = repair_journal(job.storage)
+    table = job.trials_csv or trials_csv_path(job.storage)
+    with deferred(), ask_lock(job.storage):  # no other worker of the study writes its files meanwhile
+        remove_temporaries(job.storage, table)
+        set_aside = repair_journal(job.storage)
     budget = None
     if job.settings.pruner == "hyperband":
         # hyperband's largest resource: the most epochs a trial can train, every stage counted
         budget = worst_case_epochs(job.algorithm, arch, job.dataset, space, base.early_stopping.max_epochs)
     study = open_study(job.storage, study_name, job.settings, max_resource=budget)
     check_identity(study, study_identity(base, device.type, space, job.settings.score), job.storage)
-    table = job.trials_csv or trials_csv_path(job.storage)
 
     start = time.perf_counter()
     # read before any trial is asked for, so a missing dataset leaves no trial RUNNING
@@ -129,31 +140,52 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     trials_run = consecutive_failures = 0
     disable = None if progress is None else not progress  # None: a bar only on a terminal
     meter = Meter.for_device(device, job.measurement)
-    with meter, tqdm(total=job.n_trials, desc=f"tune {job.algorithm}", unit="trial", disable=disable) as bar:
-        while job.settings.timeout is None or time.perf_counter() - start < job.settings.timeout:
-            trial, counts = _next_trial(study, job, space)
-            bar.n = counts.finished
-            bar.refresh()
-            if trial is None:
-                if counts.finished >= job.n_trials:
-                    break
-                time.sleep(WAIT_POLL_S)  # the last trials run elsewhere; one may yet be pruned
-                continue
-            spec = trial_spec(base, space, trial, device)
-            write_trial_spec(table, trial.number, spec)  # before it trains: `bpfree train --spec` re-runs it
-            outcome = run_trial(trial, spec, data, device, job.settings.pruner, meter, job.settings.score)
-            finish_trial(study, trial, outcome)
-            write_trials_csv(table, study, job.settings.pruner)
-            trials_run += 1
-            _log_trial(bar, trial, outcome)
-            consecutive_failures = consecutive_failures + 1 if outcome.state == TrialState.FAIL else 0
-            if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
-                raise BpfreeError(
-                    f"{consecutive_failures} trials in a row failed (last: {outcome.reason}); "
-                    f"stopping study {study_name!r} in {job.storage}"
-                )
+    running = None  # the trial this worker runs and has not told: abandoned if a stop signal comes
+    try:
+        with meter, tqdm(total=job.n_trials, desc=f"tune {job.algorithm}", unit="trial", disable=disable) as bar:
+            while job.settings.timeout is None or time.perf_counter() - start < job.settings.timeout:
+                with deferred():  # the study's bookkeeping: a stop signal waits for its end
+                    trial, counts, reported = _next_trial(study, job, space)
+                    running = trial
+                    if trial is not None:
+                        spec = trial_spec(base, space, trial, device)
+                        with ask_lock(job.storage):  # before it trains: `bpfree train --spec` re-runs it
+                            write_trial_spec(table, trial.number, spec)
+                bar.n = counts.finished
+                bar.refresh()
+                if trial is None:
+                    if counts.finished >= job.n_trials:
+                        break
+                    time.sleep(WAIT_POLL_S)  # the last trials run elsewhere; one may yet be pruned
+                    continue
+                outcome = run_trial(trial, spec, data, device, job.settings.pruner, meter, job.settings.score, reported)
+                with deferred():
+                    finish_trial(study, trial, outcome)
+                    running = None
+                    with ask_lock(job.storage):
+                        write_trials_csv(table, study, job.settings.pruner)
+                trials_run += 1
+                _log_trial(bar, trial, outcome)
+                consecutive_failures = consecutive_failures + 1 if outcome.state == TrialState.FAIL else 0
+                if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                    raise BpfreeError(
+                        f"{consecutive_failures} trials in a row failed (last: {outcome.reason}); "
+                        f"stopping study {study_name!r} in {job.storage}"
+                    )
+    except KeyboardInterrupt as stop:  # a stop signal (bpfree.tuning.stop) or Ctrl-C
+        if running is not None:
+            epochs, seconds = getattr(stop, "attempt", (0, 0.0))
+            by = stop.signal_name if isinstance(stop, TuneInterrupted) else "KeyboardInterrupt"
+            with deferred():
+                abandon_trial(study, running, by, epochs, seconds)
+                with ask_lock(job.storage):
+                    write_trials_csv(table, study, job.settings.pruner)
+            if isinstance(stop, TuneInterrupted):
+                stop.trial, stop.epochs, stop.time_s = running.number, epochs, seconds
+        raise
 
-    write_trials_csv(table, study, job.settings.pruner)  # stale trials this worker failed are in it too
+    with ask_lock(job.storage):  # stale trials this worker put back or failed are in it too
+        write_trials_csv(table, study, job.settings.pruner)
     counts = StudyCounts.of(study)
     if counts.complete == 0:
         raise BpfreeError(
@@ -166,23 +198,54 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
     return TuneResult(job, arch, study_name, space, best, best_params, counts, trials_run, elapsed, set_aside, table)
 
 
-def _next_trial(study: optuna.Study, job: TuneJob, space: SearchSpace) -> tuple[optuna.Trial | None, StudyCounts]:
-    """Under a lock shared by all workers: fail stale trials, count, and ask for a new trial
-    only while finished + running trials are fewer than N, so N is met exactly, not overshot."""
-    lock = ask_lock(job.storage)
-    lock.acquire()  # blocks; a lock left by a killed worker is broken after ASK_LOCK_GRACE_S
-    try:
-        fail_stale_trials(study, job.settings.stale_after)
+def _next_trial(
+    study: optuna.Study, job: TuneJob, space: SearchSpace
+) -> tuple[optuna.Trial | None, StudyCounts, set[int]]:
+    """Under a lock shared by all workers: put back the trials of dead workers, count, and,
+    while finished + running trials are fewer than N (so N is met exactly, not overshot), run
+    the first trial waiting in the queue (one abandoned by a stop signal or a killed worker,
+    with its params) or else a new one. A new trial's params are drawn first (``sample_params``)
+    and the trial is added whole, in one journal line, then taken from the queue; each trial
+    number's draws come from its own seed, so a resumed study draws as an uninterrupted one.
+    Returns the trial, the counts, and the epochs an abandoned attempt of it reported."""
+    with ask_lock(job.storage):  # blocks while another worker holds it; dies with its holder
+        retry_stale_trials(study, job.settings.stale_after)
         counts = StudyCounts.of(study)
         if counts.finished + counts.running >= job.n_trials:
-            return None, counts
-        study.sampler = make_sampler(job.settings, len(study.get_trials(deepcopy=False)))
-        trial = study.ask(space.distributions)
+            return None, counts, set()
+        trials = study.get_trials(deepcopy=False)
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        if waiting:
+            number = waiting[0].number
+        else:
+            number = len(trials)
+            params = sample_params(study, job.settings, space, number)
+            template = optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                params=params,
+                distributions=space.distributions,
+                user_attrs={"worker": worker_identity()},
+            )
+            study.add_trial(template)
+        study.sampler = make_sampler(job.settings, number)  # a queued trial's params not yet drawn
+        trial = study.ask(space.distributions)  # the first waiting trial, RUNNING now
         trial.set_user_attr("worker", worker_identity())
         trial.set_user_attr("heartbeat", time.time())
-        return trial, counts
-    finally:
-        lock.release()
+        reported = set(study.get_trials(deepcopy=False)[trial.number].intermediate_values)
+        return trial, counts, reported
+
+
+def remove_temporaries(storage: Path, table: Path) -> None:
+    """The temporary files of writes that a kill interrupted, beside the journal (its repair),
+    the trial table and the trial specs; called under the ask lock, under which every worker
+    of the study writes them."""
+    table_name = Path(table).name
+    removed = remove_stale_temporaries(Path(storage).parent, of=lambda name: name.startswith(Path(storage).name))
+    removed += remove_stale_temporaries(Path(table).parent, of=lambda name: name == table_name)
+    removed += remove_stale_temporaries(trial_spec_path(table, 0).parent, of=lambda name: name.startswith("trial-"))
+    if removed:
+        names = ", ".join(p.name for p in removed)
+        print(f"bpfree tune: removed {len(removed)} temporary file(s) of interrupted writes: {names}", file=sys.stderr)
 
 
 def _log_trial(bar, trial: optuna.Trial, outcome: TrialOutcome) -> None:
@@ -240,4 +303,6 @@ def best_params_document(result: TuneResult) -> dict[str, Any]:
 
 
 def write_best_params(path: str | Path, result: TuneResult) -> None:
-    write_yaml_atomic(path, best_params_document(result))
+    with ask_lock(result.job.storage):  # its temporary file is removed under this lock (remove_temporaries)
+        remove_stale_temporaries(Path(path).parent, of=lambda name: name == Path(path).name)
+        write_yaml_atomic(path, best_params_document(result))

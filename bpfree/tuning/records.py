@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from bpfree.core.io import write_text_atomic
+from bpfree.core.io import finite, write_text_atomic
 from bpfree.core.outputs import TRIAL_COLUMNS
 from bpfree.core.spec import RunSpec, dump_yaml
+from bpfree.tuning.workers import abandoned_attempts
 
 
 def trials_csv_path(storage: str | Path) -> Path:
@@ -38,21 +39,42 @@ def write_trial_spec(table: str | Path, number: int, spec: RunSpec) -> Path:
     return path
 
 
-def trial_records(study: optuna.Study, pruner: str = "", table: str | Path | None = None) -> list[dict[str, Any]]:
-    """Every trial of the study with its epochs, time and energy (None: not measured).
+def trial_cost(trial: FrozenTrial) -> tuple[float | None, float | None, float | None, str | None]:
+    """(epochs, time_s, energy_j, energy_source) a trial cost, every attempt counted: what the
+    trial table says, and ``bpfree status`` sums. None: not known. Values of the wrong type in
+    a hand-edited journal count as unknown.
 
-    A trial failed as stale (its worker died) has no recorded end: its epochs are the last
-    it reported, its time runs from its start to its last heartbeat, its energy is unknown."""
+    A trial whose worker died without telling its end (failed as stale, or still running) has
+    its epochs as the last it reported and its time from its start to its last heartbeat. The
+    attempts a stop signal or a kill abandoned (its ``abandoned`` attribute; it was run again)
+    add their epochs and time; a killed attempt's epochs and energy are not known."""
+    attrs = trial.user_attrs
+    epochs = finite(attrs.get("epochs"))
+    if epochs is None and trial.intermediate_values:
+        epochs = float(max(trial.intermediate_values))
+    time_s = finite(attrs.get("time_s", attrs.get("train_time_s")))
+    beat = finite(attrs.get("heartbeat"))
+    if time_s is None and trial.datetime_start is not None and beat is not None:
+        time_s = round(max(0.0, beat - trial.datetime_start.timestamp()), 3)
+    for attempt in abandoned_attempts(attrs):
+        if finite(attempt.get("epochs")) is not None:
+            epochs = (epochs or 0.0) + finite(attempt.get("epochs"))
+        if finite(attempt.get("time_s")) is not None:
+            time_s = round((time_s or 0.0) + finite(attempt.get("time_s")), 3)
+    source = attrs.get("energy_source")
+    return epochs, time_s, finite(attrs.get("energy_j")), source if isinstance(source, str) else None
+
+
+def trial_records(study: optuna.Study, pruner: str = "", table: str | Path | None = None) -> list[dict[str, Any]]:
+    """Every trial of the study with its epochs, time and energy (None: not measured), every
+    attempt counted (:func:`trial_cost`)."""
     identity = study.user_attrs.get("bpfree") or {}
     rows = []
     for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.WAITING and not abandoned_attempts(trial.user_attrs):
+            continue  # queued, never run
         attrs = trial.user_attrs
-        epochs = attrs.get("epochs")
-        if epochs is None and trial.intermediate_values:
-            epochs = max(trial.intermediate_values)
-        time_s = attrs.get("time_s", attrs.get("train_time_s"))
-        if time_s is None and trial.datetime_start is not None and attrs.get("heartbeat") is not None:
-            time_s = round(max(0.0, attrs["heartbeat"] - trial.datetime_start.timestamp()), 3)
+        epochs, time_s, energy, source = trial_cost(trial)
         rows.append(
             {
                 "study": study.study_name,
@@ -63,11 +85,11 @@ def trial_records(study: optuna.Study, pruner: str = "", table: str | Path | Non
                 "number": trial.number,
                 "state": "failed" if trial.state == TrialState.FAIL else trial.state.name.lower(),
                 "value": trial.value if trial.state == TrialState.COMPLETE else None,
-                "epochs": epochs,
+                "epochs": None if epochs is None else int(epochs),
                 "time_s": time_s,
                 "train_time_s": attrs.get("train_time_s"),
-                "energy_j": attrs.get("energy_j"),
-                "energy_source": attrs.get("energy_source"),
+                "energy_j": energy,
+                "energy_source": source,
                 "reason": attrs.get("reason", ""),
                 "params": json.dumps(trial.params, sort_keys=True),
                 "spec": _kept_spec(table, trial.number),

@@ -13,6 +13,7 @@ import yaml
 from optuna.trial import TrialState
 
 from bpfree.core.errors import BpfreeError
+from bpfree.core.journal import quiet_optuna
 from bpfree.core.spec import RunSpec, Tuning
 from bpfree.tuning.journal import WholeLinesJournal
 from bpfree.tuning.space import SearchSpace
@@ -26,6 +27,7 @@ class StudyCounts:
     pruned: int
     failed: int
     running: int
+    waiting: int = 0  # abandoned (a stop signal, a killed worker) or enqueued: run next, not yet counted
 
     @property
     def finished(self) -> int:
@@ -41,6 +43,7 @@ class StudyCounts:
             states.count(TrialState.PRUNED),
             states.count(TrialState.FAIL),
             states.count(TrialState.RUNNING),
+            states.count(TrialState.WAITING),
         )
 
 
@@ -75,6 +78,24 @@ def make_sampler(settings: Tuning, trials_so_far: int) -> optuna.samplers.TPESam
         n_startup_trials=settings.startup_trials,
         constant_liar=True,  # workers in parallel do not all sample the same point
     )
+
+
+def sample_params(study: optuna.Study, settings: Tuning, space: SearchSpace, number: int) -> dict[str, Any]:
+    """The params trial ``number`` draws: asked of an in-memory copy of the study (its trials,
+    its pruner, its name: what the sampler sees), with the sampler of that trial, so that the
+    trial can then be added to the journal whole, in one line (``Study.add_trial``), instead of
+    created and given its params one line at a time: a worker killed in between left a trial
+    with some params, which no resumed study could draw again as the uninterrupted one did."""
+    with quiet_optuna():
+        copy = optuna.create_study(
+            storage=optuna.storages.InMemoryStorage(),
+            study_name=study.study_name,
+            directions=study.directions,
+            sampler=make_sampler(settings, number),
+            pruner=study.pruner,
+        )
+    copy.add_trials(study.get_trials(deepcopy=False))
+    return copy.ask(space.distributions).params
 
 
 def make_pruner(settings: Tuning, max_resource: int | None = None) -> optuna.pruners.BasePruner:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,13 +51,15 @@ def run_trial(
     pruner: str,
     meter: Meter | None = None,
     score: str = "final_model",
+    reported: Collection[int] = (),
 ) -> TrialOutcome:
     """One trial in its own measurement window (TRIAL: building the model, every epoch, the
-    final validation), whatever its end: its time and energy are part of the study's cost."""
+    final validation), whatever its end: its time and energy are part of the study's cost.
+    ``reported``: the epochs whose value an abandoned attempt of this trial reported already."""
     if meter is None:
-        return _train_trial(trial, spec, data, device, pruner, score)
+        return _train_trial(trial, spec, data, device, pruner, score, reported)
     with meter.window(TRIAL) as window:
-        outcome = _train_trial(trial, spec, data, device, pruner, score)
+        outcome = _train_trial(trial, spec, data, device, pruner, score, reported)
     energy = window.result.of(meter.primary_domain)
     return dataclasses.replace(
         outcome, time_s=window.result.time_s, energy_j=energy.joules, energy_source=energy.source
@@ -64,13 +67,21 @@ def run_trial(
 
 
 def _train_trial(
-    trial: optuna.Trial, spec: RunSpec, data: DataSplits, device: torch.device, pruner: str, score: str
+    trial: optuna.Trial,
+    spec: RunSpec,
+    data: DataSplits,
+    device: torch.device,
+    pruner: str,
+    score: str,
+    reported: Collection[int] = (),
 ) -> TrialOutcome:
     """Train the trial's configuration as ``bpfree train`` would (bpfree.engine.run's
     train_configuration); report validation accuracy per epoch (global epoch number as the
     step) so the pruner can stop it. ``score``: the value is the final model's validation
     accuracy (``final_model``) or the best epoch's (``best_epoch``, as the paper's BP
-    objective scored). Nothing raised here escapes but KeyboardInterrupt."""
+    objective scored). Nothing raised here escapes but KeyboardInterrupt (a stop signal:
+    :mod:`bpfree.tuning.stop`), which carries what the attempt trained (``attempt``:
+    epochs, seconds) to the caller, who abandons the trial."""
     epochs, started = 0, time.perf_counter()
     best_epoch = -math.inf
 
@@ -79,7 +90,8 @@ def _train_trial(
         epochs = record.epoch
         if math.isfinite(record.val_accuracy):
             best_epoch = max(best_epoch, record.val_accuracy)
-            trial.report(record.val_accuracy, record.epoch)
+            if record.epoch not in reported:  # an abandoned attempt's report of it stands
+                trial.report(record.val_accuracy, record.epoch)
         set_attr(trial, "heartbeat", time.time())
         if trial.should_prune():
             raise optuna.TrialPruned(
@@ -101,8 +113,8 @@ def _train_trial(
         return TrialOutcome(TrialState.COMPLETE, value, "", result.epochs, result.train_time_s)
     except optuna.TrialPruned as pruned:
         return ended(TrialState.PRUNED, str(pruned))
-    except KeyboardInterrupt:
-        finish_trial(trial.study, trial, ended(TrialState.FAIL, "interrupted"))
+    except KeyboardInterrupt as stop:  # a stop signal: the caller abandons the trial, to be run again
+        stop.attempt = (epochs, time.perf_counter() - started)
         raise
     except Exception as err:  # noqa: BLE001  (any failure of one configuration is that trial's)
         if is_out_of_memory(err):

@@ -7,6 +7,7 @@ Everything here is plain Python so that the grid can be tested without Snakemake
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,44 @@ def register_gpus(workflow: Any, device: str) -> None:
 # Keys only the Snakefile reads; jobs (bpfree train, bpfree tune) read every other section
 # (early_stopping, tuning, measurement) from the config file itself.
 WORKFLOW_KEYS = ("container", "data_root", "device", "experiments", "seeds", "tune_workers")
+
+
+def coerce_overrides(config: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with each ``--config KEY=VALUE`` override (``overrides``: Snakemake's
+    ``config_settings.config``) coerced to its key's type. Snakemake parses a value as an
+    integer, a float, a boolean, else with YAML's base loader, which makes every scalar inside
+    a list or mapping a string: ``seeds=[1,2]`` arrives as ``['1', '2']``, which the strict
+    config refuses ("Input should be a valid integer, got '1'"). Here the value is read again
+    as its key's type would read text (``'1'`` an integer for a seed, ``2024`` a string for
+    ``data_root``); one that does not fit is left as given, for :func:`check_config` to refuse
+    in one line. Only the keys ``--config`` may override (WORKFLOW_KEYS) are touched."""
+    from pydantic import ValidationError, create_model
+
+    coerced = dict(config)
+    for key, value in overrides.items():
+        field = WorkflowConfig.model_fields.get(key)
+        if key not in WORKFLOW_KEYS or field is None:
+            continue  # refused by job_config_file
+        model = create_model("Override", **{key: (field.annotation, field)})
+        try:
+            checked = model.model_validate({key: _as_text(value)}, strict=False)
+        except ValidationError:
+            continue
+        coerced[key] = checked.model_dump(mode="json")[key]
+    return coerced
+
+
+def _as_text(value: Any) -> Any:
+    """Every scalar of ``value`` as the text it was given as (Snakemake parsed some)."""
+    if isinstance(value, Mapping):
+        return {k: _as_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_text(v) for v in value]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
 
 
 def job_config_file(configfiles: list[str | Path], overrides: dict[str, Any]) -> str:

@@ -18,6 +18,8 @@ rule aggregate:
         },
         other=[path for path in all_tables() if not path.endswith(".csv")],
         histories=f"{tables_dir()}/{HISTORIES}",
+        # written last, each table's digest: what bpfree figures checks the set against
+        table_set=f"{tables_dir()}/{TABLE_SET}",
     log:
         "logs/aggregate.log",
     benchmark:  # its wall time, for bpfree plan's forecast

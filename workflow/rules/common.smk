@@ -10,6 +10,7 @@ from bpfree.core.outputs import (
     STUDY_JOURNAL,
     STUDY_TRIALS,
     TABLE_EXTS,
+    TABLE_SET,
     WORKER_PARAMS,
     figure_file,
     report_benchmark,

@@ -7,6 +7,7 @@ for name in FIGURES:
         input:
             tables=[table_file(t, "csv") for t in TABLES],
             histories=f"{tables_dir()}/{HISTORIES}",
+            table_set=f"{tables_dir()}/{TABLE_SET}",
         output:
             svg=report(
                 figure_file(name, "svg"),
