@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import io
 import signal
 import sys
 import threading
@@ -203,8 +204,21 @@ def run(args: argparse.Namespace) -> int:
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
     class Quiet(WSGIRequestHandler):
+        """No access log; a request that fails in the server (a client gone before its answer,
+        under load) is one line, not wsgiref's stack."""
+
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
             pass
+
+        def get_stderr(self):
+            return self._errors
+
+        def handle(self) -> None:
+            self._errors = io.StringIO()
+            super().handle()
+            text = self._errors.getvalue().strip()
+            if text:
+                print(f"bpfree dashboard: a request failed: {text.splitlines()[-1]}", file=sys.stderr)
 
     app = read_only(optuna_dashboard.wsgi(storage))
     try:
