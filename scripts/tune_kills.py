@@ -89,18 +89,27 @@ def uninterrupted(
     return trials, best, time.monotonic() - start
 
 
-def where_it_landed(where: Path, code: int | None) -> str:
-    from bpfree.core.journal import read_journal
+def journal_trials(path: Path) -> list:
+    """The trials in a journal a worker may be writing (through Optuna's own reader, so that
+    this script runs against any bpfree); none while it cannot be read."""
+    import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+        ids = [storage.get_study_id_from_name(s.study_name) for s in storage.get_all_studies()]
+        return [t for i in ids for t in storage.get_all_trials(i)]
+    except Exception:  # noqa: BLE001  (being created or written)
+        return []
+
+
+def where_it_landed(where: Path, code: int | None) -> str:
     journal = where / JOURNAL
     if code == 0:
         return "after the end"
     if not journal.exists():
         return "before the study"
-    try:
-        trials = read_journal(journal).trials
-    except Exception as err:  # noqa: BLE001  (reported, not raised)
-        return f"unreadable journal ({err})"
+    trials = journal_trials(journal)
     for trial in trials:
         if trial.state.name == "RUNNING" or (trial.state.name == "WAITING" and "abandoned" in trial.user_attrs):
             epochs = len(trial.intermediate_values)
@@ -121,18 +130,13 @@ def kill_and_resume(
 ) -> Outcome:
     """Run the study, send ``signum`` at ``when`` (seconds after the start, or IN_A_TRIAL),
     then run the same command again to its end."""
-    from bpfree.core.journal import read_journal
-
     where.mkdir(parents=True, exist_ok=True)
     args = command(where, tuning, n_trials, arch)
     proc = subprocess.Popen(args, cwd=where, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     start = time.monotonic()
     if when == IN_A_TRIAL:
         while proc.poll() is None and time.monotonic() - start < hang_s:
-            try:
-                trials = read_journal(where / JOURNAL).trials if (where / JOURNAL).exists() else []
-            except Exception:  # noqa: BLE001  (being created)
-                trials = []
+            trials = journal_trials(where / JOURNAL) if (where / JOURNAL).exists() else []
             if any(t.state.name == "RUNNING" for t in trials) and any(t.state.name == "COMPLETE" for t in trials):
                 break
             time.sleep(0.005)

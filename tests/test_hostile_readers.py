@@ -12,6 +12,7 @@ status, dashboard, figures and the tuning journal's repair."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -364,12 +365,18 @@ def test_snakemake_config_seeds_override_is_accepted(tmp_path):
 
 
 # -- the fuzz harness: status, dashboard, figures and the tuning journal --------------------------------
-def journal_bytes(tmp_path_factory) -> bytes:
+@functools.cache
+def journal_bytes() -> bytes:
+    """A study's journal, made once (hypothesis draws from the same bytes in every example)."""
+    import tempfile
+
     from test_status import journal_study
 
-    path = tmp_path_factory.mktemp("journal") / "study.journal"
+    path = Path(tempfile.mkdtemp()) / "study" / "study.journal"
     journal_study(path, [{"state": "complete", "value": 0.8, "epochs": 2}, {"state": "running", "reported": 1}])
-    return path.read_bytes()
+    data = path.read_bytes()
+    shutil.rmtree(path.parent.parent)
+    return data
 
 
 @pytest.mark.slow
@@ -416,7 +423,7 @@ def test_fuzz_damaged_journals_are_repaired_and_open(tmp_path_factory, data):
     from bpfree.core.journal import read_journal
     from bpfree.tuning.journal import repair_journal
 
-    good = journal_bytes(tmp_path_factory)
+    good = journal_bytes()
     lines = good.splitlines(keepends=True)
     extra = st.sampled_from(
         [json.dumps(v).encode() + b"\n" for v in BAD_OPERATIONS.values()] + [b'{"op_code": 6, "worker_id": "w"}\n']

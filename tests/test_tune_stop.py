@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -152,11 +151,3 @@ def test_a_storage_name_too_long_for_what_is_written_beside_it_is_one_line(tmp_p
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "its file name is 248 bytes; at most" in err
     assert not storage.exists()
-
-
-def test_fast_kill_harness_runs(tmp_path):
-    """The helper the slow tier and scripts/tune_kills.py use finds a study's best value."""
-    assert (
-        subprocess.run([sys.executable, str(REPO / "scripts/tune_kills.py"), "--help"], capture_output=True).returncode
-        == 0
-    )

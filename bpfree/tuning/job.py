@@ -25,7 +25,7 @@ from bpfree.engine.run import prepare
 from bpfree.measure import Meter
 from bpfree.models import ArchSpec, parse_arch
 from bpfree.tuning.budget import cap_stage_lengths, worst_case_epochs
-from bpfree.tuning.journal import ask_lock, repair_journal
+from bpfree.tuning.journal import ask_lock, refuse_other_file, repair_journal
 from bpfree.tuning.records import trial_spec_path, trials_csv_path, write_trial_spec, write_trials_csv
 from bpfree.tuning.space import SearchSpace, search_space
 from bpfree.tuning.stop import TuneInterrupted, deferred
@@ -124,6 +124,7 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
         print(f"bpfree tune: {line}", file=sys.stderr)
     study_name = job.study_name or f"{job.algorithm}-{job.dataset}-{arch}"
     table = job.trials_csv or trials_csv_path(job.storage)
+    refuse_other_file(job.storage)  # before its locks are made beside it
     with deferred(), ask_lock(job.storage):  # no other worker of the study writes its files meanwhile
         remove_temporaries(job.storage, table)
         set_aside = repair_journal(job.storage)

@@ -71,7 +71,7 @@ def repair_journal(path: str | Path) -> Path | None:
         if journal.damage is None:
             return None
         data = path.read_bytes()
-        if journal.entries == 0 and not data.startswith(b'{"op_code"'):
+        if journal.entries == 0 and not data.startswith(JOURNAL_START):
             raise BpfreeError(
                 f"{path} is not an Optuna journal (its first line is no journal entry); give another --storage"
             )
@@ -84,6 +84,26 @@ def repair_journal(path: str | Path) -> Path | None:
             file=sys.stderr,
         )
         return aside
+
+
+def refuse_other_file(path: str | Path) -> None:
+    """A ``--storage`` that names a file which is no Optuna journal (a config, say) is refused
+    in one line before anything is written beside it (its locks)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(JOURNAL_START))
+    except (FileNotFoundError, IsADirectoryError):
+        return
+    except OSError as err:
+        raise BpfreeError(f"cannot read the journal {path}: {err.strerror or err}") from None
+    if head and not JOURNAL_START.startswith(head) and not head.startswith(JOURNAL_START):
+        raise BpfreeError(
+            f"{path} is not an Optuna journal (its first line is no journal entry); give another --storage"
+        )
+
+
+JOURNAL_START = b'{"op_code"'  # how Optuna's journal file begins (and every line of it)
 
 
 def ask_lock(storage: str | Path) -> FileLock:
