@@ -240,7 +240,7 @@ def test_the_default_workflow_feeds_every_studys_trial_table_to_the_cost_table(t
 
     repo = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "results/tables/cost.csv", "fig_cost", "-n", "-p", "--cores", "1"]
+        [sys.executable, "-m", "snakemake", "results/config/tables/cost.csv", "fig_cost", "-n", "-p", "--cores", "1"]
         + ["-s", str(repo / "Snakefile"), "--configfile", str(repo / "config" / "config.yaml")],
         cwd=tmp_path,
         capture_output=True,
@@ -251,8 +251,8 @@ def test_the_default_workflow_feeds_every_studys_trial_table_to_the_cost_table(t
     command = next(line for line in proc.stdout.splitlines() if "bpfree aggregate" in line)
     studies = {(r.dataset, r.arch_slug, r.algorithm) for r in expand_runs(read_yaml(repo / "config" / "config.yaml"))}
     tables = command.split("--trials", 1)[1].split("--", 1)[0].split()
-    assert sorted(tables) == sorted(f"results/tuning/{d}/{a}/{g}/study.trials.csv" for d, a, g in studies)
-    assert proc.stdout.count("--trials-out results/tuning/") == len(studies)  # each tune job writes its own
+    assert sorted(tables) == sorted(f"results/config/tuning/{d}/{a}/{g}/study.trials.csv" for d, a, g in studies)
+    assert proc.stdout.count("--trials-out results/config/tuning/") == len(studies)  # each tune job writes its own
     assert "rule fig_cost:" in proc.stdout
 
 

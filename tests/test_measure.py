@@ -969,7 +969,7 @@ def test_energy_sources_combine_by_one_rule_best_first():
     """A sum of energies from several sources is labelled by every source, best first, so that
     one with an estimate in it never reads as measured: the meter's pieces, the cost table and
     the to_target table use the one rule."""
-    from bpfree.measure.energy import combine_sources
+    from bpfree.core.sources import combine_sources
 
     assert combine_sources(["estimate", "nvml-counter", None, "estimate"]) == "nvml-counter+estimate"
     assert combine_sources(["rapl+estimate", "nvml-polling"]) == "nvml-polling+rapl+estimate"

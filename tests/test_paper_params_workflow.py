@@ -126,7 +126,7 @@ def test_a_tuned_experiment_beside_a_paper_one_gets_its_study(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--paper-params" not in proc.stdout
     if check_config(config).tuning.n_trials:
-        assert "--params results/tuning/" in proc.stdout
+        assert "--params results/c/tuning/" in proc.stdout
 
 
 def test_plan_forecasts_no_tuning_for_paper_studies_and_the_rows_budgets():

@@ -22,6 +22,7 @@ from bpfree.core.errors import BpfreeError
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = {
+    "results": "results",  # the grid below lies in ./results (the key, in place of results/config)
     "seeds": [1, 2],
     "device": "cpu",
     "experiments": [{"algorithm": "mf", "arch": "mlp:8,8", "datasets": ["digits"]}],

@@ -217,7 +217,7 @@ def test_paper_config_dry_run_through_the_slurm_profile(tmp_path, stand_in_appta
         assert re.search(r"resources: .*slurm_partition=gpu.*gpu=1", blocks[rule]), rule
     assert "gpu=1" not in blocks["aggregate"] and "slurm_partition=cpu" in blocks["aggregate"]
     for dataset in PAPER_DATASETS:
-        assert f"results/runs/{dataset}/" in out
+        assert f"results/paper/runs/{dataset}/" in out
     assert log.read_text().splitlines() == ["--version"]  # checked for, nothing pulled in a dry run
 
 
@@ -262,7 +262,7 @@ def test_tiny_workflow_runs_inside_the_container(tmp_path, stand_in_apptainer):
     execs = [c for c in calls if c.startswith("exec ")]
     assert len(execs) == 4  # spec, train, aggregate, the figure
     assert all(" --nv " in c and ".snakemake/singularity/" in c for c in execs)
-    assert any("bpfree train --spec results/runs/digits/mlp-16/bp/seed1/spec.yaml" in c for c in execs)
+    assert any("bpfree train --spec results/tiny/runs/digits/mlp-16/bp/seed1/spec.yaml" in c for c in execs)
 
     rest = snakemake("-n", "--cores", "2", "--use-singularity", "--configfile", "tiny.yaml", cwd=tmp_path, env=env)
     assert rest.returncode == 0, rest.stderr[-2000:]
@@ -294,5 +294,5 @@ def test_config_values_and_paths_never_reach_the_shell_as_commands(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (work / "results" / "tables" / "summary.csv").exists()
     assert not [p.name for p in tmp_path.rglob("INJECTED*")]
-    spec = yaml.safe_load((work / "results/runs/digits/mlp-16/bp/seed1/spec.yaml").read_text())
+    spec = yaml.safe_load((work / "results" / path.stem / "runs/digits/mlp-16/bp/seed1/spec.yaml").read_text())
     assert spec["machine"]["data_root"] == "my data;touch INJECTED_DATA"

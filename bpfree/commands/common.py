@@ -4,8 +4,11 @@ help texts and defaults come from the run specification (bpfree/core/spec.py).""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from bpfree.core.spec import Machine, RunSpec, describe
+from bpfree.core.errors import BpfreeError
+from bpfree.core.outputs import DEFAULT_CONFIG, RESULTS, results_folder
+from bpfree.core.spec import Machine, RunSpec, describe, read_yaml
 
 
 def add_subject_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -60,3 +63,37 @@ def seconds_in(low: float, high: float):
         return value
 
     return parse
+
+
+def add_results_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """``--configfile`` and ``--results``: the workflow config, and its results folder (which
+    the config names: its ``results`` key, else results/NAME of its file)."""
+    p.add_argument(
+        "--configfile",
+        help=f"the workflow config, {what} (default: {DEFAULT_CONFIG} where it exists, the Snakefile's)",
+    )
+    p.add_argument(
+        "--results",
+        help="the workflow's results folder (default: the config's: its results key, else results/NAME, "
+        "NAME the config file's name)",
+    )
+
+
+def results_of(results: str | None, configfile: str | None) -> Path:
+    """The results folder a command reads: ``--results`` as given, else the config's (the
+    default config's where none is given and it exists), else ``results``."""
+    if results is not None:
+        return Path(results)
+    if configfile is None and Path(DEFAULT_CONFIG).is_file():
+        configfile = DEFAULT_CONFIG
+    if configfile is None:
+        return Path(RESULTS)
+    configured = None
+    if not Path(configfile).is_file():
+        raise BpfreeError(f"--configfile {configfile}: no such file")
+    if Path(configfile).is_file():
+        data = read_yaml(configfile, "config")
+        configured = data.get("results") if isinstance(data, dict) else None
+        if configured is not None and not isinstance(configured, str):
+            raise BpfreeError(f"{configfile}: results must be a folder's path, got {configured!r}")
+    return Path(results_folder(configfile, configured))

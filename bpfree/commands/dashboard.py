@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bpfree.commands.common import int_in, seconds_in
+from bpfree.commands.common import add_results_arguments, int_in, results_of, seconds_in
 from bpfree.core.errors import BpfreeError
 from bpfree.core.outputs import STUDY_JOURNAL, study_file
 from bpfree.workflow.grid import slug_to_arch
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="every study's journal in one optuna-dashboard page (read-only)",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--results", default="results", help="the workflow's results folder (default: results)")
+    add_results_arguments(p, "whose studies it shows")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument(
         "--port", type=int_in(0, 65535), default=8080, help="port, 0 to 65535 (default: 8080; 0: any free one, printed)"
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         raise BpfreeError(
             'optuna-dashboard is not installed: pip install -e ".[dashboard]" (or pip install optuna-dashboard)'
         ) from None
-    results = Path(args.results)
+    results = results_of(args.results, args.configfile)
     if not results.is_dir():
         raise BpfreeError(f"no results folder at {results} (--results: the workflow's results folder)")
     import optuna

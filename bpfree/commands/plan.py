@@ -8,6 +8,7 @@ import argparse
 import os
 from pathlib import Path
 
+from bpfree.commands.common import add_results_arguments, results_of
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import output_file, write_text_atomic
 from bpfree.core.outputs import DEFAULT_CONFIG
@@ -18,15 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plan", help="forecast a config's cost before running it: worst-case epochs per phase, time from earlier runs"
     )
-    p.add_argument(
-        "--configfile",
-        help=f"the workflow config, as given to snakemake --configfile (default: {DEFAULT_CONFIG}, the Snakefile's)",
-    )
-    p.add_argument(
-        "--results",
-        default="results",
-        help="where earlier runs and studies are, for seconds per epoch (default: results)",
-    )
+    add_results_arguments(p, "as given to snakemake --configfile")
     p.add_argument(
         "--cores",
         type=int,
@@ -50,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         if not Path(DEFAULT_CONFIG).is_file():
             raise BpfreeError(f"no --configfile given and no {DEFAULT_CONFIG} here: give the workflow config")
         args.configfile = DEFAULT_CONFIG
+    args.results = results_of(args.results, args.configfile)
     config = read_yaml(args.configfile, "config")
     if not isinstance(config, dict):
         raise BpfreeError(f"{args.configfile} is not a workflow config (not a mapping)")

@@ -32,11 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bpfree.commands.common import add_results_arguments, results_of
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import MAX_TABLE_BYTES, decode_utf8, finite, read_limited, read_yaml
 from bpfree.core.outputs import (
     BASELINE,
     BEST_PARAMS,
+    DEFAULT_CONFIG,
     RUN_CHECKPOINT,
     RUN_METRICS,
     RUN_SPEC,
@@ -56,8 +58,6 @@ from bpfree.core.spec import WorkflowConfig, parse
 from bpfree.report.formats import energy_text, hours
 from bpfree.workflow.grid import arch_to_slug, slug_to_arch
 
-DEFAULT_CONFIG = "config/config.yaml"  # the Snakefile's, when --configfile is not given
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -65,12 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="where a running (or finished) grid stands: studies, runs, time and energy so far, what remains",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument(
-        "--configfile",
-        help=f"the workflow config, for what is planned (default: {DEFAULT_CONFIG} where it exists; "
-        "without one, what the results folder holds)",
-    )
-    p.add_argument("--results", default="results", help="the workflow's results folder (default: results)")
+    add_results_arguments(p, "for what is planned; without one, what the results folder holds")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     p.add_argument(
         "--no-forecast",
@@ -659,7 +654,7 @@ def status_text(grid: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    grid = grid_status(args.configfile, args.results, forecast=not args.no_forecast)
+    grid = grid_status(args.configfile, results_of(args.results, args.configfile), forecast=not args.no_forecast)
     if args.json:
         json.dump(grid, sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")

@@ -1,6 +1,10 @@
 """What the study produces, by name: shared by the workflow planner, the tables and the
 figures, without importing any of them (or torch)."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 BASELINE = "bp"  # every BP-free method is compared with bp on its own architecture
 # the columns every run's history.csv begins with, in this order (bpfree.engine.run writes them,
 # bpfree.report.tables checks them)
@@ -60,6 +64,18 @@ FIGURE_NAMES = [
 RESULTS = "results"
 # the Snakefile's config when --configfile is not given (bpfree plan's default too)
 DEFAULT_CONFIG = "config/config.yaml"
+
+
+def results_folder(configfile: str | Path, configured: str | None = None) -> str:
+    """A workflow config's results folder: its ``results`` key, else ``results/NAME`` with NAME
+    its file's name without the extension (config/config.yaml: results/config), so that two
+    configs never write into each other's. The Snakefile, ``bpfree status``, ``plan`` and
+    ``dashboard`` all take it from here."""
+    if configured:
+        return str(configured)
+    return f"{RESULTS}/{Path(configfile).stem}"
+
+
 # a run folder's files (bpfree train writes them; RESULTS/runs/.../seedN/ in the workflow)
 RUN_SPEC = "spec.yaml"  # its complete resolved specification: bpfree train --spec re-runs it
 RUN_METRICS = "metrics.json"  # its record (bpfree.core.record.RunRecord)

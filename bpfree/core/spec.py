@@ -331,6 +331,12 @@ class WorkflowConfig(Settings):
 
     model_config = ConfigDict(title="bpfree workflow configuration (every key: config/README.md)")
 
+    results: Path_ | None = Field(
+        None,
+        description="the folder of this config's runs, studies, tables, figures, logs and benchmarks; null: "
+        "results/NAME, NAME the config file's name without its extension (config/config.yaml: results/config), "
+        "so that two configs never write into each other's",
+    )
     container: Path_ = Field(
         "containers/bpfree.sif",
         description="image every job runs in under --sdm apptainer (a .sif or docker://, oras://, library:// "

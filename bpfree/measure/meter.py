@@ -32,6 +32,7 @@ import torch
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import write_text_atomic
+from bpfree.core.sources import combine_sources
 from bpfree.core.spec import Measurement
 from bpfree.measure.carbon import CarbonResult, CarbonTracker
 from bpfree.measure.energy import (
@@ -41,7 +42,6 @@ from bpfree.measure.energy import (
     NvmlEnergyCounter,
     PolledPower,
     RaplCounter,
-    combine_sources,
     nvml_instant_power_w,
     nvml_power_w,
 )

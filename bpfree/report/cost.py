@@ -32,7 +32,7 @@ import polars as pl
 
 from bpfree.core.errors import BpfreeError
 from bpfree.core.outputs import TRIAL_COLUMNS
-from bpfree.measure.energy import combine_sources
+from bpfree.core.sources import combine_sources
 from bpfree.report.formats import Unit, co2_text, energy_text, fixed, hours, percent, unit_for
 
 KEYS = ["algorithm", "arch", "dataset"]

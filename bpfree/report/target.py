@@ -28,7 +28,7 @@ from typing import Any
 import polars as pl
 
 from bpfree.core.outputs import BASELINE, TARGET_FRACTION
-from bpfree.measure.energy import combine_sources
+from bpfree.core.sources import combine_sources
 from bpfree.report.formats import fixed, unit_for
 
 # How often a counter's reading moves (seconds): an epoch shorter than this cannot be told

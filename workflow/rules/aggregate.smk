@@ -21,7 +21,7 @@ rule aggregate:
         # written last, each table's digest: what bpfree figures checks the set against
         table_set=f"{tables_dir()}/{TABLE_SET}",
     log:
-        "logs/aggregate.log",
+        f"{LOGS}/aggregate.log",
     benchmark:  # its wall time, for bpfree plan's forecast
         report_benchmark("aggregate")
     localrule: True  # seconds of work: on the node that runs Snakemake, never queued

@@ -1,5 +1,9 @@
 # Helpers shared by the rules: the run grid and tuning studies from the checked config, and paths
-# (each written once, in bpfree/core/outputs.py: a value not given stays a wildcard).
+# (each written once, in bpfree/core/outputs.py: a value not given stays a wildcard), every one
+# under the config's results folder (RESULTS_DIR).
+from functools import partial
+
+import bpfree.core.outputs as _outputs
 from bpfree.core.outputs import (
     BEST_PARAMS,
     FIGURE_EXTS,
@@ -12,17 +16,7 @@ from bpfree.core.outputs import (
     TABLE_EXTS,
     TABLE_SET,
     WORKER_PARAMS,
-    figure_file,
-    report_benchmark,
-    run_dir,
-    run_file,
-    study_dir,
-    study_file,
-    table_file,
-    spec_benchmark,
-    tables_dir,
-    train_benchmark,
-    tune_benchmark,
+    results_folder,
 )
 from bpfree.workflow.grid import (
     ARCH_SLUG_PATTERN,
@@ -37,6 +31,39 @@ from bpfree.workflow.grid import (
     study_trials,
 )
 from bpfree.workflow.grid import Study as _Study
+
+# this config's results folder (its `results` key, else results/NAME of its file): runs,
+# studies, tables, figures, logs and benchmarks all lie under it, so configs never collide
+RESULTS_DIR = results_folder(CONFIGFILE, CONFIG.results)
+LOGS = f"{RESULTS_DIR}/logs"
+(
+    figure_file,
+    report_benchmark,
+    run_dir,
+    run_file,
+    study_dir,
+    study_file,
+    table_file,
+    spec_benchmark,
+    tables_dir,
+    train_benchmark,
+    tune_benchmark,
+) = (
+    partial(getattr(_outputs, name), results=RESULTS_DIR)
+    for name in (
+        "figure_file",
+        "report_benchmark",
+        "run_dir",
+        "run_file",
+        "study_dir",
+        "study_file",
+        "table_file",
+        "spec_benchmark",
+        "tables_dir",
+        "train_benchmark",
+        "tune_benchmark",
+    )
+)
 
 # every run, each method's BP twin included; the tuning studies follow from them
 RUNS = expand_runs(config)

@@ -6,7 +6,7 @@ rule download:
     output:
         touch(f"{DATA_ROOT}/.bpfree/{{dataset}}.ready"),
     log:
-        "logs/download/{dataset}.log",
+        f"{LOGS}/download/{{dataset}}.log",
     localrule: True
     params:
         root=lambda wc, output: Path(output[0]).parent.parent,

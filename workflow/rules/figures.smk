@@ -17,7 +17,7 @@ for name in FIGURES:
             png=figure_file(name, "png"),
             html=figure_file(name, "html"),  # interactive; 1 MB each, kept out of the report
         log:
-            f"logs/figures/{name}.log",
+            f"{LOGS}/figures/{name}.log",
         benchmark:  # its wall time, for bpfree plan's forecast
             report_benchmark(f"fig_{name}")
         localrule: True  # seconds of work: on the node that runs Snakemake, never queued

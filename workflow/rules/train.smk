@@ -8,7 +8,7 @@ rule spec:
     output:
         run_file(RUN_SPEC),
     log:
-        "logs/spec/{dataset}/{arch}/{algorithm}/seed{seed}.log",
+        f"{LOGS}/spec/{{dataset}}/{{arch}}/{{algorithm}}/seed{{seed}}.log",
     benchmark:  # its wall time, for bpfree plan's forecast
         spec_benchmark()
     localrule: True
@@ -36,7 +36,7 @@ rule train:
         metrics=run_file(RUN_METRICS),
         history=run_file(RUN_HISTORY),
     log:
-        "logs/train/{dataset}/{arch}/{algorithm}/seed{seed}.log",
+        f"{LOGS}/train/{{dataset}}/{{arch}}/{{algorithm}}/seed{{seed}}.log",
     # Snakemake's own measure of the job (wall time, max RSS): bpfree status sets it next
     # to the run's own time (metrics.json)
     benchmark:

@@ -37,7 +37,7 @@ rule tune:
         # rewritten from the journal after each trial by whichever worker ran it
         trials=study_file(STUDY_TRIALS),
     log:
-        "logs/tune/{dataset}/{arch}/{algorithm}.log",
+        f"{LOGS}/tune/{{dataset}}/{{arch}}/{{algorithm}}.log",
     benchmark:  # Snakemake's measure (wall time, max RSS), beside the trials' own times
         tune_benchmark()
     threads: every_core
@@ -55,7 +55,7 @@ rule tune_worker:
     output:
         best=study_file(WORKER_PARAMS),
     log:
-        "logs/tune/{dataset}/{arch}/{algorithm}.worker{worker}.log",
+        f"{LOGS}/tune/{{dataset}}/{{arch}}/{{algorithm}}.worker{{worker}}.log",
     benchmark:
         tune_benchmark(worker=True)
     threads: every_core
