@@ -592,3 +592,14 @@ def test_the_paper_protocol_tunes_bp_for_fixed_epochs_scoring_the_best_epoch(tmp
         assert int(float(row["epochs"])) == 10  # no early stopping (patience 1 would have stopped it)
         spec = yaml.safe_load((tmp_path / row["spec"]).read_text())
         assert spec["early_stopping"]["restore_best"] is False and spec["early_stopping"]["max_epochs"] == 10
+
+
+def test_each_trials_end_is_one_line_in_the_jobs_log(tmp_path, capsys):
+    """Outside a terminal (a workflow job's log), each trial's end is a line: its result, the
+    study's finished count of N, the elapsed time and an ETA."""
+    argv = tune_argv("--max-epochs", "1", "--device", "cpu", arch="mlp:8", n_trials=2, storage=tmp_path / "s.journal")
+    assert main([*argv, "--out", str(tmp_path / "best.yaml")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("trial ")]
+    assert len(lines) == 2
+    assert "(1 of 2 finished)" in lines[0] and "(2 of 2 finished)" in lines[1]
+    assert all("elapsed " in line and ", eta " in line for line in lines)

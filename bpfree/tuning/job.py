@@ -24,6 +24,7 @@ from bpfree.engine.resolve import run_spec
 from bpfree.engine.run import prepare
 from bpfree.measure import Meter
 from bpfree.models import ArchSpec, parse_arch
+from bpfree.report.formats import hours
 from bpfree.tuning.budget import cap_stage_lengths, worst_case_epochs
 from bpfree.tuning.journal import ask_lock, refuse_other_file, repair_journal
 from bpfree.tuning.records import trial_spec_path, trials_csv_path, write_trial_spec, write_trials_csv
@@ -166,7 +167,9 @@ def tune(job: TuneJob, *, progress: bool | None = None) -> TuneResult:
                     with ask_lock(job.storage):
                         write_trials_csv(table, study, job.settings.pruner)
                 trials_run += 1
-                _log_trial(bar, trial, outcome)
+                _log_trial(
+                    bar, trial, outcome, StudyCounts.of(study).finished, job.n_trials, time.perf_counter() - start
+                )
                 consecutive_failures = consecutive_failures + 1 if outcome.state == TrialState.FAIL else 0
                 if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
                     raise BpfreeError(
@@ -249,14 +252,20 @@ def remove_temporaries(storage: Path, table: Path) -> None:
         print(f"bpfree tune: removed {len(removed)} temporary file(s) of interrupted writes: {names}", file=sys.stderr)
 
 
-def _log_trial(bar, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+def _log_trial(bar, trial: optuna.Trial, outcome: TrialOutcome, finished: int, n_trials: int, elapsed: float) -> None:
+    """One line per trial's end in the job's log (and above the bar on a terminal): its result,
+    params and epochs, the study's finished count of N, this worker's elapsed time and an ETA
+    at this worker's pace (other workers shorten it)."""
     params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
     if outcome.state == TrialState.COMPLETE:
         what = f"{OBJECTIVE} {outcome.value:.4f}"
     else:
         what = f"{outcome.state.name.lower()} ({outcome.reason})"
+    left = max(n_trials - finished, 0)
+    eta = elapsed / max(finished, 1) * left
     bar.write(
-        f"trial {trial.number}: {what}; {params}; {outcome.epochs} epochs, {outcome.train_time_s:.1f} s",
+        f"trial {trial.number} ({finished} of {n_trials} finished): {what}; {params}; {outcome.epochs} epochs, "
+        f"{outcome.train_time_s:.1f} s; elapsed {hours(elapsed)}, eta {hours(eta)}",
         file=sys.stderr,
     )
 
