@@ -232,3 +232,55 @@ def test_datasets_lists_every_registered_name(capsys):
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert names == DATASETS.names()
     assert {"digits", "mnist", "fashion-mnist", "cifar10", "cifar100"} <= set(names)
+
+
+def test_set_overrides_any_key_of_the_settings_typed_and_checked(tmp_path, capsys):
+    """``--set SECTION.KEY=VALUE`` beside the named flags: typed as YAML, checked as the config's
+    key would be, in one line when wrong; the named flag and --set reach the same spec."""
+    import yaml
+
+    out = tmp_path / "spec.yaml"
+    argv = ["spec", "--algorithm", "bp", "--dataset", "digits", "--seed", "1", "--out", str(out)]
+    assert (
+        main([*argv, "--set", "early_stopping.patience=3", "--set", "measurement.idle_reuse_s=0", "--max-epochs", "7"])
+        == 0
+    )
+    spec = yaml.safe_load(out.read_text())
+    assert spec["early_stopping"]["patience"] == 3 and spec["early_stopping"]["max_epochs"] == 7
+    assert spec["measurement"]["idle_reuse_s"] == 0
+    assert (
+        main(
+            [
+                *argv,
+                "--set",
+                "early_stopping.max_epochs=7",
+                "--set",
+                "measurement.idle_reuse_s=0",
+                "--set",
+                "early_stopping.patience=3",
+            ]
+        )
+        == 0
+    )
+    assert yaml.safe_load(out.read_text()) == spec
+    capsys.readouterr()
+    assert main([*argv, "--set", "early_stopping.patiense=3"]) == 2
+    assert "unknown key 'patiense' at command line.early_stopping; valid keys: monitor" in one_error_line(capsys)
+    assert main([*argv, "--set", "early_stopping.patience=soon"]) == 2
+    assert "early_stopping.patience" in one_error_line(capsys)
+    assert main([*argv, "--set", "patience"]) == 2
+    assert "expected SECTION.KEY=VALUE" in one_error_line(capsys)
+
+
+def test_max_epochs_says_which_budget_it_sets():
+    """One meaning per command: train's sets a run's (early_stopping), tune's a trial's (tuning)."""
+    from bpfree.cli import build_parser
+
+    helps = {}
+    for action in build_parser()._subparsers._group_actions[0].choices.items():
+        name, parser = action
+        for option in parser._actions:
+            if "--max-epochs" in option.option_strings:
+                helps[name] = option.help
+    assert helps["train"].startswith("sets early_stopping.max_epochs") and helps["spec"] == helps["train"]
+    assert helps["tune"].startswith("sets tuning.max_epochs")

@@ -9,6 +9,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -603,3 +604,46 @@ def test_each_trials_end_is_one_line_in_the_jobs_log(tmp_path, capsys):
     assert len(lines) == 2
     assert "(1 of 2 finished)" in lines[0] and "(2 of 2 finished)" in lines[1]
     assert all("elapsed " in line and ", eta " in line for line in lines)
+
+
+def test_a_trial_never_trains_longer_than_the_forecast_says(tmp_path):
+    """tuning.max_epochs above early_stopping.max_epochs: the tuning job's trials and bpfree
+    plan's forecast take the one trial policy (core.spec.Tuning.trial_policy), so no trial
+    trains an epoch more than the forecast counts."""
+    from bpfree.workflow.plan import plan_rows
+
+    config = {
+        "seeds": [1],
+        "device": "cpu",
+        "experiments": [{"algorithm": "mf", "arch": "mlp:8", "datasets": ["digits"]}],
+        "early_stopping": {"max_epochs": 2, "patience": 50},
+        "tuning": {"n_trials": 2, "max_epochs": 4, "pruner": "none", "search_spaces": {"mf": {"epochs_per_layer": 50}}},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    rows = {r["algorithm"]: r for r in plan_rows(config, tmp_path / "results")}
+    forecast = rows["bp"]["trial_epochs"]
+    journal = tmp_path / "bp.journal"
+    argv = tune_argv("--config", str(tmp_path / "c.yaml"), arch="mlp:8", n_trials=2, storage=journal)
+    assert main([*argv, "--out", str(tmp_path / "best.yaml")]) == 0
+    trials = optuna.load_study(
+        study_name=None,
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))),
+    ).trials
+    epochs = [t.user_attrs["epochs"] for t in trials]
+    assert forecast == 4 and max(epochs) <= forecast and max(epochs) == 4  # the trials' budget, not the runs' 2
+
+
+def test_every_config_section_a_study_reads_makes_it_stale():
+    """The tune rule reruns a study when a section it reads changes: STUDY_SECTIONS holds each
+    config section a TuneJob is built of (bpfree tune), measurement and checkpoint_every_s too."""
+    import dataclasses
+
+    from bpfree.core.spec import STUDY_SECTIONS, Settings
+    from bpfree.tuning.job import TuneJob
+
+    read = {"settings": "tuning"}
+    taken = {read.get(f.name, f.name) for f in dataclasses.fields(TuneJob)} & set(Settings.model_fields)
+    assert taken == {"tuning", "early_stopping", "precision", "measurement", "checkpoint_every_s"}
+    assert taken <= set(STUDY_SECTIONS)
+    tune_rules = (Path(__file__).resolve().parents[1] / "workflow/rules/tune.smk").read_text()
+    assert "for k in STUDY_SECTIONS" in tune_rules

@@ -10,10 +10,18 @@ import argparse
 import os
 import sys
 
-from bpfree.commands.common import add_machine_arguments, add_subject_arguments, machine_overrides
+from bpfree.commands.common import (
+    RUN_FLAGS,
+    add_machine_arguments,
+    add_settings_arguments,
+    add_subject_arguments,
+    apply_settings,
+    machine_overrides,
+    settings_overrides,
+)
 from bpfree.core.errors import BpfreeError
 from bpfree.core.paper import paper_row
-from bpfree.core.spec import PRECISIONS, EarlyStopping, Measurement, RunSpec, describe, load_spec
+from bpfree.core.spec import load_spec
 from bpfree.engine import runfolder
 from bpfree.engine.resolve import load_settings, read_params_file, run_spec
 
@@ -30,28 +38,7 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
         "--dataset (bpfree/core/paper_params.yaml; docs/paper-code.md)",
     )
     p.add_argument("--config", help="workflow config: its run settings (early_stopping, measurement, ...)")
-    p.add_argument(
-        "--max-epochs", type=int, help="override early_stopping.max_epochs: " + describe(EarlyStopping, "max_epochs")
-    )
-    p.add_argument(
-        "--measure-idle-s",
-        type=float,
-        help="override measurement.idle_seconds: " + describe(Measurement, "idle_seconds"),
-    )
-    p.add_argument("--measure-poll-s", type=float, help="override measurement.poll_interval_s")
-    p.add_argument("--measure-country", help="override measurement.country_iso_code (e.g. USA, FRA)")
-    p.add_argument("--measure-codecarbon", choices=["on", "off"], help="override measurement.codecarbon")
-    p.add_argument(
-        "--profile-epoch",
-        type=int,
-        help="override measurement.profile_epoch: " + describe(Measurement, "profile_epoch"),
-    )
-    p.add_argument("--precision", choices=PRECISIONS, help="override precision")
-    p.add_argument(
-        "--checkpoint-every-s",
-        type=float,
-        help="override checkpoint_every_s: " + describe(RunSpec, "checkpoint_every_s"),
-    )
+    add_settings_arguments(p, RUN_FLAGS)
     add_machine_arguments(p)
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
 
@@ -74,7 +61,7 @@ def spec_from_args(args: argparse.Namespace):
 
     machine = machine_overrides(args)
     if getattr(args, "spec", None):
-        given = [f"--{k.replace('_', '-')}" for k in SPEC_FLAGS if getattr(args, k, None) not in (None, False)]
+        given = [f"--{k.replace('_', '-')}" for k in SPEC_FLAGS if getattr(args, k, None) not in (None, False, [])]
         if given:
             raise BpfreeError(
                 f"--spec gives the whole run: drop {', '.join(given)} (only --device, --threads, --data-root may change)"
@@ -92,48 +79,17 @@ def spec_from_args(args: argparse.Namespace):
         row = paper_row(args.algorithm, args.arch, args.dataset)
         params = row.params
         settings = settings.replace(early_stopping=row.early_stopping)  # that config's own stopping rule
+    # the named flags and --set, over the config (and the paper's row)
+    settings = apply_settings(settings, settings_overrides(args, RUN_FLAGS))
     spec = run_spec(
         settings, algorithm=args.algorithm, dataset=args.dataset, seed=args.seed, arch=args.arch, params=params
     )
-    measurement = {
-        "idle_seconds": args.measure_idle_s,
-        "poll_interval_s": args.measure_poll_s,
-        "country_iso_code": args.measure_country,
-        "codecarbon": None if args.measure_codecarbon is None else args.measure_codecarbon == "on",
-        "profile_epoch": args.profile_epoch,
-    }
     changes: dict = {"machine": spec.machine.replace("machine", **machine)}
-    if any(v is not None for v in measurement.values()):
-        changes["measurement"] = spec.measurement.replace(
-            "measurement", **{k: v for k, v in measurement.items() if v is not None}
-        )
-    if args.max_epochs is not None:
-        changes["early_stopping"] = spec.early_stopping.replace("early_stopping", max_epochs=args.max_epochs)
-    if args.precision is not None:
-        changes["precision"] = args.precision
-    if args.checkpoint_every_s is not None:
-        changes["checkpoint_every_s"] = args.checkpoint_every_s
     return spec.replace(**changes)
 
 
 # flags that describe the run itself: with --spec they would silently differ from the file
-SPEC_FLAGS = (
-    "algorithm",
-    "dataset",
-    "arch",
-    "seed",
-    "params",
-    "paper_params",
-    "config",
-    "max_epochs",
-    "measure_idle_s",
-    "measure_poll_s",
-    "measure_country",
-    "measure_codecarbon",
-    "profile_epoch",
-    "precision",
-    "checkpoint_every_s",
-)
+SPEC_FLAGS = ("algorithm", "dataset", "arch", "seed", "params", "paper_params", "config", "set", *RUN_FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,11 +6,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bpfree.commands.common import add_machine_arguments, add_subject_arguments
+from bpfree.commands.common import (
+    TUNE_FLAGS,
+    add_machine_arguments,
+    add_settings_arguments,
+    add_subject_arguments,
+    apply_settings,
+    settings_overrides,
+)
 from bpfree.core.errors import BpfreeError
 from bpfree.core.io import output_file
 from bpfree.core.paper import study_settings
-from bpfree.core.spec import PRUNERS, Machine, Tuning, parse
+from bpfree.core.spec import Machine, parse
 from bpfree.engine.resolve import load_settings
 
 
@@ -31,15 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="where to write best_params.yaml (for bpfree train --params)")
     p.add_argument("--config", help="workflow config: its tuning and early_stopping sections")
-    p.add_argument("--seed", type=int, help="sampler and training seed (default: tuning.seed, 42)")
     p.add_argument("--study-name", help="default: ALGORITHM-DATASET-ARCH")
-    p.add_argument("--timeout", type=float, help="seconds after which this worker starts no new trial")
-    p.add_argument("--max-epochs", type=int, help="epoch budget of one trial (default: tuning.max_epochs)")
-    p.add_argument(
-        "--pruner",
-        choices=PRUNERS,
-        help=f"default: tuning.pruner of --config ({Tuning.model_fields['pruner'].default})",
-    )
+    add_settings_arguments(p, TUNE_FLAGS)
     p.add_argument(
         "--trials-out",
         help="the study's trial table: every trial's state, epochs, time and energy "
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from bpfree.tuning.records import trials_csv_path
     from bpfree.tuning.stop import TuneInterrupted, stop_tuning_on_signals
 
-    settings = load_settings(args.config)
+    changes = settings_overrides(args, TUNE_FLAGS)
+    settings = apply_settings(load_settings(args.config), changes)
     machine = parse(
         Machine,
         {
@@ -75,16 +76,13 @@ def run(args: argparse.Namespace) -> int:
     )
     set_threads(machine.threads)
     arch = parse_arch(args.arch) if args.arch else None
-    overrides = {"seed": args.seed, "timeout": args.timeout, "max_epochs": args.max_epochs, "pruner": args.pruner}
-    # the command line's values are checked as the config's would be (a negative --seed...)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    tuning = parse(Tuning, {**settings.tuning.model_dump(), **given}, where="tuning")
     # tuning.protocol paper: this configuration's own protocol (trial count, length, stopping,
-    # score, sampler, pruner) as the paper's code tuned it; flags given here still win
+    # score, sampler, pruner) as the paper's code tuned it; flags and --set given here still win
     tuning, early_stopping = study_settings(
-        tuning, settings.early_stopping, args.algorithm, str(arch) if arch else None, args.dataset
+        settings.tuning, settings.early_stopping, args.algorithm, str(arch) if arch else None, args.dataset
     )
-    tuning = tuning.replace("tuning", **given)
+    tuning = tuning.replace("tuning", **changes.get("tuning", {}))
+    early_stopping = early_stopping.replace("early_stopping", **changes.get("early_stopping", {}))
     n_trials = args.n_trials if args.n_trials is not None else tuning.n_trials
     if n_trials < 1:
         raise BpfreeError("give --n-trials N (N >= 1) or tuning.n_trials in --config")

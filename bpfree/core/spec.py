@@ -282,6 +282,15 @@ class Tuning(_Model):
         description="seconds without a heartbeat before a RUNNING trial of a vanished worker is run again "
         f"(failed once {MAX_KILLED_ATTEMPTS} workers died running it)",
     )
+
+    def trial_policy(self, early_stopping: EarlyStopping) -> EarlyStopping:
+        """A trial's early stopping: the runs' (``early_stopping``) with this section's
+        ``max_epochs`` as its budget where it is set. The one rule: the tuning job trains its
+        trials by it, and ``bpfree plan`` and ``bpfree status`` forecast them by it."""
+        if self.max_epochs is None:
+            return early_stopping
+        return early_stopping.replace("early_stopping", max_epochs=self.max_epochs)
+
     search_spaces: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="per algorithm, per parameter entries over bpfree/tuning/search_spaces.yaml "
@@ -365,6 +374,14 @@ class WorkflowConfig(Settings):
         description="the to_target table's target: this fraction of the BP twin's best validation accuracy "
         "(same seed); each run's cost (epochs, time, energy, FLOPs) to first reach it",
     )
+
+
+# The config sections a run's spec is made of (the settings a RunSpec shares with the config,
+# and job_threads, its machine's threads) and those a tuning study reads (the same, and tuning:
+# bpfree tune builds its TuneJob of them): a change to one rewrites the run's spec, or makes the
+# study stale (the workflow's spec and tune rules take them as params).
+RUN_SECTIONS: tuple[str, ...] = (*(f for f in Settings.model_fields if f in RunSpec.model_fields), "job_threads")
+STUDY_SECTIONS: tuple[str, ...] = (*RUN_SECTIONS, "tuning")
 
 
 # -- reading ---------------------------------------------------------------------------------

@@ -66,10 +66,8 @@ class TuneJob:
     checkpoint_every_s: float = Settings().checkpoint_every_s  # what a trial's kept spec re-runs with
 
     def policy(self) -> EarlyStopping:
-        """A trial's early stopping: the runs' with ``tuning.max_epochs`` as its budget."""
-        if self.settings.max_epochs is None:
-            return self.early_stopping
-        return self.early_stopping.replace(max_epochs=self.settings.max_epochs)
+        """A trial's early stopping (:meth:`bpfree.core.spec.Tuning.trial_policy`)."""
+        return self.settings.trial_policy(self.early_stopping)
 
     def base_spec(self) -> RunSpec:
         """The run specification every trial of the study shares, before its sampled params:
@@ -302,7 +300,7 @@ def best_params_document(result: TuneResult) -> dict[str, Any]:
             "warmup_epochs": settings.pruner_warmup_epochs,
             "reduction_factor": settings.pruner_reduction_factor,
         },
-        "max_epochs": settings.max_epochs or result.job.early_stopping.max_epochs,
+        "max_epochs": result.job.policy().max_epochs,
         "search_space": result.space.describe(),
         "bpfree_version": __version__,
         "optuna_version": optuna.__version__,

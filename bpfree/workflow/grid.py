@@ -16,7 +16,7 @@ from bpfree.core.errors import BpfreeError
 from bpfree.core.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES, run_dir
 from bpfree.core.registry import DATASETS
 from bpfree.core.paper import paper_row, study_settings
-from bpfree.core.spec import ARCH_KIND, EarlyStopping, Tuning, WorkflowConfig, parse
+from bpfree.core.spec import RUN_SECTIONS, ARCH_KIND, EarlyStopping, Tuning, WorkflowConfig, parse
 from bpfree.engine import catalog
 
 __all__ = ["BASELINE", "FIGURE_NAMES", "TABLE_NAMES", "Run", "Study", "check_config", "expand_runs"]
@@ -192,7 +192,7 @@ def needs_download(dataset: str) -> bool:
 
 
 # the config sections a run's spec is made of: a change to one rewrites its spec.yaml
-RUN_SECTIONS_KEYS = ("early_stopping", "measurement", "checkpoint_every_s", "precision", "job_threads")
+RUN_SECTIONS_KEYS = RUN_SECTIONS  # bpfree.core.spec defines them (kept for older imports)
 
 
 def visible_gpus() -> int:

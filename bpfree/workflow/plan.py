@@ -45,8 +45,8 @@ def plan_rows(
         mode = modes.get(study)
         tuned = checked.tuning.n_trials > 0 and mode == "tuned"  # a paper study has none
         # the study's own section under tuning.protocol (the paper's trial count and length)
-        tuning = study_tuning(checked, study)[0] if tuned else checked.tuning
-        trial_budget = min(tuning.max_epochs or run_budget, run_budget)
+        tuning, stopping = study_tuning(checked, study) if tuned else (checked.tuning, checked.early_stopping)
+        trial_budget = tuning.trial_policy(stopping).max_epochs  # as the tuning job trains them
         n_trials = tuning.n_trials if tuned else 0
         space = search_space(study.algorithm, tuning.search_spaces) if tuned else None
         seeds = [r for r in runs if r.study == study]

@@ -21,7 +21,6 @@ from bpfree.core.outputs import (
 from bpfree.workflow.grid import (
     ARCH_SLUG_PATTERN,
     FIGURE_NAMES,
-    RUN_SECTIONS_KEYS,
     TABLE_NAMES,
     expand_runs,
     gpus_per_job,
@@ -31,6 +30,7 @@ from bpfree.workflow.grid import (
     study_trials,
 )
 from bpfree.workflow.grid import Study as _Study
+from bpfree.core.spec import RUN_SECTIONS as _RUN_SECTIONS, STUDY_SECTIONS
 
 # this config's results folder (its `results` key, else results/NAME of its file): runs,
 # studies, tables, figures, logs and benchmarks all lie under it, so configs never collide
@@ -79,7 +79,7 @@ FIGURES = FIGURE_NAMES
 # share a board and neither's time or energy includes the other's
 GPU_PER_JOB = gpus_per_job(CONFIG.device)
 # what a run's spec is made of, as the spec rule's params: a change rewrites the spec
-RUN_SECTIONS = {key: config.get(key) for key in RUN_SECTIONS_KEYS}
+RUN_SECTIONS = {key: config.get(key) for key in _RUN_SECTIONS}
 
 
 wildcard_constraints:

@@ -24,8 +24,9 @@ TUNE_PARAMS = dict(
     config_path=CONFIGFILE,
     device=CONFIG.device,
     data_root=DATA_ROOT,
-    # not on the command line: a changed section reruns the study's jobs
-    sections={k: config.get(k) for k in ("tuning", "early_stopping", "precision")},
+    # not on the command line: a changed section reruns the study's jobs (every section a
+    # study reads: bpfree.core.spec.STUDY_SECTIONS)
+    sections={k: config.get(k) for k in STUDY_SECTIONS},
 )
 
 
