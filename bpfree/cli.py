@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from bpfree.core.errors import BpfreeError
-from bpfree.engine import catalog
+from bpfree.engine import plugins
 
 COMMANDS = [
     "bpfree.commands.train",
@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if getattr(args, "catalog", False):  # commands that build things by name
-            catalog.load(args.plugin)
+        if getattr(args, "plugins", False):  # commands that build things by name: --plugin modules too
+            plugins.load(args.plugin)
         return int(args.func(args) or 0)
     except BpfreeError as err:
         print(f"bpfree: error: {err}", file=sys.stderr)

@@ -23,7 +23,7 @@ import torch
 
 from bpfree.core.spec import PRUNERS as SPEC_PRUNERS
 from bpfree.core.spec import EarlyStopping, Machine, Tuning
-from bpfree.engine import catalog
+from bpfree.engine import plugins
 from bpfree.models import parse_arch
 from bpfree.tuning.job import TuneJob, tune
 from bpfree.tuning.records import trial_records
@@ -49,7 +49,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    catalog.load()
+    plugins.load()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for algorithm in args.algorithms:

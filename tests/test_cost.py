@@ -15,7 +15,7 @@ from bpfree.core.spec import read_yaml
 from bpfree.report.cost import ALL, COST_COLUMNS, cost_chart, cost_display, cost_table, read_trials
 from bpfree.tuning.budget import stage_budgets, worst_case_epochs
 from bpfree.tuning.space import search_space
-from bpfree.workflow.plan import plan_rows
+from bpfree.workflow.forecast import plan_rows
 
 
 def trials_frame(rows: list[tuple]) -> pl.DataFrame:
@@ -300,7 +300,7 @@ def test_the_wall_time_is_every_jobs_measured_time_over_the_cores(tmp_path):
     every figure), over the cores, after Snakemake's own start; a job not timed yet counts as
     its kind's timed ones."""
     from bpfree.core.outputs import FIGURE_NAMES, report_benchmark, spec_benchmark, train_benchmark
-    from bpfree.workflow.plan import wall_forecast
+    from bpfree.workflow.forecast import wall_forecast
 
     results = tmp_path / "results"
     for algorithm in ("mf", "bp"):
@@ -322,7 +322,7 @@ def test_the_wall_time_is_every_jobs_measured_time_over_the_cores(tmp_path):
 
 
 def test_without_earlier_results_the_wall_time_is_a_lower_bound_of_fixed_costs(tmp_path, capsys):
-    from bpfree.workflow.plan import wall_forecast, wall_text
+    from bpfree.workflow.forecast import wall_forecast, wall_text
 
     forecast = wall_forecast(small_config(), tmp_path / "nothing", cores=2, probe=lambda: 3.0)
     assert forecast["untimed_training_jobs"] == 4 and forecast["timed_jobs"] == 0

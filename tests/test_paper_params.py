@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import bpfree.engine.catalog
+import bpfree.engine.plugins
 from bpfree.algorithms import check_trainable, params_from_mapping
 from bpfree.core.registry import ALGORITHMS, DATASETS
 from bpfree.core.spec import EarlyStopping, parse
@@ -25,7 +25,7 @@ SOURCE_DIRS = ("configs/mf/", "configs/ff/", "configs/cafo/", "configs/bp_baseli
 
 @pytest.fixture(scope="module")
 def doc() -> dict:
-    bpfree.engine.catalog.load()
+    bpfree.engine.plugins.load()
     return yaml.safe_load(resources.files("bpfree.core").joinpath("paper_params.yaml").read_text())
 
 

@@ -130,7 +130,7 @@ def test_a_tuned_experiment_beside_a_paper_one_gets_its_study(tmp_path):
 
 
 def test_plan_forecasts_no_tuning_for_paper_studies_and_the_rows_budgets():
-    from bpfree.workflow.plan import plan_rows
+    from bpfree.workflow.forecast import plan_rows
 
     rows = {(r["algorithm"], r["arch"]): r for r in plan_rows(load("fashion-mnist.yaml"), results=REPO / "nowhere")}
     assert all(r["tuning_epochs"] == 0 and r["trials"] == 0 for r in rows.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from bpfree.report.target import COUNTER_PERIOD_S, to_target, to_target_display
+from bpfree.report.target import COUNTER_PERIOD_S, to_target_display, to_target_table
 
 ARCH, DATA = "mlp:8,8", "digits"
 
@@ -45,7 +45,7 @@ def row(table, algorithm, seed=1):
 def test_first_epoch_at_the_target_and_the_cost_until_then():
     bp = history("bp", 1, [0.5, 0.8, 0.9, 0.85])  # best 0.9: target 0.891
     mf = history("mf", 1, [0.6, 0.88, 0.895, 0.92], time_s=0.5, energy=1.0, flops=4.0)
-    table = to_target(runs(("bp", 1), ("mf", 1)), pl.concat([bp, mf]))
+    table = to_target_table(runs(("bp", 1), ("mf", 1)), pl.concat([bp, mf]))
     method, twin = row(table, "mf"), row(table, "bp")
     assert method["target_val_accuracy"] == pytest.approx(0.99 * 0.9)
     assert method["reached"] and method["epoch"] == 3  # 0.88 < 0.891 <= 0.895
@@ -58,7 +58,7 @@ def test_first_epoch_at_the_target_and_the_cost_until_then():
 def test_the_fraction_is_configurable():
     bp = history("bp", 1, [0.5, 0.8, 0.9])
     mf = history("mf", 1, [0.6, 0.7, 0.8])
-    table = to_target(runs(("bp", 1), ("mf", 1)), pl.concat([bp, mf]), fraction=0.75)
+    table = to_target_table(runs(("bp", 1), ("mf", 1)), pl.concat([bp, mf]), fraction=0.75)
     assert row(table, "mf")["epoch"] == 2  # 0.7 >= 0.675
     assert row(table, "mf")["target_fraction"] == 0.75
 
@@ -66,7 +66,7 @@ def test_the_fraction_is_configurable():
 def test_a_run_that_never_reaches_it_says_so():
     bp = history("bp", 1, [0.5, 0.9])
     ff = history("ff", 1, [0.3, 0.4, 0.45])
-    method = row(to_target(runs(("bp", 1), ("ff", 1)), pl.concat([bp, ff])), "ff")
+    method = row(to_target_table(runs(("bp", 1), ("ff", 1)), pl.concat([bp, ff])), "ff")
     assert method["reached"] is False
     assert method["epoch"] is None and method["energy_j"] is None and method["time_s"] is None
     assert "never reached 89.10% in 3 epochs (best 45.00%)" in method["note"]
@@ -76,21 +76,21 @@ def test_only_the_last_stage_reaches_it_but_every_stage_is_paid_for():
     bp = history("bp", 1, [0.5, 0.9])
     # layer 1's own accuracy passes the target; the delivered model (layer 2) does later
     mf = history("mf", 1, [0.95, 0.95, 0.5, 0.9], stages=["layer1", "layer1", "layer2", "layer2"])
-    method = row(to_target(runs(("bp", 1), ("mf", 1)), pl.concat([bp, mf])), "mf")
+    method = row(to_target_table(runs(("bp", 1), ("mf", 1)), pl.concat([bp, mf])), "mf")
     assert method["epoch"] == 4 and method["stage"] == "layer2"
     assert method["time_s"] == 4.0 and method["flops"] == 40.0
 
 
 def test_targets_pair_by_seed():
     frames = [history("bp", 1, [0.9]), history("bp", 2, [0.5]), history("mf", 1, [0.6]), history("mf", 2, [0.6])]
-    table = to_target(runs(("bp", 1), ("bp", 2), ("mf", 1), ("mf", 2)), pl.concat(frames))
+    table = to_target_table(runs(("bp", 1), ("bp", 2), ("mf", 1), ("mf", 2)), pl.concat(frames))
     assert row(table, "mf", 1)["reached"] is False  # against 0.891
     assert row(table, "mf", 2)["reached"] is True  # against 0.495
 
 
 def test_without_an_ok_twin_there_is_no_target():
     frames = [history("bp", 1, [0.9]), history("mf", 1, [0.9])]
-    table = to_target(runs(("bp", 1), status="diverged").vstack(runs(("mf", 1))), pl.concat(frames))
+    table = to_target_table(runs(("bp", 1), status="diverged").vstack(runs(("mf", 1))), pl.concat(frames))
     method = row(table, "mf")
     assert method["reached"] is None and method["target_val_accuracy"] is None
     assert "no ok BP twin with seed 1" in method["note"]
@@ -100,7 +100,7 @@ def test_an_epoch_shorter_than_the_counter_period_is_flagged_not_zero():
     bp = history("bp", 1, [0.5, 0.9], time_s=1.0, energy=50.0, source="nvml-counter")
     # epoch 2 lasts 50 ms, under NVML's ~100 ms counter update: its 0 J cannot be its energy
     mf = history("mf", 1, [0.6, 0.7, 0.9], time_s=[1.0, 0.05, 1.0], energy=[40.0, 0.0, 40.0], source="nvml-counter")
-    method = row(to_target(runs(("bp", 1), ("mf", 1)), pl.concat([bp, mf])), "mf")
+    method = row(to_target_table(runs(("bp", 1), ("mf", 1)), pl.concat([bp, mf])), "mf")
     assert method["reached"] and method["epoch"] == 3
     assert method["energy_j"] is None  # not 80 J: an unresolved epoch is not counted as free
     assert method["flagged_epochs"] == 1 and "update period" in method["note"]
@@ -115,7 +115,7 @@ def test_the_counter_period_the_run_measured_decides_what_is_too_short():
 
     def method(period):
         table = runs(("bp", 1), ("mf", 1)).with_columns(pl.lit(period, dtype=pl.Float64).alias("counter_period_s"))
-        return row(to_target(table, pl.concat([bp, mf])), "mf")
+        return row(to_target_table(table, pl.concat([bp, mf])), "mf")
 
     assert method(None)["flagged_epochs"] == 1  # the usual 100 ms: the 50 ms epoch is too short
     fast = method(0.02)
@@ -134,15 +134,15 @@ def test_the_measured_period_comes_from_the_record():
 
 def test_a_missing_epoch_energy_is_flagged_too():
     bp = history("bp", 1, [0.9], energy=[None], source="nvml-counter")
-    twin = row(to_target(runs(("bp", 1)), bp), "bp")
+    twin = row(to_target_table(runs(("bp", 1)), bp), "bp")
     assert twin["reached"] and twin["energy_j"] is None and twin["flagged_epochs"] == 1
 
 
 def test_an_estimate_is_labelled_as_one():
     bp = history("bp", 1, [0.9], source="estimate")
-    twin = row(to_target(runs(("bp", 1)), bp), "bp")
+    twin = row(to_target_table(runs(("bp", 1)), bp), "bp")
     assert twin["energy_j"] == 2.0 and twin["energy_source"] == "estimate"
-    shown = to_target_display(to_target(runs(("bp", 1)), bp)).to_dicts()[0]
+    shown = to_target_display(to_target_table(runs(("bp", 1)), bp)).to_dicts()[0]
     assert shown["energy (J)"] == "2.00 (estimate)" and shown["reached"] == "yes"
 
 
@@ -153,7 +153,7 @@ def test_counter_periods_agree_with_the_meter():
 
 
 def test_no_history_gives_an_empty_table_with_every_column():
-    table = to_target(runs(("bp", 1)), pl.DataFrame())
+    table = to_target_table(runs(("bp", 1)), pl.DataFrame())
     assert table.is_empty() and "energy_vs_bp" in table.columns
 
 
@@ -169,7 +169,7 @@ def test_the_default_fraction_is_defined_once():
     from bpfree.report.tables import build_tables
 
     assert WorkflowConfig.model_fields["target_fraction"].default == TARGET_FRACTION
-    assert inspect.signature(to_target).parameters["fraction"].default == TARGET_FRACTION
+    assert inspect.signature(to_target_table).parameters["fraction"].default == TARGET_FRACTION
     assert inspect.signature(build_tables).parameters["target_fraction"].default == TARGET_FRACTION
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert sub.choices["aggregate"].get_default("target_fraction") == TARGET_FRACTION

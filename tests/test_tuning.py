@@ -610,7 +610,7 @@ def test_a_trial_never_trains_longer_than_the_forecast_says(tmp_path):
     """tuning.max_epochs above early_stopping.max_epochs: the tuning job's trials and bpfree
     plan's forecast take the one trial policy (core.spec.Tuning.trial_policy), so no trial
     trains an epoch more than the forecast counts."""
-    from bpfree.workflow.plan import plan_rows
+    from bpfree.workflow.forecast import plan_rows
 
     config = {
         "seeds": [1],

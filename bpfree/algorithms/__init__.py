@@ -1,4 +1,6 @@
-"""Training algorithms, each in its own module, registered by name in ``ALGORITHMS``."""
+"""Tier 2, what is trained: training algorithms, each in its own module reading like its
+equations, registered by name in ``ALGORITHMS``; the interface they share (``base``). Imports
+core, data and models."""
 
 import importlib as _importlib
 import pkgutil as _pkgutil

@@ -1,5 +1,4 @@
-"""``bpfree bench``: our training loops against the paper-style ones, same math, one machine."""
-
-from bpfree.bench.runner import CASES, REGIMES, BenchConfig, format_table, run_bench
-
-__all__ = ["CASES", "REGIMES", "BenchConfig", "format_table", "run_bench"]
+"""Tier: the faces. ``bpfree bench``: our training loops against the paper-style ones, same math,
+one machine (:mod:`bpfree.bench.runner`, :mod:`bpfree.bench.reference`), and the benchmark's
+command line (:mod:`bpfree.bench.cli`, which ``bpfree bench`` and ``python -m bpfree.bench``
+both use). Imports torch only when a benchmark runs."""

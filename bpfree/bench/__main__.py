@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bpfree.commands import bench
+from bpfree.bench import cli as bench
 from bpfree.core.errors import BpfreeError
 
 

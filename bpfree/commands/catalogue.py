@@ -8,8 +8,8 @@ from bpfree.core.registry import DATASETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("algorithms", help="list the registered algorithms").set_defaults(func=algorithms, catalog=True)
-    sub.add_parser("datasets", help="list the registered datasets").set_defaults(func=datasets, catalog=True)
+    sub.add_parser("algorithms", help="list the registered algorithms").set_defaults(func=algorithms, plugins=True)
+    sub.add_parser("datasets", help="list the registered datasets").set_defaults(func=datasets, plugins=True)
 
 
 def algorithms(args: argparse.Namespace) -> int:

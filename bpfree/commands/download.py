@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="import this local copy instead of downloading: a folder holding the files (gzipped or not, "
         "flat or in torchvision's layout), or CIFAR's .tar.gz; checked against pinned digests",
     )
-    p.set_defaults(func=run, catalog=True)
+    p.set_defaults(func=run, plugins=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,12 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the cores the workflow will run on (snakemake --cores), for the wall time (default: this machine's)",
     )
     p.add_argument("--csv", help="also write one row per study here")
-    p.set_defaults(func=run, catalog=True)
+    p.set_defaults(func=run, plugins=True)
 
 
 def run(args: argparse.Namespace) -> int:
     # here, not at the top: keeps polars out of the CLI's start-up
-    from bpfree.workflow.plan import plan_rows, plan_text, wall_forecast, wall_text
+    from bpfree.workflow.forecast import plan_rows, plan_text, wall_forecast, wall_text
 
     if args.cores < 1:
         raise BpfreeError(f"--cores must be >= 1, got {args.cores}")

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("spec", help="write a run's resolved spec.yaml (for bpfree train --spec)")
     add_spec_arguments(p)
     p.add_argument("--out", required=True, help="the spec.yaml to write")
-    p.set_defaults(func=run, catalog=True, spec=None)
+    p.set_defaults(func=run, plugins=True, spec=None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -472,7 +472,7 @@ def grid_status(config_path: str | None, results: str | Path, forecast: bool = T
     forecast_rows = None
     if unmeasured and forecast and plan.config is not None:
         # here, not at the top: keeps polars out of the CLI's start-up
-        from bpfree.workflow.plan import plan_rows
+        from bpfree.workflow.forecast import plan_rows
 
         wanted = {(s.dataset, s.arch, s.algorithm) for s in unmeasured}
         forecast_rows = [

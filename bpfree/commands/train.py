@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="if another process is training in --out, wait for it to end instead of failing",
     )
-    p.set_defaults(func=run, catalog=True)
+    p.set_defaults(func=run, plugins=True)
 
 
 def spec_from_args(args: argparse.Namespace):

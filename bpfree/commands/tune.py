@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: beside the journal, STORAGE-without-suffix.trials.csv)",
     )
     add_machine_arguments(p)
-    p.set_defaults(func=run, catalog=True)
+    p.set_defaults(func=run, plugins=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """The record of a finished run (``DIR/metrics.json``): typed and versioned.
 
 ``bpfree train`` writes it through :class:`RunRecord`, built by
-:func:`bpfree.engine.record.build_record` from the run's typed results; ``bpfree aggregate``
+:func:`bpfree.engine.outcome.build_record` from the run's typed results; ``bpfree aggregate``
 reads it back through the same type, so a field that is renamed or missing fails in one line
 naming the file, not as a silent empty column. No torch here: the tables are built without it."""
 

@@ -1,4 +1,5 @@
-"""Datasets held on the device as normalised tensors, with the paper's splits.
+"""Tier 1: datasets held on the device as normalised tensors, with the paper's splits.
+Imports core.
 
 ``load_splits(name, root=..., seed=..., device=...)`` returns a :class:`DataSplits`;
 :class:`Batches` cuts an epoch into seeded minibatches on the device, augmenting CIFAR there.

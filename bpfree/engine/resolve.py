@@ -15,7 +15,6 @@ from typing import Any
 from bpfree.core.errors import BpfreeError
 from bpfree.core.registry import ALGORITHMS, DATASETS
 from bpfree.core.spec import Machine, RunSpec, Settings, WorkflowConfig, parse, read_yaml
-from bpfree.engine import catalog
 
 
 def load_settings(path: str | Path | None) -> Settings:
@@ -89,7 +88,6 @@ def resolve(spec: RunSpec) -> RunSpec:
     from bpfree.algorithms import check_trainable, params_from_mapping
     from bpfree.models import parse_arch
 
-    catalog.load()
     klass = ALGORITHMS.get(spec.algorithm)
     DATASETS.get(spec.dataset)
     arch = parse_arch(spec.arch or klass.default_arch)

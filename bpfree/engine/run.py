@@ -28,8 +28,8 @@ from bpfree.data import DataSplits, load_splits
 from bpfree.engine.analysis import analyse
 from bpfree.engine.checkpoint import Checkpoint, CheckpointState, check_fits
 from bpfree.engine.loop import Checkpointing, EpochRecord, FitResult, Profiling, fit
+from bpfree.engine.outcome import Measured, RunResult
 from bpfree.engine.precision import check_precision, precision_context, precision_flags
-from bpfree.engine.record import Measured, RunResult
 from bpfree.engine.resolve import resolve
 from bpfree.engine.setup import resolve_device, seed_everything
 from bpfree.engine.warmup import warm_up

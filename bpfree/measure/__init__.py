@@ -1,4 +1,4 @@
-"""Measurement: energy, time, peak memory and CO2 in named windows, independent of what is
+"""Tier 2, measurement (imports core only): energy, time, peak memory and CO2 in named windows, independent of what is
 measured. ``Meter`` (windows over energy counters and memory gauges), ``CarbonTracker``
 (CodeCarbon, once per run), ``hardware_metadata``. See meter.py for the sources used."""
 

@@ -509,7 +509,7 @@ def _estimated(histories: pl.DataFrame) -> bool:
     return bool(sources.is_null().any() or sources.str.contains("estimate").any())
 
 
-def to_target(tables: Tables) -> alt.Chart:
+def to_target_figure(tables: Tables) -> alt.Chart:
     """Validation accuracy against cumulative energy (time where energy is an estimate) of
     each run's last stage, with the target line and where each run first reached it."""
 
@@ -670,7 +670,7 @@ FIGURES: dict[str, Callable[[Tables], alt.Chart]] = {
         "cost": cost,
         "flops": flops,
         "memory_breakdown": memory_breakdown,
-        "to_target": to_target,
+        "to_target": to_target_figure,
         "power": power,
         "claims": claims,
     }.items()

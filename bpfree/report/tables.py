@@ -30,7 +30,7 @@ from bpfree.report.formats import estimate, fixed, latex_text, num, to_latex, to
 from bpfree.report.hardware import hardware_display, hardware_table
 from bpfree.report.paper_table import paper_arch, paper_results  # noqa: F401  (paper_arch: re-exported)
 from bpfree.report.runs import KEYS, RunFiles, read_histories, read_metrics, runs_of
-from bpfree.report.target import to_target, to_target_display
+from bpfree.report.target import to_target_display, to_target_table
 
 CONFIDENCE = 0.95
 
@@ -748,7 +748,7 @@ def build_tables(
     tables.cost = cost_table(runs, read_trials(trials_paths))
 
     tables.hardware = hardware_table(runs, given)
-    tables.to_target = to_target(runs, tables.histories, target_fraction)
+    tables.to_target = to_target_table(runs, tables.histories, target_fraction)
     tables.claims = claims_table(runs)
     return tables
 

@@ -124,7 +124,7 @@ def _best(rows: list[dict[str, Any]]) -> float | None:
     return max(values) if values else None
 
 
-def to_target(runs: pl.DataFrame, histories: pl.DataFrame, fraction: float = TARGET_FRACTION) -> pl.DataFrame:
+def to_target_table(runs: pl.DataFrame, histories: pl.DataFrame, fraction: float = TARGET_FRACTION) -> pl.DataFrame:
     """One row per run that has a history: its cost to the target (see the module's text)."""
     if histories.is_empty() or "val_accuracy" not in histories.columns:
         return pl.DataFrame(schema=COLUMNS)

@@ -1,4 +1,4 @@
-"""Hyperparameter tuning with Optuna (bpfree.tuning: many runs): TPE maximising validation
+"""Tier 4, many runs: hyperparameter tuning with Optuna (imports core up to engine): TPE maximising validation
 accuracy over the paper's search spaces, a pruner on the per-epoch validation accuracy, each
 trial a run specification trained as ``bpfree train`` trains it. docs/tuning.md says how this
 compares with the paper's own protocol (univariate TPE seed 42; the median pruner for BP only).

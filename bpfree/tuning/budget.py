@@ -12,7 +12,6 @@ from typing import Any
 
 from bpfree.core.registry import DATASETS
 from bpfree.core.spec import EarlyStopping
-from bpfree.engine import catalog
 
 
 # -- epoch budgets --------------------------------------------------------------------------
@@ -27,7 +26,6 @@ def stage_budgets(
     from bpfree.algorithms import build_algorithm
     from bpfree.models import ArchSpec, parse_arch
 
-    catalog.load()
     arch = parse_arch(arch) if isinstance(arch, str) else arch
     small = ArchSpec(arch.kind, tuple(min(w, 4) for w in arch.widths))
     info = DATASETS.get(dataset).info

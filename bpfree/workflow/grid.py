@@ -17,7 +17,6 @@ from bpfree.core.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES, run_dir
 from bpfree.core.registry import DATASETS
 from bpfree.core.paper import paper_row, study_settings
 from bpfree.core.spec import RUN_SECTIONS, ARCH_KIND, EarlyStopping, Tuning, WorkflowConfig, parse
-from bpfree.engine import catalog
 
 __all__ = ["BASELINE", "FIGURE_NAMES", "TABLE_NAMES", "Run", "Study", "check_config", "expand_runs"]
 
@@ -85,7 +84,6 @@ def check_config(config: dict[str, Any]) -> WorkflowConfig:
     from bpfree.models import parse_arch
     from bpfree.tuning.space import search_space
 
-    catalog.load()
     for i, exp in enumerate(checked.experiments):
         try:
             arch = parse_arch(exp.arch)
