@@ -38,8 +38,8 @@ from bpfree.core.spec import EarlyStopping, Machine, Measurement, RunSpec, Tunin
 from bpfree.engine.checkpoint import Checkpoint, CheckpointState
 from bpfree.engine.resolve import load_settings, read_params_file
 from bpfree.models import parse_arch
+from bpfree.progress.workers import worker_gone, worker_identity
 from bpfree.tuning.job import TuneJob, tune
-from bpfree.tuning.workers import _gone, worker_identity
 from bpfree.workflow.grid import check_config
 
 
@@ -321,13 +321,13 @@ def test_a_worker_is_gone_when_its_pid_was_reused_or_its_slurm_job_requeued(monk
     me = worker_identity()
     parent = psutil.Process(os.getppid())
     alive = {**me, "pid": parent.pid, "started": parent.create_time()}
-    assert not _gone(alive, me)
-    assert _gone({**alive, "started": parent.create_time() - 3600}, me)  # its pid, reused
-    assert _gone(me, me)  # this process runs no trial while it asks for the next one
+    assert not worker_gone(alive, me)
+    assert worker_gone({**alive, "started": parent.create_time() - 3600}, me)  # its pid, reused
+    assert worker_gone(me, me)  # this process runs no trial while it asks for the next one
     elsewhere = {**me, "host": "other-node", "pid": 1}
-    assert _gone({**elsewhere, "slurm_restart": "0"}, me)  # the run SLURM requeued
-    assert not _gone(elsewhere, me)  # same SLURM run on another node: the heartbeat decides
-    assert not _gone({**elsewhere, "slurm_task": "1", "slurm_restart": "0"}, me)  # another task
+    assert worker_gone({**elsewhere, "slurm_restart": "0"}, me)  # the run SLURM requeued
+    assert not worker_gone(elsewhere, me)  # same SLURM run on another node: the heartbeat decides
+    assert not worker_gone({**elsewhere, "slurm_task": "1", "slurm_restart": "0"}, me)  # another task
 
 
 # -- diverged runs stay in the tables -------------------------------------------------------

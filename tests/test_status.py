@@ -178,25 +178,25 @@ def test_checkpoint_is_read_without_torch_objects(grid):
 
 
 def test_status_of_a_half_done_grid(grid):
-    status = grid_status("config.yaml", "results", forecast=False)
-    studies = {s["algorithm"]: s for s in status["studies"]}
-    assert studies["bp"]["state"] == "done" and (studies["bp"]["complete"], studies["bp"]["pruned"]) == (2, 1)
-    assert studies["bp"]["best"] == 0.86 and studies["bp"]["planned"] == 2
-    assert studies["bp"]["energy_j"] == 28.0 and studies["bp"]["energy_source"] == "estimate+rapl"
-    assert studies["mf"]["state"] == "stale worker" and studies["mf"]["stale"] == 1 and studies["mf"]["best"] == 0.7
-    runs = {(r["algorithm"], r["seed"]): r for r in status["runs"]}
-    assert [runs[k]["state"] for k in sorted(runs)] == ["done", "done", "running", "pending"]
-    assert runs["bp", 1]["benchmark_s"] == 41.5 and runs["bp", 1]["benchmark_max_rss_mb"] == 655.2
-    assert runs["mf", 1]["epochs"] == 5 and runs["mf", 1]["stage"] == "layer2" and runs["mf", 1]["time_s"] == 2.5
-    assert status["state"] == "running" and status["counts"]["runs"] == {"done": 2, "running": 1, "pending": 1}
-    spent = status["spent"]
-    assert spent["tuning_time_s"] == 23.0 and spent["runs_time_s"] == 7.5 and spent["energy_j"] == 41.0
+    status = grid_status("config.yaml", "results", forecast=False)  # typed: bpfree.progress.status.GridStatus
+    studies = {s.algorithm: s for s in status.studies}
+    assert studies["bp"].state == "done" and (studies["bp"].complete, studies["bp"].pruned) == (2, 1)
+    assert studies["bp"].best == 0.86 and studies["bp"].planned == 2
+    assert studies["bp"].energy_j == 28.0 and studies["bp"].energy_source == "estimate+rapl"
+    assert studies["mf"].state == "stale worker" and studies["mf"].stale == 1 and studies["mf"].best == 0.7
+    runs = {(r.algorithm, r.seed): r for r in status.runs}
+    assert [runs[k].state for k in sorted(runs)] == ["done", "done", "running", "pending"]
+    assert runs["bp", 1].benchmark_s == 41.5 and runs["bp", 1].benchmark_max_rss_mb == 655.2
+    assert runs["mf", 1].epochs == 5 and runs["mf", 1].stage == "layer2" and runs["mf", 1].time_s == 2.5
+    assert status.state == "running" and status.counts.runs == {"done": 2, "running": 1, "pending": 1}
+    spent = status.spent
+    assert spent.tuning_time_s == 23.0 and spent.runs_time_s == 7.5 and spent.energy_j == 41.0
     # what remains is mf's: its stale trial (half its 3 epochs on average) at the trials'
     # 3 s/epoch, then its runs at the same rate (no mf run is done), each run 3 x 6/3 = 6
     # epochs (a trial's epochs scaled by the budgets, 6 per run against 3 per trial): seed 1
     # from its epoch 5 (1 left), seed 2 from nothing (6)
-    assert status["remaining"]["time_s"] == pytest.approx((1.5 + 1 + 6) * 3)
-    assert status["remaining"]["unmeasured_studies"] == []
+    assert status.remaining.time_s == pytest.approx((1.5 + 1 + 6) * 3)
+    assert status.remaining.unmeasured_studies == []
     text = status_text(status)
     assert "stale worker" in text and "epoch 5 of at most 6 (layer2, per stage)" in text
     assert "41.5 s, 655 MB" in text and "remaining (estimate from measured s/epoch): about" in text
@@ -221,9 +221,9 @@ def test_where_nothing_is_measured_the_plan_forecasts(tmp_path, monkeypatch):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     (tmp_path / "results").mkdir()
     status = grid_status("config.yaml", "results", forecast=True)
-    assert status["state"] == "pending" and len(status["remaining"]["unmeasured_studies"]) == 2
-    forecast = {r["algorithm"]: r for r in status["remaining"]["forecast"]}
-    assert forecast["bp"]["tuning_epochs"] == 2 * 3 and forecast["bp"]["runs_epochs"] == 2 * 6
+    assert status.state == "pending" and len(status.remaining.unmeasured_studies) == 2
+    forecast = {r.algorithm: r for r in status.remaining.forecast}
+    assert forecast["bp"].tuning_epochs == 2 * 3 and forecast["bp"].runs_epochs == 2 * 6
     assert "not measured yet: at most" in status_text(status)
 
 
@@ -278,5 +278,5 @@ def test_studies_that_take_the_papers_values_have_nothing_to_tune(tmp_path, monk
         for seed in (1, 2):
             done_run(tmp_path / f"results/runs/mnist/mlp-1000-1000/{algorithm}/seed{seed}", epochs=6, time_s=1.0)
     status = grid_status("config.yaml", "results", forecast=False)
-    assert [(s["state"], s["planned"]) for s in status["studies"]] == [("done", 0), ("done", 0)]
-    assert status["state"] == "done" and "no study" in status_text(status)
+    assert [(s.state, s.planned) for s in status.studies] == [("done", 0), ("done", 0)]
+    assert status.state == "done" and "no study" in status_text(status)

@@ -57,7 +57,7 @@ FIGURE_NAMES = [
 
 # -- where the study's files lie ----------------------------------------------------------------
 # Every path under results/ written once, here: the workflow's rules (workflow/rules/*.smk), its
-# planner (bpfree.workflow.grid, .plan) and the commands that read a grid's results (status,
+# planner (bpfree.progress.grid, bpfree.workflow.forecast) and the commands that read a grid's results (status,
 # dashboard, figures) build them with these functions. ``arch`` is an architecture's slug
 # (mlp-256-256). A value not given stays a Snakemake wildcard, so that run_dir() is the rules'
 # pattern "results/runs/{dataset}/{arch}/{algorithm}/seed{seed}". ``results``: the results folder.

@@ -1,74 +1,51 @@
-"""What the Snakefile plans: the config checked in one clear line, the run grid (each
-configured experiment on each of its datasets, plus its BP twin on the identical
-architecture, for every seed) and the tuning studies behind it.
+"""What the Snakefile checks and sets up: the config checked in one clear line (the torch-side
+checks included), its overrides and the one config file its jobs read, the GPUs its jobs claim.
+The grid itself (its studies and runs) is :mod:`bpfree.progress.grid`'s, re-exported here for
+the Snakefile's rules and ``bpfree plan``.
 
-Everything here is plain Python so that the grid can be tested without Snakemake."""
+Everything here is plain Python so that it can be tested without Snakemake."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bpfree.core.errors import BpfreeError
-from bpfree.core.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES, run_dir
+from bpfree.core.outputs import BASELINE, FIGURE_NAMES, TABLE_NAMES
 from bpfree.core.registry import DATASETS
-from bpfree.core.paper import paper_row, study_settings
-from bpfree.core.spec import RUN_SECTIONS, ARCH_KIND, EarlyStopping, Tuning, WorkflowConfig, parse
+from bpfree.core.spec import RUN_SECTIONS, WorkflowConfig, parse
+from bpfree.progress.grid import (
+    ARCH_SLUG_PATTERN,
+    Run,
+    Study,
+    arch_to_slug,
+    expand_grid,
+    expand_runs,
+    expand_studies,
+    slug_to_arch,
+    study_params,
+    study_trials,
+    study_tuning,
+)
 
-__all__ = ["BASELINE", "FIGURE_NAMES", "TABLE_NAMES", "Run", "Study", "check_config", "expand_runs"]
-
-
-@dataclass(frozen=True, order=True)
-class Study:
-    """One Optuna study: an algorithm tuned on one dataset and architecture."""
-
-    dataset: str
-    arch: str
-    algorithm: str
-
-
-@dataclass(frozen=True, order=True)
-class Run:
-    """One training run: a study's configuration with one seed."""
-
-    dataset: str
-    arch: str
-    algorithm: str
-    seed: int
-
-    @property
-    def arch_slug(self) -> str:
-        return arch_to_slug(self.arch)
-
-    @property
-    def dir(self) -> str:
-        return run_dir(self.dataset, self.arch_slug, self.algorithm, self.seed)
-
-    @property
-    def study(self) -> Study:
-        return Study(self.dataset, self.arch, self.algorithm)
-
-
-# the workflow's arch wildcard (workflow/rules/common.smk): arch_to_slug of any ARCH_PATTERN
-ARCH_SLUG_PATTERN = rf"{ARCH_KIND}(-[0-9]+)+"
-
-
-def arch_to_slug(arch: object) -> str:
-    """``mlp:256,256`` (a parsed ArchSpec or its text) -> ``mlp-256-256`` (no colons or
-    commas in paths)."""
-    return str(arch).replace(":", "-").replace(",", "-")
-
-
-def slug_to_arch(slug: str) -> str:
-    """``mlp-256-256`` -> ``mlp:256,256``; a kind may hold ``-`` itself (``my-net-8`` -> ``my-net:8``)."""
-    match = re.fullmatch(r"(.+?)((?:-[0-9]+)+)", slug)
-    if match is None:  # no widths: as before, the kind alone
-        return f"{slug}:"
-    kind, widths = match.groups()
-    return f"{kind}:{widths[1:].replace('-', ',')}"
+__all__ = [
+    "ARCH_SLUG_PATTERN",
+    "BASELINE",
+    "FIGURE_NAMES",
+    "TABLE_NAMES",
+    "Run",
+    "Study",
+    "arch_to_slug",
+    "check_config",
+    "expand_grid",
+    "expand_runs",
+    "expand_studies",
+    "slug_to_arch",
+    "study_params",
+    "study_trials",
+    "study_tuning",
+]
 
 
 # -- the config, checked before any job is planned ----------------------------------------
@@ -93,92 +70,14 @@ def check_config(config: dict[str, Any]) -> WorkflowConfig:
                 check_trainable(name, arch)
         except BpfreeError as err:
             raise BpfreeError(f"experiments[{i}]: {err}") from None
-    modes = study_params(checked)
     for name in checked.data_from:
         source = DATASETS.get(name)
         if not hasattr(source, "import_from"):
             raise BpfreeError(f"data_from.{name}: dataset {name!r} ships with its package; there is nothing to import")
-    if checked.tuning.n_trials > 0:
-        for algorithm in sorted({s.algorithm for s, mode in modes.items() if mode == "tuned"}):
-            search_space(algorithm, checked.tuning.search_spaces)
-        for study, mode in modes.items():  # tuning.protocol paper: every tuned study has its own
-            if mode == "tuned":
-                try:
-                    study_tuning(checked, study)
-                except BpfreeError as err:
-                    raise BpfreeError(f"tuning.protocol: paper: {err}") from None
+    grid = expand_grid(checked)  # a shared twin asked for two ways, a paper study without its row or protocol
+    for algorithm in sorted({s.algorithm for s in grid.studies if grid.tuned(s)}):
+        search_space(algorithm, checked.tuning.search_spaces)
     return checked
-
-
-def study_tuning(checked: WorkflowConfig, study: Study) -> tuple[Tuning, EarlyStopping]:
-    """The study's tuning section and its trials' early stopping, under ``tuning.protocol``
-    (bpfree.core.paper.study_settings): what ``bpfree tune --config`` applies to it."""
-    return study_settings(checked.tuning, checked.early_stopping, study.algorithm, study.arch, study.dataset)
-
-
-def study_trials(checked: WorkflowConfig, study: Study) -> int:
-    """The study's trial count (the paper's per configuration under tuning.protocol: paper)."""
-    return study_tuning(checked, study)[0].n_trials if checked.tuning.n_trials > 0 else 0
-
-
-def study_params(checked: WorkflowConfig) -> dict[Study, str]:
-    """Where each study's runs take their parameters: ``tuned`` (the study, or the defaults
-    when tuning is off) or ``paper`` (the paper's code's values: no study). A BP twin shared by
-    two experiments must be asked for one way; a paper study must have its row."""
-    # here, not at the top: keeps torch out of the CLI's start-up and the workflow's planning
-    from bpfree.models import parse_arch
-
-    modes: dict[Study, str] = {}
-    origin: dict[Study, int] = {}
-    for i, exp in enumerate(checked.experiments):
-        arch = str(parse_arch(exp.arch))
-        for dataset in exp.datasets:
-            for algorithm in dict.fromkeys([exp.algorithm, BASELINE]):
-                study = Study(dataset, arch, algorithm)
-                if modes.get(study, exp.params) != exp.params:
-                    raise BpfreeError(
-                        f"experiments[{i}] asks for params: {exp.params} for {algorithm} {arch} on {dataset}, "
-                        f"experiments[{origin[study]}] for params: {modes[study]}; the BP twin is shared by "
-                        "experiments on one architecture and dataset: give them the same params"
-                    )
-                if exp.params == "paper":
-                    try:
-                        paper_row(algorithm, arch, dataset)
-                    except BpfreeError as err:
-                        raise BpfreeError(f"experiments[{i}] (params: paper): {err}") from None
-                modes[study] = exp.params
-                origin.setdefault(study, i)
-    return modes
-
-
-# -- the grid -----------------------------------------------------------------------------
-def expand_studies(config: dict[str, Any]) -> list[Study]:
-    # here, not at the top: keeps torch out of the CLI's start-up and the workflow's planning
-    from bpfree.models import parse_arch
-
-    studies: set[Study] = set()
-    for exp in config["experiments"]:
-        arch = str(parse_arch(exp["arch"]))
-        for dataset in exp["datasets"]:
-            for algorithm in dict.fromkeys([exp["algorithm"], BASELINE]):
-                studies.add(Study(dataset, arch, algorithm))
-    return sorted(studies)
-
-
-def expand_runs(config: dict[str, Any]) -> list[Run]:
-    """Every run: each experiment's studies (its BP twin's too) for each of its seeds (its own
-    ``seeds``, or the config's); a twin shared by experiments trains every seed any asks for."""
-    # here, not at the top: keeps torch out of the CLI's start-up and the workflow's planning
-    from bpfree.models import parse_arch
-
-    runs: set[Run] = set()
-    for exp in config["experiments"]:
-        arch = str(parse_arch(exp["arch"]))
-        seeds = [int(s) for s in (exp.get("seeds") or config["seeds"])]
-        for dataset in exp["datasets"]:
-            for algorithm in dict.fromkeys([exp["algorithm"], BASELINE]):
-                runs.update(Run(dataset, arch, algorithm, seed) for seed in seeds)
-    return sorted(runs)
 
 
 def needs_download(dataset: str) -> bool:

@@ -18,18 +18,14 @@ from bpfree.core.outputs import (
     WORKER_PARAMS,
     results_folder,
 )
+from bpfree.progress.grid import ARCH_SLUG_PATTERN, expand_grid, slug_to_arch
+from bpfree.progress.grid import Study as _Study
 from bpfree.workflow.grid import (
-    ARCH_SLUG_PATTERN,
     FIGURE_NAMES,
     TABLE_NAMES,
-    expand_runs,
     gpus_per_job,
     needs_download,
-    slug_to_arch,
-    study_params,
-    study_trials,
 )
-from bpfree.workflow.grid import Study as _Study
 from bpfree.core.spec import RUN_SECTIONS as _RUN_SECTIONS, STUDY_SECTIONS
 
 # this config's results folder (its `results` key, else results/NAME of its file): runs,
@@ -65,12 +61,14 @@ LOGS = f"{RESULTS_DIR}/logs"
     )
 )
 
+# the grid, as bpfree plan and bpfree status expand it too (bpfree.progress.grid)
+GRID = expand_grid(CONFIG)
 # every run, each method's BP twin included; the tuning studies follow from them
-RUNS = expand_runs(config)
+RUNS = GRID.runs
 # trials per study; 0: no tuning, every run uses the algorithm's defaults
 N_TRIALS = CONFIG.tuning.n_trials
 # per study: "tuned" (its study, when N_TRIALS > 0) or "paper" (the paper's values, no study)
-STUDY_PARAMS = study_params(CONFIG)
+STUDY_PARAMS = GRID.params
 TUNE_WORKERS = CONFIG.tune_workers  # jobs sharing each study's journal
 DATA_ROOT = CONFIG.data_root
 TABLES = TABLE_NAMES
@@ -138,9 +136,8 @@ def params_mode(wildcards):
 
 def study_n_trials(wildcards):
     """The study's trial count: tuning.n_trials, or the paper's for it (tuning.protocol: paper)."""
-    return study_trials(
-        CONFIG,
-        _Study(wildcards.dataset, slug_to_arch(wildcards.arch), wildcards.algorithm),
+    return GRID.trials.get(
+        _Study(wildcards.dataset, slug_to_arch(wildcards.arch), wildcards.algorithm), 0
     )
 
 
