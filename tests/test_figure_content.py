@@ -1,4 +1,4 @@
-"""Every figure true to its table: each of the twelve is rendered to SVG as ``bpfree figures``
+"""Every figure true to its table: each one is rendered to SVG as ``bpfree figures``
 renders it, read back panel by panel (headers, axes, the marks' data; tests/figure_readback.py)
 and compared with the table it was drawn from, as written to disk by ``bpfree aggregate``'s
 code. A panel under the wrong header, a value in another unit, a missing or extra method fails.
