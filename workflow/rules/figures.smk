@@ -4,10 +4,10 @@ for name in FIGURES:
     rule:
         name:
             f"fig_{name}"
-        input:
-            tables=[table_file(t, "csv") for t in TABLES],
-            histories=f"{tables_dir()}/{HISTORIES}",
-            table_set=f"{tables_dir()}/{TABLE_SET}",
+        input:  # the aggregate's outputs, named by that rule
+            tables=[rules.aggregate.output[t] for t in TABLES],
+            histories=rules.aggregate.output.histories,
+            table_set=rules.aggregate.output.table_set,
         output:
             svg=report(
                 figure_file(name, "svg"),

@@ -31,7 +31,7 @@ rule spec:
 rule train:
     input:
         unpack(dataset_ready),
-        spec=run_file(RUN_SPEC),
+        spec=rules.spec.output[0],  # the spec rule's output
     output:
         metrics=run_file(RUN_METRICS),
         history=run_file(RUN_HISTORY),
