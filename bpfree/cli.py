@@ -21,6 +21,7 @@ COMMANDS = [
     "bpfree.commands.download",
     "bpfree.commands.aggregate",
     "bpfree.commands.figures",
+    "bpfree.commands.rebuild",
     "bpfree.commands.bench",
     "bpfree.commands.schema",
     "bpfree.commands.plan",

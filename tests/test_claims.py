@@ -177,3 +177,27 @@ def test_fig_claims_shows_what_the_table_holds():
     assert "mf-accuracy · mf: not run here (mlp:1000,1000 on mnist, mlp:2000,2000,2000 on cifar10, " in subtitle
     shown = claims_display(table)
     assert set(shown["verdict"]) == set(table["verdict"])
+
+
+def test_rebuild_makes_every_table_and_figure_of_a_results_folder_without_training(tmp_path, bp_digits_mlp_run, capsys):
+    """``bpfree rebuild RESULTS``: from the run records a folder holds (as docs/evidence/ keeps
+    them), the tables and every figure, the claims' among them; no training."""
+    import shutil
+
+    from bpfree.cli import main
+    from bpfree.core.outputs import FIGURE_NAMES, TABLE_NAMES
+
+    _, out, _ = bp_digits_mlp_run
+    run = tmp_path / "evidence/runs/digits/mlp-256-256/bp/seed7"
+    run.mkdir(parents=True)
+    for name in ("spec.yaml", "metrics.json", "history.csv"):
+        shutil.copy(out / name, run / name)
+    assert main(["rebuild", str(tmp_path / "evidence")]) == 0
+    for name in TABLE_NAMES:
+        assert (tmp_path / f"evidence/tables/{name}.csv").is_file(), name
+    for name in FIGURE_NAMES:
+        assert (tmp_path / f"evidence/figures/{name}.svg").is_file(), name
+    assert "not run here" in (tmp_path / "evidence/tables/claims.csv").read_text()  # a BP run alone: no claim's pair
+    capsys.readouterr()
+    assert main(["rebuild", str(tmp_path / "nothing")]) == 2
+    assert "no results folder at" in capsys.readouterr().err
