@@ -159,7 +159,9 @@ def test_a_lock_dies_with_its_process_so_sigkill_leaves_none(tmp_path, capsys):
 def test_two_bpfree_trains_started_together_in_one_folder(tmp_path):
     """Item 1 as written: ``bpfree train ... --out d & bpfree train ... --seed 4 --out d``."""
     out = tmp_path / "d"
-    long = ["--measure-idle-s", "12"]  # the idle baseline: it holds the folder while the second comes
+    # long enough to hold the folder while the second starts (an idle baseline would not: this
+    # machine's counters are estimates, which take none): 400 epochs, no early stop
+    long = ["--max-epochs", "400", "--set", "early_stopping.patience=400"]
     first = subprocess.Popen(
         [sys.executable, "-m", "bpfree", *train_args(out, *long)],
         stdout=subprocess.PIPE,
