@@ -145,9 +145,21 @@ def test_a_dangling_symlink_lock_left_by_an_older_bpfree_is_taken_over(tmp_path)
 
 
 def test_a_storage_name_too_long_for_what_is_written_beside_it_is_one_line(tmp_path, capsys):
+    """A name near 255 bytes made Optuna's lock rename fail (two tracebacks) and left a lock
+    that hung the next worker; refused now before any work. The longest name allowed works,
+    a damaged journal's set-aside copy (the longest name written beside it) included."""
     storage = tmp_path / ("s" * 240 + ".journal")
     args = tune_argv(arch="mlp:8", storage=storage, out=tmp_path / "best.yaml")
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "its file name is 248 bytes; at most" in err
+    assert err.count("\n") == 1 and "its file name is 248 bytes; at most 209" in err
     assert not storage.exists()
+
+    longest = tmp_path / ("s" * 201 + ".journal")
+    args = tune_argv("--device", "cpu", "--max-epochs", "1", arch="mlp:8", storage=longest, out=tmp_path / "b.yaml")
+    assert main(args) == 0
+    with open(longest, "ab") as fh:
+        fh.write(b'{"op_code": 99, "worker_id": "w"}\n')
+    args[args.index("--n-trials") + 1] = "2"
+    assert main(args) == 0
+    assert "set aside as" in capsys.readouterr().err and len(list(tmp_path.glob("s*.journal.corrupt-*"))) == 1
