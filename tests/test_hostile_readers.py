@@ -379,22 +379,33 @@ def journal_bytes() -> bytes:
     return data
 
 
+@functools.cache
+def template_grid() -> Path:
+    """A results folder made once: a study's journal, a done run, a running one."""
+    import tempfile
+
+    from test_status import done_run, journal_study, running_run
+
+    where = Path(tempfile.mkdtemp()) / "grid"
+    (where / "results").mkdir(parents=True)
+    (where / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    journal_study(where / MF_JOURNAL, [{"state": "complete", "value": 0.7}])
+    done_run(where / BP_RUN, epochs=3, time_s=1.0)
+    running_run(where / MF_RUN, epochs=4, time_s=2.0)
+    return where
+
+
 @pytest.mark.slow
 @settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzz_damaged_files_at_status_and_dashboard_never_a_traceback(tmp_path_factory, capsys, data):
     """A results folder whose journal, metrics.json or checkpoint is mutated: status answers
     (exit 0, each damaged file named), the dashboard's snapshot is built."""
-    from test_status import done_run, journal_study, running_run
-
     from bpfree.commands.dashboard import snapshot
 
-    where = tmp_path_factory.mktemp("fuzz")
+    where = tmp_path_factory.mktemp("fuzz") / "grid"
+    shutil.copytree(template_grid(), where)  # the same bytes in every example: hypothesis draws from them
     results = where / "results"
-    (where / "config.yaml").write_text(yaml.safe_dump(CONFIG))
-    journal_study(results / "tuning/digits/mlp-8-8/mf/study.journal", [{"state": "complete", "value": 0.7}])
-    done_run(where / BP_RUN, epochs=3, time_s=1.0)
-    running_run(where / MF_RUN, epochs=4, time_s=2.0)
     kind = data.draw(st.sampled_from(["journal", "metrics", "checkpoint"]))
     path = {"journal": where / MF_JOURNAL, "metrics": where / BP_RUN / "metrics.json"}.get(
         kind, where / MF_RUN / "checkpoint.pt"
@@ -453,11 +464,25 @@ def test_fuzz_damaged_journals_are_repaired_and_open(tmp_path_factory, data):
 @settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzz_damaged_tables_at_figures_never_a_traceback(tmp_path_factory, capsys, data):
+    """A table of a set (or the set's record) mutated: figures draw (the file still matches,
+    e.g. cut at its end) or refuse in one line; never a traceback."""
     where = tmp_path_factory.mktemp("tables")
-    metrics = [write_run(where / f"runs/{a}{s}", s, 0.5, algorithm=a) for a in ("bp", "mf") for s in (1, 2)]
     out = where / "tables"
-    assert cli(capsys, ["aggregate", *map(str, metrics), "--out-dir", str(out)])[0] == 0
+    shutil.copytree(template_tables(), out)  # the same bytes in every example: hypothesis draws from them
     name = data.draw(st.sampled_from(["summary.csv", "methods.csv", "deltas.csv", "histories.csv", "tables.set.json"]))
     (out / name).write_bytes(data.draw(mutations((out / name).read_bytes())))
     code, _, err = cli(capsys, ["figures", "accuracy", "--tables", str(out), "--out", str(where / "f")])
     assert code in (0, 2), err
+
+
+@functools.cache
+def template_tables() -> Path:
+    """A set of tables bpfree aggregate wrote, made once."""
+    import tempfile
+
+    from bpfree.cli import main
+
+    where = Path(tempfile.mkdtemp())
+    metrics = [write_run(where / f"runs/{a}{s}", s, 0.5, algorithm=a) for a in ("bp", "mf") for s in (1, 2)]
+    assert main(["aggregate", *map(str, metrics), "--out-dir", str(where / "tables")]) == 0
+    return where / "tables"

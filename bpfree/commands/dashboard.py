@@ -255,7 +255,9 @@ def run(args: argparse.Namespace) -> int:
         timer.start()
 
     def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        # the server stops after the request it may be answering: raised inside one, the
+        # interrupt was caught by wsgiref, which printed its stack and served on
+        threading.Thread(target=server.shutdown, daemon=True).start()
 
     # SIGTERM (a job's end, `kill`) and SIGINT stop it cleanly, even where SIGINT came in
     # ignored (a process started in the background of a script)

@@ -41,9 +41,10 @@ from bpfree.core.io import read_limited
 MAX_JOURNAL_BYTES = 512 << 20  # a 50-trial study of 100 epochs each is about 2 MiB
 NEWLINE = b"\n"
 LOCK_SUFFIX = ".lock"  # JOURNAL.lock: the writers' lock (the name Optuna's own lock used)
-# what bpfree writes beside a journal, longest first: its name must leave room for them within
-# the file system's limit on a name (NAME_MAX, 255 bytes on Linux)
-BESIDE_JOURNAL = (".corrupt-YYYYmmddTHHMMSS-4194304", ".ask.lock", ".XXXXXXXX.tmp")
+# the longest name bpfree writes beside a journal NAME: the temporary file of its set-aside copy,
+# ".NAME.corrupt-YYYYmmddTHHMMSS-PID.XXXXXXXX.tmp"; NAME must leave room for it within the file
+# system's limit on a name (NAME_MAX, 255 bytes on Linux)
+BESIDE_JOURNAL = len(".") + len(".corrupt-YYYYmmddTHHMMSS-4194304") + len(".XXXXXXXX.tmp")
 
 
 # -- the writers' lock ------------------------------------------------------------------------
@@ -113,7 +114,7 @@ def check_journal_name(journal: str | Path, what: str = "--storage") -> None:
         limit = os.pathconf(Path(journal).parent if str(Path(journal).parent) else ".", "PC_NAME_MAX")
     except (OSError, ValueError):
         limit = 255
-    room = limit - max(len(s) for s in BESIDE_JOURNAL) - 1  # and the leading "." of a temporary
+    room = limit - BESIDE_JOURNAL
     if len(os.fsencode(name)) > room:
         raise BpfreeError(
             f"{what} {journal}: its file name is {len(os.fsencode(name))} bytes; at most {room} "

@@ -15,7 +15,11 @@ is the best COMPLETE trial.
     write_best_params("best_params.yaml", result)     # what ``bpfree train --params`` reads
 
 A trial never kills the study: divergence (NaN loss) is recorded PRUNED, an exception (out of
-memory included) FAIL, each with its reason in the trial's ``reason`` user attribute.
+memory included) FAIL, each with its reason in the trial's ``reason`` user attribute. Nor does
+a stop or a kill lose one: a stop signal abandons the running trial and a dead worker's trial
+is put back, both into the study's queue with their params, not counted, and run first when
+the study resumes, which then ends as it would have without them (:mod:`bpfree.tuning.stop`,
+:mod:`bpfree.tuning.workers`, docs/resuming.md).
 
 Every trial is accounted for, pruned and failed ones included: its epochs, wall time and
 energy (a bpfree.measure Meter window around it, with the energy's source) are user
