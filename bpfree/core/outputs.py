@@ -188,7 +188,8 @@ def figure_file(name: str, ext: str, *, results: object = RESULTS) -> str:
     return f"{figures_dir(results)}/{name}.{ext}"
 
 
-def train_benchmark(
+def run_benchmark(
+    rule: str,
     dataset: str | None = None,
     arch: str | None = None,
     algorithm: str | None = None,
@@ -196,10 +197,21 @@ def train_benchmark(
     *,
     results: object = RESULTS,
 ) -> str:
-    """Snakemake's benchmark of a train job: RESULTS/benchmarks/train/DATASET/ARCH/ALGORITHM/seedSEED.tsv."""
-    return f"{results}/benchmarks/train/" + fill(
+    """Snakemake's benchmark of a run's job of ``rule`` (train, spec):
+    RESULTS/benchmarks/RULE/DATASET/ARCH/ALGORITHM/seedSEED.tsv."""
+    return f"{results}/benchmarks/{rule}/" + fill(
         f"{_RUN}.tsv", dataset=dataset, arch=arch, algorithm=algorithm, seed=seed
     )
+
+
+def train_benchmark(*where: object, results: object = RESULTS) -> str:
+    """A train job's benchmark (:func:`run_benchmark`)."""
+    return run_benchmark("train", *where, results=results)
+
+
+def spec_benchmark(*where: object, results: object = RESULTS) -> str:
+    """A spec job's benchmark (:func:`run_benchmark`)."""
+    return run_benchmark("spec", *where, results=results)
 
 
 def tune_benchmark(
@@ -214,20 +226,6 @@ def tune_benchmark(
     extra worker's ALGORITHM.workerK.tsv (worker: K; True: the ``{worker}`` wildcard; ``*``: a glob)."""
     tail = "" if worker is False else ".worker" + ("{worker}" if worker is True else str(worker))
     return f"{results}/benchmarks/tune/" + fill(f"{_STUDY}{tail}.tsv", dataset=dataset, arch=arch, algorithm=algorithm)
-
-
-def spec_benchmark(
-    dataset: str | None = None,
-    arch: str | None = None,
-    algorithm: str | None = None,
-    seed: int | str | None = None,
-    *,
-    results: object = RESULTS,
-) -> str:
-    """Snakemake's benchmark of a spec job: RESULTS/benchmarks/spec/DATASET/ARCH/ALGORITHM/seedSEED.tsv."""
-    return f"{results}/benchmarks/spec/" + fill(
-        f"{_RUN}.tsv", dataset=dataset, arch=arch, algorithm=algorithm, seed=seed
-    )
 
 
 def report_benchmark(job: str, *, results: object = RESULTS) -> str:

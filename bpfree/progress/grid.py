@@ -69,17 +69,11 @@ class Study:
 
 
 @dataclass(frozen=True, order=True)
-class Run:
-    """One training run: a study's configuration with one seed."""
+class Run(Study):
+    """One training run: a study's configuration with one seed (the one key type of a run's
+    paths: ``where`` is its study's, ``dir`` its folder)."""
 
-    dataset: str
-    arch: str
-    algorithm: str
     seed: int
-
-    @property
-    def arch_slug(self) -> str:
-        return arch_to_slug(self.arch)
 
     @property
     def dir(self) -> str:

@@ -363,9 +363,7 @@ def claims_display(table: pl.DataFrame) -> pl.DataFrame:
         }
         by_rule = [r.get(f"verdict_twin_{s}") for s in TWIN_SELECTIONS]
         values = [fmt(r.get(f"value_twin_{s}"), unit) for s in TWIN_SELECTIONS]
-        shown["ours, twin tested at last / min val. loss / max val. acc."] = (
-            " / ".join(values) if any(by_rule) else "–"
-        )
+        shown["ours, twin tested at last / min val. loss / max val. acc."] = " / ".join(values) if any(by_rule) else "–"
         shown["verdict, twin tested at last / min val. loss / max val. acc."] = (
             " / ".join(v or "–" for v in by_rule) if any(by_rule) else "–"
         )
