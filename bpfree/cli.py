@@ -34,6 +34,12 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage dump
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def _get_values(self, action, arg_strings):
+        # argparse drops a value of "--" (--out=--) and hands an option of one value an empty list
+        if action.nargs is None and action.option_strings and arg_strings == ["--"]:
+            self.error(f"{'/'.join(action.option_strings)}: '--' is not a value")
+        return super()._get_values(action, arg_strings)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bpfree", description=__doc__.splitlines()[0])

@@ -249,12 +249,12 @@ def test_tiny_workflow_runs_inside_the_container(tmp_path, stand_in_apptainer):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    tables = tmp_path / "results" / "tables"
+    tables = tmp_path / "results" / "tiny" / "tables"
     for name in ("summary", "methods", "deltas", "paper"):
         for ext in ("csv", "md", "tex"):
             assert (tables / f"{name}.{ext}").stat().st_size > 0
     assert len((tables / "summary.csv").read_text().splitlines()) == 2  # header + one run
-    figures = tmp_path / "results" / "figures"
+    figures = tmp_path / "results" / "tiny" / "figures"
     assert sorted(p.name for p in figures.iterdir()) == sorted(f"accuracy.{ext}" for ext in ("svg", "png", "html"))
 
     calls = log.read_text().splitlines()
@@ -292,7 +292,7 @@ def test_config_values_and_paths_never_reach_the_shell_as_commands(tmp_path):
     path.write_text(yaml.safe_dump(config))
     proc = snakemake("aggregate", "--cores", "2", "--configfile", path.name, cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (work / "results" / "tables" / "summary.csv").exists()
+    assert (work / "results" / path.stem / "tables" / "summary.csv").exists()
     assert not [p.name for p in tmp_path.rglob("INJECTED*")]
     spec = yaml.safe_load((work / "results" / path.stem / "runs/digits/mlp-16/bp/seed1/spec.yaml").read_text())
     assert spec["machine"]["data_root"] == "my data;touch INJECTED_DATA"
