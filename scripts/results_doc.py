@@ -39,7 +39,10 @@ def verdicts_table(tables: Path) -> str:
     if ran.is_empty():
         return "No claim has a run behind it yet.\n"
     shown = claims_display(ran).drop("the paper says", "ours, twin tested at last / min val. loss / max val. acc.")
-    return to_markdown(shown, "only the rows of the claims table that hold runs; that whole table, with the verdict rule under it, ends this page")
+    return to_markdown(
+        shown,
+        "only the rows of the claims table that hold runs; that whole table, with the verdict rule under it, ends this page",
+    )
 
 
 def unfinished_table(evidence: Path) -> str:

@@ -23,7 +23,10 @@ def rebuilt(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("evidence")
     shutil.copytree(EVIDENCE / "runs", folder / "runs")
     proc = subprocess.run(
-        [sys.executable, "-m", "bpfree", "rebuild", str(folder), "--tables-only"], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "bpfree", "rebuild", str(folder), "--tables-only"],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     return folder / "tables"
