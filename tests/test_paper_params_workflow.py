@@ -117,7 +117,10 @@ def test_dry_run_imports_with_from_and_plans_no_study(tmp_path):
     assert "bpfree download fashion-mnist --root data --from /usr/share/datasets/fashion-mnist" in proc.stdout
 
 
-def test_a_tuned_experiment_beside_a_paper_one_gets_its_study(tmp_path):
+@pytest.mark.slow  # a second whole dry run (13 s); the fast tier keeps the paper config's
+def test_the_default_config_trains_from_its_studies_not_the_papers_params(tmp_path):
+    """The default config (no paper experiment): no spec takes --paper-params, and each takes
+    its study's best parameters where the config tunes."""
     config = load("config.yaml")
     config["data_from"] = {}
     path = tmp_path / "c.yaml"
