@@ -18,8 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from bpfree.core.io import write_csv_atomic
-from bpfree.core.outputs import HISTORY_COLUMNS, RUN_CHECKPOINT, RUN_HISTORY, RUN_METRICS, RUN_SPEC
+from bpfree.core.io import write_history_atomic
+from bpfree.core.outputs import RUN_CHECKPOINT, RUN_HISTORY, RUN_METRICS, RUN_SPEC
 from bpfree.core.readback import read_checkpoint_data
 
 
@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     dest = args.evidence / "unfinished" / Path(*run.resolve().parts[-4:])
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / RUN_SPEC, dest / RUN_SPEC)
-    extra = [k for r in rows for k in r if k not in HISTORY_COLUMNS]
-    write_csv_atomic(dest / RUN_HISTORY, rows, HISTORY_COLUMNS + list(dict.fromkeys(extra)))
+    write_history_atomic(dest / RUN_HISTORY, rows)
     print(f"{dest}: {len(rows)} epochs")
     return 0
 

@@ -83,15 +83,18 @@ def unfinished_table(evidence: Path) -> str:
 def filled(doc: str, tables: Path, evidence: Path | None = None) -> str:
     """``doc`` with every table block holding its table."""
 
-    def table(match: re.Match) -> str:
-        if match["name"] == VERDICTS:
-            return match[1] + verdicts_table(tables).rstrip("\n") + "\n" + match[4]
-        if match["name"] == UNFINISHED:
-            return match[1] + unfinished_table(evidence or tables.parent).rstrip("\n") + "\n" + match[4]
-        path = tables / f"{match['name']}.md"
+    def body(name: str) -> str:
+        if name == VERDICTS:
+            return verdicts_table(tables)
+        if name == UNFINISHED:
+            return unfinished_table(evidence or tables.parent)
+        path = tables / f"{name}.md"
         if not path.is_file():
             raise SystemExit(f"{path} is missing: run bpfree rebuild on the evidence folder first")
-        return match[1] + path.read_text(encoding="utf-8").rstrip("\n") + "\n" + match[4]
+        return path.read_text(encoding="utf-8")
+
+    def table(match: re.Match) -> str:
+        return match[1] + body(match["name"]).rstrip("\n") + "\n" + match[4]
 
     return BLOCK.sub(table, doc)
 

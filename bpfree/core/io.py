@@ -171,6 +171,15 @@ def write_csv_atomic(path: str | Path, rows: Iterable[Mapping[str, Any]], fieldn
     write_text_atomic(path, buf.getvalue())
 
 
+def write_history_atomic(path: str | Path, rows: list[Mapping[str, Any]]) -> None:
+    """A run's history.csv: one row per epoch, HISTORY_COLUMNS first, then every other key
+    the rows hold, in the order they first appear."""
+    from bpfree.core.outputs import HISTORY_COLUMNS
+
+    extra = [k for r in rows for k in r if k not in HISTORY_COLUMNS]
+    write_csv_atomic(path, rows, HISTORY_COLUMNS + list(dict.fromkeys(extra)))
+
+
 def writable_directory(path: str | Path, what: str = "output directory") -> Path:
     """``path``, created if missing and proven writable by creating a file in it, so that a
     job fails before its work, not after (``os.access`` says yes to root on a read-only

@@ -19,8 +19,8 @@ import torch
 from bpfree import __version__
 from bpfree.algorithms import Algorithm, build_algorithm
 from bpfree.core.errors import BpfreeError, is_out_of_memory
-from bpfree.core.io import writable_directory, write_csv_atomic, write_json_atomic, write_text_atomic
-from bpfree.core.outputs import HISTORY_COLUMNS, RUN_CHECKPOINT, RUN_HISTORY, RUN_METRICS, RUN_SPEC
+from bpfree.core.io import writable_directory, write_history_atomic, write_json_atomic, write_text_atomic
+from bpfree.core.outputs import RUN_CHECKPOINT, RUN_HISTORY, RUN_METRICS, RUN_SPEC
 from bpfree.core.record import RunRecord, read_record
 from bpfree.core.registry import DATASETS
 from bpfree.core.spec import Measurement, RunSpec, dump_yaml
@@ -375,6 +375,5 @@ def write_outputs(run: RunResult, out: Path) -> None:
     flops = run.epoch_flops()
     if flops is not None:  # each epoch's training and validation FLOPs (bpfree.engine.analysis)
         rows = [row | {"flops": f} for row, f in zip(rows, flops)]
-    extra = [k for r in rows for k in r if k not in HISTORY_COLUMNS]
-    write_csv_atomic(out / RUN_HISTORY, rows, HISTORY_COLUMNS + list(dict.fromkeys(extra)))
+    write_history_atomic(out / RUN_HISTORY, rows)
     write_json_atomic(out / METRICS, run.record().model_dump())
